@@ -1,0 +1,169 @@
+"""Pure helpers for gradient norms and clipping, written with `keras.ops`.
+
+They run inside the compiled train step (TensorFlow graph, XLA, JAX jit) as
+well as eagerly, and hold no state: the optimizer wrapper that calls them owns
+the variables.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from keras import ops
+
+
+def variable_norms(grads: Sequence) -> list:
+    """Returns the L2 norm of each gradient tensor, as float32 scalars.
+
+    A `None` gradient (a variable the loss does not depend on) has norm 0.
+
+    Args:
+        grads: list of gradient tensors or `None`.
+
+    Returns:
+        A list of float32 scalars, one per gradient.
+    """
+    norms = []
+    for g in grads:
+        if g is None:
+            norms.append(ops.zeros((), dtype="float32"))
+        else:
+            g = ops.cast(g, "float32")
+            norms.append(ops.sqrt(ops.sum(ops.square(g))))
+    return norms
+
+
+def global_norm(norms) -> object:
+    """Combines per-variable norms into the global norm sqrt(sum(n_i^2)).
+
+    Args:
+        norms: a 1-D tensor (or list of scalars) of per-variable L2 norms.
+
+    Returns:
+        A float32 scalar. NaN or inf when any input is.
+    """
+    norms = ops.convert_to_tensor(norms, dtype="float32")
+    return ops.sqrt(ops.sum(ops.square(norms)))
+
+
+def first_nonfinite_index(grads: Sequence) -> object:
+    """Returns the index of the first gradient holding NaN or inf, else -1.
+
+    Args:
+        grads: list of gradient tensors or `None`.
+
+    Returns:
+        An int32 scalar.
+    """
+    flags = [
+        ops.ones((), dtype="bool")
+        if g is None
+        else ops.all(ops.isfinite(g))
+        for g in grads
+    ]
+    finite = ops.stack(flags)
+    n = len(flags)
+    index = ops.arange(n, dtype="int32")
+    candidates = ops.where(finite, ops.full((n,), n, dtype="int32"), index)
+    first = ops.min(candidates)
+    return ops.where(first >= n, -1, first)
+
+
+def clipped_global_norm(
+    grads: Sequence,
+    norms,
+    norm,
+    *,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+) -> object:
+    """The global norm the gradients will have after Keras' clipping.
+
+    Mirrors `keras.optimizers.Optimizer._clip_gradients`: `clipnorm` clips
+    each variable's gradient to norm `clipnorm` (so its norm becomes
+    `min(n_i, clipnorm)`), `global_clipnorm` rescales all of them together
+    (the global norm becomes `min(norm, global_clipnorm)`), `clipvalue` clips
+    each element to `[-clipvalue, clipvalue]`. Only the element-wise mode needs
+    another pass over the gradients; the other two reuse `norms`.
+
+    Args:
+        grads: list of gradient tensors or `None`.
+        norms: 1-D float32 tensor of per-variable norms of `grads`.
+        norm: float32 scalar, the global norm of `grads`.
+        clipnorm: per-variable threshold, or `None`.
+        clipvalue: per-element threshold, or `None`.
+        global_clipnorm: global threshold, or `None`.
+
+    Returns:
+        A float32 scalar.
+    """
+    if clipnorm and clipnorm > 0:
+        return global_norm(ops.minimum(norms, clipnorm))
+    if global_clipnorm and global_clipnorm > 0:
+        return ops.minimum(norm, global_clipnorm)
+    if clipvalue and clipvalue > 0:
+        clipped = [
+            None if g is None else ops.clip(g, -clipvalue, clipvalue)
+            for g in grads
+        ]
+        return global_norm(ops.stack(variable_norms(clipped)))
+    return norm
+
+
+def scale_by_threshold(grads: Sequence, norm, threshold) -> list:
+    """Rescales gradients so that their global norm is at most `threshold`.
+
+    Args:
+        grads: list of gradient tensors or `None`.
+        norm: float32 scalar, their global norm.
+        threshold: float32 scalar; `inf` leaves the gradients unchanged.
+
+    Returns:
+        The rescaled gradients (same dtypes as the inputs).
+    """
+    safe_norm = ops.where(norm > 0, norm, 1.0)
+    scale = ops.where(norm > threshold, threshold / safe_norm, 1.0)
+    return [
+        None if g is None else g * ops.cast(scale, g.dtype) for g in grads
+    ]
+
+
+def ring_percentile(buffer, count, window: int, percentile: float) -> object:
+    """Percentile of the finite values among the newest entries of a ring.
+
+    The ring buffer holds step `s` at slot `s % len(buffer)`; `count` steps
+    have been written. The newest `min(count, window)` entries are used and
+    non-finite ones ignored. Interpolation is linear, as `numpy.percentile`'s
+    default. With no finite entry the result is `inf` (clip nothing).
+
+    Args:
+        buffer: 1-D float32 tensor (the ring).
+        count: int scalar, number of entries written so far.
+        window: how many of the newest entries to use (<= len(buffer)).
+        percentile: in [0, 100].
+
+    Returns:
+        A float32 scalar.
+    """
+    size = buffer.shape[0]
+    slots = ops.arange(size, dtype="int32")
+    count = ops.cast(count, "int32")
+    newest = ops.mod(count - 1, size)
+    age = ops.mod(newest - slots, size)
+    used = ops.logical_and(
+        age < ops.minimum(count, window), ops.isfinite(buffer)
+    )
+    n = ops.sum(ops.cast(used, "int32"))
+    big = ops.full((size,), float("inf"), dtype="float32")
+    ordered = ops.sort(ops.where(used, buffer, big))
+    position = percentile / 100.0 * ops.cast(ops.maximum(n - 1, 0), "float32")
+    low = ops.cast(ops.floor(position), "int32")
+    high = ops.minimum(low + 1, ops.maximum(n - 1, 0))
+    low_value = ops.take(ordered, low)
+    high_value = ops.take(ordered, high)
+    frac = position - ops.cast(low, "float32")
+    value = low_value + frac * (high_value - low_value)
+    # inf - inf would give NaN when n == 1 and high == low: guard it.
+    value = ops.where(high == low, low_value, value)
+    return ops.where(n > 0, value, float("inf"))

@@ -1,0 +1,452 @@
+"""`GradientMonitor`: an optimizer wrapper that records what callbacks can't see."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import clipping
+
+_CLIP_ATTRS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+def innermost_optimizer(optimizer):
+    """Follows `inner_optimizer` links down to the optimizer that updates."""
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def clip_settings(optimizer) -> dict:
+    """The clipping arguments set on the optimizer that does the update."""
+    inner = innermost_optimizer(optimizer)
+    return {a: getattr(inner, a) for a in _CLIP_ATTRS if getattr(inner, a)}
+
+
+def _is_loss_scaled(optimizer) -> bool:
+    while optimizer is not None:
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return True
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientRecord:
+    """What a `GradientMonitor` holds for the steps still in its ring buffer.
+
+    Arrays are in step order, oldest first. `steps` are 1-based training steps
+    (step 1 is the first update the monitor saw, counted across epochs and
+    `fit` calls).
+    """
+
+    count: int  # steps recorded in total
+    steps: np.ndarray  # (T,) int
+    norm: np.ndarray  # (T,) pre-clip global norm
+    norm_clipped: np.ndarray  # (T,) global norm after clipping
+    threshold: np.ndarray  # (T,) adaptive threshold used (inf: none)
+    variable_norms: np.ndarray  # (T, V) pre-clip norm per variable
+    first_nonfinite: np.ndarray  # (T,) index of first bad variable, -1 if none
+    weights_finite: np.ndarray  # (T,) bool, all weights finite after the step
+    variable_paths: tuple  # (V,) `variable.path` of each column
+
+    def since(self, step: int) -> "GradientRecord":
+        """The records for steps after `step` (a 1-based step number)."""
+        keep = self.steps > step
+        return dataclasses.replace(
+            self,
+            steps=self.steps[keep],
+            norm=self.norm[keep],
+            norm_clipped=self.norm_clipped[keep],
+            threshold=self.threshold[keep],
+            variable_norms=self.variable_norms[keep],
+            first_nonfinite=self.first_nonfinite[keep],
+            weights_finite=self.weights_finite[keep],
+        )
+
+
+@keras.saving.register_keras_serializable(package="gradguard")
+class GradientMonitor(keras.optimizers.Optimizer):
+    """Wraps an optimizer to record gradient norms and skip non-finite steps.
+
+    Keras callbacks never see gradients. `GradientMonitor` sits where
+    `LossScaleOptimizer` sits, between the train step and the optimizer, and on
+    each step records in its own variables (so it works inside a compiled
+    `tf.function`, under XLA and under JAX's `jit`):
+
+    - the global gradient norm before clipping and after the clipping that the
+      inner optimizer's `clipnorm` / `clipvalue` / `global_clipnorm` (or the
+      monitor's adaptive threshold) will apply,
+    - one norm per trainable variable,
+    - the index of the first variable whose gradient holds NaN or inf,
+    - whether every weight is finite after the step.
+
+    A ring buffer keeps the last `history` steps, so a callback that reads
+    every 50 steps, or runs once per `steps_per_execution` steps, loses
+    nothing. When a gradient is non-finite the update is skipped: weights and
+    optimizer state stay as they were (with a `LossScaleOptimizer` inside, the
+    loss scaler skips the step and lowers its scale, as it always does).
+
+    Callbacks such as `GradientNormLogger` wrap `model.optimizer` themselves;
+    wrap by hand when you want the monitor saved with the model.
+
+    Args:
+        optimizer: the `keras.optimizers.Optimizer` that does the update. A
+            `LossScaleOptimizer` is fine; norms are reported unscaled.
+        history: int, number of steps kept in the ring buffer. Defaults to
+            1024.
+        autoclip_percentile: float in (0, 100] or `None`. When set, the global
+            gradient norm is clipped to this percentile of the norms seen over
+            the last `autoclip_history` steps (AutoClip). Defaults to `None`.
+        autoclip_history: int, the window for `autoclip_percentile`, at most
+            `history`. Defaults to `history`.
+        skip_nonfinite: bool, skip updates whose gradient holds NaN or inf.
+            Defaults to `True`.
+        name: optional name.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=GradientMonitor(keras.optimizers.Adam(1e-3)),
+                  loss="mse")
+    model.fit(x, y, callbacks=[GradientNormLogger()])
+    ```
+
+    References:
+        Pascanu, Mikolov and Bengio, "On the difficulty of training recurrent
+        neural networks", ICML 2013.
+        Seetharaman et al., "AutoClip: Adaptive Gradient Clipping for Source
+        Separation Networks", MLSP 2020.
+    """
+
+    def __init__(
+        self,
+        optimizer: keras.optimizers.Optimizer,
+        history: int = 1024,
+        autoclip_percentile: float | None = None,
+        autoclip_history: int | None = None,
+        skip_nonfinite: bool = True,
+        name: str | None = None,
+        **kwargs,
+    ):
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "GradientMonitor received optimizer="
+                f"{optimizer!r}; expected a keras.optimizers.Optimizer "
+                "instance, e.g. keras.optimizers.Adam(1e-3)."
+            )
+        if isinstance(optimizer, GradientMonitor):
+            raise ValueError(
+                "GradientMonitor received an optimizer that is already a "
+                "GradientMonitor; wrap the optimizer only once."
+            )
+        if not isinstance(history, (int, np.integer)) or history < 2:
+            raise ValueError(
+                f"GradientMonitor received history={history!r}; expected an "
+                "int >= 2."
+            )
+        if autoclip_history is None:
+            autoclip_history = history
+        if (
+            not isinstance(autoclip_history, (int, np.integer))
+            or not 1 <= autoclip_history <= history
+        ):
+            raise ValueError(
+                "GradientMonitor received autoclip_history="
+                f"{autoclip_history!r}; expected an int in [1, history="
+                f"{history}]."
+            )
+        self._check_autoclip(autoclip_percentile, optimizer)
+        for key in kwargs:
+            raise ValueError(
+                f"GradientMonitor does not support `{key}`; set it on the "
+                "inner optimizer."
+            )
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = optimizer
+        self.history = int(history)
+        self.autoclip_percentile = autoclip_percentile
+        self.autoclip_history = int(autoclip_history)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.variable_paths: tuple = ()
+
+    @staticmethod
+    def _check_autoclip(percentile, optimizer):
+        if percentile is None:
+            return
+        if isinstance(percentile, bool) or not isinstance(
+            percentile, (int, float, np.floating, np.integer)
+        ) or not 0 < percentile <= 100:
+            raise ValueError(
+                "GradientMonitor received autoclip_percentile="
+                f"{percentile!r}; expected a number in (0, 100] or None."
+            )
+        clip = clip_settings(optimizer)
+        if clip:
+            raise ValueError(
+                "GradientMonitor received autoclip_percentile="
+                f"{percentile!r} but the optimizer already clips with "
+                f"{clip}; use one clipping mode only."
+            )
+
+    def set_autoclip(self, percentile: float | None, window: int | None = None):
+        """Turns adaptive clipping on (or off with `None`).
+
+        The compiled train step reads this when it is traced: callbacks call
+        it in `on_train_begin` and then rebuild the train function.
+        """
+        self._check_autoclip(percentile, self.inner_optimizer)
+        window = self.history if window is None else window
+        if not 1 <= window <= self.history:
+            raise ValueError(
+                f"GradientMonitor received autoclip window={window}; expected "
+                f"an int in [1, history={self.history}]."
+            )
+        self.autoclip_percentile = percentile
+        self.autoclip_history = int(window)
+
+    @property
+    def loss_scaled(self) -> bool:
+        """True when a LossScaleOptimizer inside handles non-finite steps."""
+        return _is_loss_scaled(self.inner_optimizer)
+
+    def build(self, var_list):
+        size, n_vars = self.history, len(var_list)
+
+        def add(name, shape, dtype="float32"):
+            return self.add_variable(
+                shape=shape, initializer="zeros", dtype=dtype,
+                aggregation="none", name=name,
+            )
+
+        self._count = add("gg_count", (), "int32")
+        self._norm = add("gg_norm", (size,))
+        self._norm_clipped = add("gg_norm_clipped", (size,))
+        self._threshold = add("gg_threshold", (size,))
+        self._variable_norms = add("gg_variable_norms", (size, max(n_vars, 1)))
+        self._first_nonfinite = add("gg_first_nonfinite", (size,), "int32")
+        self._weights_finite = add("gg_weights_finite", (size,), "int32")
+        self.variable_paths = tuple(v.path for v in var_list)
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    # -- the recorded step -------------------------------------------------
+
+    def _loss_scale(self):
+        optimizer = self.inner_optimizer
+        while optimizer is not None:
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                return optimizer.dynamic_scale
+            optimizer = getattr(optimizer, "inner_optimizer", None)
+        return None
+
+    def _record(self, grads, trainable_variables):
+        """Writes this step's norms into the ring; returns (ok, grads)."""
+        n_vars = len(self.variable_paths)
+        columns = [self._get_variable_index(v) for v in trainable_variables]
+        norms = clipping.variable_norms(grads)
+        scale = self._loss_scale()
+        if scale is not None:
+            norms = [n / ops.cast(scale, "float32") for n in norms]
+        # Place norms by variable index, zeros for variables without grads.
+        by_column = [ops.zeros((), "float32")] * max(n_vars, 1)
+        for column, n in zip(columns, norms):
+            by_column[column] = n
+        norm_vector = ops.stack(by_column)
+        norm = clipping.global_norm(norm_vector)
+        bad_local = clipping.first_nonfinite_index(grads)
+        columns_tensor = ops.convert_to_tensor(columns + [-1], dtype="int32")
+        bad = ops.take(
+            columns_tensor, ops.where(bad_local < 0, len(columns), bad_local)
+        )
+        ok = bad_local < 0
+
+        count = self._count
+        slot = ops.mod(count, self.history)
+        if self.autoclip_percentile is not None:
+            # The current norm takes part in its own threshold, as in the
+            # AutoClip reference implementation.
+            ring = ops.slice_update(self._norm, [slot], ops.reshape(norm, (1,)))
+            threshold = clipping.ring_percentile(
+                ring, count + 1, self.autoclip_history,
+                self.autoclip_percentile,
+            )
+            # The factor threshold / norm is the same for loss-scaled grads.
+            grads = clipping.scale_by_threshold(grads, norm, threshold)
+            norm_clipped = ops.minimum(norm, threshold)
+        else:
+            threshold = ops.convert_to_tensor(float("inf"), "float32")
+            settings = clip_settings(self.inner_optimizer)
+            unscaled = grads
+            if scale is not None and settings.get("clipvalue"):
+                unscaled = [
+                    None if g is None else g / ops.cast(scale, g.dtype)
+                    for g in grads
+                ]
+            norm_clipped = clipping.clipped_global_norm(
+                unscaled, norm_vector, norm, **settings
+            )
+
+        def put(variable, value):
+            value = ops.cast(ops.reshape(value, (1,)), variable.dtype)
+            variable.assign(ops.slice_update(variable, [slot], value))
+
+        put(self._norm, norm)
+        put(self._norm_clipped, norm_clipped)
+        put(self._threshold, threshold)
+        put(self._first_nonfinite, bad)
+        self._variable_norms.assign(
+            ops.slice_update(
+                self._variable_norms, [slot, 0],
+                ops.reshape(norm_vector, (1, -1)),
+            )
+        )
+        self._count.assign(count + 1)
+        return ok, grads, slot
+
+    def _record_weights(self, slot, weights):
+        flags = [ops.all(ops.isfinite(w)) for w in weights]
+        finite = ops.all(ops.stack(flags)) if flags else True
+        value = ops.reshape(ops.cast(finite, "int32"), (1,))
+        self._weights_finite.assign(
+            ops.slice_update(self._weights_finite, [slot], value)
+        )
+
+    # -- stateful (TensorFlow, torch) --------------------------------------
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            self.build(list(trainable_variables))
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        grads = list(grads)
+        ok, grads, slot = self._record(grads, trainable_variables)
+        inner = self.inner_optimizer
+        if self.skip_nonfinite and not self.loss_scaled:
+            ops.cond(
+                ok,
+                lambda: inner.apply(grads, trainable_variables),
+                lambda: None,
+            )
+        else:
+            inner.apply(grads, trainable_variables)
+        self._record_weights(slot, trainable_variables)
+
+    # -- stateless (JAX) ---------------------------------------------------
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        if not self.built:
+            raise ValueError(
+                "To call `stateless_apply`, GradientMonitor must be built: "
+                "call `optimizer.build(trainable_variables)` first."
+            )
+        n_own = len(self._variables)
+        own, inner_values = optimizer_variables[:n_own], optimizer_variables[n_own:]
+        mapping = list(zip(self._variables, own))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            ok, grads, slot = self._record(list(grads), self._trainable_variables)
+        inner = self.inner_optimizer
+
+        def update():
+            new_tv, new_inner = inner.stateless_apply(
+                inner_values, grads, trainable_variables
+            )
+            return list(new_tv), list(new_inner)
+
+        def skip():
+            return list(trainable_variables), list(inner_values)
+
+        if self.skip_nonfinite and not self.loss_scaled:
+            new_tv, new_inner = ops.cond(ok, update, skip)
+        else:
+            new_tv, new_inner = update()
+        new_own = [scope.get_current_value(v) for v in self._variables]
+        mapping = list(zip(self._variables, new_own))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._record_weights(slot, new_tv)
+        new_own = [scope.get_current_value(v) for v in self._variables]
+        return new_tv, new_own + list(new_inner)
+
+    # -- reading -----------------------------------------------------------
+
+    def read(self) -> GradientRecord:
+        """Copies the ring buffer to numpy, oldest step first.
+
+        Under JAX, call it on `callback.model.optimizer` (which syncs the
+        training state), not on a reference kept from before `fit`.
+        """
+        if not self.built:
+            raise ValueError(
+                "GradientMonitor.read() was called before the optimizer was "
+                "built; train the model for at least one step first."
+            )
+        count = int(ops.convert_to_numpy(self._count))
+        cached = getattr(self, "_last_read", None)
+        if cached is not None and cached.count == count:
+            return cached  # several callbacks read the same step
+        n = min(count, self.history)
+        order = np.arange(count - n, count) % self.history
+        take = lambda v: ops.convert_to_numpy(v)[order]  # noqa: E731
+        self._last_read = GradientRecord(
+            count=count,
+            steps=np.arange(count - n, count) + 1,
+            norm=take(self._norm),
+            norm_clipped=take(self._norm_clipped),
+            threshold=take(self._threshold),
+            variable_norms=take(self._variable_norms)[
+                :, : len(self.variable_paths)
+            ],
+            first_nonfinite=take(self._first_nonfinite),
+            weights_finite=take(self._weights_finite).astype(bool),
+            variable_paths=self.variable_paths,
+        )
+        return self._last_read
+
+    # -- forwarding --------------------------------------------------------
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(
+                self.inner_optimizer
+            ),
+            "history": self.history,
+            "autoclip_percentile": self.autoclip_percentile,
+            "autoclip_history": self.autoclip_history,
+            "skip_nonfinite": self.skip_nonfinite,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        optimizer = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        return cls(optimizer, **config)
