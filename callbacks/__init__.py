@@ -1,6 +1,17 @@
 """Keras 3 callbacks that see, guard against and clip exploding gradients."""
 
+from .auto_clip import AutoClip
+from .gradient_clipping import GradientClipping
 from .gradient_monitor import GradientMonitor, GradientRecord
 from .gradient_norm_logger import GradientNormLogger
+from .nan_guard import NaNGuard, NonFiniteTrainingError
 
-__all__ = ["GradientMonitor", "GradientRecord", "GradientNormLogger"]
+__all__ = [
+    "AutoClip",
+    "GradientClipping",
+    "GradientMonitor",
+    "GradientNormLogger",
+    "GradientRecord",
+    "NaNGuard",
+    "NonFiniteTrainingError",
+]

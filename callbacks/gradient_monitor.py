@@ -267,7 +267,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
         bad = ops.take(
             columns_tensor, ops.where(bad_local < 0, len(columns), bad_local)
         )
-        ok = bad_local < 0
+        # A finite gradient whose norm overflows float32 (> 3e38) is no
+        # better than inf: Keras' global_clipnorm would turn it into NaN.
+        ok = ops.logical_and(bad_local < 0, ops.isfinite(norm))
 
         count = self._count
         slot = ops.mod(count, self.history)

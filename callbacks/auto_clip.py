@@ -1,0 +1,68 @@
+"""`AutoClip`: clip to a percentile of the gradient norms seen so far."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from .attach import ensure_monitor, rebuild_train_function
+
+
+class AutoClip(keras.callbacks.Callback):
+    """Adaptive gradient clipping (AutoClip, Seetharaman et al. 2020).
+
+    Each step the global gradient norm is clipped to the `percentile`-th
+    percentile of the norms of the last `history` steps (the current one
+    included), computed inside the compiled train step from the
+    `GradientMonitor`'s ring buffer. No threshold to tune: the clip follows
+    the scale the model's gradients actually have. The threshold used at each
+    step is recorded (`GradientRecord.threshold`).
+
+    Args:
+        percentile: float in (0, 100]. Defaults to 10.0, the paper's choice.
+        history: int >= 1, how many recent steps form the distribution.
+            Defaults to 1000.
+
+    Raises:
+        ValueError: on bad arguments; in `on_train_begin`, if the optimizer
+            already clips (`clipnorm`, `clipvalue`, `global_clipnorm`).
+
+    Example:
+
+    ```python
+    model.fit(x, y, callbacks=[AutoClip(percentile=10.0)])
+    ```
+
+    References:
+        Seetharaman, Wichern, Pardo, Le Roux, "AutoClip: Adaptive Gradient
+        Clipping for Source Separation Networks", IEEE MLSP 2020.
+    """
+
+    def __init__(self, percentile: float = 10.0, history: int = 1000):
+        super().__init__()
+        if isinstance(percentile, bool) or not isinstance(
+            percentile, (int, float)
+        ) or not 0 < percentile <= 100:
+            raise ValueError(
+                f"AutoClip received percentile={percentile!r}; expected a "
+                "number in (0, 100]."
+            )
+        if isinstance(history, bool) or not isinstance(
+            history, (int, np.integer)
+        ) or history < 1:
+            raise ValueError(
+                f"AutoClip received history={history!r}; expected an int >= 1."
+            )
+        self.percentile = float(percentile)
+        self.history = int(history)
+
+    def on_train_begin(self, logs=None):
+        monitor = ensure_monitor(self.model, "AutoClip", self.history)
+        try:
+            monitor.set_autoclip(self.percentile, self.history)
+        except ValueError as error:
+            raise ValueError(
+                f"AutoClip(percentile={self.percentile}) cannot be applied: "
+                f"{error}"
+            ) from None
+        rebuild_train_function(self.model)

@@ -1,0 +1,91 @@
+"""`GradientClipping`: set Keras' clipping on an already compiled model."""
+
+from __future__ import annotations
+
+import keras
+
+from .attach import find_monitor, rebuild_train_function, require_compiled
+from .gradient_monitor import clip_settings, innermost_optimizer
+
+MODES = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+class GradientClipping(keras.callbacks.Callback):
+    """Applies one Keras clipping mode to a compiled model before training.
+
+    `clipnorm` clips each variable's gradient to that norm, `global_clipnorm`
+    rescales all gradients together so that their global norm is at most the
+    value, `clipvalue` clips each element to `[-clipvalue, clipvalue]`. As in
+    Keras, only one may be set. The setting is made on the optimizer that does
+    the update (inside a `GradientMonitor` or `LossScaleOptimizer`) and stays
+    after training, so a saved model records how it was trained. None of these
+    modes protects against NaN/Inf; `NaNGuard` does.
+
+    Args:
+        clipnorm: float > 0 or `None`. Defaults to `None`.
+        clipvalue: float > 0 or `None`. Defaults to `None`.
+        global_clipnorm: float > 0 or `None`. Defaults to `None`.
+
+    Raises:
+        ValueError: if not exactly one mode is set, or a value is not > 0; in
+            `on_train_begin`, if the optimizer already clips another way or
+            `AutoClip` is on.
+
+    Example:
+
+    ```python
+    model.fit(x, y, callbacks=[GradientClipping(global_clipnorm=1.0)])
+    ```
+
+    References:
+        Pascanu, Mikolov and Bengio, "On the difficulty of training recurrent
+        neural networks", ICML 2013.
+    """
+
+    def __init__(
+        self,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+    ):
+        super().__init__()
+        given = {
+            k: v
+            for k, v in zip(MODES, (clipnorm, clipvalue, global_clipnorm))
+            if v is not None
+        }
+        if len(given) != 1:
+            raise ValueError(
+                "GradientClipping received "
+                f"clipnorm={clipnorm}, clipvalue={clipvalue}, "
+                f"global_clipnorm={global_clipnorm}; set exactly one of them, "
+                "as Keras allows only one clipping mode."
+            )
+        (self.mode, self.value), = given.items()
+        if isinstance(self.value, bool) or not isinstance(
+            self.value, (int, float)
+        ) or not self.value > 0:
+            raise ValueError(
+                f"GradientClipping received {self.mode}={self.value!r}; "
+                "expected a number > 0."
+            )
+
+    def on_train_begin(self, logs=None):
+        require_compiled(self.model, "GradientClipping")
+        optimizer = self.model.optimizer
+        current = clip_settings(optimizer)
+        monitor = find_monitor(optimizer)
+        if monitor is not None and monitor.autoclip_percentile is not None:
+            raise ValueError(
+                f"GradientClipping({self.mode}={self.value}) cannot be "
+                "combined with AutoClip: use one clipping mode only."
+            )
+        if current and current != {self.mode: self.value}:
+            raise ValueError(
+                f"GradientClipping({self.mode}={self.value}) cannot be applied: "
+                f"the optimizer already clips with {current}. Use one "
+                "clipping mode only: compile without clipping, or drop this "
+                "callback."
+            )
+        setattr(innermost_optimizer(optimizer), self.mode, float(self.value))
+        rebuild_train_function(self.model)

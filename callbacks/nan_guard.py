@@ -1,0 +1,336 @@
+"""`NaNGuard`: catch NaN/Inf and gradient explosions before they ruin weights."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from .attach import ensure_monitor, find_monitor
+from .diagnosis import rank_suspects
+from .layer_names import layer_of_paths
+
+ACTIONS = ("stop", "raise", "rollback")
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """Raised by `NaNGuard(action="raise")`; `.report` holds the diagnosis."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops, raises or rolls back when gradients turn non-finite or explode.
+
+    `TerminateOnNaN` looks at the running loss after the weights are already
+    ruined. `NaNGuard` reads the `GradientMonitor` (installed on
+    `on_train_begin` if absent), which skips any update whose gradient holds
+    NaN or inf, so the weights stay finite. It fires on, in this order:
+
+    1. a non-finite gradient (caught before the update);
+    2. non-finite weights after an update (a finite gradient times a huge
+       learning rate);
+    3. a gradient spike: a global norm above `spike_factor` times its running
+       median over the last `window` steps; still finite, but the sign of an
+       explosion long before NaN;
+    4. a non-finite loss.
+
+    The message and the JSON report name the trigger, step, epoch, batch, the
+    first variable with a non-finite gradient, the variables whose norms grew
+    most relative to their own running medians in the steps before (at the
+    NaN step the per-layer norms often blame the wrong layer), the last
+    finite global norm and the learning rate.
+
+    Actions: `"stop"` ends training gracefully, `"raise"` raises
+    `NonFiniteTrainingError` (a `FloatingPointError`), `"rollback"` restores
+    the last finite weights and optimizer state from before the trigger,
+    multiplies the learning rate by `lr_factor` and goes on, at most
+    `max_retries` times, then stops. After any action the weights are finite.
+
+    Args:
+        action: `"stop"`, `"raise"` or `"rollback"`. Defaults to `"stop"`.
+        spike_factor: float > 1 or `None` (no spike detection). Defaults to
+            50.0.
+        window: int >= 2, steps in the running median. Defaults to 50.
+        min_history: int >= 1, steps needed before spikes are detected.
+            Defaults to 10.
+        lr_factor: float in (0, 1], learning-rate factor on rollback.
+            Defaults to 0.5.
+        max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
+        report_path: path of a JSON report (written atomically; must not
+            exist yet), or `None`. Defaults to `None`.
+        verbose: print a message on each event. Defaults to `True`.
+
+    Example:
+
+    ```python
+    guard = NaNGuard(action="rollback", report_path="nan_report.json")
+    model.fit(x, y, callbacks=[guard])
+    guard.events  # what happened
+    ```
+    """
+
+    def __init__(
+        self,
+        action: str = "stop",
+        *,
+        spike_factor: float | None = 50.0,
+        window: int = 50,
+        min_history: int = 10,
+        lr_factor: float = 0.5,
+        max_retries: int = 3,
+        report_path: str | os.PathLike | None = None,
+        verbose: bool = True,
+    ):
+        super().__init__()
+        if action not in ACTIONS:
+            raise ValueError(
+                f"NaNGuard received action={action!r}; expected one of "
+                f"{', '.join(repr(a) for a in ACTIONS)}."
+            )
+        if spike_factor is not None and (
+            isinstance(spike_factor, bool)
+            or not isinstance(spike_factor, (int, float))
+            or not spike_factor > 1
+        ):
+            raise ValueError(
+                f"NaNGuard received spike_factor={spike_factor!r}; expected a "
+                "number > 1, or None to turn spike detection off."
+            )
+        _check_int("window", window, 2)
+        _check_int("min_history", min_history, 1)
+        _check_int("max_retries", max_retries, 0)
+        if isinstance(lr_factor, bool) or not isinstance(
+            lr_factor, (int, float)
+        ) or not 0 < lr_factor <= 1:
+            raise ValueError(
+                f"NaNGuard received lr_factor={lr_factor!r}; expected a number "
+                "in (0, 1]."
+            )
+        self.action = action
+        self.spike_factor = spike_factor
+        self.window = window
+        self.min_history = min_history
+        self.lr_factor = float(lr_factor)
+        self.max_retries = max_retries
+        self.report_path = None if report_path is None else os.fspath(report_path)
+        self.verbose = verbose
+        self._written = False
+        self.events: list[dict] = []
+
+    # -- Keras hooks -------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        if (
+            self.report_path is not None
+            and os.path.exists(self.report_path)
+            and not self._written
+        ):
+            raise ValueError(
+                f"NaNGuard received report_path={self.report_path!r}, which "
+                "already exists; pass a new path or move the old report away."
+            )
+        monitor = ensure_monitor(self.model, "NaNGuard", self.window + 1)
+        if self.action == "rollback" and self.lr_factor != 1 and not isinstance(
+            monitor.learning_rate, keras.Variable
+        ):
+            raise ValueError(
+                f"NaNGuard(action='rollback', lr_factor={self.lr_factor}) "
+                "needs a settable learning rate, but the optimizer uses a "
+                "LearningRateSchedule; pass lr_factor=1.0 or a float "
+                "learning rate."
+            )
+        self.retries = 0
+        self._epoch = 0
+        self._columns = None
+        self._last_step = monitor.read().count if monitor.built else 0
+        self._snapshot = None
+        self._take_snapshot()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        model = self.model  # syncs the JAX state
+        monitor = find_monitor(model.optimizer)
+        record = monitor.read()
+        new = record.since(self._last_step)
+        self._last_step = record.count
+        event = self._detect(record, new, monitor.loss_scaled)
+        if event is None:
+            loss = logs.get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                step = int(record.count)
+                event = {"trigger": "nonfinite_loss", "step": step,
+                         "detail": f"the running loss is {float(loss)}"}
+        if event is None:
+            self._take_snapshot()
+            return
+        self._handle(event, record, batch)
+
+    # -- detection ---------------------------------------------------------
+
+    def _detect(self, record, new, loss_scaled: bool) -> dict | None:
+        for i, step in enumerate(new.steps.tolist()):
+            bad = int(new.first_nonfinite[i])
+            if bad >= 0 and not loss_scaled:
+                return {"trigger": "nonfinite_gradient", "step": step,
+                        "detail": "a gradient holds NaN or inf; the update "
+                                  "was skipped", "variable_index": bad}
+            if not math.isfinite(float(new.norm[i])) and not loss_scaled:
+                return {"trigger": "nonfinite_gradient", "step": step,
+                        "detail": "the global gradient norm overflows to "
+                                  f"{float(new.norm[i])}; the update was "
+                                  "skipped"}
+            if not new.weights_finite[i]:
+                return {"trigger": "nonfinite_weights", "step": step,
+                        "detail": "the weights hold NaN or inf after the "
+                                  "update"}
+            if self.spike_factor is None:
+                continue
+            earlier = record.norm[(record.steps < step)][-self.window:]
+            earlier = earlier[np.isfinite(earlier)]
+            norm = float(new.norm[i])
+            if len(earlier) < self.min_history or not math.isfinite(norm):
+                continue
+            median = float(np.median(earlier))
+            if median > 0 and norm > self.spike_factor * median:
+                return {"trigger": "gradient_spike", "step": step,
+                        "detail": f"global gradient norm {norm:.4g} is "
+                                  f"{norm / median:.0f}x its running median "
+                                  f"{median:.4g} over the last "
+                                  f"{len(earlier)} steps"}
+        return None
+
+    # -- actions -----------------------------------------------------------
+
+    def _handle(self, event, record, batch):
+        model = self.model
+        monitor = find_monitor(model.optimizer)
+        if self._columns is None:
+            self._layer_names, self._columns = layer_of_paths(
+                model, record.variable_paths
+            )
+        layers = [self._layer_names[c] for c in self._columns]
+        step = event["step"]
+        index = event.pop("variable_index", None)
+        before = record.steps <= step
+        finite_norms = record.norm[before & np.isfinite(record.norm)]
+        event.update({
+            "epoch": self._epoch + 1,
+            "batch": int(batch),
+            "first_nonfinite_variable": None if index is None
+            else record.variable_paths[index],
+            "first_nonfinite_layer": None if index is None else layers[index],
+            "suspects": rank_suspects(
+                record.steps[before], record.variable_norms[before],
+                record.variable_paths, layers, window=self.window,
+            ),
+            "last_finite_norm": float(finite_norms[-1])
+            if len(finite_norms) else None,
+            "learning_rate": _to_float(monitor.learning_rate),
+        })
+        action = self.action
+        if action == "rollback" and self.retries >= self.max_retries:
+            action = "stop"
+            event["detail"] += f"; {self.max_retries} rollbacks used up"
+        restored = self._restore(force=action == "rollback")
+        if action == "rollback":
+            self.retries += 1
+            new_lr = event["learning_rate"] * self.lr_factor
+            monitor.learning_rate = new_lr
+            model.reset_metrics()  # the bad batch's loss left the mean
+            event["new_learning_rate"] = new_lr
+        event["action"] = action
+        event["restored_step"] = restored
+        event["message"] = _message(event)
+        self.events.append(event)
+        self._write_report()
+        if self.verbose:
+            print(event["message"])
+        if action == "stop":
+            model.stop_training = True
+        elif action == "raise":
+            raise NonFiniteTrainingError(event["message"], event)
+
+    def _take_snapshot(self):
+        weights = self.model.get_weights()
+        if not all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f"):
+            return
+        monitor = find_monitor(self.model.optimizer)
+        state = [keras.ops.convert_to_numpy(v) for v in monitor.inner_optimizer.variables]
+        self._snapshot = (self._last_step, weights, state)
+
+    def _restore(self, force: bool) -> int | None:
+        """Restores the snapshot when forced or when weights are not finite."""
+        weights = self.model.get_weights()
+        finite = all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f")
+        if (finite and not force) or self._snapshot is None:
+            return None
+        step, weights, state = self._snapshot
+        self.model.set_weights(weights)
+        monitor = find_monitor(self.model.optimizer)
+        for variable, value in zip(monitor.inner_optimizer.variables, state):
+            variable.assign(value)
+        return step
+
+    def _write_report(self):
+        if self.report_path is None:
+            return
+        folder = os.path.dirname(os.path.abspath(self.report_path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"events": self.events}, f, indent=2, default=_to_float)
+        os.replace(tmp, self.report_path)
+        self._written = True
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(
+            f"NaNGuard received {name}={value!r}; expected an int >= {low}."
+        )
+
+
+def _to_float(value) -> float:
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def _message(event: dict) -> str:
+    parts = [
+        f"Epoch {event['epoch']}: Step {event['step']}: NaNGuard caught "
+        f"{event['trigger'].replace('_', ' ')}: {event['detail']}."
+    ]
+    if event["first_nonfinite_variable"]:
+        parts.append(
+            f"First non-finite gradient: {event['first_nonfinite_variable']} "
+            f"(layer {event['first_nonfinite_layer']})."
+        )
+    if event["suspects"]:
+        grew = "; ".join(
+            f"{s['variable']} (layer {s['layer']}) {s['ratio']:.0f}x its "
+            f"median at step {s['step']}"
+            for s in event["suspects"]
+        )
+        parts.append(f"Gradient norms that grew most: {grew}.")
+    if event["last_finite_norm"] is not None:
+        parts.append(f"Last finite global norm {event['last_finite_norm']:.4g}.")
+    parts.append(f"Learning rate {event['learning_rate']:.4g}.")
+    action = event["action"]
+    if action == "rollback":
+        parts.append(
+            f"Action: rollback to the weights after step "
+            f"{event['restored_step']}, learning rate now "
+            f"{event['new_learning_rate']:.4g}."
+        )
+    else:
+        parts.append(f"Action: {action}.")
+    return " ".join(parts)
