@@ -241,7 +241,7 @@ class NaNGuard(keras.callbacks.Callback):
         if action == "rollback" and self.retries >= self.max_retries:
             action = "stop"
             event["detail"] += f"; {self.max_retries} rollbacks used up"
-        restored = self._restore(force=action == "rollback")
+        restored = self._restore(force=self.action == "rollback")
         if action == "rollback":
             self.retries += 1
             new_lr = event["learning_rate"] * self.lr_factor

@@ -1,0 +1,168 @@
+"""GradientNormLogger against norms computed independently with GradientTape."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard.callbacks import GradientMonitor, GradientNormLogger
+from tests.callbacks.helpers import (
+    dense_model, global_norm, lstm_model, regression_data, tape_steps,
+)
+
+LR = 0.05
+BATCH = 16
+
+
+def _fit(model_fn, x, *, jit, spe, epochs=1, logger=None, **fit_kwargs):
+    y = regression_data(x.shape[1:], n=len(x), seed=1)[1]
+    model = model_fn()
+    model.compile(
+        optimizer=keras.optimizers.SGD(LR), loss="mse", jit_compile=jit,
+        steps_per_execution=spe,
+    )
+    weights = model.get_weights()
+    logger = logger or GradientNormLogger()
+    history = model.fit(
+        x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
+        callbacks=[logger, *fit_kwargs.pop("callbacks", [])], **fit_kwargs,
+    )
+    return model, weights, y, logger, history
+
+
+@pytest.mark.parametrize("spe", [1, 4])
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("kind", ["dense", "lstm"])
+def test_norms_match_gradient_tape(kind, jit, spe):
+    model_fn = dense_model if kind == "dense" else lstm_model
+    shape = (8,) if kind == "dense" else (12, 3)
+    x = regression_data(shape, n=64)[0]
+    model, weights, y, logger, _ = _fit(model_fn, x, jit=jit, spe=spe)
+    steps = len(x) // BATCH
+    expected = tape_steps(model_fn, weights, x, y, BATCH, LR, steps)
+
+    table = logger.to_dataframe("global")
+    assert table["step"].tolist() == list(range(1, steps + 1))  # none lost
+    np.testing.assert_allclose(
+        table["grad_norm"], [global_norm(g) for g in expected], rtol=1e-4
+    )
+    # No clipping configured: the clipped norm is the norm.
+    np.testing.assert_allclose(table["grad_norm_clipped"], table["grad_norm"])
+
+    layers = logger.to_dataframe()
+    assert set(layers["layer"]) == {layer.name for layer in model.layers}
+    owner = [
+        layer.name for layer in model.layers for _ in layer.trainable_variables
+    ]
+    for step, grads in enumerate(expected, start=1):
+        for name in set(owner):
+            want = global_norm([g for g, o in zip(grads, owner) if o == name])
+            got = layers.query("step == @step and layer == @name")["norm"]
+            np.testing.assert_allclose(got, [want], rtol=1e-4)
+
+
+def test_reading_every_50_steps_loses_nothing():
+    x = regression_data((8,), n=16 * 30)[0]
+    every = _fit(dense_model, x, jit=False, spe=1, epochs=4)[3]
+    keras.utils.set_random_seed(0)
+    sparse = _fit(
+        dense_model, x, jit=False, spe=1, epochs=4,
+        logger=GradientNormLogger(every_n_steps=50),
+    )[3]
+    a, b = every.to_dataframe("global"), sparse.to_dataframe("global")
+    assert len(a) == 120
+    np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-6)
+    assert a["epoch"].tolist() == b["epoch"].tolist()
+
+
+def test_epoch_logs_reach_history_and_csv_logger(tmp_path):
+    x = regression_data((8,), n=64)[0]
+    path = tmp_path / "log.csv"
+    _, _, _, logger, history = _fit(
+        dense_model, x, jit=False, spe=1, epochs=3,
+        callbacks=[keras.callbacks.CSVLogger(str(path))],
+    )
+    table = logger.to_dataframe("global")
+    by_epoch = table.groupby("epoch")["grad_norm"]
+    np.testing.assert_allclose(history.history["grad_norm"], by_epoch.mean())
+    np.testing.assert_allclose(history.history["grad_norm_max"], by_epoch.max())
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    np.testing.assert_allclose(
+        [float(r["grad_norm_max"]) for r in rows], by_epoch.max(), rtol=1e-6
+    )
+
+
+def test_batch_logs_carry_the_latest_norm():
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((logs["grad_norm"], logs["grad_norm_clipped"]))
+
+    x = regression_data((8,), n=64)[0]
+    logger = _fit(dense_model, x, jit=False, spe=1, callbacks=[Spy()])[3]
+    np.testing.assert_allclose(
+        [s[0] for s in seen], logger.to_dataframe("global")["grad_norm"]
+    )
+
+
+def test_tensorboard_event_files_hold_gradient_tags(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    x = regression_data((8,), n=64)[0]
+    logger = _fit(
+        dense_model, x, jit=False, spe=1, epochs=2,
+        logger=GradientNormLogger(log_dir=str(tmp_path / "tb")),
+    )[3]
+    reader = event_accumulator.EventAccumulator(
+        str(tmp_path / "tb"), size_guidance={"tensors": 0}
+    )
+    reader.Reload()
+    tags = set(reader.Tags()["tensors"])
+    assert {
+        "gradients/global_norm", "gradients/global_norm_clipped",
+        "gradients/layer/hidden", "gradients/layer/middle",
+        "gradients/layer/head", "gradients/layer_norms",
+    } <= tags
+    events = reader.Tensors("gradients/global_norm")
+    table = logger.to_dataframe("global")
+    assert [e.step for e in events] == table["step"].tolist()
+    np.testing.assert_allclose(
+        [float(np.asarray(keras.ops.convert_to_numpy(
+            __import__("tensorflow").make_ndarray(e.tensor_proto)))) for e in events],
+        table["grad_norm"], rtol=1e-6,
+    )
+
+
+def test_keeps_an_existing_monitor():
+    x, y = regression_data((8,), n=32)
+    model = dense_model()
+    monitor = GradientMonitor(keras.optimizers.SGD(LR), history=64)
+    model.compile(optimizer=monitor, loss="mse")
+    model.fit(x, y, batch_size=16, verbose=0, callbacks=[GradientNormLogger()])
+    assert model.optimizer is monitor
+    assert monitor.read().count == 2
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, True])
+def test_rejects_bad_every_n_steps(value):
+    with pytest.raises(ValueError, match=(
+        rf"GradientNormLogger received every_n_steps={value!r}; "
+        r"expected an int >= 1\."
+    )):
+        GradientNormLogger(every_n_steps=value)
+
+
+def test_uncompiled_model_is_a_clear_error():
+    logger = GradientNormLogger()
+    logger.set_model(dense_model())
+    with pytest.raises(RuntimeError, match=r"GradientNormLogger needs a compiled model"):
+        logger.on_train_begin()
+
+
+def test_unknown_dataframe_level():
+    with pytest.raises(ValueError, match=r"level='layers'; expected 'layer' or 'global'"):
+        GradientNormLogger().to_dataframe("layers")
