@@ -93,6 +93,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
     Callbacks such as `GradientNormLogger` wrap `model.optimizer` themselves;
     wrap by hand when you want the monitor saved with the model.
 
+    Under the `mixed_float16` policy, compile with `GradientMonitor(optimizer)`
+    (Keras then wraps it: `LossScaleOptimizer(GradientMonitor(optimizer))`) or
+    let a callback wrap the compiled `LossScaleOptimizer`; do not compile with
+    `GradientMonitor(LossScaleOptimizer(...))`, which Keras would wrap in a
+    second loss scaler.
+
     Args:
         optimizer: the `keras.optimizers.Optimizer` that does the update. A
             `LossScaleOptimizer` is fine; norms are reported unscaled.

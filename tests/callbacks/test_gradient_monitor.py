@@ -1,0 +1,109 @@
+"""GradientMonitor: skipping non-finite steps, saving, mixed precision."""
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard.callbacks import GradientMonitor, GradientNormLogger
+from tests.callbacks.helpers import dense_model, global_norm, regression_data, tape_steps
+
+
+def _compiled(optimizer, **compile_kwargs):
+    model = dense_model()
+    model.compile(optimizer=optimizer, loss="mse", **compile_kwargs)
+    return model
+
+
+def test_nonfinite_gradient_skips_the_update_and_keeps_optimizer_state():
+    x, y = regression_data((8,), n=48)
+    x[16:32] = np.nan  # the second batch
+    model = _compiled(GradientMonitor(keras.optimizers.Adam(1e-2)))
+    updates = []
+
+    class Keep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            updates.append((
+                self.model.get_weights(),
+                [np.array(v) for v in self.model.optimizer.inner_optimizer.variables],
+            ))
+
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[Keep()])
+    record = model.optimizer.read()
+    assert record.first_nonfinite.tolist() == [-1, 0, -1]
+    assert np.isnan(record.norm[1])
+    (w1, s1), (w2, s2), (w3, _) = updates
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)  # step 2 changed nothing
+    for a, b in zip(s1, s2):
+        np.testing.assert_array_equal(a, b)  # nor Adam's moments, nor iterations
+    assert all(np.isfinite(w).all() for w in w3)
+    assert record.weights_finite.all()
+
+
+def test_saved_model_loads_back_and_trains_on(tmp_path):
+    x, y = regression_data((8,), n=64)
+    model = _compiled(GradientMonitor(keras.optimizers.Adam(1e-2), history=32))
+    model.fit(x, y, batch_size=16, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer, GradientMonitor)
+    assert loaded.optimizer.history == 32
+    assert isinstance(loaded.optimizer.inner_optimizer, keras.optimizers.Adam)
+    assert int(loaded.optimizer.iterations.numpy()) == 4
+    np.testing.assert_array_equal(loaded.optimizer.read().norm, model.optimizer.read().norm)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    loaded.fit(x, y, batch_size=16, verbose=0, callbacks=[GradientNormLogger()])
+    assert loaded.optimizer.read().count == 8
+    assert int(loaded.optimizer.iterations.numpy()) == 8
+
+
+def test_config_round_trip_and_forwarding():
+    inner = keras.optimizers.SGD(0.1, clipnorm=2.0)
+    monitor = GradientMonitor(inner, history=16, name="watch")
+    clone = GradientMonitor.from_config(monitor.get_config())
+    assert clone.history == 16 and clone.name == "watch"
+    assert clone.inner_optimizer.clipnorm == 2.0
+    monitor.learning_rate = 0.25
+    assert float(np.array(inner.learning_rate)) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("placement", ["around", "inside"])
+def test_mixed_precision_reports_unscaled_norms(placement):
+    keras.config.set_dtype_policy("mixed_float16")
+    x, y = regression_data((8,), n=32)
+    model = dense_model()
+    # Under mixed_float16 Keras wraps the compiled optimizer in a
+    # LossScaleOptimizer. "around": LossScaleOptimizer(GradientMonitor(SGD));
+    # "inside": the logger wraps the compiled LossScaleOptimizer(SGD).
+    sgd = keras.optimizers.SGD(0.01)
+    model.compile(
+        optimizer=GradientMonitor(sgd) if placement == "around" else sgd,
+        loss="mse",
+    )
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    weights = model.get_weights()
+    logger = GradientNormLogger()
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[logger])
+    if placement == "inside":
+        assert isinstance(model.optimizer, GradientMonitor)
+        assert model.optimizer.loss_scaled
+    keras.config.set_dtype_policy("float32")
+    expected = tape_steps(dense_model, weights, x, y, 16, 0.01, 2)
+    np.testing.assert_allclose(
+        logger.to_dataframe("global")["grad_norm"],
+        [global_norm(g) for g in expected], rtol=2e-2,
+    )
+
+
+def test_rejects_bad_arguments():
+    sgd = keras.optimizers.SGD()
+    with pytest.raises(TypeError, match=r"GradientMonitor received optimizer='sgd'"):
+        GradientMonitor("sgd")
+    with pytest.raises(ValueError, match=r"history=1; expected an int >= 2\."):
+        GradientMonitor(sgd, history=1)
+    with pytest.raises(ValueError, match=r"already a GradientMonitor"):
+        GradientMonitor(GradientMonitor(sgd))
+    with pytest.raises(ValueError, match=r"autoclip_percentile=10 but the optimizer already clips"):
+        GradientMonitor(keras.optimizers.SGD(clipnorm=1.0), autoclip_percentile=10)
