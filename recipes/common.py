@@ -1,0 +1,92 @@
+"""Helpers every recipe shares: flags from a Config, run folders, tables, device.
+
+A recipe declares its settings once, as a frozen dataclass whose fields carry
+a `metadata={"help": ...}`, and gets its command line from it:
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        depths: tuple[int, ...] = field(  # numbers of layers to compare
+            default=(1, 10), metadata={"help": "numbers of layers"})
+        quick: bool = field(  # fewer variants, for a smoke test
+            default=False, metadata={"help": "run a reduced sweep"})
+        out: str | None = field(  # results folder; None: runs/<name>-<time>
+            default=None, metadata={"help": "results folder"})
+
+        def validate(self) -> str | None:
+            if min(self.depths) < 1:
+                return f"--depths received {min(self.depths)}; expected ints >= 1."
+            return None
+
+    def main(argv=None):
+        config = parse_config(Config, argv, description=__doc__,
+                              prog="python -m recipes.my_recipe")
+        out_dir = new_run_dir(config.out, "my_recipe")
+        table = run(config)
+        print(table.to_string(index=False))
+        write_table(table, out_dir, caption=f"Device: {device_name()}")
+
+Bad flags exit with argparse's usage message and exit code 2 before any
+training starts.
+
+The flag helpers live in `config_flags.py`, the output helpers in
+`run_files.py`; this module re-exports them, so recipes import everything
+from `.common`. It also holds `device_name`, for result tables.
+"""
+
+from __future__ import annotations
+
+from .config_flags import config_parser, parse_config
+from .run_files import check_out_dir, markdown_table, new_run_dir, write_config, write_table
+
+__all__ = [
+    "check_out_dir",
+    "config_parser",
+    "device_name",
+    "markdown_table",
+    "new_run_dir",
+    "parse_config",
+    "write_config",
+    "write_table",
+]
+
+
+def device_name() -> str:
+    """Returns `"CPU"` or the name of the first GPU the Keras backend sees.
+
+    The backend's own library is asked, imported only here: TensorFlow's
+    `tf.config`, `jax.devices()` or `torch.cuda`. With several GPUs the count
+    is prefixed, e.g. `"2 x NVIDIA H100 80GB HBM3"`.
+
+    Returns:
+        A short human-readable device name for result tables.
+
+    Example:
+
+    >>> device_name()  # on a machine without a GPU  # doctest: +SKIP
+    'CPU'
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    names: list[str] = []
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            for gpu in tf.config.list_physical_devices("GPU"):
+                details = tf.config.experimental.get_device_details(gpu)
+                names.append(details.get("device_name", gpu.name))
+        elif backend == "jax":
+            import jax
+
+            names = [d.device_kind for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except (ImportError, RuntimeError):
+        names = []
+    if not names:
+        return "CPU"
+    return names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"

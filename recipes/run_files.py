@@ -1,0 +1,226 @@
+"""Where a recipe's results go: a fresh run folder, CSV + Markdown tables.
+
+A run never overwrites another: `new_run_dir` makes a new timestamped folder
+(or takes the user's `--out` only if it is new or empty), and `write_table`
+writes the results as CSV for analysis and as Markdown for reading, with a
+small formatter so that `tabulate` is not needed. Import these through
+`recipes.common`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import numbers
+import os
+import pathlib
+import time
+from typing import Any
+
+import pandas as pd
+
+
+def new_run_dir(
+    out: str | os.PathLike | None,
+    name: str,
+    *,
+    root: str | os.PathLike = "runs",
+) -> pathlib.Path:
+    """Creates and returns a fresh folder for one run's results.
+
+    A run never writes into another run's folder. Without `out`, the folder
+    is `<root>/<name>-<YYYYmmdd-HHMMSS>`, with `-1`, `-2`, ... appended when
+    that name is taken (two runs in the same second). With `out`, that path
+    is used if it does not exist yet or is an empty folder.
+
+    Args:
+        out: The folder the user asked for (`--out`), or `None`.
+        name: Recipe name, the prefix of generated folder names.
+        root: Parent of generated folders. Defaults to `"runs"`, relative to
+            the working directory (ignored by git).
+
+    Returns:
+        The path of the new, empty folder.
+
+    Raises:
+        FileExistsError: If `out` is a file or a folder that is not empty.
+
+    Example:
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> new_run_dir(None, "linear_chain", root=root).name.startswith("linear_chain-")
+    True
+    """
+    if out is not None:
+        problem = check_out_dir(out, who=f"new_run_dir received out={os.fspath(out)!r}:")
+        if problem:
+            raise FileExistsError(problem)
+        path = pathlib.Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = pathlib.Path(root) / f"{name}-{stamp}"
+    for attempt in itertools.count():
+        path = base if attempt == 0 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def write_table(
+    table: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    stem: str = "results",
+    *,
+    caption: str | None = None,
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes a results table as `<stem>.csv` and `<stem>.md` in `out_dir`.
+
+    The CSV keeps full precision for analysis; the Markdown (see
+    `markdown_table`) is for reading and pasting into a README. A
+    non-default index is written as leading columns.
+
+    Args:
+        table: One tidy row per variant.
+        out_dir: Existing folder to write into, normally from `new_run_dir`.
+        stem: File name without extension. Defaults to `"results"`.
+        caption: Optional line written above the Markdown table (e.g. the
+            device). Defaults to `None`.
+
+    Returns:
+        The paths `(csv_path, md_path)`.
+
+    Example:
+
+    >>> import tempfile
+    >>> csv, md = write_table(pd.DataFrame({"a": [1.5]}), tempfile.mkdtemp())
+    >>> print(md.read_text(), end="")
+    |   a |
+    | --: |
+    | 1.5 |
+    """
+    out_dir = pathlib.Path(out_dir)
+    if not isinstance(table.index, pd.RangeIndex):
+        table = table.reset_index()
+    csv_path = out_dir / f"{stem}.csv"
+    md_path = out_dir / f"{stem}.md"
+    table.to_csv(csv_path, index=False)
+    text = markdown_table(table)
+    if caption:
+        text = f"{caption}\n\n{text}"
+    md_path.write_text(text)
+    return csv_path, md_path
+
+
+def markdown_table(table: pd.DataFrame, *, float_format: str = ".6g") -> str:
+    """Formats a DataFrame as a GitHub-flavoured Markdown table.
+
+    A small stand-in for `DataFrame.to_markdown`, which needs the optional
+    `tabulate` package. Numeric columns are right-aligned; `|` in text is
+    escaped; the index is not written.
+
+    Args:
+        table: The DataFrame to format.
+        float_format: Format spec for floats. Defaults to `".6g"`.
+
+    Returns:
+        The table, one line per row, ending with a newline.
+
+    Example:
+
+    >>> print(markdown_table(pd.DataFrame({"gain": [0.5], "regime": ["vanishing"]})), end="")
+    | gain | regime    |
+    | ---: | --------- |
+    |  0.5 | vanishing |
+    """
+    headers = [_markdown_cell(str(c)) for c in table.columns]
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    rows = [
+        [_format_value(v, float_format) for v in row]
+        for row in table.itertuples(index=False, name=None)
+    ]
+    widths = [
+        max([3, len(h)] + [len(r[j]) for r in rows]) for j, h in enumerate(headers)
+    ]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.rjust(w) if is_num else c.ljust(w)
+            for c, w, is_num in zip(cells, widths, numeric)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = line(["-" * (w - 1) + ":" if is_num else "-" * w for w, is_num in zip(widths, numeric)])
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)]) + "\n"
+
+
+def write_config(config: Any, out_dir: str | os.PathLike, stem: str = "config") -> pathlib.Path:
+    """Writes a dataclass config as `<stem>.json` in `out_dir`, for reruns.
+
+    Args:
+        config: A dataclass instance, normally from `parse_config`.
+        out_dir: Existing folder to write into.
+        stem: File name without extension. Defaults to `"config"`.
+
+    Returns:
+        The path of the JSON file.
+    """
+    path = pathlib.Path(out_dir) / f"{stem}.json"
+    path.write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
+    return path
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _format_value(value: Any, float_format: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        value = float(value)
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return format(value, float_format)
+    return _markdown_cell(str(value))
+
+
+def check_out_dir(out: str | os.PathLike, *, who: str = "--out") -> str | None:
+    """Explains why `out` cannot hold a new run, or returns `None` if it can.
+
+    `out` can hold a run if it does not exist yet or is an empty folder.
+    `parse_config` calls this for a Config's `out` field, so that a taken
+    folder is refused before training, and `new_run_dir` calls it again.
+
+    Args:
+        out: The folder the user asked for.
+        who: What the message starts with. Defaults to `"--out"`.
+
+    Returns:
+        An error message, or `None` when `out` is usable.
+
+    Example:
+
+    >>> import tempfile
+    >>> check_out_dir(tempfile.mkdtemp()) is None  # an empty folder
+    True
+    """
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        return (
+            f"{who} {os.fspath(out)!r} is an existing file; pick a new folder "
+            "path, or leave --out unset to get a new folder under runs/."
+        )
+    if path.is_dir() and any(path.iterdir()):
+        return (
+            f"{who} {os.fspath(out)!r} already exists and is not empty; pick a "
+            "new path (a run never overwrites another), or leave --out unset to "
+            "get a new folder under runs/."
+        )
+    return None

@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradguard.recipes import linear_chain as recipe
+
+
+def test_a_1_5_depth_10_gives_exactly_57_665():
+    measured = recipe.measure(1.5, 10)
+    assert measured["output"] == 57.6650390625 == 1.5**10
+    assert measured["output_scale"] == 57.6650390625
+
+
+@pytest.mark.parametrize("a", [0.5, 1.0, 1.5, -1.2])
+@pytest.mark.parametrize("depth", [1, 3, 12])
+@pytest.mark.parametrize("units", [1, 2, 3])
+def test_gradients_match_the_closed_form(a, depth, units):
+    measured = recipe.measure(a, depth, units)
+    g = abs(a)
+    assert measured["output_scale"] == pytest.approx(g**depth, rel=1e-6)
+    # d sum(y) / dx = a**L * ones(units)
+    assert measured["grad_input_norm"] == pytest.approx(g**depth * math.sqrt(units), rel=1e-6)
+    # d sum(y) / dW1 = outer(x, a**(L-1) * ones) with x = ones
+    assert measured["grad_kernel_norm"] == pytest.approx(g ** (depth - 1) * units, rel=1e-6)
+
+
+def test_input_gradient_grows_by_a_per_layer():
+    config = recipe.Config(gains=(0.5, 1.5), depths=(1, 2, 3, 6, 7))
+    table = recipe.run(config)
+    for a, group in table.groupby("gain"):
+        norms = group.grad_input_norm.to_numpy()
+        depths = group.depth.to_numpy()
+        ratios = (norms[1:] / norms[:-1]) ** (1 / np.diff(depths))
+        np.testing.assert_allclose(ratios, a, rtol=1e-5)
+        np.testing.assert_allclose(group.per_layer_growth.to_numpy()[1:], a, rtol=1e-5)
+        assert math.isnan(group.per_layer_growth.iloc[0])
+    assert set(table.regime) == {"vanishing", "exploding"}
+
+
+def test_run_has_one_row_per_gain_and_depth_with_the_closed_forms():
+    table = recipe.run(recipe.Config(gains=(0.5, 1.0), depths=(4, 2)))
+    assert list(zip(table.gain, table.depth)) == [(0.5, 2), (0.5, 4), (1.0, 2), (1.0, 4)]
+    np.testing.assert_allclose(table.output_scale, table.output_scale_expected, rtol=1e-6)
+    np.testing.assert_allclose(table.grad_input_norm, table.grad_input_expected, rtol=1e-6)
+    np.testing.assert_allclose(table.grad_kernel_norm, table.grad_kernel_expected, rtol=1e-6)
+
+
+def test_quick_overrides_depths():
+    assert recipe.Config(depths=(50,), quick=True).depth_list == recipe.QUICK_DEPTHS
+    assert recipe.Config(depths=(5, 1, 5)).depth_list == (1, 5)
+
+
+def test_main_quick_writes_the_results(tmp_path, capsys):
+    out = tmp_path / "lc"
+    table = recipe.main(["--quick", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "1.5**10 = 57.6650390625" in printed
+    assert "the Keras chain measured 57.6650390625" in printed
+    assert "vanishing vs exploding at depth 10" in printed
+    assert len(table) == 3 * len(recipe.QUICK_DEPTHS)
+    written = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(written, table, check_dtype=False)
+    md = (out / "results.md").read_text()
+    assert "| gain | depth | regime" in md
+    assert md.count("\n| ") == 2 + len(table)
+    assert (out / "config.json").exists()
+    png = out / "linear_chain.png"
+    if png.exists():  # matplotlib is optional
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--depths", "-1"], "error: --depths received -1; expected ints >= 1 (numbers of layers)."),
+        (["--depths", "3", "0"], "error: --depths received 0; expected ints >= 1"),
+        (["--gains", "inf"], "error: --gains received inf; expected finite floats."),
+        (["--gains", "big"], "error: argument --gains: invalid float value: 'big'"),
+        (["--units", "0"], "error: --units received 0; expected an int >= 1."),
+    ],
+)
+def test_bad_flags_exit_with_code_2_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(recipe, "run", lambda config: pytest.fail("run() called"))
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main([*argv, "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_existing_results_are_never_overwritten(tmp_path, capsys):
+    (tmp_path / "results.csv").write_text("keep me\n")
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["--quick", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert (tmp_path / "results.csv").read_text() == "keep me\n"
