@@ -1,0 +1,54 @@
+"""`machine_header`: one line naming the machine and software a table came from."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+
+def cpu_model() -> str:
+    """The CPU's `model name` from /proc/cpuinfo, or `platform.processor()`."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity), else `os.cpu_count()`."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine_header() -> str:
+    """Returns a Markdown line: cores, CPU, backend, versions, load, date.
+
+    The load average is there because other processes on a shared machine
+    are the largest source of timing noise.
+    """
+    import keras
+
+    parts = [
+        f"{usable_cores()} cores, {cpu_model()}",
+        f"Keras {keras.__version__} ({keras.backend.backend()} backend)",
+    ]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        parts.append(f"TensorFlow {tf.__version__}")
+        parts.append(f"{len(gpus)} GPU" if gpus else "CPU only")
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        parts.append(f"load average {load}")
+    except OSError:
+        pass
+    parts.append(datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+    return "Machine: " + "; ".join(parts) + "."
