@@ -52,14 +52,16 @@ def rank_suspects(
     layers,
     *,
     window: int,
+    threshold: float = 10.0,
     top: int = 3,
 ) -> list[dict]:
-    """Ranks variables by how far their gradient norm rose above its median.
+    """Ranks variables by when and how far their gradient norm left its median.
 
     At the step where training fails the per-variable norms often blame the
     wrong layer: a saturated recurrent kernel reads 0 while the output layer
-    reads inf. The growth relative to each variable's own running median in
-    the steps before points at the culprit.
+    reads inf. The variable whose norm first rose `threshold` times above its
+    own running median is where the explosion started; variables that never
+    did are ranked after, by their largest rise.
 
     Args:
         steps: (T,) 1-based step numbers.
@@ -67,11 +69,14 @@ def rank_suspects(
         paths: (V,) variable paths.
         layers: (V,) the layer name of each variable.
         window: length of the running median.
-        top: how many variables to return.
+        threshold: the rise (ratio to the running median) that counts.
+            Defaults to 10.
+        top: how many variables to return. Defaults to 3.
 
     Returns:
-        Up to `top` dicts (variable, layer, ratio, step, norm, median), the
-        largest ratio first.
+        Up to `top` dicts, the likeliest culprit first: variable, layer,
+        first_step (first step above `threshold`, or None), ratio (the
+        largest rise), step (where it was largest), norm and median there.
     """
     if len(steps) == 0:
         return []
@@ -82,14 +87,18 @@ def rank_suspects(
         if not np.isfinite(series).any():
             continue
         t = int(np.nanargmax(series))
+        above = np.flatnonzero(np.nan_to_num(series) > threshold)
         suspects.append({
             "variable": str(paths[column]),
             "layer": str(layers[column]),
+            "first_step": int(steps[above[0]]) if len(above) else None,
             "ratio": float(series[t]),
             "step": int(steps[t]),
             "norm": float(variable_norms[t, column]),
             "median": float(median[t, column]),
         })
-    suspects.sort(key=lambda s: -s["ratio"])
+    never = np.iinfo(np.int64).max
+    suspects.sort(key=lambda s: (
+        never if s["first_step"] is None else s["first_step"], -s["ratio"]
+    ))
     return suspects[:top]
-

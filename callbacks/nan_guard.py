@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from .diagnosis import rank_suspects
 from .layer_names import layer_of_paths
 
 ACTIONS = ("stop", "raise", "rollback")
+ONSET_FACTOR = 10.0  # a norm this far above its running median has left it
 
 
 class NonFiniteTrainingError(FloatingPointError):
@@ -59,12 +61,16 @@ class NaNGuard(keras.callbacks.Callback):
             50.0.
         window: int >= 2, steps in the running median. Defaults to 50.
         min_history: int >= 1, steps needed before spikes are detected.
-            Defaults to 10.
+            Defaults to 5.
         lr_factor: float in (0, 1], learning-rate factor on rollback.
             Defaults to 0.5.
         max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
         report_path: path of a JSON report (written atomically; must not
             exist yet), or `None`. Defaults to `None`.
+        keep_snapshots: int >= 1, how many of the last healthy steps' weights
+            and optimizer states are kept (in host memory) to roll back to.
+            A rollback returns to the newest one from before the suspects'
+            norms first rose 10x above their running medians. Defaults to 8.
         verbose: print a message on each event. Defaults to `True`.
 
     Example:
@@ -82,10 +88,11 @@ class NaNGuard(keras.callbacks.Callback):
         *,
         spike_factor: float | None = 50.0,
         window: int = 50,
-        min_history: int = 10,
+        min_history: int = 5,
         lr_factor: float = 0.5,
         max_retries: int = 3,
         report_path: str | os.PathLike | None = None,
+        keep_snapshots: int = 8,
         verbose: bool = True,
     ):
         super().__init__()
@@ -106,6 +113,7 @@ class NaNGuard(keras.callbacks.Callback):
         _check_int("window", window, 2)
         _check_int("min_history", min_history, 1)
         _check_int("max_retries", max_retries, 0)
+        _check_int("keep_snapshots", keep_snapshots, 1)
         if isinstance(lr_factor, bool) or not isinstance(
             lr_factor, (int, float)
         ) or not 0 < lr_factor <= 1:
@@ -119,6 +127,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.min_history = min_history
         self.lr_factor = float(lr_factor)
         self.max_retries = max_retries
+        self.keep_snapshots = keep_snapshots
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
@@ -150,7 +159,8 @@ class NaNGuard(keras.callbacks.Callback):
         self._epoch = 0
         self._columns = None
         self._last_step = monitor.read().count if monitor.built else 0
-        self._snapshot = None
+        self._snapshots = collections.deque(maxlen=self.keep_snapshots)
+        self._discarded = []  # (first, last) step ranges undone by rollbacks
         self._take_snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -195,7 +205,9 @@ class NaNGuard(keras.callbacks.Callback):
                                   "update"}
             if self.spike_factor is None:
                 continue
-            earlier = record.norm[(record.steps < step)][-self.window:]
+            earlier = record.norm[
+                (record.steps < step) & self._kept(record.steps)
+            ][-self.window:]
             earlier = earlier[np.isfinite(earlier)]
             norm = float(new.norm[i])
             if len(earlier) < self.min_history or not math.isfinite(norm):
@@ -232,6 +244,7 @@ class NaNGuard(keras.callbacks.Callback):
             "suspects": rank_suspects(
                 record.steps[before], record.variable_norms[before],
                 record.variable_paths, layers, window=self.window,
+                threshold=ONSET_FACTOR,
             ),
             "last_finite_norm": float(finite_norms[-1])
             if len(finite_norms) else None,
@@ -241,7 +254,12 @@ class NaNGuard(keras.callbacks.Callback):
         if action == "rollback" and self.retries >= self.max_retries:
             action = "stop"
             event["detail"] += f"; {self.max_retries} rollbacks used up"
-        restored = self._restore(force=self.action == "rollback")
+        onsets = [s["first_step"] for s in event["suspects"] if s["first_step"]]
+        restored = self._restore(
+            force=self.action == "rollback", before=min(onsets, default=step)
+        )
+        if restored is not None:
+            self._discarded.append((restored + 1, record.count))
         if action == "rollback":
             self.retries += 1
             new_lr = event["learning_rate"] * self.lr_factor
@@ -260,21 +278,38 @@ class NaNGuard(keras.callbacks.Callback):
         elif action == "raise":
             raise NonFiniteTrainingError(event["message"], event)
 
+    def _kept(self, steps: np.ndarray) -> np.ndarray:
+        """False for steps whose updates a rollback undid."""
+        keep = np.ones(len(steps), dtype=bool)
+        for first, last in self._discarded:
+            keep &= (steps < first) | (steps > last)
+        return keep
+
     def _take_snapshot(self):
         weights = self.model.get_weights()
         if not all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f"):
             return
         monitor = find_monitor(self.model.optimizer)
-        state = [keras.ops.convert_to_numpy(v) for v in monitor.inner_optimizer.variables]
-        self._snapshot = (self._last_step, weights, state)
+        state = [
+            keras.ops.convert_to_numpy(v)
+            for v in monitor.inner_optimizer.variables
+        ]
+        self._snapshots.append((self._last_step, weights, state))
 
-    def _restore(self, force: bool) -> int | None:
-        """Restores the snapshot when forced or when weights are not finite."""
+    def _restore(self, force: bool, before: int) -> int | None:
+        """Restores a snapshot when forced or when weights are not finite.
+
+        Picks the newest snapshot taken before step `before` (the weights
+        after step `before - 1`), else the oldest one kept.
+        """
         weights = self.model.get_weights()
         finite = all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f")
-        if (finite and not force) or self._snapshot is None:
+        if (finite and not force) or not self._snapshots:
             return None
-        step, weights, state = self._snapshot
+        earlier = [s for s in self._snapshots if s[0] < before]
+        step, weights, state = earlier[-1] if earlier else self._snapshots[0]
+        while self._snapshots and self._snapshots[-1][0] > step:
+            self._snapshots.pop()  # they lie on the path that went wrong
         self.model.set_weights(weights)
         monitor = find_monitor(self.model.optimizer)
         for variable, value in zip(monitor.inner_optimizer.variables, state):
@@ -316,11 +351,13 @@ def _message(event: dict) -> str:
         )
     if event["suspects"]:
         grew = "; ".join(
-            f"{s['variable']} (layer {s['layer']}) {s['ratio']:.0f}x its "
-            f"median at step {s['step']}"
+            f"{s['variable']} (layer {s['layer']}) up to {s['ratio']:.3g}x "
+            f"its running median at step {s['step']}"
+            + (f", first above at step {s['first_step']}"
+               if s["first_step"] is not None else "")
             for s in event["suspects"]
         )
-        parts.append(f"Gradient norms that grew most: {grew}.")
+        parts.append(f"Gradient norms that left their median first: {grew}.")
     if event["last_finite_norm"] is not None:
         parts.append(f"Last finite global norm {event['last_finite_norm']:.4g}.")
     parts.append(f"Learning rate {event['learning_rate']:.4g}.")

@@ -1,0 +1,176 @@
+"""NaNGuard with real faults: NaN/inf in a real batch, a diverging SimpleRNN."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard.callbacks import GradientNormLogger, NaNGuard, NonFiniteTrainingError
+from tests.callbacks.helpers import WeightsPerStep, dense_model, regression_data
+
+
+def _finite(model):
+    return all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def _poisoned(value):
+    x, y = regression_data((8,), n=96)
+    x[40] = value  # in the third batch of 16
+    return x, y
+
+
+@pytest.mark.parametrize("action", ["stop", "raise", "rollback"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_poisoned_batch(action, value, tmp_path):
+    x, y = _poisoned(value)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    report = tmp_path / "report.json"
+    guard = NaNGuard(action=action, report_path=report, verbose=False)
+    keep = WeightsPerStep()
+    fit = lambda: model.fit(  # noqa: E731
+        x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+        callbacks=[keep, guard],
+    )
+    if action == "raise":
+        with pytest.raises(FloatingPointError, match=r"Epoch 1: Step 3: NaNGuard caught nonfinite gradient"):
+            fit()
+    else:
+        history = fit()
+    assert _finite(model)
+    event = guard.events[0]
+    assert (event["trigger"], event["step"], event["batch"]) == ("nonfinite_gradient", 3, 2)
+    # Every gradient is NaN; the first variable in the optimizer's order is
+    # the first layer's kernel.
+    assert event["first_nonfinite_variable"] == model.layers[0].kernel.path
+    assert event["first_nonfinite_layer"] == "hidden"
+    assert json.loads(report.read_text())["events"][0]["trigger"] == "nonfinite_gradient"
+    if action == "stop":
+        assert keep.step == 3  # fit ended at the poisoned batch
+    if action == "rollback":
+        assert keep.step == 6  # trained on to the end of the epoch
+        assert np.isfinite(history.history["loss"][-1])
+        assert event["restored_step"] == 2
+        assert event["new_learning_rate"] == pytest.approx(5e-3)
+        assert float(np.array(model.optimizer.learning_rate)) == pytest.approx(5e-3)
+
+
+def _adding(n, seq_len, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, seq_len, 2), "float32")
+    x[:, :, 0] = rng.random((n, seq_len))
+    first = rng.integers(0, seq_len // 2, n)
+    second = rng.integers(seq_len // 2, seq_len, n)
+    rows = np.arange(n)
+    x[rows, first, 1] = x[rows, second, 1] = 1.0
+    y = (x[rows, first, 0] + x[rows, second, 0])[:, None]
+    return x, y
+
+
+def _rnn(lr):
+    model = keras.Sequential([
+        keras.Input((100, 2)),
+        keras.layers.SimpleRNN(32, name="rnn"),
+        keras.layers.Dense(1, name="head"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    return model
+
+
+def test_diverging_rnn_is_caught_at_the_spike_before_nan():
+    # SGD(0.1) on the adding problem: the norm spikes ~100x around step 8-11
+    # and reaches inf around step 33 (measured without the guard below).
+    x, y = _adding(1024, 100)
+    unguarded, logger = _rnn(0.1), GradientNormLogger()
+    late = NaNGuard(spike_factor=None, verbose=False)
+    unguarded.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[logger, late])
+    norms = logger.to_dataframe("global")["grad_norm"].to_numpy()
+    first_inf = int(np.argmax(~np.isfinite(norms))) + 1
+    assert not np.isfinite(norms).all() and first_inf > 15
+    assert late.events[0]["step"] == first_inf
+    # At the overflow the output layer's norm is the largest, yet the
+    # recurrent kernel is named first: its norm left its median first.
+    last = logger.to_dataframe().query("step == @first_inf - 1")
+    assert last.set_index("layer")["norm"].idxmax() == "head"
+    recurrent = unguarded.layers[0].cell.recurrent_kernel.path
+    assert late.events[0]["suspects"][0]["variable"] == recurrent
+
+    keras.utils.set_random_seed(0)
+    model, keep = _rnn(0.1), WeightsPerStep()
+    guard = NaNGuard(action="rollback", max_retries=0, verbose=False)
+    model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+              callbacks=[keep, guard])
+    event = guard.events[0]
+    assert event["trigger"] == "gradient_spike"
+    assert event["step"] < first_inf
+    assert event["action"] == "stop"  # retries used up
+    assert event["suspects"][0]["layer"] == "rnn"
+    # The weights are ones from before the spike: those after the step before
+    # the suspects' norms first rose 10x (at most keep_snapshots=8 back).
+    restored = event["restored_step"]
+    assert event["step"] - 8 <= restored < event["step"]
+    onset = min(s["first_step"] for s in event["suspects"] if s["first_step"])
+    assert restored == max(onset - 1, event["step"] - 8)
+    for a, b in zip(model.get_weights(), keep.weights[restored]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rollback_trains_on_to_a_finite_loss():
+    x, y = _adding(1024, 100)
+    model = _rnn(0.1)
+    guard = NaNGuard(action="rollback", lr_factor=0.25, max_retries=3, verbose=False)
+    history = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[guard])
+    assert guard.events and all(e["action"] == "rollback" for e in guard.events)
+    assert len(history.history["loss"]) == 2  # not stopped
+    assert np.isfinite(history.history["loss"][-1])
+    assert history.history["loss"][-1] < 1.0
+    assert _finite(model)
+
+
+def test_nonfinite_weights_are_restored():
+    x, y = regression_data((8,), n=64)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.SGD(1e38), loss="mse")
+    keep = WeightsPerStep()
+    guard = NaNGuard(spike_factor=None, verbose=False)
+    model.fit(x, y, batch_size=16, verbose=0, callbacks=[keep, guard])
+    assert guard.events[0]["trigger"] in {"nonfinite_weights", "nonfinite_gradient"}
+    assert _finite(model)
+
+
+def test_existing_report_is_never_overwritten(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text("mine")
+    x, y = _poisoned(np.nan)
+    model = dense_model()
+    model.compile(optimizer="sgd", loss="mse")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"report_path=.*report.json', which already exists; pass a new path"):
+        model.fit(x, y, verbose=0, callbacks=[NaNGuard(report_path=report)])
+    assert report.read_text() == "mine"
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rollback_needs_a_settable_learning_rate():
+    x, y = regression_data((8,), n=32)
+    model = dense_model()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    with pytest.raises(ValueError, match=r"needs a settable learning rate"):
+        model.fit(x, y, verbose=0, callbacks=[NaNGuard(action="rollback")])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"action": "halt"}, r"NaNGuard received action='halt'; expected one of 'stop', 'raise', 'rollback'\."),
+    ({"spike_factor": 1}, r"NaNGuard received spike_factor=1; expected a number > 1"),
+    ({"window": 1}, r"NaNGuard received window=1; expected an int >= 2\."),
+    ({"lr_factor": 0}, r"NaNGuard received lr_factor=0; expected a number in \(0, 1\]\."),
+    ({"max_retries": -1}, r"NaNGuard received max_retries=-1; expected an int >= 0\."),
+])
+def test_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NaNGuard(**kwargs)
