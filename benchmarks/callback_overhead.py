@@ -154,7 +154,8 @@ def time_run(model: str, name: str, x, y, config: Config, steps: int) -> dict:
     if clock.steps != steps:
         raise RuntimeError(f"{model} / {name}: timed {clock.steps} steps, "
                            f"expected {steps}; did training stop early?")
-    return {"seconds": clock.seconds, "steps": clock.steps,
+    return {"seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds,
+            "steps": clock.steps,
             "first_step_s": clock.first_step_s}
 
 

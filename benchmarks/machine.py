@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import pathlib
 import platform
+import subprocess
 
 
 def cpu_model() -> str:
@@ -27,8 +29,25 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def source_revision() -> str:
+    """The git commit of this checkout, noting uncommitted `callbacks/` edits.
+
+    Returns `"unknown revision"` outside a git checkout.
+    """
+    root = pathlib.Path(__file__).resolve().parent.parent
+    try:
+        run = lambda *a: subprocess.run(  # noqa: E731
+            ["git", "-C", str(root), *a], capture_output=True, text=True,
+            timeout=10, check=True).stdout.strip()
+        commit = run("rev-parse", "--short", "HEAD")
+        dirty = run("status", "--porcelain", "--", "callbacks")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return f"gradguard {commit}" + (" + uncommitted callbacks/ edits" if dirty else "")
+
+
 def machine_header() -> str:
-    """Returns a Markdown line: cores, CPU, backend, versions, load, date.
+    """Returns a Markdown line: cores, CPU, backend, versions, load, source, date.
 
     The load average is there because other processes on a shared machine
     are the largest source of timing noise.
@@ -50,5 +69,6 @@ def machine_header() -> str:
         parts.append(f"load average {load}")
     except OSError:
         pass
+    parts.append(source_revision())
     parts.append(datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     return "Machine: " + "; ".join(parts) + "."

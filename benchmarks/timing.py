@@ -28,6 +28,9 @@ class StepClock(keras.callbacks.Callback):
             `fit`, to measure `first_step_s`.
         first_step_s: seconds from `fit_started` to the end of step 1.
         seconds: seconds from the end of step 1 to the end of the epoch.
+        cpu_seconds: CPU time of this process (all threads) in the same
+            interval; less sensitive than `seconds` to other processes on a
+            shared machine.
         steps: training steps inside `seconds` (the epoch's steps minus one).
     """
 
@@ -36,14 +39,17 @@ class StepClock(keras.callbacks.Callback):
         self.fit_started: float | None = None
         self.first_step_s = float("nan")
         self.seconds = float("nan")
+        self.cpu_seconds = float("nan")
         self.steps = 0
         self._start: float | None = None
+        self._cpu_start = 0.0
         self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
         if self._start is None:
             self._start = now
+            self._cpu_start = time.process_time()
             if self.fit_started is not None:
                 self.first_step_s = now - self.fit_started
         self._last_batch = batch
@@ -51,6 +57,7 @@ class StepClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._start is not None and self._last_batch >= 1:
             self.seconds = time.perf_counter() - self._start
+            self.cpu_seconds = time.process_time() - self._cpu_start
             self.steps = self._last_batch
 
 

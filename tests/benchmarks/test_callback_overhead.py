@@ -1,0 +1,115 @@
+"""Tests of the callback overhead benchmark: shape of its output, never timings."""
+
+import argparse
+import pathlib
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradguard.benchmarks import callback_overhead
+from gradguard.benchmarks.report import overhead_table
+from gradguard.benchmarks.tape_norm import TapeGradientNorm
+from gradguard.benchmarks.timing import fit_exponent
+from gradguard.callbacks import GradientNormLogger
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in `text`, as rows of cells (header row first)."""
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if not set(line) <= set("|-: "):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0, 1.7])
+def test_fit_exponent_recovers_a_power_law(k):
+    sizes = np.array([50, 100, 200, 400, 800])
+    assert fit_exponent(sizes, 3e-4 * sizes**k) == pytest.approx(k)
+
+
+def test_fit_exponent_needs_two_sizes():
+    with pytest.raises(ValueError, match="at least two distinct sizes"):
+        fit_exponent([100, 100], [1.0, 2.0])
+
+
+def test_overhead_table_divides_by_plain_fit_of_the_same_round():
+    raw = pd.DataFrame({
+        "model": ["m"] * 4,
+        "config": ["plain fit", "logger every 50 steps"] * 2,
+        "repeat": [0, 0, 1, 1],
+        "seconds": [1.0, 1.5, 2.0, 2.0],  # round 1 ran twice as slow
+        "cpu_seconds": [1.0, 1.2, 1.0, 1.2],
+        "steps": [10] * 4,
+        "first_step_s": [0.1] * 4,
+    })
+    table = overhead_table(raw).set_index("configuration")
+    assert table.loc["plain fit", "ratio"] == 1.0
+    assert table.loc["logger every 50 steps", "ratio"] == pytest.approx(1.25)
+    assert table.loc["logger every 50 steps", "ratio min-max"] == "1.000-1.500"
+    assert table.loc["logger every 50 steps", "CPU-time ratio"] == pytest.approx(1.2)
+    assert table.loc["logger every 50 steps", "met"] == "missed"
+
+
+def test_existing_out_is_refused_before_running(tmp_path, capsys):
+    out = tmp_path / "mine.md"
+    out.write_text("a user's file")
+    with pytest.raises(SystemExit):
+        callback_overhead.main(["--quick", "--out", str(out)])
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_text() == "a user's file"
+
+
+def test_default_out_gets_a_new_name_when_taken(tmp_path, monkeypatch):
+    default = tmp_path / "callback_overhead.md"
+    default.write_text("an earlier run")
+    monkeypatch.setattr(callback_overhead, "DEFAULT_OUT", default)
+    path = callback_overhead.output_path(None, argparse.ArgumentParser())
+    assert path != default and path.parent == tmp_path
+    assert path.name.startswith("callback_overhead-") and path.suffix == ".md"
+
+
+def test_tape_workaround_norm_equals_logged_norm():
+    # The workaround must do the same work as the monitor: same batch, same
+    # weights, same global norm.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 5)).astype("float32")
+    y = rng.normal(size=(24, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    tape = TapeGradientNorm(x, y, 8, keras.losses.MeanSquaredError())
+    logger = GradientNormLogger()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
+              callbacks=[tape, logger])
+    logged = logger.to_dataframe("global")["grad_norm"].to_numpy()
+    np.testing.assert_allclose(tape.norms, logged, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_one_row_per_configuration(tmp_path):
+    out = tmp_path / "overhead.md"
+    assert callback_overhead.main(["--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Callback overhead\n\nMachine: ")
+    overhead, scaling = markdown_tables(text)
+    header, rows = overhead[0], overhead[1:]
+    assert header[:2] == ["model", "configuration"] and "ratio" in header
+    assert len(rows) == len(callback_overhead.QUICK.models) * len(callback_overhead.CONFIGS)
+    assert all(len(row) == len(header) for row in rows)
+    ratio = header.index("ratio")
+    plain = [row for row in rows if row[1] == "plain fit"]
+    assert [float(row[ratio]) for row in plain] == [1.0]
+    assert len(scaling) - 1 == len(callback_overhead.QUICK.scaling_seq_lens)
+    assert "Fitted exponent" in text
+    assert "**met**" in text or "**missed**" in text
