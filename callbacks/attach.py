@@ -85,6 +85,23 @@ def ensure_monitor(
         monitor = GradientMonitor(optimizer, history=history)
     if monitor.inner_optimizer.built:
         monitor.build(model.trainable_variables)
+    monitor.installed_by_callback = True
     model.optimizer = monitor
     rebuild_train_function(model)
     return monitor
+
+
+def release_monitor(model: keras.Model) -> None:
+    """Puts back the optimizer the user compiled, after training.
+
+    Only a monitor that `ensure_monitor` installed is removed (the optimizer's
+    state lives in the inner optimizer and is kept), so that `model.save()`
+    after `fit` stores the optimizer named in the model's compile config. A
+    monitor the user compiled with stays. Safe to call more than once.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, GradientMonitor) and getattr(
+        optimizer, "installed_by_callback", False
+    ):
+        model.optimizer = optimizer.inner_optimizer
+        rebuild_train_function(model)

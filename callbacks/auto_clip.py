@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .attach import ensure_monitor, rebuild_train_function
+from .attach import ensure_monitor, find_monitor, rebuild_train_function, release_monitor
 
 
 class AutoClip(keras.callbacks.Callback):
@@ -58,6 +58,7 @@ class AutoClip(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         monitor = ensure_monitor(self.model, "AutoClip", self.history)
+        self._previous = (monitor.autoclip_percentile, monitor.autoclip_history)
         try:
             monitor.set_autoclip(self.percentile, self.history)
         except ValueError as error:
@@ -66,3 +67,10 @@ class AutoClip(keras.callbacks.Callback):
                 f"{error}"
             ) from None
         rebuild_train_function(self.model)
+
+    def on_train_end(self, logs=None):
+        monitor = find_monitor(self.model.optimizer)
+        if monitor is not None and not monitor.installed_by_callback:
+            monitor.set_autoclip(*self._previous)  # the user's own monitor
+            rebuild_train_function(self.model)
+        release_monitor(self.model)

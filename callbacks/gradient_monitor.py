@@ -178,6 +178,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         self.autoclip_history = int(autoclip_history)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.variable_paths: tuple = ()
+        self.installed_by_callback = False
 
     @staticmethod
     def _check_autoclip(percentile, optimizer):
@@ -250,7 +251,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         optimizer = self.inner_optimizer
         while optimizer is not None:
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                return optimizer.dynamic_scale
+                return optimizer.dynamic_scale.value
             optimizer = getattr(optimizer, "inner_optimizer", None)
         return None
 
@@ -277,12 +278,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
         # better than inf: Keras' global_clipnorm would turn it into NaN.
         ok = ops.logical_and(bad_local < 0, ops.isfinite(norm))
 
-        count = self._count
+        count = self._count.value
         slot = ops.mod(count, self.history)
         if self.autoclip_percentile is not None:
             # The current norm takes part in its own threshold, as in the
             # AutoClip reference implementation.
-            ring = ops.slice_update(self._norm, [slot], ops.reshape(norm, (1,)))
+            ring = ops.slice_update(
+                self._norm.value, [slot], ops.reshape(norm, (1,))
+            )
             threshold = clipping.ring_percentile(
                 ring, count + 1, self.autoclip_history,
                 self.autoclip_percentile,
@@ -305,7 +308,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
         def put(variable, value):
             value = ops.cast(ops.reshape(value, (1,)), variable.dtype)
-            variable.assign(ops.slice_update(variable, [slot], value))
+            variable.assign(ops.slice_update(variable.value, [slot], value))
 
         put(self._norm, norm)
         put(self._norm_clipped, norm_clipped)
@@ -313,7 +316,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         put(self._first_nonfinite, bad)
         self._variable_norms.assign(
             ops.slice_update(
-                self._variable_norms, [slot, 0],
+                self._variable_norms.value, [slot, 0],
                 ops.reshape(norm_vector, (1, -1)),
             )
         )
@@ -325,7 +328,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         finite = ops.all(ops.stack(flags)) if flags else True
         value = ops.reshape(ops.cast(finite, "int32"), (1,))
         self._weights_finite.assign(
-            ops.slice_update(self._weights_finite, [slot], value)
+            ops.slice_update(self._weights_finite.value, [slot], value)
         )
 
     # -- stateful (TensorFlow, torch) --------------------------------------

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .attach import ensure_monitor, find_monitor
+from .attach import ensure_monitor, find_monitor, release_monitor
 from .gradient_monitor import GradientRecord
 from .layer_names import layer_of_paths
 
@@ -17,7 +17,8 @@ class GradientNormLogger(keras.callbacks.Callback):
     """Logs the gradient norm of every training step, globally and per layer.
 
     On `on_train_begin` it wraps `model.optimizer` in a `GradientMonitor` if
-    it is not wrapped already (no recompile needed). Then:
+    it is not wrapped already (no recompile needed; the wrapper it installed
+    is removed again at `on_train_end`). Then:
 
     - batch `logs` get `grad_norm` (global norm before clipping) and
       `grad_norm_clipped` (after the optimizer's clipping), so they show in
@@ -147,6 +148,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._collect()
         if self._writer is not None:
             self._writer.flush()
+        release_monitor(self.model)
 
     # -- reading -----------------------------------------------------------
 

@@ -11,7 +11,7 @@ import tempfile
 import keras
 import numpy as np
 
-from .attach import ensure_monitor, find_monitor
+from .attach import ensure_monitor, find_monitor, release_monitor
 from .diagnosis import rank_suspects
 from .layer_names import layer_of_paths
 
@@ -165,6 +165,10 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+
+    def on_train_end(self, logs=None):
+        self._snapshots.clear()  # host copies of the weights
+        release_monitor(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}

@@ -67,3 +67,16 @@ class WeightsPerStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         self.weights[self.step] = self.model.get_weights()
+
+
+class LastRecord(keras.callbacks.Callback):
+    """Reads the GradientMonitor's ring buffer when training ends.
+
+    Put it first: a monitor a callback installed is removed in that
+    callback's own `on_train_end`.
+    """
+
+    def on_train_end(self, logs=None):
+        from gradguard.callbacks.attach import find_monitor
+
+        self.record = find_monitor(self.model.optimizer).read()
