@@ -295,19 +295,23 @@ def summarize(table: pd.DataFrame, results: list[VariantResult]) -> list[str]:
     blew = [r for r in rows.values() if exploded(r)]
     if "baseline" in rows:
         base = rows["baseline"]
-        if exploded(base):
+        others = [r["max_grad_norm"] for r in calm
+                  if r["variant"] != "baseline" and math.isfinite(r["max_grad_norm"])]
+        ratio = base["max_grad_norm"] / max(others) if others and max(others) > 0 else math.nan
+        if exploded(base) or ratio >= 100:
             how = []
             if not pd.isna(base["first_nonfinite_step"]):
                 how.append(f"first non-finite gradient at step {base['first_nonfinite_step']}")
             if base["nan_guard"] != "none":
                 how.append(f"NaNGuard: {base['nan_guard']}")
+            how = how or [f"max gradient norm {ratio:.3g}x the stable runs' largest"]
             text = f"baseline (lr={base['learning_rate']:g}, no protection) exploded: {'; '.join(how)}"
-            others = [r["max_grad_norm"] for r in calm if math.isfinite(r["max_grad_norm"])]
-            if others and max(others) > 0:
+            if math.isfinite(ratio):
                 text += (f"; its max gradient norm {base['max_grad_norm']:.3g} is "
-                         f"{base['max_grad_norm'] / max(others):.3g}x the largest max "
+                         f"{ratio:.3g}x the largest max "
                          f"of the runs that stayed stable ({max(others):.3g})")
             lines.append(text + ".")
+            calm = [r for r in calm if r["variant"] != "baseline"]
         else:
             lines.append(f"baseline (lr={base['learning_rate']:g}) did NOT explode "
                          f"(max gradient norm {base['max_grad_norm']:.3g}); raise --lr "
@@ -317,7 +321,7 @@ def summarize(table: pd.DataFrame, results: list[VariantResult]) -> list[str]:
         lines.append("also exploded: " + ", ".join(
             f"{r['variant']} ({r['nan_guard']})" for r in others) + ".")
     learned = [r for r in calm if r["val_loss"] < 0.9 * r["trivial_mse"]]
-    flat = [r for r in calm if r not in learned]
+    flat = [r for r in calm if r["val_loss"] >= 0.9 * r["trivial_mse"] or pd.isna(r["val_loss"])]
     if learned:
         lines.append("stable and below 90% of the constant-prediction loss "
                      f"{learned[0]['trivial_mse']:.4g}: " + ", ".join(
@@ -337,7 +341,7 @@ def summarize(table: pd.DataFrame, results: list[VariantResult]) -> list[str]:
         threshold = suggest_clip_threshold(norms)
         lines.append(
             f"suggested clipping threshold from {name}'s unclipped norms "
-            f"(90th percentile of {len(norms)} steps before any explosion, "
+            f"(90th percentile of {len(norms)} step{'s' if len(norms) != 1 else ''} before any explosion, "
             f"Tuning Playbook): {threshold:.3g}.")
     return lines
 
