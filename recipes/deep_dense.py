@@ -123,8 +123,8 @@ class Config:
     autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of the autoclip variant"})
     # Seed of the data, the weights and the shuffles.
     seed: int = field(default=0, metadata={"help": "random seed"})
-    # Smoke test: 1024 training and 256 validation samples, 1 epoch.
-    quick: bool = field(default=False, metadata={"help": "small, fast run (1024 samples, 1 epoch)"})
+    # Smoke test: 512 training and 128 validation samples, 1 epoch.
+    quick: bool = field(default=False, metadata={"help": "small, fast run (512 samples, 1 epoch)"})
     # Results folder; None makes a new runs/deep_dense-<timestamp>.
     out: str | None = field(
         default=None,
@@ -155,7 +155,7 @@ class Config:
     def sizes(self) -> tuple[int, int, int]:
         """`(n_train, n_val, epochs)`, reduced under `--quick`."""
         if self.quick:
-            return min(self.n_train, 1024), min(self.n_val, 256), 1
+            return min(self.n_train, 512), min(self.n_val, 128), 1
         return self.n_train, self.n_val, self.epochs
 
 

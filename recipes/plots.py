@@ -85,16 +85,21 @@ def plot_grad_norms(
 
 
 def plot_losses(
-    histories: Mapping[str, Mapping[str, list[float]]],
+    losses: Mapping[str, pd.DataFrame],
     path: str | os.PathLike,
     *,
     title: str,
     trivial_mse: float | None = None,
 ) -> pathlib.Path:
-    """Plots training (solid) and validation (dashed) loss per epoch.
+    """Plots the training loss per step and the validation loss per epoch.
+
+    The training loss is the one Keras reports after each step: the mean
+    over the epoch so far. The validation loss is drawn as squares at the
+    last step of each epoch.
 
     Args:
-        histories: Variant name -> Keras `History.history`.
+        losses: Variant name -> a frame with columns step, loss and val_loss
+            (NaN except at the end of an epoch).
         path: Where to write the PNG.
         title: Figure title.
         trivial_mse: Loss of the best constant prediction, drawn as a dotted
@@ -105,20 +110,20 @@ def plot_losses(
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
-    for name, history in histories.items():
-        loss = np.asarray(history.get("loss", []), dtype=np.float64)
-        epochs = np.arange(1, len(loss) + 1)
+    for name, frame in losses.items():
+        steps = frame["step"].to_numpy()
+        loss = frame["loss"].to_numpy(dtype=np.float64)
         ok = np.isfinite(loss) & (loss > 0)
-        (line,) = ax.plot(epochs[ok], loss[ok], "o-", label=name, linewidth=1, ms=3)
-        val = np.asarray(history.get("val_loss", []), dtype=np.float64)
+        (line,) = ax.plot(steps[ok], loss[ok], label=name, linewidth=1)
+        val = frame["val_loss"].to_numpy(dtype=np.float64)
         ok = np.isfinite(val) & (val > 0)
-        ax.plot(np.arange(1, len(val) + 1)[ok], val[ok], "s--", linewidth=1, ms=3,
-                color=line.get_color())
+        ax.plot(steps[ok], val[ok], "s", ms=5, color=line.get_color())
     if trivial_mse is not None:
         ax.axhline(trivial_mse, linestyle=":", color="black", linewidth=1,
                    label=f"constant prediction {trivial_mse:.3g}")
     ax.set_yscale("log")
-    ax.set_xlabel("epoch (solid: training, dashed: validation)")
+    ax.set_xlabel("training step (lines: training loss, running mean over the epoch; "
+                  "squares: validation loss)")
     ax.set_ylabel("mean squared error")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)

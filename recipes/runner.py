@@ -58,6 +58,7 @@ class VariantResult:
     norms: pd.DataFrame  # logger.to_dataframe("global"): step, epoch, grad_norm, ...
     history: dict[str, list[float]]  # keras History.history
     events: list[dict]  # NaNGuard.events
+    losses: pd.DataFrame | None = None  # step, epoch, loss (running mean), val_loss
 
 
 class _EpochPrinter(keras.callbacks.Callback):
@@ -67,11 +68,23 @@ class _EpochPrinter(keras.callbacks.Callback):
         super().__init__()
         self.name, self.epochs, self.printer = name, epochs, printer
 
+    def on_train_begin(self, logs=None):
+        self.rows, self._step = [], 0
+
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self._step += 1
+        self.rows.append((self._step, self._epoch, float(logs.get("loss", math.nan)), math.nan))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if self.rows:
+            step, epoch_, loss, _ = self.rows[-1]
+            self.rows[-1] = (step, epoch_, loss, float(logs.get("val_loss", math.nan)))
         self.printer(
             f"  {self.name:<16} epoch {epoch + 1}/{self.epochs}  "
             f"loss {logs.get('loss', math.nan):.4g}  "
@@ -150,12 +163,13 @@ def train_variant(
         report_path=out_dir / "nan_guard" / f"{variant.name}.json",
         verbose=False,
     )
+    printer_callback = _EpochPrinter(variant.name, epochs, printer)
     callbacks = [
         logger,
         *variant.callbacks(),
         guard,
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False),
-        _EpochPrinter(variant.name, epochs, printer),
+        printer_callback,
     ]
     start = time.perf_counter()
     history = model.fit(
@@ -193,7 +207,8 @@ def train_variant(
         "wall_time_s": round(wall, 2),
         "device": device,
     }
-    return VariantResult(row, norms, history, list(guard.events))
+    losses = pd.DataFrame(printer_callback.rows, columns=["step", "epoch", "loss", "val_loss"])
+    return VariantResult(row, norms, history, list(guard.events), losses)
 
 
 def results_table(results: list[VariantResult]) -> pd.DataFrame:
@@ -386,7 +401,7 @@ def report(
         threshold=threshold,
     )
     plots.plot_losses(
-        {r.row["variant"]: r.history for r in results}, out_dir / "loss.png",
+        {r.row["variant"]: r.losses for r in results}, out_dir / "loss.png",
         title=title, trivial_mse=trivial_mse,
     )
     return table, summary
