@@ -156,6 +156,9 @@ def train_variant(
         loss="mse",
         jit_compile=jit_compile,
     )
+    # Built now, the optimizer's variables exist before the train step is
+    # traced, so the step is traced once instead of twice.
+    model.optimizer.build(model.trainable_variables)
     log_dir = out_dir / "tensorboard" / variant.name
     logger = GradientNormLogger(log_dir=str(log_dir))
     guard = NaNGuard(
