@@ -2,7 +2,8 @@
 
 from .auto_clip import AutoClip
 from .gradient_clipping import GradientClipping
-from .gradient_monitor import GradientMonitor, GradientRecord
+from .gradient_monitor import GradientMonitor
+from .gradient_record import GradientRecord
 from .gradient_norm_logger import GradientNormLogger
 from .nan_guard import NaNGuard, NonFiniteTrainingError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from .attach import find_monitor, rebuild_train_function, require_compiled
-from .gradient_monitor import clip_settings, innermost_optimizer
+from .optimizer_chain import clip_settings, innermost_optimizer
 
 MODES = ("clipnorm", "clipvalue", "global_clipnorm")
 

@@ -2,71 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 from keras import ops
 
 from . import clipping
-
-_CLIP_ATTRS = ("clipnorm", "clipvalue", "global_clipnorm")
-
-
-def innermost_optimizer(optimizer):
-    """Follows `inner_optimizer` links down to the optimizer that updates."""
-    while hasattr(optimizer, "inner_optimizer"):
-        optimizer = optimizer.inner_optimizer
-    return optimizer
-
-
-def clip_settings(optimizer) -> dict:
-    """The clipping arguments set on the optimizer that does the update."""
-    inner = innermost_optimizer(optimizer)
-    return {a: getattr(inner, a) for a in _CLIP_ATTRS if getattr(inner, a)}
-
-
-def _is_loss_scaled(optimizer) -> bool:
-    while optimizer is not None:
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            return True
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return False
-
-
-@dataclasses.dataclass(frozen=True)
-class GradientRecord:
-    """What a `GradientMonitor` holds for the steps still in its ring buffer.
-
-    Arrays are in step order, oldest first. `steps` are 1-based training steps
-    (step 1 is the first update the monitor saw, counted across epochs and
-    `fit` calls).
-    """
-
-    count: int  # steps recorded in total
-    steps: np.ndarray  # (T,) int
-    norm: np.ndarray  # (T,) pre-clip global norm
-    norm_clipped: np.ndarray  # (T,) global norm after clipping
-    threshold: np.ndarray  # (T,) adaptive threshold used (inf: none)
-    variable_norms: np.ndarray  # (T, V) pre-clip norm per variable
-    first_nonfinite: np.ndarray  # (T,) index of first bad variable, -1 if none
-    weights_finite: np.ndarray  # (T,) bool, all weights finite after the step
-    variable_paths: tuple  # (V,) `variable.path` of each column
-
-    def since(self, step: int) -> "GradientRecord":
-        """The records for steps after `step` (a 1-based step number)."""
-        keep = self.steps > step
-        return dataclasses.replace(
-            self,
-            steps=self.steps[keep],
-            norm=self.norm[keep],
-            norm_clipped=self.norm_clipped[keep],
-            threshold=self.threshold[keep],
-            variable_norms=self.variable_norms[keep],
-            first_nonfinite=self.first_nonfinite[keep],
-            weights_finite=self.weights_finite[keep],
-        )
-
+from .gradient_record import GradientRecord
+from .optimizer_chain import clip_settings, loss_scaler
 
 @keras.saving.register_keras_serializable(package="gradguard")
 class GradientMonitor(keras.optimizers.Optimizer):
@@ -218,7 +160,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
     @property
     def loss_scaled(self) -> bool:
         """True when a LossScaleOptimizer inside handles non-finite steps."""
-        return _is_loss_scaled(self.inner_optimizer)
+        return loss_scaler(self.inner_optimizer) is not None
 
     def build(self, var_list):
         size, n_vars = self.history, len(var_list)
@@ -248,12 +190,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
     # -- the recorded step -------------------------------------------------
 
     def _loss_scale(self):
-        optimizer = self.inner_optimizer
-        while optimizer is not None:
-            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                return optimizer.dynamic_scale.value
-            optimizer = getattr(optimizer, "inner_optimizer", None)
-        return None
+        scaler = loss_scaler(self.inner_optimizer)
+        return None if scaler is None else scaler.dynamic_scale.value
 
     def _record(self, grads, trainable_variables):
         """Writes this step's norms into the ring; returns (ok, grads)."""

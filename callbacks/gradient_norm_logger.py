@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .attach import ensure_monitor, find_monitor, release_monitor
-from .gradient_monitor import GradientRecord
+from .gradient_record import GradientRecord
 from .layer_names import layer_of_paths
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import collections
-import json
 import math
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -14,6 +12,7 @@ import numpy as np
 from .attach import ensure_monitor, find_monitor, release_monitor
 from .diagnosis import rank_suspects
 from .layer_names import layer_of_paths
+from .nan_report import format_message, write_json_atomically
 
 ACTIONS = ("stop", "raise", "rollback")
 ONSET_FACTOR = 10.0  # a norm this far above its running median has left it
@@ -272,7 +271,7 @@ class NaNGuard(keras.callbacks.Callback):
             event["new_learning_rate"] = new_lr
         event["action"] = action
         event["restored_step"] = restored
-        event["message"] = _message(event)
+        event["message"] = format_message(event)
         self.events.append(event)
         self._write_report()
         if self.verbose:
@@ -323,12 +322,7 @@ class NaNGuard(keras.callbacks.Callback):
     def _write_report(self):
         if self.report_path is None:
             return
-        folder = os.path.dirname(os.path.abspath(self.report_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"events": self.events}, f, indent=2, default=_to_float)
-        os.replace(tmp, self.report_path)
+        write_json_atomically(self.report_path, {"events": self.events})
         self._written = True
 
 
@@ -341,37 +335,3 @@ def _check_int(name, value, low):
 
 def _to_float(value) -> float:
     return float(keras.ops.convert_to_numpy(value))
-
-
-def _message(event: dict) -> str:
-    parts = [
-        f"Epoch {event['epoch']}: Step {event['step']}: NaNGuard caught "
-        f"{event['trigger'].replace('_', ' ')}: {event['detail']}."
-    ]
-    if event["first_nonfinite_variable"]:
-        parts.append(
-            f"First non-finite gradient: {event['first_nonfinite_variable']} "
-            f"(layer {event['first_nonfinite_layer']})."
-        )
-    if event["suspects"]:
-        grew = "; ".join(
-            f"{s['variable']} (layer {s['layer']}) up to {s['ratio']:.3g}x "
-            f"its running median at step {s['step']}"
-            + (f", first above at step {s['first_step']}"
-               if s["first_step"] is not None else "")
-            for s in event["suspects"]
-        )
-        parts.append(f"Gradient norms that left their median first: {grew}.")
-    if event["last_finite_norm"] is not None:
-        parts.append(f"Last finite global norm {event['last_finite_norm']:.4g}.")
-    parts.append(f"Learning rate {event['learning_rate']:.4g}.")
-    action = event["action"]
-    if action == "rollback":
-        parts.append(
-            f"Action: rollback to the weights after step "
-            f"{event['restored_step']}, learning rate now "
-            f"{event['new_learning_rate']:.4g}."
-        )
-    else:
-        parts.append(f"Action: {action}.")
-    return " ".join(parts)
