@@ -217,7 +217,9 @@ def train_variant(
 def results_table(results: list[VariantResult]) -> pd.DataFrame:
     """Stacks the rows of several `VariantResult`s into the results table."""
     table = pd.DataFrame([r.row for r in results])
-    table["first_nonfinite_step"] = table["first_nonfinite_step"].astype("Int64")
+    # Ints, and None (an empty cell in CSV and Markdown) where all stayed finite.
+    table["first_nonfinite_step"] = pd.Series(
+        [r.row["first_nonfinite_step"] for r in results], dtype=object)
     return table
 
 
