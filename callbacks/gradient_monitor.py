@@ -10,6 +10,8 @@ from . import clipping
 from .gradient_record import GradientRecord
 from .optimizer_chain import clip_settings, loss_scaler
 
+_FIXED = 5  # ring columns before the per-variable norms
+
 @keras.saving.register_keras_serializable(package="gradguard")
 class GradientMonitor(keras.optimizers.Optimizer):
     """Wraps an optimizer to record gradient norms and skip non-finite steps.
@@ -53,6 +55,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
             `history`. Defaults to `history`.
         skip_nonfinite: bool, skip updates whose gradient holds NaN or inf.
             Defaults to `True`.
+        check_weights: bool, also record whether all weights are finite after
+            each update (one more pass over the weights; `NaNGuard` turns it
+            on). Defaults to `False`.
         name: optional name.
 
     Example:
@@ -77,6 +82,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         autoclip_percentile: float | None = None,
         autoclip_history: int | None = None,
         skip_nonfinite: bool = True,
+        check_weights: bool = False,
         name: str | None = None,
         **kwargs,
     ):
@@ -119,6 +125,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         self.autoclip_percentile = autoclip_percentile
         self.autoclip_history = int(autoclip_history)
         self.skip_nonfinite = bool(skip_nonfinite)
+        self.check_weights = bool(check_weights)
         self.variable_paths: tuple = ()
         self.installed_by_callback = False
 
@@ -163,21 +170,18 @@ class GradientMonitor(keras.optimizers.Optimizer):
         return loss_scaler(self.inner_optimizer) is not None
 
     def build(self, var_list):
-        size, n_vars = self.history, len(var_list)
-
-        def add(name, shape, dtype="float32"):
-            return self.add_variable(
-                shape=shape, initializer="zeros", dtype=dtype,
-                aggregation="none", name=name,
-            )
-
-        self._count = add("gg_count", (), "int32")
-        self._norm = add("gg_norm", (size,))
-        self._norm_clipped = add("gg_norm_clipped", (size,))
-        self._threshold = add("gg_threshold", (size,))
-        self._variable_norms = add("gg_variable_norms", (size, max(n_vars, 1)))
-        self._first_nonfinite = add("gg_first_nonfinite", (size,), "int32")
-        self._weights_finite = add("gg_weights_finite", (size,), "int32")
+        n_vars = len(var_list)
+        # One row per step, so that a step is one write and a read is one
+        # transfer: norm, norm_clipped, threshold, first_nonfinite,
+        # weights_finite, then one norm per variable.
+        self._count = self.add_variable(
+            shape=(), initializer="zeros", dtype="int32",
+            aggregation="none", name="gg_count",
+        )
+        self._ring = self.add_variable(
+            shape=(self.history, _FIXED + max(n_vars, 1)), initializer="zeros",
+            dtype="float32", aggregation="none", name="gg_ring",
+        )
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
@@ -193,8 +197,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
         scaler = loss_scaler(self.inner_optimizer)
         return None if scaler is None else scaler.dynamic_scale.value
 
-    def _record(self, grads, trainable_variables):
-        """Writes this step's norms into the ring; returns (ok, grads)."""
+    def _measure(self, grads, trainable_variables):
+        """This step's norms and clipping; returns (ok, grads, row)."""
         n_vars = len(self.variable_paths)
         columns = [self._get_variable_index(v) for v in trainable_variables]
         norms = clipping.variable_norms(grads)
@@ -207,22 +211,19 @@ class GradientMonitor(keras.optimizers.Optimizer):
             by_column[column] = n
         norm_vector = ops.stack(by_column)
         norm = clipping.global_norm(norm_vector)
-        bad_local = clipping.first_nonfinite_index(grads)
-        columns_tensor = ops.convert_to_tensor(columns + [-1], dtype="int32")
-        bad = ops.take(
-            columns_tensor, ops.where(bad_local < 0, len(columns), bad_local)
-        )
-        # A finite gradient whose norm overflows float32 (> 3e38) is no
-        # better than inf: Keras' global_clipnorm would turn it into NaN.
-        ok = ops.logical_and(bad_local < 0, ops.isfinite(norm))
+        # A NaN/inf gradient has a NaN/inf norm. A finite gradient whose
+        # norm overflows float32 (> 3e38) is no better: Keras'
+        # global_clipnorm would turn it into NaN. Either way, skip.
+        bad = clipping.first_nonfinite_index(norm_vector)
+        ok = ops.logical_and(bad < 0, ops.isfinite(norm))
 
-        count = self._count.value
-        slot = ops.mod(count, self.history)
         if self.autoclip_percentile is not None:
             # The current norm takes part in its own threshold, as in the
             # AutoClip reference implementation.
+            count = self._count.value
             ring = ops.slice_update(
-                self._norm.value, [slot], ops.reshape(norm, (1,))
+                self._ring.value[:, 0], [ops.mod(count, self.history)],
+                ops.reshape(norm, (1,)),
             )
             threshold = clipping.ring_percentile(
                 ring, count + 1, self.autoclip_history,
@@ -243,31 +244,31 @@ class GradientMonitor(keras.optimizers.Optimizer):
             norm_clipped = clipping.clipped_global_norm(
                 unscaled, norm_vector, norm, **settings
             )
+        head = [norm, norm_clipped, threshold, ops.cast(bad, "float32")]
+        return ok, grads, (ops.stack(head), norm_vector)
 
-        def put(variable, value):
-            value = ops.cast(ops.reshape(value, (1,)), variable.dtype)
-            variable.assign(ops.slice_update(variable.value, [slot], value))
+    def _weights_flag(self, weights):
+        """1.0 if all weights are finite, 0.0 if not, -1.0 when unchecked."""
+        if not self.check_weights or not weights:
+            return ops.convert_to_tensor(-1.0, "float32")
+        # A sum is NaN/inf when any element is (or when finite weights
+        # overflow float32 in total, which is no healthier).
+        total = ops.sum(ops.stack([ops.sum(ops.cast(w, "float32")) for w in weights]))
+        return ops.cast(ops.isfinite(total), "float32")
 
-        put(self._norm, norm)
-        put(self._norm_clipped, norm_clipped)
-        put(self._threshold, threshold)
-        put(self._first_nonfinite, bad)
-        self._variable_norms.assign(
+    def _write(self, row, weights_flag):
+        head, norm_vector = row
+        values = ops.concatenate(
+            [head, ops.reshape(weights_flag, (1,)), norm_vector]
+        )
+        count = self._count.value
+        slot = ops.mod(count, self.history)
+        self._ring.assign(
             ops.slice_update(
-                self._variable_norms.value, [slot, 0],
-                ops.reshape(norm_vector, (1, -1)),
+                self._ring.value, [slot, 0], ops.reshape(values, (1, -1))
             )
         )
         self._count.assign(count + 1)
-        return ok, grads, slot
-
-    def _record_weights(self, slot, weights):
-        flags = [ops.all(ops.isfinite(w)) for w in weights]
-        finite = ops.all(ops.stack(flags)) if flags else True
-        value = ops.reshape(ops.cast(finite, "int32"), (1,))
-        self._weights_finite.assign(
-            ops.slice_update(self._weights_finite.value, [slot], value)
-        )
 
     # -- stateful (TensorFlow, torch) --------------------------------------
 
@@ -277,8 +278,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if trainable_variables is None:
             trainable_variables = self._trainable_variables
         trainable_variables = list(trainable_variables)
-        grads = list(grads)
-        ok, grads, slot = self._record(grads, trainable_variables)
+        ok, grads, row = self._measure(list(grads), trainable_variables)
         inner = self.inner_optimizer
         if self.skip_nonfinite and not self.loss_scaled:
             ops.cond(
@@ -288,7 +288,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             )
         else:
             inner.apply(grads, trainable_variables)
-        self._record_weights(slot, trainable_variables)
+        self._write(row, self._weights_flag(trainable_variables))
 
     # -- stateless (JAX) ---------------------------------------------------
 
@@ -301,8 +301,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
         n_own = len(self._variables)
         own, inner_values = optimizer_variables[:n_own], optimizer_variables[n_own:]
         mapping = list(zip(self._variables, own))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            ok, grads, slot = self._record(list(grads), self._trainable_variables)
+        with keras.StatelessScope(state_mapping=mapping):
+            ok, grads, row = self._measure(list(grads), self._trainable_variables)
         inner = self.inner_optimizer
 
         def update():
@@ -318,10 +318,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
             new_tv, new_inner = ops.cond(ok, update, skip)
         else:
             new_tv, new_inner = update()
-        new_own = [scope.get_current_value(v) for v in self._variables]
-        mapping = list(zip(self._variables, new_own))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._record_weights(slot, new_tv)
+            self._write(row, self._weights_flag(new_tv))
         new_own = [scope.get_current_value(v) for v in self._variables]
         return new_tv, new_own + list(new_inner)
 
@@ -343,19 +341,17 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if cached is not None and cached.count == count:
             return cached  # several callbacks read the same step
         n = min(count, self.history)
-        order = np.arange(count - n, count) % self.history
-        take = lambda v: ops.convert_to_numpy(v)[order]  # noqa: E731
+        ring = ops.convert_to_numpy(self._ring)
+        rows = ring[np.arange(count - n, count) % self.history]
         self._last_read = GradientRecord(
             count=count,
             steps=np.arange(count - n, count) + 1,
-            norm=take(self._norm),
-            norm_clipped=take(self._norm_clipped),
-            threshold=take(self._threshold),
-            variable_norms=take(self._variable_norms)[
-                :, : len(self.variable_paths)
-            ],
-            first_nonfinite=take(self._first_nonfinite),
-            weights_finite=take(self._weights_finite).astype(bool),
+            norm=rows[:, 0],
+            norm_clipped=rows[:, 1],
+            threshold=rows[:, 2],
+            first_nonfinite=rows[:, 3].astype(np.int64),
+            weights_finite=rows[:, 4] != 0,
+            variable_norms=rows[:, _FIXED:_FIXED + len(self.variable_paths)],
             variable_paths=self.variable_paths,
         )
         return self._last_read
@@ -390,6 +386,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             "autoclip_percentile": self.autoclip_percentile,
             "autoclip_history": self.autoclip_history,
             "skip_nonfinite": self.skip_nonfinite,
+            "check_weights": self.check_weights,
         }
 
     @classmethod

@@ -24,6 +24,7 @@ class GradientRecord:
     variable_norms: np.ndarray  # (T, V) pre-clip norm per variable
     first_nonfinite: np.ndarray  # (T,) index of first bad variable, -1 if none
     weights_finite: np.ndarray  # (T,) bool, all weights finite after the step
+    # (True where not checked: GradientMonitor(check_weights=False))
     variable_paths: tuple  # (V,) `variable.path` of each column
 
     def since(self, step: int) -> "GradientRecord":

@@ -9,7 +9,9 @@ import os
 import keras
 import numpy as np
 
-from .attach import ensure_monitor, find_monitor, release_monitor
+from .attach import (
+    ensure_monitor, find_monitor, rebuild_train_function, release_monitor,
+)
 from .diagnosis import rank_suspects
 from .layer_names import layer_of_paths
 from .nan_report import format_message, write_json_atomically
@@ -66,10 +68,13 @@ class NaNGuard(keras.callbacks.Callback):
         max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
         report_path: path of a JSON report (written atomically; must not
             exist yet), or `None`. Defaults to `None`.
-        keep_snapshots: int >= 1, how many of the last healthy steps' weights
-            and optimizer states are kept (in host memory) to roll back to.
-            A rollback returns to the newest one from before the suspects'
-            norms first rose 10x above their running medians. Defaults to 8.
+        snapshot_every: int >= 1, steps between copies of the weights and
+            optimizer state (to host memory) that a rollback, or a stop after
+            non-finite weights, returns to. Copying costs about as much as a
+            small model's step, hence not every step. Defaults to 50.
+        keep_snapshots: int >= 1, how many copies are kept. A rollback returns
+            to the newest one from before the suspects' norms first rose 10x
+            above their running medians. Defaults to 4.
         verbose: print a message on each event. Defaults to `True`.
 
     Example:
@@ -91,7 +96,8 @@ class NaNGuard(keras.callbacks.Callback):
         lr_factor: float = 0.5,
         max_retries: int = 3,
         report_path: str | os.PathLike | None = None,
-        keep_snapshots: int = 8,
+        snapshot_every: int = 50,
+        keep_snapshots: int = 4,
         verbose: bool = True,
     ):
         super().__init__()
@@ -112,6 +118,7 @@ class NaNGuard(keras.callbacks.Callback):
         _check_int("window", window, 2)
         _check_int("min_history", min_history, 1)
         _check_int("max_retries", max_retries, 0)
+        _check_int("snapshot_every", snapshot_every, 1)
         _check_int("keep_snapshots", keep_snapshots, 1)
         if isinstance(lr_factor, bool) or not isinstance(
             lr_factor, (int, float)
@@ -126,6 +133,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.min_history = min_history
         self.lr_factor = float(lr_factor)
         self.max_retries = max_retries
+        self.snapshot_every = snapshot_every
         self.keep_snapshots = keep_snapshots
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
@@ -145,6 +153,9 @@ class NaNGuard(keras.callbacks.Callback):
                 "already exists; pass a new path or move the old report away."
             )
         monitor = ensure_monitor(self.model, "NaNGuard", self.window + 1)
+        if not monitor.check_weights:
+            monitor.check_weights = True
+            rebuild_train_function(self.model)
         if self.action == "rollback" and self.lr_factor != 1 and not isinstance(
             monitor.learning_rate, keras.Variable
         ):
@@ -159,6 +170,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._columns = None
         self._last_step = monitor.read().count if monitor.built else 0
         self._snapshots = collections.deque(maxlen=self.keep_snapshots)
+        self._snapshot_step = self._last_step
         self._discarded = []  # (first, last) step ranges undone by rollbacks
         self._take_snapshot()
 
@@ -184,7 +196,8 @@ class NaNGuard(keras.callbacks.Callback):
                 event = {"trigger": "nonfinite_loss", "step": step,
                          "detail": f"the running loss is {float(loss)}"}
         if event is None:
-            self._take_snapshot()
+            if record.count - self._snapshot_step >= self.snapshot_every:
+                self._take_snapshot()
             return
         self._handle(event, record, batch)
 
@@ -298,6 +311,7 @@ class NaNGuard(keras.callbacks.Callback):
             for v in monitor.inner_optimizer.variables
         ]
         self._snapshots.append((self._last_step, weights, state))
+        self._snapshot_step = self._last_step
 
     def _restore(self, force: bool, before: int) -> int | None:
         """Restores a snapshot when forced or when weights are not finite.
@@ -313,6 +327,7 @@ class NaNGuard(keras.callbacks.Callback):
         step, weights, state = earlier[-1] if earlier else self._snapshots[0]
         while self._snapshots and self._snapshots[-1][0] > step:
             self._snapshots.pop()  # they lie on the path that went wrong
+        self._snapshot_step = step
         self.model.set_weights(weights)
         monitor = find_monitor(self.model.optimizer)
         for variable, value in zip(monitor.inner_optimizer.variables, state):

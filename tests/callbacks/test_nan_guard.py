@@ -27,7 +27,7 @@ def test_poisoned_batch(action, value, tmp_path):
     model = dense_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     report = tmp_path / "report.json"
-    guard = NaNGuard(action=action, report_path=report, verbose=False)
+    guard = NaNGuard(action=action, report_path=report, snapshot_every=1, verbose=False)
     keep = WeightsPerStep()
     fit = lambda: model.fit(  # noqa: E731
         x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
@@ -78,7 +78,8 @@ def _rnn(lr):
     return model
 
 
-def test_diverging_rnn_is_caught_at_the_spike_before_nan():
+@pytest.mark.parametrize("snapshot_every", [1, 50])
+def test_diverging_rnn_is_caught_at_the_spike_before_nan(snapshot_every):
     # SGD(0.1) on the adding problem: the norm spikes ~100x around step 8-11
     # and reaches inf around step 33 (measured without the guard below).
     x, y = _adding(1024, 100)
@@ -99,7 +100,8 @@ def test_diverging_rnn_is_caught_at_the_spike_before_nan():
 
     keras.utils.set_random_seed(0)
     model, keep = _rnn(0.1), WeightsPerStep()
-    guard = NaNGuard(action="rollback", max_retries=0, verbose=False)
+    guard = NaNGuard(action="rollback", max_retries=0, verbose=False,
+                     snapshot_every=snapshot_every, keep_snapshots=8)
     model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
               callbacks=[keep, guard])
     event = guard.events[0]
@@ -107,12 +109,13 @@ def test_diverging_rnn_is_caught_at_the_spike_before_nan():
     assert event["step"] < first_inf
     assert event["action"] == "stop"  # retries used up
     assert event["suspects"][0]["layer"] == "rnn"
-    # The weights are ones from before the spike: those after the step before
-    # the suspects' norms first rose 10x (at most keep_snapshots=8 back).
+    # The weights are ones from before the spike: the newest snapshot taken
+    # before the suspects' norms first rose 10x (snapshots at steps 0, k, 2k..;
+    # the last 8 kept).
     restored = event["restored_step"]
-    assert event["step"] - 8 <= restored < event["step"]
     onset = min(s["first_step"] for s in event["suspects"] if s["first_step"])
-    assert restored == max(onset - 1, event["step"] - 8)
+    taken = [t for t in range(0, event["step"], snapshot_every)][-8:]
+    assert restored == max([t for t in taken if t < onset], default=taken[0])
     for a, b in zip(model.get_weights(), keep.weights[restored]):
         np.testing.assert_array_equal(a, b)
 

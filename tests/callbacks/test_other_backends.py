@@ -30,7 +30,8 @@ SCRIPT = textwrap.dedent("""
                   steps_per_execution=spe)
     weights = model.get_weights()
     logger = GradientNormLogger()
-    guard = NaNGuard(action="rollback", lr_factor=1.0, verbose=False)
+    guard = NaNGuard(action="rollback", lr_factor=1.0, snapshot_every=1,
+                     verbose=False)
     model.fit(x, y, batch_size=16, shuffle=False, verbose=0,
               callbacks=[logger, guard])
     np.savez({out!r}, *weights,
