@@ -12,6 +12,21 @@ from typing import Sequence
 from keras import ops
 
 
+def squared_norms(grads: Sequence) -> list:
+    """Returns the squared L2 norm of each gradient tensor (float32 scalars).
+
+    A `None` gradient (a variable the loss does not depend on) gives 0.
+    """
+    out = []
+    for g in grads:
+        if g is None:
+            out.append(ops.zeros((), dtype="float32"))
+        else:
+            g = ops.cast(g, "float32")
+            out.append(ops.sum(g * g))
+    return out
+
+
 def variable_norms(grads: Sequence) -> list:
     """Returns the L2 norm of each gradient tensor, as float32 scalars.
 

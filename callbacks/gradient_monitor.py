@@ -201,15 +201,15 @@ class GradientMonitor(keras.optimizers.Optimizer):
         """This step's norms and clipping; returns (ok, grads, row)."""
         n_vars = len(self.variable_paths)
         columns = [self._get_variable_index(v) for v in trainable_variables]
-        norms = clipping.variable_norms(grads)
+        squares = clipping.squared_norms(grads)
+        # Place them by variable index, zeros for variables without grads.
+        by_column = [ops.zeros((), "float32")] * max(n_vars, 1)
+        for column, n in zip(columns, squares):
+            by_column[column] = n
+        norm_vector = ops.sqrt(ops.stack(by_column))  # one sqrt for all
         scale = self._loss_scale()
         if scale is not None:
-            norms = [n / ops.cast(scale, "float32") for n in norms]
-        # Place norms by variable index, zeros for variables without grads.
-        by_column = [ops.zeros((), "float32")] * max(n_vars, 1)
-        for column, n in zip(columns, norms):
-            by_column[column] = n
-        norm_vector = ops.stack(by_column)
+            norm_vector = norm_vector / ops.cast(scale, "float32")
         norm = clipping.global_norm(norm_vector)
         # A NaN/inf gradient has a NaN/inf norm. A finite gradient whose
         # norm overflows float32 (> 3e38) is no better: Keras'
@@ -336,12 +336,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 "GradientMonitor.read() was called before the optimizer was "
                 "built; train the model for at least one step first."
             )
-        count = int(ops.convert_to_numpy(self._count))
+        # `Variable.numpy()` is about twice as fast as ops.convert_to_numpy.
+        count = int(self._count.numpy())
         cached = getattr(self, "_last_read", None)
         if cached is not None and cached.count == count:
             return cached  # several callbacks read the same step
         n = min(count, self.history)
-        ring = ops.convert_to_numpy(self._ring)
+        ring = self._ring.numpy()
         rows = ring[np.arange(count - n, count) % self.history]
         self._last_read = GradientRecord(
             count=count,

@@ -94,6 +94,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._norms, self._clipped, self._layer_norms = [], [], []
         self._epoch_start = 0
         self._columns = None
+        self._membership = None  # (column order by layer, group starts)
         self.layer_names: list[str] = []
 
     # -- Keras hooks -------------------------------------------------------
@@ -189,12 +190,21 @@ class GradientNormLogger(keras.callbacks.Callback):
         return new
 
     def _per_layer(self, variable_norms: np.ndarray) -> np.ndarray:
-        """Combines per-variable norms into per-layer norms (root sum square)."""
-        out = np.zeros((len(variable_norms), len(self.layer_names)))
-        squares = np.square(variable_norms.astype(np.float64))
-        for column, layer_index in enumerate(self._columns):
-            out[:, layer_index] += squares[:, column]
-        return np.sqrt(out)
+        """Combines per-variable norms into per-layer norms (root sum square).
+
+        Columns are grouped by layer with one `reduceat`, so that a NaN stays
+        in its own layer.
+        """
+        if self._membership is None:
+            columns = np.asarray(self._columns)
+            order = np.argsort(columns, kind="stable")
+            starts = np.flatnonzero(np.diff(columns[order], prepend=-1))
+            self._membership = (order, starts)
+        order, starts = self._membership
+        squares = np.square(variable_norms.astype(np.float64))[:, order]
+        if not len(squares):
+            return np.zeros((0, len(self.layer_names)))
+        return np.sqrt(np.add.reduceat(squares, starts, axis=1))
 
     # -- results -----------------------------------------------------------
 
