@@ -33,7 +33,6 @@ from gradguard.callbacks import GradientMonitor, GradientNormLogger, NaNGuard  #
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
 
 from .callback_overhead import Config, build_model, make_data  # noqa: E402
-from .timing import StepClock  # noqa: E402
 
 
 def compiled_step_ms(model: str, variants: dict, config: Config, x, y,

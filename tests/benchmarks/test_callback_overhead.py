@@ -1,7 +1,6 @@
 """Tests of the callback overhead benchmark: shape of its output, never timings."""
 
 import argparse
-import pathlib
 
 import keras
 import numpy as np

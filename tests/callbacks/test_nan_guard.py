@@ -34,8 +34,10 @@ def test_poisoned_batch(action, value, tmp_path):
         callbacks=[keep, guard],
     )
     if action == "raise":
-        with pytest.raises(FloatingPointError, match=r"Epoch 1: Step 3: NaNGuard caught nonfinite gradient"):
+        with pytest.raises(FloatingPointError, match=r"Epoch 1: Step 3: NaNGuard caught nonfinite gradient") as caught:
             fit()
+        assert isinstance(caught.value, NonFiniteTrainingError)
+        assert caught.value.report is guard.events[0]
     else:
         history = fit()
     assert _finite(model)

@@ -1,7 +1,6 @@
 """Tests for `python -m recipes.rnn_long_seq`: a real --quick run, flags, --out."""
 
 import math
-import pathlib
 
 import numpy as np
 import pandas as pd
