@@ -38,14 +38,7 @@ def variable_norms(grads: Sequence) -> list:
     Returns:
         A list of float32 scalars, one per gradient.
     """
-    norms = []
-    for g in grads:
-        if g is None:
-            norms.append(ops.zeros((), dtype="float32"))
-        else:
-            g = ops.cast(g, "float32")
-            norms.append(ops.sqrt(ops.sum(ops.square(g))))
-    return norms
+    return [ops.sqrt(s) for s in squared_norms(grads)]
 
 
 def global_norm(norms) -> object:
