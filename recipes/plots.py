@@ -75,13 +75,7 @@ def plot_grad_norms(
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("global gradient norm (before clipping)")
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return _finish(plt, fig, ax, title, path)
 
 
 def plot_losses(
@@ -125,6 +119,11 @@ def plot_losses(
     ax.set_xlabel("training step (lines: training loss, running mean over the epoch; "
                   "squares: validation loss)")
     ax.set_ylabel("mean squared error")
+    return _finish(plt, fig, ax, title, path)
+
+
+def _finish(plt, fig, ax, title: str, path) -> pathlib.Path:
+    """Title, grid, legend; saves the figure as PNG and closes it."""
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
