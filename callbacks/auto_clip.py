@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from .attach import ensure_monitor, find_monitor, rebuild_train_function, release_monitor
+from .validation import check, check_int, is_number
 
 
 class AutoClip(keras.callbacks.Callback):
@@ -40,19 +40,11 @@ class AutoClip(keras.callbacks.Callback):
 
     def __init__(self, percentile: float = 10.0, history: int = 1000):
         super().__init__()
-        if isinstance(percentile, bool) or not isinstance(
-            percentile, (int, float)
-        ) or not 0 < percentile <= 100:
-            raise ValueError(
-                f"AutoClip received percentile={percentile!r}; expected a "
-                "number in (0, 100]."
-            )
-        if isinstance(history, bool) or not isinstance(
-            history, (int, np.integer)
-        ) or history < 1:
-            raise ValueError(
-                f"AutoClip received history={history!r}; expected an int >= 1."
-            )
+        check(
+            is_number(percentile) and 0 < percentile <= 100,
+            "AutoClip", "percentile", percentile, "a number in (0, 100]",
+        )
+        check_int("AutoClip", "history", history, 1)
         self.percentile = float(percentile)
         self.history = int(history)
 

@@ -6,6 +6,7 @@ import keras
 
 from .attach import find_monitor, rebuild_train_function, require_compiled
 from .optimizer_chain import clip_settings, innermost_optimizer
+from .validation import check, is_number
 
 MODES = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -62,13 +63,10 @@ class GradientClipping(keras.callbacks.Callback):
                 "as Keras allows only one clipping mode."
             )
         (self.mode, self.value), = given.items()
-        if isinstance(self.value, bool) or not isinstance(
-            self.value, (int, float)
-        ) or not self.value > 0:
-            raise ValueError(
-                f"GradientClipping received {self.mode}={self.value!r}; "
-                "expected a number > 0."
-            )
+        check(
+            is_number(self.value) and self.value > 0,
+            "GradientClipping", self.mode, self.value, "a number > 0",
+        )
 
     def on_train_begin(self, logs=None):
         require_compiled(self.model, "GradientClipping")

@@ -9,8 +9,16 @@ from keras import ops
 from . import clipping
 from .gradient_record import GradientRecord
 from .optimizer_chain import clip_settings, loss_scaler
+from .validation import check, check_int, is_int, is_number
 
 _FIXED = 5  # ring columns before the per-variable norms
+
+def _check_window(window, history: int) -> None:
+    check(
+        is_int(window) and 1 <= window <= history, "GradientMonitor",
+        "autoclip_history", window, f"an int in [1, history={history}]",
+    )
+
 
 @keras.saving.register_keras_serializable(package="gradguard")
 class GradientMonitor(keras.optimizers.Optimizer):
@@ -97,22 +105,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 "GradientMonitor received an optimizer that is already a "
                 "GradientMonitor; wrap the optimizer only once."
             )
-        if not isinstance(history, (int, np.integer)) or history < 2:
-            raise ValueError(
-                f"GradientMonitor received history={history!r}; expected an "
-                "int >= 2."
-            )
+        check_int("GradientMonitor", "history", history, 2)
         if autoclip_history is None:
             autoclip_history = history
-        if (
-            not isinstance(autoclip_history, (int, np.integer))
-            or not 1 <= autoclip_history <= history
-        ):
-            raise ValueError(
-                "GradientMonitor received autoclip_history="
-                f"{autoclip_history!r}; expected an int in [1, history="
-                f"{history}]."
-            )
+        _check_window(autoclip_history, history)
         self._check_autoclip(autoclip_percentile, optimizer)
         for key in kwargs:
             raise ValueError(
@@ -133,13 +129,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
     def _check_autoclip(percentile, optimizer):
         if percentile is None:
             return
-        if isinstance(percentile, bool) or not isinstance(
-            percentile, (int, float, np.floating, np.integer)
-        ) or not 0 < percentile <= 100:
-            raise ValueError(
-                "GradientMonitor received autoclip_percentile="
-                f"{percentile!r}; expected a number in (0, 100] or None."
-            )
+        check(
+            is_number(percentile) and 0 < percentile <= 100,
+            "GradientMonitor", "autoclip_percentile", percentile,
+            "a number in (0, 100] or None",
+        )
         clip = clip_settings(optimizer)
         if clip:
             raise ValueError(
@@ -156,11 +150,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         """
         self._check_autoclip(percentile, self.inner_optimizer)
         window = self.history if window is None else window
-        if not 1 <= window <= self.history:
-            raise ValueError(
-                f"GradientMonitor received autoclip window={window}; expected "
-                f"an int in [1, history={self.history}]."
-            )
+        _check_window(window, self.history)
         self.autoclip_percentile = percentile
         self.autoclip_history = int(window)
 

@@ -11,6 +11,7 @@ import pandas as pd
 from .attach import ensure_monitor, find_monitor, release_monitor
 from .gradient_record import GradientRecord
 from .layer_names import layer_of_paths
+from .validation import check, check_int
 
 
 class GradientNormLogger(keras.callbacks.Callback):
@@ -63,22 +64,12 @@ class GradientNormLogger(keras.callbacks.Callback):
         log_dir: str | None = None,
     ):
         super().__init__()
-        if (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, (int, np.integer))
-            or every_n_steps < 1
-        ):
-            raise ValueError(
-                "GradientNormLogger received every_n_steps="
-                f"{every_n_steps!r}; expected an int >= 1."
-            )
-        if log_dir is not None and not isinstance(log_dir, (str, bytes)) and not hasattr(
-            log_dir, "__fspath__"
-        ):
-            raise ValueError(
-                f"GradientNormLogger received log_dir={log_dir!r}; expected a "
-                "folder path or None."
-            )
+        check_int("GradientNormLogger", "every_n_steps", every_n_steps, 1)
+        check(
+            log_dir is None or isinstance(log_dir, (str, bytes))
+            or hasattr(log_dir, "__fspath__"),
+            "GradientNormLogger", "log_dir", log_dir, "a folder path or None",
+        )
         self.every_n_steps = int(every_n_steps)
         self.per_layer = bool(per_layer)
         self.log_dir = None if log_dir is None else str(log_dir)
@@ -94,7 +85,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._norms, self._clipped, self._layer_norms = [], [], []
         self._epoch_start = 0
         self._columns = None
-        self._membership = None  # (column order by layer, group starts)
+        self._layer_groups = None  # (column order by layer, group starts)
         self.layer_names: list[str] = []
 
     # -- Keras hooks -------------------------------------------------------
@@ -195,12 +186,12 @@ class GradientNormLogger(keras.callbacks.Callback):
         Columns are grouped by layer with one `reduceat`, so that a NaN stays
         in its own layer.
         """
-        if self._membership is None:
+        if self._layer_groups is None:
             columns = np.asarray(self._columns)
             order = np.argsort(columns, kind="stable")
             starts = np.flatnonzero(np.diff(columns[order], prepend=-1))
-            self._membership = (order, starts)
-        order, starts = self._membership
+            self._layer_groups = (order, starts)
+        order, starts = self._layer_groups
         squares = np.square(variable_norms.astype(np.float64))[:, order]
         if not len(squares):
             return np.zeros((0, len(self.layer_names)))

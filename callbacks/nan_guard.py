@@ -15,6 +15,7 @@ from .attach import (
 from .diagnosis import rank_suspects
 from .layer_names import layer_of_paths
 from .nan_report import format_message, write_json_atomically
+from .validation import check, check_int, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
 ONSET_FACTOR = 10.0  # a norm this far above its running median has left it
@@ -106,27 +107,22 @@ class NaNGuard(keras.callbacks.Callback):
                 f"NaNGuard received action={action!r}; expected one of "
                 f"{', '.join(repr(a) for a in ACTIONS)}."
             )
-        if spike_factor is not None and (
-            isinstance(spike_factor, bool)
-            or not isinstance(spike_factor, (int, float))
-            or not spike_factor > 1
-        ):
-            raise ValueError(
-                f"NaNGuard received spike_factor={spike_factor!r}; expected a "
-                "number > 1, or None to turn spike detection off."
-            )
-        _check_int("window", window, 2)
-        _check_int("min_history", min_history, 1)
-        _check_int("max_retries", max_retries, 0)
-        _check_int("snapshot_every", snapshot_every, 1)
-        _check_int("keep_snapshots", keep_snapshots, 1)
-        if isinstance(lr_factor, bool) or not isinstance(
-            lr_factor, (int, float)
-        ) or not 0 < lr_factor <= 1:
-            raise ValueError(
-                f"NaNGuard received lr_factor={lr_factor!r}; expected a number "
-                "in (0, 1]."
-            )
+        check(
+            spike_factor is None or (is_number(spike_factor) and spike_factor > 1),
+            "NaNGuard", "spike_factor", spike_factor,
+            "a number > 1, or None to turn spike detection off",
+        )
+        for name, value, low in [
+            ("window", window, 2), ("min_history", min_history, 1),
+            ("max_retries", max_retries, 0),
+            ("snapshot_every", snapshot_every, 1),
+            ("keep_snapshots", keep_snapshots, 1),
+        ]:
+            check_int("NaNGuard", name, value, low)
+        check(
+            is_number(lr_factor) and 0 < lr_factor <= 1,
+            "NaNGuard", "lr_factor", lr_factor, "a number in (0, 1]",
+        )
         self.action = action
         self.spike_factor = spike_factor
         self.window = window
@@ -204,6 +200,7 @@ class NaNGuard(keras.callbacks.Callback):
     # -- detection ---------------------------------------------------------
 
     def _detect(self, record, new, loss_scaled: bool) -> dict | None:
+        kept = self._kept(record.steps)
         for i, step in enumerate(new.steps.tolist()):
             bad = int(new.first_nonfinite[i])
             if bad >= 0 and not loss_scaled:
@@ -222,7 +219,7 @@ class NaNGuard(keras.callbacks.Callback):
             if self.spike_factor is None:
                 continue
             earlier = record.norm[
-                (record.steps < step) & self._kept(record.steps)
+                (record.steps < step) & kept
             ][-self.window:]
             earlier = earlier[np.isfinite(earlier)]
             norm = float(new.norm[i])
@@ -303,7 +300,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _take_snapshot(self):
         weights = self.model.get_weights()
-        if not all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f"):
+        if not _all_finite(weights):
             return
         monitor = find_monitor(self.model.optimizer)
         state = [
@@ -319,9 +316,7 @@ class NaNGuard(keras.callbacks.Callback):
         Picks the newest snapshot taken before step `before` (the weights
         after step `before - 1`), else the oldest one kept.
         """
-        weights = self.model.get_weights()
-        finite = all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f")
-        if (finite and not force) or not self._snapshots:
+        if (not force and _all_finite(self.model.get_weights())) or not self._snapshots:
             return None
         earlier = [s for s in self._snapshots if s[0] < before]
         step, weights, state = earlier[-1] if earlier else self._snapshots[0]
@@ -341,11 +336,8 @@ class NaNGuard(keras.callbacks.Callback):
         self._written = True
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(
-            f"NaNGuard received {name}={value!r}; expected an int >= {low}."
-        )
+def _all_finite(arrays) -> bool:
+    return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
 
 
 def _to_float(value) -> float:
