@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +14,11 @@ import pandas as pd
 from ._checks import check_int
 
 _FUNC = "load_csv_windows"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Messages of pandas' C tokenizer; its lines count from 1, its rows from 0,
+# both with the header included.
+_EXPECTED_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 
 
 def load_csv_windows(
@@ -27,10 +35,16 @@ def load_csv_windows(
     is the target column at row `i + seq_len`, the step right after the
     window. A file with `N` rows gives `N - seq_len` windows.
 
-    Every value used must be a finite number: the loader never drops a
-    column or a row on its own. A non-numeric cell, an empty cell or NaN, and
-    an infinite value are errors that name the column, the row and the value,
-    so a typo in row 40,000 is found here rather than as a NaN loss.
+    Every value used must be a finite number that fits in float32: the
+    loader never drops a column or a row on its own. A non-numeric cell, an
+    empty cell or NaN, an infinite value and a value beyond float32's range
+    (magnitude above about 3.4e38, which would become `inf`) are errors that
+    name the column, the row and the value, so a typo in row 40,000 is found
+    here rather than as a NaN loss. So are a file that is not UTF-8, a line
+    pandas cannot parse (more fields than the header has names, an unclosed
+    quote) and a header that names a column twice (pandas would rename the
+    copy to `name.1` and use it as another feature); these errors name the
+    file and, where there is one, the line.
 
     Rows are counted from 0 over the data rows, the header not counted, as in
     `pandas.read_csv(path).iloc[row]`.
@@ -51,9 +65,11 @@ def load_csv_windows(
 
     Raises:
         FileNotFoundError: If there is no file at `path`.
-        ValueError: If a column is missing, no feature column is left, the
-            series has fewer than `seq_len + 1` rows, or a value is
-            non-numeric, missing (NaN) or infinite.
+        ValueError: If the file is empty, not UTF-8 or not a well-formed
+            CSV table, its header repeats a column name, a column is missing,
+            no feature column is left, the series has fewer than
+            `seq_len + 1` rows, or a value is non-numeric, missing (NaN),
+            infinite or beyond float32's range.
 
     Example:
 
@@ -70,13 +86,12 @@ def load_csv_windows(
             f"{_FUNC} found no file at path={os.fspath(path)!r} (absolute: "
             f"{os.path.abspath(path)!r})."
         )
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ValueError(
-            f"{_FUNC} received an empty file: {os.fspath(path)!r}; expected a "
-            "header line and one row per time step."
-        ) from None
+    # pandas renames a repeated column name ("x", "x.1"), so the header is
+    # read raw first, as one row of strings.
+    first_row = _read_csv(path, None, header=None, nrows=1, dtype=str, keep_default_na=False)
+    raw_header = first_row.iloc[0].tolist()
+    _check_unique_names(raw_header, path)
+    frame = _read_csv(path, raw_header)
 
     available = list(frame.columns)
     if not isinstance(target, str) or target not in available:
@@ -134,6 +149,106 @@ def load_csv_windows(
     return x, y
 
 
+def _read_csv(path: str | os.PathLike, raw_header: list[str] | None, **kwargs) -> pd.DataFrame:
+    """`pandas.read_csv`, with its errors as ValueErrors naming the file and line.
+
+    `raw_header` is the file's header as written, for the messages (`None` while reading
+    the header itself). `index_col=False` and the ParserWarning turned into an
+    error stop pandas from silently taking the first column as the row index
+    (or dropping fields) when data lines have more fields than the header.
+    """
+    name = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"{_FUNC} received an empty file: {name!r}; expected a header line "
+            "and one row per time step."
+        ) from None
+    except UnicodeDecodeError as err:
+        line, byte = _first_non_utf8(path) or (None, err.object[err.start : err.start + 1])
+        where = f"line {line} has" if line else "it has"
+        raise ValueError(
+            f"{_FUNC} could not read {name!r} as UTF-8: {where} the byte "
+            f"0x{byte.hex()}, which is not valid UTF-8 (lines counted from 1, header "
+            "included). Save the file as UTF-8 first, e.g. for a Latin-1 file: "
+            "p.write_text(p.read_text(encoding='latin-1'), encoding='utf-8')."
+        ) from err
+    except pd.errors.ParserWarning as err:
+        long_line = _first_line_longer_than(path, len(raw_header or ()))
+        line, saw = long_line or (None, None)
+        raise ValueError(_too_many_fields(name, raw_header, line, saw)) from err
+    except pd.errors.ParserError as err:
+        text = str(err)
+        if match := _EXPECTED_FIELDS.search(text):
+            _, line, saw = map(int, match.groups())
+            raise ValueError(_too_many_fields(name, raw_header, line, saw)) from err
+        if match := _OPEN_QUOTE.search(text):
+            line = int(match.group(1)) + 1
+            raise ValueError(
+                f"{_FUNC} could not parse {name!r}: the quote opened on line {line} "
+                "is never closed (lines counted from 1, header included). Close "
+                'it (write a quote inside a value as "") or remove it.'
+            ) from err
+        raise ValueError(
+            f"{_FUNC} could not parse {name!r} as a comma-separated table: "
+            f"{text.strip()}"
+        ) from err
+
+
+def _too_many_fields(name: str, header: list[str] | None, line: int | None, saw: int | None) -> str:
+    """The message for a data line with more fields than the header has names."""
+    n = len(header or ())
+    where = f"line {line} has {saw} fields" if line else "a line has more fields"
+    return (
+        f"{_FUNC} could not parse {name!r}: {where}, but the header has {n} "
+        f"column names {header} (lines counted from 1, header included). Remove "
+        "the extra field, quote a value that contains a comma, or name the extra "
+        "column in the header."
+    )
+
+
+def _first_line_longer_than(path: str | os.PathLike, n_fields: int) -> tuple[int, int] | None:
+    """Returns (line, number of fields) of the first record with > n_fields."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as file:
+        reader = csv.reader(file)
+        for fields in reader:
+            if len(fields) > n_fields:
+                return reader.line_num, len(fields)
+    return None
+
+
+def _first_non_utf8(path: str | os.PathLike) -> tuple[int, bytes] | None:
+    """Returns (line, byte) of the first byte that is not valid UTF-8."""
+    with open(path, "rb") as file:
+        for line, raw in enumerate(file, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return line, raw[err.start : err.start + 1]
+    return None
+
+
+def _check_unique_names(header: list[str], path: str | os.PathLike) -> None:
+    """Raises a ValueError if the raw header names a column more than once."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        if name:  # pandas names empty cells "Unnamed: <i>", which are distinct
+            positions.setdefault(name, []).append(i)
+    repeated = {name: where for name, where in positions.items() if len(where) > 1}
+    if repeated:
+        listed = "; ".join(f"{name!r} at columns {where}" for name, where in repeated.items())
+        example = next(iter(repeated))
+        raise ValueError(
+            f"{_FUNC} found a repeated column name in the header of "
+            f"{os.fspath(path)!r}: {listed} (columns counted from 0). pandas would "
+            f"silently rename the copy (e.g. to {example + '.1'!r}) and use it as "
+            "another column. Give every column its own name in the header line."
+        )
+
+
 def _numeric_column(column: pd.Series, name: str, path: str | os.PathLike) -> np.ndarray:
     """Returns `column` as float64, or raises a ValueError at its first bad cell."""
     numbers = pd.to_numeric(column, errors="coerce")
@@ -158,5 +273,18 @@ def _numeric_column(column: pd.Series, name: str, path: str | os.PathLike) -> np
             f"{_FUNC}: column {name!r} of {os.fspath(path)!r} has {kind} at "
             f"row {row} (data rows counted from 0, header excluded). Fill or "
             "drop that row in the file first."
+        )
+    with np.errstate(over="ignore"):
+        overflow = np.isinf(values.astype(np.float32))
+    if overflow.any():
+        row = int(np.flatnonzero(overflow)[0])
+        value = float(values[row])
+        raise ValueError(
+            f"{_FUNC}: column {name!r} of {os.fspath(path)!r} has the value "
+            f"{value!r} at row {row} (data rows counted from 0, header excluded), "
+            f"beyond float32's range (largest magnitude {_FLOAT32_MAX:.8g}): as "
+            f"float32 it would become {'-inf' if value < 0 else 'inf'}. Rescale that "
+            "column in the file (e.g. use larger units, or take its logarithm), or "
+            "leave it out with features=[...]."
         )
     return values

@@ -157,3 +157,136 @@ def test_empty_file(tmp_path):
     path = _write(tmp_path, "")
     with pytest.raises(ValueError, match=re.escape(f"load_csv_windows received an empty file: {str(path)!r}")):
         load_csv_windows(path, target="y", seq_len=1)
+
+
+# ---------------------------------------------------------------------------
+# Bad input: values beyond float32, malformed lines, non-UTF-8 files and
+# repeated column names are errors naming the file and where to look.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cell, value, becomes", [("1e39", "1e+39", "inf"), ("-4e38", "-4e+38", "-inf")]
+)
+def test_value_beyond_float32_names_column_row_value_and_fix(tmp_path, cell, value, becomes):
+    path = _write(tmp_path, f"a,y\n1,1\n{cell},2\n3,3\n")
+    message = (
+        f"load_csv_windows: column 'a' of {str(path)!r} has the value {value} at row 1 "
+        "(data rows counted from 0, header excluded), beyond float32's range (largest "
+        f"magnitude 3.4028235e+38): as float32 it would become {becomes}. Rescale that "
+        "column in the file (e.g. use larger units, or take its logarithm), or leave it "
+        "out with features=[...]."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_csv_windows(path, target="y", seq_len=1)
+
+
+def test_the_largest_float32_value_is_kept(tmp_path):
+    largest = np.finfo(np.float32).max
+    path = _write(tmp_path, f"a,y\n1,1\n{float(largest)!r},2\n3,3\n")
+    x, _ = load_csv_windows(path, target="y", seq_len=1)
+    assert x[1, 0, 0] == largest and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize(
+    "text, line, fields",
+    [
+        ("a,y\n1,1\n2,2,9\n3,3\n", 3, 3),  # pandas' ParserError
+        ("a,y\n1,1\n2,2\n3,3\n4,4,4,4\n", 5, 4),
+        # Every data line one field longer: pandas would silently make the first
+        # field the row index and shift the columns.
+        ("a,y\n0,1,1\n1,2,2\n2,3,3\n", 2, 3),
+    ],
+)
+def test_a_line_with_extra_fields_names_file_and_line(tmp_path, text, line, fields):
+    path = _write(tmp_path, text)
+    message = (
+        f"load_csv_windows could not parse {str(path)!r}: line {line} has {fields} "
+        "fields, but the header has 2 column names ['a', 'y'] (lines counted from 1, "
+        "header included). Remove the extra field, quote a value that contains a "
+        "comma, or name the extra column in the header."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_csv_windows(path, target="y", seq_len=1)
+    # The parser's own error stays attached as the cause.
+    assert error.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("text, line", [('a,y\n1,1\n2,2\n"3,3\n4,4\n', 4), ('a,"y\n1,1\n', 1)])
+def test_an_unclosed_quote_names_file_and_line(tmp_path, text, line):
+    path = _write(tmp_path, text)
+    message = (
+        f"load_csv_windows could not parse {str(path)!r}: the quote opened on line "
+        f"{line} is never closed (lines counted from 1, header included). Close it "
+        '(write a quote inside a value as "") or remove it.'
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_csv_windows(path, target="y", seq_len=1)
+
+
+@pytest.mark.parametrize(
+    "data, line",
+    [
+        ("a,y\n1,1\n2,2\ncaf\u00e9,3\n4,4\n".encode("latin-1"), 4),  # a Latin-1 cell
+        ("temp\u00b0C,y\n1,1\n2,2\n".encode("latin-1"), 1),  # a Latin-1 header
+        ("a,y\n1,1\n2,2\n".encode("utf-16"), 1),  # UTF-16 starts with the byte 0xff
+    ],
+)
+def test_a_file_that_is_not_utf8_names_file_line_and_byte(tmp_path, data, line):
+    path = tmp_path / "series.csv"
+    path.write_bytes(data)
+    first_bad = next(b for b in data.split(b"\n")[line - 1] if b >= 0x80)
+    message = (
+        f"load_csv_windows could not read {str(path)!r} as UTF-8: line {line} has the "
+        f"byte 0x{first_bad:02x}, which is not valid UTF-8 (lines counted from 1, header "
+        "included). Save the file as UTF-8 first, e.g. for a Latin-1 file: "
+        "p.write_text(p.read_text(encoding='latin-1'), encoding='utf-8')."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_csv_windows(path, target="y", seq_len=1)
+    assert isinstance(error.value.__cause__, UnicodeDecodeError)
+
+
+def test_the_fix_the_utf8_message_suggests_works(tmp_path):
+    p = tmp_path / "series.csv"
+    p.write_bytes("caf\u00e9,y\n1,1\n2,2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="as UTF-8: line 1 has the byte 0xe9"):
+        load_csv_windows(p, target="y", seq_len=1)
+    p.write_text(p.read_text(encoding="latin-1"), encoding="utf-8")
+    x, y = load_csv_windows(p, target="y", seq_len=1, features=["caf\u00e9"])
+    np.testing.assert_array_equal(x, [[[1.0]]])
+    np.testing.assert_array_equal(y, [[2.0]])
+
+
+@pytest.mark.parametrize(
+    "header, listed, example",
+    [
+        ("x,x,y", "'x' at columns [0, 1]", "x.1"),
+        # A real column named x.1 does not hide the repeat (pandas would make the copy x.2).
+        ("x,x.1,x,y", "'x' at columns [0, 2]", "x.1"),
+        ("y,a,y,a", "'y' at columns [0, 2]; 'a' at columns [1, 3]", "y.1"),
+    ],
+)
+def test_a_repeated_column_name_is_an_error(tmp_path, header, listed, example):
+    n = header.count(",") + 1
+    rows = "".join(",".join([str(i)] * n) + "\n" for i in range(4))
+    path = _write(tmp_path, header + "\n" + rows)
+    message = (
+        f"load_csv_windows found a repeated column name in the header of {str(path)!r}: "
+        f"{listed} (columns counted from 0). pandas would silently rename the copy "
+        f"(e.g. to {example!r}) and use it as another column. Give every column its own "
+        "name in the header line."
+    )
+    # Also when the repeated name is not among the features asked for.
+    for features in (None, ["y"]):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_csv_windows(path, target="y", seq_len=1, features=features)
+
+
+def test_empty_header_cells_are_not_repeats(tmp_path):
+    # A CSV written with its index has an empty first header cell; pandas names
+    # empty cells "Unnamed: <i>", so two of them are still distinct columns.
+    path = _write(tmp_path, ",x,,y\n0,1,7,10\n1,2,7,20\n2,3,7,30\n")
+    x, y = load_csv_windows(path, target="y", seq_len=1, features=["x"])
+    np.testing.assert_array_equal(x.ravel(), [1.0, 2.0])
+    np.testing.assert_array_equal(y.ravel(), [20.0, 30.0])
