@@ -40,7 +40,12 @@ and `results.csv`, `results.md`, `config.json` and `linear_chain.png`
 folder.
 
 Run it with `python -m recipes.linear_chain` (add `--quick` for three
-depths, `--help` for every flag).
+depths, `--help` for every flag). Gains must be > 0, and a gain and depth
+whose `a**L` overflows float32 (e.g. `--gains 1e30 --depths 50`, or `2` at
+depth 128) are refused up front with the largest depth that fits: past it
+the Keras chain computes inf and then NaN (`inf * 0` in the next matmul)
+instead of something to compare with the closed form. A bad flag exits
+with code 2 before anything is measured or written.
 
 References:
     - Saxe, McClelland & Ganguli, "Exact solutions to the nonlinear dynamics
@@ -66,6 +71,7 @@ from .models import linear_chain
 
 NAME = "linear_chain"
 QUICK_DEPTHS = (1, 5, 10)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ---------------------------------------------------------------------------
@@ -111,17 +117,66 @@ class Config:
                 f"--depths received {bad_depths[0]}; expected ints >= 1 "
                 "(numbers of layers)."
             )
-        bad_gains = [a for a in self.gains if not math.isfinite(a)]
+        bad_gains = [a for a in self.gains if not (math.isfinite(a) and a > 0)]
         if bad_gains:
-            return f"--gains received {bad_gains[0]}; expected finite floats."
+            return (
+                f"--gains received {bad_gains[0]!r}; expected finite floats > 0 "
+                "(the per-layer gain a: below 1 vanishes, 1 is stable, above 1 "
+                "explodes)."
+            )
         if self.units < 1:
             return f"--units received {self.units}; expected an int >= 1."
+        depths = self.depth_list
+        for a in self.gains:
+            first = overflow_depth(a, max(depths)) if depths else None
+            if first is None:
+                continue
+            depth = min(d for d in depths if d >= first)
+            fix = (
+                f"Use depths <= {first - 1} with this gain, or a gain closer to 1."
+                if first > 1
+                else "Use a gain closer to 1: this one is beyond float32 itself."
+            )
+            return (
+                f"--gains {a!r} at depth {depth} would overflow float32: the "
+                f"chain's output and gradients grow like {a!r}**{depth}, above "
+                f"float32's largest value {FLOAT32_MAX:.8g}, so the Keras model "
+                f"would compute inf and NaN instead of the closed form. {fix}"
+            )
         return None
 
     @property
     def depth_list(self) -> tuple[int, ...]:
         """The depths to measure, sorted: `QUICK_DEPTHS` under `--quick`."""
         return tuple(sorted(set(QUICK_DEPTHS if self.quick else self.depths)))
+
+
+def overflow_depth(a: float, max_depth: int) -> int | None:
+    """Returns the first depth at which the chain with gain `a` overflows float32.
+
+    The chain multiplies by `a` once per layer, forward and backward: its
+    output and input gradient hold `a**depth` and its kernel gradient
+    `a**(depth - 1)`, each computed as a float32 product. Once one of them is
+    `inf`, the next layer's matmul gives `inf * 0 = NaN`. The same float32
+    products are taken here with numpy, so the depth is the exact one.
+
+    Args:
+        a: The per-layer gain, a finite float > 0.
+        max_depth: The deepest chain to check, an int >= 1.
+
+    Returns:
+        The smallest depth `<= max_depth` at which `a**depth` is `inf` in
+        float32, or `None` if there is none (always for `a <= 1`).
+
+    Example:
+
+    >>> overflow_depth(2.0, 200), overflow_depth(1e30, 50), overflow_depth(1.5, 50)
+    (128, 2, None)
+    """
+    with np.errstate(over="ignore"):
+        powers = np.multiply.accumulate(np.full(max_depth, a, dtype=np.float32))
+    overflowed = np.flatnonzero(np.isinf(powers))
+    return int(overflowed[0]) + 1 if overflowed.size else None
 
 
 # ---------------------------------------------------------------------------
@@ -189,7 +244,14 @@ def run(config: Config) -> pd.DataFrame:
         computed in float64), the `regime` (vanishing, stable or exploding) and
         `per_layer_growth`, the factor the input gradient gains per extra
         layer since the previous depth (`|a|`; empty for the first depth).
+
+    Raises:
+        ValueError: If `config.validate()` finds a problem, e.g. a gain <= 0 or
+            a gain and depth whose `a**depth` overflows float32.
     """
+    problem = config.validate()
+    if problem:
+        raise ValueError(f"linear_chain.run received a bad config: {problem}")
     rows = []
     for a in config.gains:
         previous = None
@@ -239,12 +301,20 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
     low = at_depth.loc[at_depth.gain.abs().idxmin()]
     high = at_depth.loc[at_depth.gain.abs().idxmax()]
     if abs(low.gain) < 1 < abs(high.gain):
+        if low.grad_input_norm > 0:
+            ratio = (
+                f"a ratio of {high.grad_input_norm / low.grad_input_norm:.3g} between "
+                "two chains that differ only in their per-layer gain"
+            )
+        else:
+            ratio = (
+                f"the first underflowed to 0 in float32 (its closed form is "
+                f"{low.grad_input_expected:.3g}), so their ratio is unbounded"
+            )
         lines.append(
             f"vanishing vs exploding at depth {deepest}: the input gradient norm is "
             f"{low.grad_input_norm:.3g} for a={low.gain:g} (vanished) and "
-            f"{high.grad_input_norm:.3g} for a={high.gain:g} (exploded), a ratio of "
-            f"{high.grad_input_norm / max(low.grad_input_norm, 1e-300):.3g} between two "
-            "chains that differ only in their per-layer gain."
+            f"{high.grad_input_norm:.3g} for a={high.gain:g} (exploded), {ratio}."
         )
     return lines
 
@@ -299,8 +369,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     Returns:
         The results table.
     """
+    # Bad flags (a gain <= 0, a gain and depth that overflow float32, a taken
+    # --out) exit with code 2 here, before anything is measured or written.
     config = parse_config(Config, argv, description=__doc__, prog="python -m recipes.linear_chain")
-    out_dir = new_run_dir(config.out, NAME)
     device = device_name()
     print(f"Device: {device}. Gains {config.gains}, depths {config.depth_list}.")
     table = run(config)
@@ -309,6 +380,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print()
     for line in summary_lines(table):
         print(line)
+    # The folder is made only once there is something to put in it.
+    out_dir = new_run_dir(config.out, NAME)
     write_config(config, out_dir)
     csv_path, md_path = write_table(table, out_dir, caption=f"Linear chain, device: {device}.")
     plot_path = save_plot(table, out_dir)

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,35 @@ def test_main_quick_writes_the_results(tmp_path, capsys):
     [
         (["--depths", "-1"], "error: --depths received -1; expected ints >= 1 (numbers of layers)."),
         (["--depths", "3", "0"], "error: --depths received 0; expected ints >= 1"),
-        (["--gains", "inf"], "error: --gains received inf; expected finite floats."),
+        (
+            ["--gains", "inf"],
+            "error: --gains received inf; expected finite floats > 0 (the per-layer gain a: "
+            "below 1 vanishes, 1 is stable, above 1 explodes).",
+        ),
+        (["--gains", "-1.5", "0"], "error: --gains received -1.5; expected finite floats > 0"),
+        (["--gains", "0.5", "0"], "error: --gains received 0.0; expected finite floats > 0"),
+        (
+            ["--gains", "1e30", "--depths", "50"],
+            "error: --gains 1e+30 at depth 50 would overflow float32: the chain's output "
+            "and gradients grow like 1e+30**50, above float32's largest value "
+            "3.4028235e+38, so the Keras model would compute inf and NaN instead of the "
+            "closed form. Use depths <= 1 with this gain, or a gain closer to 1.",
+        ),
+        # The first requested depth that overflows is named, not the deepest.
+        (
+            ["--gains", "2", "--depths", "100", "127", "128", "300"],
+            "error: --gains 2.0 at depth 128 would overflow float32",
+        ),
+        (
+            ["--quick", "--gains", "1e5"],
+            "at depth 10 would overflow float32: the chain's output and gradients grow "
+            "like 100000.0**10",
+        ),
+        (["--quick", "--gains", "1e5"], "Use depths <= 7 with this gain"),
+        (
+            ["--gains", "1e39", "--depths", "1"],
+            "Use a gain closer to 1: this one is beyond float32 itself.",
+        ),
         (["--gains", "big"], "error: argument --gains: invalid float value: 'big'"),
         (["--units", "0"], "error: --units received 0; expected an int >= 1."),
     ],
@@ -97,3 +126,49 @@ def test_existing_results_are_never_overwritten(tmp_path, capsys):
         recipe.main(["--quick", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert (tmp_path / "results.csv").read_text() == "keep me\n"
+
+
+def test_a_bad_flag_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    # Without --out the run folder would be runs/linear_chain-<time>.
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--gains", "1e30", "--depths", "50"], ["--gains", "-1.5", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            recipe.main(argv)
+        assert exit_info.value.code == 2
+    assert "would overflow float32" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("a, first", [(1e30, 2), (300.0, 16), (2.0, 128)])
+def test_overflow_depth_is_where_the_keras_chain_stops_being_finite(a, first):
+    assert recipe.overflow_depth(a, first + 10) == first
+    assert recipe.overflow_depth(a, first - 1) is None
+    below, at = recipe.measure(a, first - 1), recipe.measure(a, first)
+    assert all(math.isfinite(v) for v in below.values())
+    assert not math.isfinite(at["output"]) and not math.isfinite(at["grad_input_norm"])
+
+
+def test_gains_at_most_1_never_overflow():
+    assert recipe.overflow_depth(1.0, 10_000) is None
+    assert recipe.overflow_depth(1e-30, 10_000) is None  # underflows to 0 instead
+    assert recipe.Config(gains=(1e-30, 1.0), depths=(10_000,)).validate() is None
+
+
+def test_run_rejects_a_config_that_would_overflow():
+    config = recipe.Config(gains=(1.5, 1e30), depths=(50,))
+    message = "linear_chain.run received a bad config: --gains 1e+30 at depth 50 would"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        recipe.run(config)
+
+
+def test_a_gradient_that_underflows_to_0_gives_no_ratio():
+    # 1e-30**2 = 1e-60 is below float32's smallest value: the chain gives 0.
+    table = recipe.run(recipe.Config(gains=(1e-30, 1.5), depths=(1, 2)))
+    assert table.grad_input_norm.iloc[1] == 0.0
+    assert table.grad_input_expected.iloc[1] == pytest.approx(1e-60 * math.sqrt(2))
+    lines = recipe.summary_lines(table)
+    assert lines[1] == (
+        "vanishing vs exploding at depth 2: the input gradient norm is 0 for a=1e-30 "
+        "(vanished) and 3.18 for a=1.5 (exploded), the first underflowed to 0 in "
+        "float32 (its closed form is 1.41e-60), so their ratio is unbounded."
+    )
