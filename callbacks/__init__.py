@@ -1,5 +1,6 @@
 """Keras 3 callbacks that see, guard against and clip exploding gradients."""
 
+from .attach import remove_monitor
 from .auto_clip import AutoClip
 from .gradient_clipping import GradientClipping
 from .gradient_monitor import GradientMonitor
@@ -15,4 +16,5 @@ __all__ = [
     "GradientRecord",
     "NaNGuard",
     "NonFiniteTrainingError",
+    "remove_monitor",
 ]

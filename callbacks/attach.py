@@ -1,4 +1,4 @@
-"""Finding or installing the `GradientMonitor` behind a compiled model."""
+"""Finding, installing and removing the `GradientMonitor` behind a model."""
 
 from __future__ import annotations
 
@@ -40,68 +40,120 @@ def rebuild_train_function(model) -> None:
 
 
 def ensure_monitor(
-    model: keras.Model, caller: str, min_history: int | None = None
+    model: keras.Model,
+    caller: str,
+    min_history: int | None = None,
+    check_weights: bool = False,
 ) -> GradientMonitor:
-    """Returns the model's `GradientMonitor`, wrapping its optimizer if needed.
+    """Returns the model's `GradientMonitor`, installing it if needed.
 
-    Called from a callback's `on_train_begin`: the train function is rebuilt,
-    so the user does not recompile. A monitor whose ring buffer is shorter
-    than `min_history` is replaced by a longer one around the same optimizer
-    (its recorded steps are dropped; the optimizer's state is kept).
+    Called from a callback's `on_train_begin`. The first time, the model's
+    optimizer is wrapped and the train function rebuilt (the user does not
+    recompile; in the first `fit` nothing has been traced yet, so this costs
+    nothing). The monitor then stays with the model for its life, like a
+    `LossScaleOptimizer`: later `fit` calls reuse the compiled train function
+    and the ring buffer, and checkpoints keep the inner optimizer's layout.
+    The train function is rebuilt again only when a setting compiled into
+    the step changes (a longer ring, or the weight check turned on).
 
     Args:
         model: a compiled `keras.Model`.
         caller: the callback's class name, used in error messages.
         min_history: the ring buffer length this caller needs, or `None`.
+        check_weights: whether this caller needs the weight check.
 
     Returns:
-        The `GradientMonitor` that now records the model's gradients.
+        The `GradientMonitor` that records the model's gradients.
 
     Raises:
         RuntimeError: if the model is not compiled.
+        ValueError: if a monitor inside another wrapper is too short.
     """
     require_compiled(model, caller)
     optimizer = model.optimizer
     monitor = find_monitor(optimizer)
-    if monitor is not None and monitor.history >= (min_history or 0):
-        return monitor
-    if monitor is not None and monitor is not optimizer:
-        raise ValueError(
-            f"{caller} needs a GradientMonitor history of at least "
-            f"{min_history} steps but the model's optimizer holds a monitor "
-            f"with history={monitor.history} inside another wrapper; create "
-            f"it with GradientMonitor(..., history={min_history})."
-        )
-    history = max(DEFAULT_HISTORY, min_history or 0)
-    if monitor is not None:
-        monitor = GradientMonitor(
-            monitor.inner_optimizer,
-            history=history,
-            autoclip_percentile=monitor.autoclip_percentile,
-            autoclip_history=monitor.autoclip_history,
-            skip_nonfinite=monitor.skip_nonfinite,
-        )
-    else:
-        monitor = GradientMonitor(optimizer, history=history)
-    if monitor.inner_optimizer.built:
-        monitor.build(model.trainable_variables)
-    monitor.installed_by_callback = True
-    model.optimizer = monitor
-    rebuild_train_function(model)
+    rebuild = False
+    if monitor is None or monitor.history < (min_history or 0):
+        if monitor is not None and monitor is not optimizer:
+            raise ValueError(
+                f"{caller} needs a GradientMonitor history of at least "
+                f"{min_history} steps but the model's optimizer holds a "
+                f"monitor with history={monitor.history} inside another "
+                f"wrapper; create it with GradientMonitor(..., "
+                f"history={min_history})."
+            )
+        history = max(DEFAULT_HISTORY, min_history or 0)
+        if monitor is not None:  # a longer ring around the same optimizer
+            monitor = GradientMonitor(
+                monitor.inner_optimizer,
+                history=history,
+                autoclip_percentile=monitor.autoclip_percentile,
+                autoclip_history=monitor.autoclip_history,
+                skip_nonfinite=monitor.skip_nonfinite,
+                check_weights=monitor.check_weights,
+            )
+        else:
+            monitor = GradientMonitor(optimizer, history=history)
+        if monitor.inner_optimizer.built:
+            monitor.build(model.trainable_variables)
+        model.optimizer = monitor
+        rebuild = True
+    if check_weights and not monitor.check_weights:
+        monitor.check_weights = True
+        rebuild = True
+    if rebuild:
+        rebuild_train_function(model)
     return monitor
 
 
-def release_monitor(model: keras.Model) -> None:
-    """Puts back the optimizer the user compiled, after training.
+def begin_fit(monitor: GradientMonitor, params: dict) -> None:
+    """Starts a `fit` call: per-fit settings go back to the monitor's own.
 
-    Only a monitor that `ensure_monitor` installed is removed (the optimizer's
-    state lives in the inner optimizer and is kept), so that `model.save()`
-    after `fit` stores the optimizer named in the model's compile config. A
-    monitor the user compiled with stays. Safe to call more than once.
+    Every gradguard callback calls this in `on_train_begin` with its
+    `self.params` (one dict shared by all callbacks of a `fit` call), so the
+    first one of each `fit` resets what an earlier `fit` switched on and
+    could not switch off (an exception skips `on_train_end`).
+    """
+    if monitor._fit_params is params:
+        return
+    monitor._fit_params = params
+    end_fit(monitor)
+
+
+def end_fit(monitor: GradientMonitor) -> None:
+    """Ends a `fit` call: per-fit settings (AutoClip) go back to the monitor's own."""
+    if (monitor.autoclip_percentile, monitor.autoclip_history) != monitor._base_autoclip:
+        monitor.set_autoclip(*monitor._base_autoclip)
+
+
+def remove_monitor(model: keras.Model) -> bool:
+    """Takes the `GradientMonitor` out of a model's optimizer.
+
+    The optimizer the monitor wrapped (with all its state) becomes
+    `model.optimizer` again and the train function is rebuilt (one retrace).
+    Not needed for saving: a monitor already saves in the inner optimizer's
+    layout. Use it when later `fit` calls should not record or skip
+    non-finite steps.
+
+    Args:
+        model: a compiled `keras.Model`.
+
+    Returns:
+        True if a monitor was removed.
+
+    Raises:
+        ValueError: if the monitor sits inside another wrapper (a
+            `LossScaleOptimizer` the user compiled around it).
     """
     optimizer = getattr(model, "optimizer", None)
-    if isinstance(optimizer, GradientMonitor) and getattr(
-        optimizer, "installed_by_callback", False
-    ):
-        model.optimizer = optimizer.inner_optimizer
-        rebuild_train_function(model)
+    if find_monitor(optimizer) is None:
+        return False
+    if not isinstance(optimizer, GradientMonitor):
+        raise ValueError(
+            "remove_monitor() cannot take out a GradientMonitor that sits "
+            f"inside {type(optimizer).__name__}; recompile the model with "
+            "the optimizer you want."
+        )
+    model.optimizer = optimizer.inner_optimizer
+    rebuild_train_function(model)
+    return True

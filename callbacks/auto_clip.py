@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from .attach import ensure_monitor, find_monitor, rebuild_train_function, release_monitor
+from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .validation import check, check_int, is_number
 
 
@@ -17,6 +17,12 @@ class AutoClip(keras.callbacks.Callback):
     `GradientMonitor`'s ring buffer. No threshold to tune: the clip follows
     the scale the model's gradients actually have. The threshold used at each
     step is recorded (`GradientRecord.threshold`).
+
+    Clipping is on for the `fit` calls this callback is passed to and off
+    again at `on_train_end`; it is switched by a variable, so a second `fit`
+    does not retrace. The norms it clips to stay in the monitor's ring
+    buffer, which lives with the model: a second `fit` starts from the
+    distribution the first one ended with.
 
     Args:
         percentile: float in (0, 100]. Defaults to 10.0, the paper's choice.
@@ -50,19 +56,18 @@ class AutoClip(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         monitor = ensure_monitor(self.model, "AutoClip", self.history)
-        self._previous = (monitor.autoclip_percentile, monitor.autoclip_history)
+        begin_fit(monitor, self.params)
         try:
-            monitor.set_autoclip(self.percentile, self.history)
+            rebuild = monitor.set_autoclip(self.percentile, self.history)
         except ValueError as error:
             raise ValueError(
                 f"AutoClip(percentile={self.percentile}) cannot be applied: "
                 f"{error}"
             ) from None
-        rebuild_train_function(self.model)
+        if rebuild:
+            rebuild_train_function(self.model)
 
     def on_train_end(self, logs=None):
         monitor = find_monitor(self.model.optimizer)
-        if monitor is not None and not monitor.installed_by_callback:
-            monitor.set_autoclip(*self._previous)  # the user's own monitor
-            rebuild_train_function(self.model)
-        release_monitor(self.model)
+        if monitor is not None:
+            end_fit(monitor)

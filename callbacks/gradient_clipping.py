@@ -19,7 +19,8 @@ class GradientClipping(keras.callbacks.Callback):
     value, `clipvalue` clips each element to `[-clipvalue, clipvalue]`. As in
     Keras, only one may be set. The setting is made on the optimizer that does
     the update (inside a `GradientMonitor` or `LossScaleOptimizer`) and stays
-    after training, so a saved model records how it was trained. None of these
+    after training, so a saved model records how it was trained, and a
+    second `fit` with the same callback does not retrace. None of these
     modes protects against NaN/Inf; `NaNGuard` does.
 
     Args:
@@ -85,5 +86,7 @@ class GradientClipping(keras.callbacks.Callback):
                 "clipping mode only: compile without clipping, or drop this "
                 "callback."
             )
+        if current == {self.mode: self.value}:
+            return  # set by an earlier fit: the compiled step already clips
         setattr(innermost_optimizer(optimizer), self.mode, float(self.value))
         rebuild_train_function(self.model)

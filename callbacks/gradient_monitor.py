@@ -11,7 +11,11 @@ from .gradient_record import GradientRecord
 from .optimizer_chain import clip_settings, loss_scaler
 from .validation import check, check_int, is_int, is_number
 
-_FIXED = 5  # ring columns before the per-variable norms
+# Ring columns before the per-variable norms: norm, norm_clipped, threshold,
+# first_nonfinite, weights_finite, step_high, step_low.
+_FIXED = 7
+_STEP_BASE = 2**20  # the step is stored as two float32 parts, exact to 2**44
+
 
 def _check_window(window, history: int) -> None:
     check(
@@ -34,16 +38,28 @@ class GradientMonitor(keras.optimizers.Optimizer):
       monitor's adaptive threshold) will apply,
     - one norm per trainable variable,
     - the index of the first variable whose gradient holds NaN or inf,
-    - whether every weight is finite after the step.
+    - whether every weight is finite after the step,
+    - the step number: the inner optimizer's `iterations` after the step.
 
     A ring buffer keeps the last `history` steps, so a callback that reads
     every 50 steps, or runs once per `steps_per_execution` steps, loses
     nothing. When a gradient is non-finite the update is skipped: weights and
-    optimizer state stay as they were (with a `LossScaleOptimizer` inside, the
-    loss scaler skips the step and lowers its scale, as it always does).
+    optimizer state stay as they were, except `iterations`, which counts
+    every training step so that step numbers never repeat (with a
+    `LossScaleOptimizer` inside, the loss scaler skips the step and lowers
+    its scale, as it always does).
 
-    Callbacks such as `GradientNormLogger` wrap `model.optimizer` themselves;
-    wrap by hand when you want the monitor saved with the model.
+    **Invisible in checkpoints.** The monitor saves and loads exactly the
+    inner optimizer's variables, in the inner optimizer's layout: a
+    `model.save`, `ModelCheckpoint` or `BackupAndRestore` file written with a
+    monitor in place is the file plain Keras writes for the inner optimizer,
+    and loads without gradguard. The ring buffer is training telemetry and is
+    not saved.
+
+    **Lives with the model.** The gradguard callbacks install a monitor the
+    first time they meet a model and leave it in place (like a
+    `LossScaleOptimizer`), so later `fit` calls reuse the compiled train
+    function. `remove_monitor(model)` takes it out again.
 
     Under the `mixed_float16` policy, compile with `GradientMonitor(optimizer)`
     (Keras then wraps it: `LossScaleOptimizer(GradientMonitor(optimizer))`) or
@@ -120,10 +136,22 @@ class GradientMonitor(keras.optimizers.Optimizer):
         self.history = int(history)
         self.autoclip_percentile = autoclip_percentile
         self.autoclip_history = int(autoclip_history)
+        # AutoClip's code is compiled into the step once it is first asked
+        # for; after that it is switched by a variable, with no retrace.
+        self.autoclip_compiled = autoclip_percentile is not None
+        # What `fit` calls go back to (see attach.begin_fit).
+        self._base_autoclip = (autoclip_percentile, self.autoclip_history)
+        self._fit_params = None
         self.skip_nonfinite = bool(skip_nonfinite)
         self.check_weights = bool(check_weights)
         self.variable_paths: tuple = ()
-        self.installed_by_callback = False
+
+    def __dir__(self):
+        # Keras' saving walks `dir()` for child objects to save. The inner
+        # optimizer's state is saved as the monitor's own (see
+        # `save_own_variables`), so that the file has plain Keras' layout;
+        # it must not be saved a second time as a child.
+        return [name for name in super().__dir__() if name != "inner_optimizer"]
 
     @staticmethod
     def _check_autoclip(percentile, optimizer):
@@ -142,17 +170,33 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 f"{clip}; use one clipping mode only."
             )
 
-    def set_autoclip(self, percentile: float | None, window: int | None = None):
+    def set_autoclip(
+        self, percentile: float | None, window: int | None = None
+    ) -> bool:
         """Turns adaptive clipping on (or off with `None`).
 
-        The compiled train step reads this when it is traced: callbacks call
-        it in `on_train_begin` and then rebuild the train function.
+        Takes effect at the next step without retracing once AutoClip's code
+        is in the compiled step; the first time it is turned on the train
+        function must be rebuilt.
+
+        Returns:
+            True when the caller must rebuild the train function.
         """
         self._check_autoclip(percentile, self.inner_optimizer)
         window = self.history if window is None else window
         _check_window(window, self.history)
         self.autoclip_percentile = percentile
         self.autoclip_history = int(window)
+        if self.built:
+            self._autoclip.assign(self._autoclip_setting())
+        if percentile is not None and not self.autoclip_compiled:
+            self.autoclip_compiled = True
+            return True
+        return False
+
+    def _autoclip_setting(self):
+        percentile = self.autoclip_percentile or 0.0  # 0: off
+        return np.array([percentile, self.autoclip_history], "float32")
 
     @property
     def loss_scaled(self) -> bool:
@@ -162,8 +206,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
     def build(self, var_list):
         n_vars = len(var_list)
         # One row per step, so that a step is one write and a read is one
-        # transfer: norm, norm_clipped, threshold, first_nonfinite,
-        # weights_finite, then one norm per variable.
+        # transfer (see _FIXED), then one norm per variable.
         self._count = self.add_variable(
             shape=(), initializer="zeros", dtype="int32",
             aggregation="none", name="gg_count",
@@ -171,6 +214,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
         self._ring = self.add_variable(
             shape=(self.history, _FIXED + max(n_vars, 1)), initializer="zeros",
             dtype="float32", aggregation="none", name="gg_ring",
+        )
+        setting = self._autoclip_setting()
+        self._autoclip = self.add_variable(
+            shape=(2,), initializer=lambda shape, dtype: ops.convert_to_tensor(
+                setting, dtype
+            ),
+            dtype="float32", aggregation="none", name="gg_autoclip",
         )
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
@@ -180,6 +230,16 @@ class GradientMonitor(keras.optimizers.Optimizer):
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
+
+    # -- checkpoints: the inner optimizer's layout --------------------------
+
+    def save_own_variables(self, store):
+        """Saves the inner optimizer's variables, as plain Keras would."""
+        self.inner_optimizer.save_own_variables(store)
+
+    def load_own_variables(self, store):
+        """Loads the inner optimizer's variables from a plain Keras file."""
+        self.inner_optimizer.load_own_variables(store)
 
     # -- the recorded step -------------------------------------------------
 
@@ -207,7 +267,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         bad = clipping.first_nonfinite_index(norm_vector)
         ok = ops.logical_and(bad < 0, ops.isfinite(norm))
 
-        if self.autoclip_percentile is not None:
+        if self.autoclip_compiled:
             # The current norm takes part in its own threshold, as in the
             # AutoClip reference implementation.
             count = self._count.value
@@ -215,10 +275,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 self._ring.value[:, 0], [ops.mod(count, self.history)],
                 ops.reshape(norm, (1,)),
             )
+            percentile, window = self._autoclip.value[0], self._autoclip.value[1]
             threshold = clipping.ring_percentile(
-                ring, count + 1, self.autoclip_history,
-                self.autoclip_percentile,
+                ring, count + 1, ops.cast(window, "int32"), percentile,
             )
+            threshold = ops.where(percentile > 0, threshold, float("inf"))
             # The factor threshold / norm is the same for loss-scaled grads.
             grads = clipping.scale_by_threshold(grads, norm, threshold)
             norm_clipped = ops.minimum(norm, threshold)
@@ -246,11 +307,17 @@ class GradientMonitor(keras.optimizers.Optimizer):
         total = ops.sum(ops.stack([ops.sum(ops.cast(w, "float32")) for w in weights]))
         return ops.cast(ops.isfinite(total), "float32")
 
-    def _write(self, row, weights_flag):
+    def _write(self, row, weights_flag, step):
         head, norm_vector = row
-        values = ops.concatenate(
-            [head, ops.reshape(weights_flag, (1,)), norm_vector]
-        )
+        step = ops.cast(step, "int64")
+        high = ops.floor_divide(step, _STEP_BASE)
+        low = step - high * _STEP_BASE
+        values = ops.concatenate([
+            head,
+            ops.cast(ops.stack([weights_flag, ops.cast(high, "float32"),
+                                ops.cast(low, "float32")]), "float32"),
+            norm_vector,
+        ])
         count = self._count.value
         slot = ops.mod(count, self.history)
         self._ring.assign(
@@ -270,15 +337,26 @@ class GradientMonitor(keras.optimizers.Optimizer):
         trainable_variables = list(trainable_variables)
         ok, grads, row = self._measure(list(grads), trainable_variables)
         inner = self.inner_optimizer
-        if self.skip_nonfinite and not self.loss_scaled:
-            ops.cond(
-                ok,
-                lambda: inner.apply(grads, trainable_variables),
-                lambda: None,
-            )
-        else:
+
+        def count_skipped():
+            # A skipped step is still a step: its number is not reused.
+            inner.iterations.assign_add(1)
+
+        def update():
             inner.apply(grads, trainable_variables)
-        self._write(row, self._weights_flag(trainable_variables))
+
+        def noop():
+            pass
+
+        if self.skip_nonfinite and not self.loss_scaled:
+            ops.cond(ok, update, count_skipped)
+        else:
+            update()
+            if self.loss_scaled:  # the loss scaler skipped it uncounted
+                ops.cond(ok, noop, count_skipped)
+        self._write(
+            row, self._weights_flag(trainable_variables), inner.iterations.value
+        )
 
     # -- stateless (JAX) ---------------------------------------------------
 
@@ -294,6 +372,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
         with keras.StatelessScope(state_mapping=mapping):
             ok, grads, row = self._measure(list(grads), self._trainable_variables)
         inner = self.inner_optimizer
+        it = next(
+            i for i, v in enumerate(inner.variables) if v is inner.iterations
+        )
 
         def update():
             new_tv, new_inner = inner.stateless_apply(
@@ -302,14 +383,20 @@ class GradientMonitor(keras.optimizers.Optimizer):
             return list(new_tv), list(new_inner)
 
         def skip():
-            return list(trainable_variables), list(inner_values)
+            new_inner = list(inner_values)
+            new_inner[it] = new_inner[it] + 1
+            return list(trainable_variables), new_inner
 
         if self.skip_nonfinite and not self.loss_scaled:
             new_tv, new_inner = ops.cond(ok, update, skip)
         else:
             new_tv, new_inner = update()
+            if self.loss_scaled:  # the loss scaler skipped it uncounted
+                new_inner[it] = new_inner[it] + ops.cast(
+                    ops.logical_not(ok), new_inner[it].dtype
+                )
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._write(row, self._weights_flag(new_tv))
+            self._write(row, self._weights_flag(new_tv), new_inner[it])
         new_own = [scope.get_current_value(v) for v in self._variables]
         return new_tv, new_own + list(new_inner)
 
@@ -333,10 +420,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
             return cached  # several callbacks read the same step
         n = min(count, self.history)
         ring = self._ring.numpy()
-        rows = ring[np.arange(count - n, count) % self.history]
+        index = np.arange(count - n, count)
+        rows = ring[index % self.history]
+        steps = rows[:, 5].astype(np.int64) * _STEP_BASE + rows[:, 6].astype(np.int64)
         self._last_read = GradientRecord(
             count=count,
-            steps=np.arange(count - n, count) + 1,
+            index=index + 1,
+            steps=steps,
             norm=rows[:, 0],
             norm_clipped=rows[:, 1],
             threshold=rows[:, 2],

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import keras
 import numpy as np
 import pandas as pd
 
-from .attach import ensure_monitor, find_monitor, release_monitor
+from .attach import begin_fit, ensure_monitor, find_monitor
 from .gradient_record import GradientRecord
 from .layer_names import layer_of_paths
 from .validation import check, check_int
@@ -17,9 +18,10 @@ from .validation import check, check_int
 class GradientNormLogger(keras.callbacks.Callback):
     """Logs the gradient norm of every training step, globally and per layer.
 
-    On `on_train_begin` it wraps `model.optimizer` in a `GradientMonitor` if
-    it is not wrapped already (no recompile needed; the wrapper it installed
-    is removed again at `on_train_end`). Then:
+    On `on_train_begin` it makes sure the model's optimizer is wrapped in a
+    `GradientMonitor` (installed once and kept with the model, so a second
+    `fit` reuses the compiled step; checkpoints keep the plain optimizer's
+    layout). Then:
 
     - batch `logs` get `grad_norm` (global norm before clipping) and
       `grad_norm_clipped` (after the optimizer's clipping), so they show in
@@ -29,19 +31,31 @@ class GradientNormLogger(keras.callbacks.Callback):
       `History`, `CSVLogger` and `TensorBoard`. Put this callback *before*
       those in the `callbacks` list: Keras calls callbacks in order;
     - every step's per-layer norms are kept and returned by `to_dataframe()`;
-    - with `log_dir`, TensorBoard scalars `gradients/global_norm`,
-      `gradients/global_norm_clipped`, `gradients/layer/<name>` and the
-      histogram `gradients/layer_norms` are written for every step.
+    - with `log_dir`, one TensorBoard event per step holds the scalars
+      `gradients/global_norm`, `gradients/global_norm_clipped`,
+      `gradients/global_norm_log10` and `gradients/layer/<name>`, and every
+      `histogram_every` steps the histogram `gradients/layer_norms`.
 
-    Reading every `every_n_steps` steps loses nothing: the monitor's ring
-    buffer holds every step in between (also with `steps_per_execution`).
+    Steps are global: the optimizer's iteration count, which goes on across
+    epochs, `fit` calls and runs resumed from a checkpoint. Reading every
+    `every_n_steps` steps loses nothing: the monitor's ring buffer holds every
+    step in between (also with `steps_per_execution`).
+
+    **Across `fit` calls** one logger keeps its record (all steps of all the
+    `fit` calls it was passed to; `to_dataframe()` has a `fit` column) and
+    its TensorBoard run, so each step is written once. What it resets at
+    each `fit` is only what Keras resets too: the epoch statistics behind
+    `History`. A logger belongs to one model: passing it to a second model
+    raises an error instead of mixing two models in one record.
 
     Args:
         every_n_steps: int >= 1, how often to read the monitor. Defaults to 1.
         per_layer: bool, keep per-layer norms (and write them to TensorBoard).
             Defaults to `True`.
-        log_dir: str or `None`, a folder for TensorBoard event files.
-            Defaults to `None`.
+        log_dir: str or `None`, a folder for TensorBoard event files, created
+            and checked for writing at `on_train_begin`. Defaults to `None`.
+        histogram_every: int >= 1, steps between TensorBoard histograms of
+            the per-layer norms. Defaults to 100.
 
     Example:
 
@@ -49,7 +63,7 @@ class GradientNormLogger(keras.callbacks.Callback):
     logger = GradientNormLogger(log_dir="runs/grads")
     history = model.fit(x, y, callbacks=[logger, keras.callbacks.CSVLogger("log.csv")])
     history.history["grad_norm_max"]
-    logger.to_dataframe()  # columns: step, layer, norm
+    logger.to_dataframe()  # columns: step, fit, epoch, layer, norm
     ```
 
     References:
@@ -62,9 +76,11 @@ class GradientNormLogger(keras.callbacks.Callback):
         every_n_steps: int = 1,
         per_layer: bool = True,
         log_dir: str | None = None,
+        histogram_every: int = 100,
     ):
         super().__init__()
         check_int("GradientNormLogger", "every_n_steps", every_n_steps, 1)
+        check_int("GradientNormLogger", "histogram_every", histogram_every, 1)
         check(
             log_dir is None or isinstance(log_dir, (str, bytes))
             or hasattr(log_dir, "__fspath__"),
@@ -73,17 +89,13 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.every_n_steps = int(every_n_steps)
         self.per_layer = bool(per_layer)
         self.log_dir = None if log_dir is None else str(log_dir)
+        self.histogram_every = int(histogram_every)
         self._writer = None
-        self._reset()
-
-    def _reset(self):
-        self._last_step = 0
-        self._pending = 0
-        self._last_batch = -1
-        self._epoch = 0
-        self._steps, self._epochs = [], []
-        self._norms, self._clipped, self._layer_norms = [], [], []
-        self._epoch_start = 0
+        self._model_ref = None
+        self._monitor = None  # the monitor _last_index counts in
+        self._last_index = 0
+        self._fits = 0
+        self._chunks: list[tuple] = []  # (steps, fit, epoch, norm, clipped, layers)
         self._columns = None
         self._layer_groups = None  # (column order by layer, group starts)
         self.layer_names: list[str] = []
@@ -91,8 +103,9 @@ class GradientNormLogger(keras.callbacks.Callback):
     # -- Keras hooks -------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        self._reset()
+        self._bind(self.model)
         monitor = ensure_monitor(self.model, "GradientNormLogger")
+        begin_fit(monitor, self.params)
         if self.every_n_steps > monitor.history:
             warnings.warn(
                 f"GradientNormLogger(every_n_steps={self.every_n_steps}) reads "
@@ -100,17 +113,37 @@ class GradientNormLogger(keras.callbacks.Callback):
                 f"(history={monitor.history}); steps in between will be lost.",
                 stacklevel=2,
             )
-        if monitor.built:
-            self._last_step = monitor.read().count
+        # Steps recorded before this fit (a fit without this logger) are
+        # not ours to log.
+        self._monitor = monitor
+        self._last_index = monitor.read().count if monitor.built else 0
+        self._fits += 1
+        self._pending, self._epoch = 0, 0
+        self._reset_epoch()
         if self.log_dir is not None and self._writer is None:
             from .summary import SummaryWriter
 
-            self._writer = SummaryWriter(self.log_dir)
+            self._writer = SummaryWriter(self.log_dir, self.histogram_every)
+
+    def _bind(self, model):
+        bound = None if self._model_ref is None else self._model_ref()
+        if bound is not None and bound is not model:
+            raise ValueError(
+                f"GradientNormLogger was used with model {bound.name!r} and is "
+                f"now passed to model {model.name!r}. A logger keeps one "
+                "model's record and TensorBoard run; create a new "
+                "GradientNormLogger (with its own log_dir) for each model."
+            )
+        self._model_ref = weakref.ref(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._reset_epoch()
+
+    def _reset_epoch(self):
         self._last_batch = -1
-        self._epoch_start = len(self._norms)
+        self._sums = np.array([0.0, 0.0, -np.inf])  # finite norms: sum, count, max
+        self._clip_sums = np.zeros(2)  # finite clipped norms: sum, count
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs if logs is not None else {}
@@ -127,20 +160,17 @@ class GradientNormLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         self._collect()
-        norms = np.array(self._norms[self._epoch_start:], dtype=np.float64)
-        clipped = np.array(self._clipped[self._epoch_start:], dtype=np.float64)
-        finite = np.isfinite(norms)
+        total, n, top = self._sums
+        clip_total, clip_n = self._clip_sums
         nan = float("nan")
-        logs["grad_norm"] = float(norms[finite].mean()) if finite.any() else nan
-        logs["grad_norm_max"] = float(norms[finite].max()) if finite.any() else nan
-        ok = np.isfinite(clipped)
-        logs["grad_norm_clipped"] = float(clipped[ok].mean()) if ok.any() else nan
+        logs["grad_norm"] = float(total / n) if n else nan
+        logs["grad_norm_max"] = float(top) if n else nan
+        logs["grad_norm_clipped"] = float(clip_total / clip_n) if clip_n else nan
 
     def on_train_end(self, logs=None):
         self._collect()
         if self._writer is not None:
             self._writer.flush()
-        release_monitor(self.model)
 
     # -- reading -----------------------------------------------------------
 
@@ -148,35 +178,41 @@ class GradientNormLogger(keras.callbacks.Callback):
         monitor = find_monitor(self.model.optimizer)
         if monitor is None or not monitor.built:
             return None
+        if monitor is not self._monitor:  # replaced (e.g. a longer ring)
+            self._monitor, self._last_index = monitor, 0
         record = monitor.read()
-        if record.count == self._last_step:
+        if record.count == self._last_index:
             return None
-        new = record.since(self._last_step)
-        lost = record.count - self._last_step - len(new.steps)
+        new = record.since(self._last_index)
+        lost = record.count - self._last_index - len(new.steps)
         if lost > 0:
             warnings.warn(
-                f"Step {record.count}: GradientNormLogger lost the norms of "
-                f"{lost} steps (the monitor keeps {monitor.history}); lower "
-                "every_n_steps or raise the monitor's history.",
+                f"Step {int(record.steps[-1])}: GradientNormLogger lost the "
+                f"norms of {lost} steps (the monitor keeps {monitor.history}); "
+                "lower every_n_steps or raise the monitor's history.",
                 stacklevel=2,
             )
-        self._last_step = record.count
+        self._last_index = record.count
         if self._columns is None:
             self.layer_names, self._columns = layer_of_paths(
                 self.model, record.variable_paths
             )
-        layer = self._per_layer(new.variable_norms)
-        self._steps.extend(new.steps.tolist())
-        self._epochs.extend([self._epoch] * len(new.steps))
-        self._norms.extend(new.norm.tolist())
-        self._clipped.extend(new.norm_clipped.tolist())
-        if self.per_layer:
-            self._layer_norms.extend(layer)
+        layer = self._per_layer(new.variable_norms) if self.per_layer else None
+        n = len(new.steps)
+        self._chunks.append((
+            new.steps, np.full(n, self._fits - 1), np.full(n, self._epoch),
+            new.norm, new.norm_clipped, layer,
+        ))
+        finite = new.norm[np.isfinite(new.norm)]
+        if finite.size:
+            self._sums += [finite.sum(dtype=np.float64), finite.size, 0]
+            self._sums[2] = max(self._sums[2], float(finite.max()))
+        clipped = new.norm_clipped[np.isfinite(new.norm_clipped)]
+        self._clip_sums += [clipped.sum(dtype=np.float64), clipped.size]
         if self._writer is not None:
             self._writer.write(
                 new.steps, new.norm, new.norm_clipped,
-                self.layer_names if self.per_layer else [],
-                layer if self.per_layer else None,
+                self.layer_names if self.per_layer else [], layer,
             )
         return new
 
@@ -194,32 +230,41 @@ class GradientNormLogger(keras.callbacks.Callback):
         order, starts = self._layer_groups
         squares = np.square(variable_norms.astype(np.float64))[:, order]
         if not len(squares):
-            return np.zeros((0, len(self.layer_names)))
-        return np.sqrt(np.add.reduceat(squares, starts, axis=1))
+            return np.zeros((0, len(self.layer_names)), np.float32)
+        return np.sqrt(np.add.reduceat(squares, starts, axis=1)).astype(np.float32)
 
     # -- results -----------------------------------------------------------
+
+    def _column(self, i: int, dtype) -> np.ndarray:
+        if not self._chunks:
+            return np.zeros(0, dtype)
+        return np.concatenate([c[i] for c in self._chunks]).astype(dtype)
 
     def to_dataframe(self, level: str = "layer") -> pd.DataFrame:
         """The recorded norms as a tidy table.
 
         Args:
-            level: `"layer"` for columns (step, epoch, layer, norm), one row per
-                step and layer; `"global"` for (step, epoch, grad_norm,
-                grad_norm_clipped), one row per step. Defaults to `"layer"`.
+            level: `"layer"` for columns (step, fit, epoch, layer, norm), one
+                row per step and layer; `"global"` for (step, fit, epoch,
+                grad_norm, grad_norm_clipped), one row per step. Defaults to
+                `"layer"`.
 
         Returns:
-            A `pandas.DataFrame`; steps are 1-based optimizer steps.
+            A `pandas.DataFrame`. `step` is the global step (the optimizer's
+            iterations after it); `fit` counts this logger's `fit` calls from
+            0; `epoch` is Keras' 0-based epoch index within that `fit`.
 
         Raises:
             ValueError: for an unknown `level`, or `"layer"` with
                 `per_layer=False`.
         """
+        steps = self._column(0, np.int64)
+        fits, epochs = self._column(1, np.int64), self._column(2, np.int64)
         if level == "global":
             return pd.DataFrame({
-                "step": np.array(self._steps, dtype=np.int64),
-                "epoch": np.array(self._epochs, dtype=np.int64),
-                "grad_norm": np.array(self._norms, dtype=np.float64),
-                "grad_norm_clipped": np.array(self._clipped, dtype=np.float64),
+                "step": steps, "fit": fits, "epoch": epochs,
+                "grad_norm": self._column(3, np.float64),
+                "grad_norm_clipped": self._column(4, np.float64),
             })
         if level != "layer":
             raise ValueError(
@@ -233,10 +278,14 @@ class GradientNormLogger(keras.callbacks.Callback):
                 "per_layer=True."
             )
         n_layers = len(self.layer_names)
-        norms = np.array(self._layer_norms, dtype=np.float64).reshape(-1)
+        norms = (
+            np.concatenate([c[5] for c in self._chunks]).astype(np.float64)
+            if self._chunks else np.zeros((0, n_layers))
+        )
         return pd.DataFrame({
-            "step": np.repeat(np.array(self._steps, dtype=np.int64), n_layers),
-            "epoch": np.repeat(np.array(self._epochs, dtype=np.int64), n_layers),
-            "layer": np.tile(np.array(self.layer_names, dtype=object), len(self._steps)),
-            "norm": norms,
+            "step": np.repeat(steps, n_layers),
+            "fit": np.repeat(fits, n_layers),
+            "epoch": np.repeat(epochs, n_layers),
+            "layer": np.tile(np.array(self.layer_names, dtype=object), len(steps)),
+            "norm": norms.reshape(-1),
         })

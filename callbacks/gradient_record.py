@@ -11,13 +11,16 @@ import numpy as np
 class GradientRecord:
     """What a `GradientMonitor` holds for the steps still in its ring buffer.
 
-    Arrays are in step order, oldest first. `steps` are 1-based training steps
-    (step 1 is the first update the monitor saw, counted across epochs and
-    `fit` calls).
+    Arrays are in the order the steps ran, oldest first. `steps` are the
+    global training steps: the inner optimizer's `iterations` after each
+    step, so they continue across epochs, `fit` calls and resumed runs.
+    `index` numbers the monitor's own writes (1-based); a reader remembers
+    the last index it saw and asks for what came `since`.
     """
 
-    count: int  # steps recorded in total
-    steps: np.ndarray  # (T,) int
+    count: int  # rows written in total (the newest row's index)
+    index: np.ndarray  # (T,) int, 1-based write number of each row
+    steps: np.ndarray  # (T,) int, global step (optimizer iterations after it)
     norm: np.ndarray  # (T,) pre-clip global norm
     norm_clipped: np.ndarray  # (T,) global norm after clipping
     threshold: np.ndarray  # (T,) adaptive threshold used (inf: none)
@@ -27,11 +30,16 @@ class GradientRecord:
     # (True where not checked: GradientMonitor(check_weights=False))
     variable_paths: tuple  # (V,) `variable.path` of each column
 
-    def since(self, step: int) -> "GradientRecord":
-        """The records for steps after `step` (a 1-based step number)."""
-        keep = self.steps > step
+    def since(self, index: int) -> "GradientRecord":
+        """The rows written after write number `index`."""
+        keep = self.index > index
+        return self.select(keep)
+
+    def select(self, keep: np.ndarray) -> "GradientRecord":
+        """The rows where the boolean mask `keep` is True."""
         return dataclasses.replace(
             self,
+            index=self.index[keep],
             steps=self.steps[keep],
             norm=self.norm[keep],
             norm_clipped=self.norm_clipped[keep],

@@ -5,17 +5,16 @@ from __future__ import annotations
 import collections
 import math
 import os
+import weakref
 
 import keras
 import numpy as np
 
-from .attach import (
-    ensure_monitor, find_monitor, rebuild_train_function, release_monitor,
-)
+from .attach import begin_fit, end_fit, ensure_monitor, find_monitor
 from .diagnosis import rank_suspects
 from .layer_names import layer_of_paths
 from .nan_report import format_message, write_json_atomically
-from .validation import check, check_int, is_number
+from .validation import check, check_int, check_writable_folder, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
 ONSET_FACTOR = 10.0  # a norm this far above its running median has left it
@@ -134,24 +133,32 @@ class NaNGuard(keras.callbacks.Callback):
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
+        self._model_ref = None
+        self._discarded = []  # (first, last) step ranges undone by rollbacks
         self.events: list[dict] = []
 
     # -- Keras hooks -------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        if (
-            self.report_path is not None
-            and os.path.exists(self.report_path)
-            and not self._written
-        ):
-            raise ValueError(
-                f"NaNGuard received report_path={self.report_path!r}, which "
-                "already exists; pass a new path or move the old report away."
+        if self.report_path is not None and not self._written:
+            if os.path.exists(self.report_path):
+                raise ValueError(
+                    f"NaNGuard received report_path={self.report_path!r}, "
+                    "which already exists; pass a new path or move the old "
+                    "report away."
+                )
+            check_writable_folder(
+                os.path.dirname(os.path.abspath(self.report_path)),
+                "NaNGuard", "report_path",
             )
-        monitor = ensure_monitor(self.model, "NaNGuard", self.window + 1)
-        if not monitor.check_weights:
-            monitor.check_weights = True
-            rebuild_train_function(self.model)
+        model = self.model
+        if self._model_ref is None or self._model_ref() is not model:
+            self._discarded = []  # a new model: earlier rollbacks don't apply
+            self._model_ref = weakref.ref(model)
+        monitor = ensure_monitor(
+            model, "NaNGuard", self.window + 1, check_weights=True
+        )
+        begin_fit(monitor, self.params)
         if self.action == "rollback" and self.lr_factor != 1 and not isinstance(
             monitor.learning_rate, keras.Variable
         ):
@@ -164,10 +171,12 @@ class NaNGuard(keras.callbacks.Callback):
         self.retries = 0
         self._epoch = 0
         self._columns = None
-        self._last_step = monitor.read().count if monitor.built else 0
+        # The running median reads the monitor's ring, which lives with the
+        # model: it carries over from earlier fit calls.
+        self._last_index = monitor.read().count if monitor.built else 0
+        self._step = int(keras.ops.convert_to_numpy(monitor.iterations))
         self._snapshots = collections.deque(maxlen=self.keep_snapshots)
-        self._snapshot_step = self._last_step
-        self._discarded = []  # (first, last) step ranges undone by rollbacks
+        self._snapshot_step = self._step
         self._take_snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -175,24 +184,25 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
-        release_monitor(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         model = self.model  # syncs the JAX state
         monitor = find_monitor(model.optimizer)
         record = monitor.read()
-        new = record.since(self._last_step)
-        self._last_step = record.count
+        new = record.since(self._last_index)
+        self._last_index = record.count
+        if len(new.steps):
+            self._step = int(new.steps[-1])
         event = self._detect(record, new, monitor.loss_scaled)
         if event is None:
             loss = logs.get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                step = int(record.count)
+                step = self._step
                 event = {"trigger": "nonfinite_loss", "step": step,
                          "detail": f"the running loss is {float(loss)}"}
         if event is None:
-            if record.count - self._snapshot_step >= self.snapshot_every:
+            if self._step - self._snapshot_step >= self.snapshot_every:
                 self._take_snapshot()
             return
         self._handle(event, record, batch)
@@ -272,7 +282,7 @@ class NaNGuard(keras.callbacks.Callback):
             force=self.action == "rollback", before=min(onsets, default=step)
         )
         if restored is not None:
-            self._discarded.append((restored + 1, record.count))
+            self._discarded.append((restored + 1, self._step))
         if action == "rollback":
             self.retries += 1
             new_lr = event["learning_rate"] * self.lr_factor
@@ -289,6 +299,7 @@ class NaNGuard(keras.callbacks.Callback):
         if action == "stop":
             model.stop_training = True
         elif action == "raise":
+            end_fit(monitor)  # on_train_end will not run
             raise NonFiniteTrainingError(event["message"], event)
 
     def _kept(self, steps: np.ndarray) -> np.ndarray:
@@ -302,13 +313,24 @@ class NaNGuard(keras.callbacks.Callback):
         weights = self.model.get_weights()
         if not _all_finite(weights):
             return
-        monitor = find_monitor(self.model.optimizer)
         state = [
-            keras.ops.convert_to_numpy(v)
-            for v in monitor.inner_optimizer.variables
+            keras.ops.convert_to_numpy(v) for v in self._restorable_state()
         ]
-        self._snapshots.append((self._last_step, weights, state))
-        self._snapshot_step = self._last_step
+        self._snapshots.append((self._step, weights, state))
+        self._snapshot_step = self._step
+
+    def _restorable_state(self) -> list:
+        """The optimizer variables a rollback restores.
+
+        All but the step counter (step numbers never repeat) and the learning
+        rate (a rollback lowers it; restoring it would undo that).
+        """
+        monitor = find_monitor(self.model.optimizer)
+        keep = (monitor.iterations, monitor.learning_rate)
+        return [
+            v for v in monitor.inner_optimizer.variables
+            if not any(v is k for k in keep)
+        ]
 
     def _restore(self, force: bool, before: int) -> int | None:
         """Restores a snapshot when forced or when weights are not finite.
@@ -324,8 +346,7 @@ class NaNGuard(keras.callbacks.Callback):
             self._snapshots.pop()  # they lie on the path that went wrong
         self._snapshot_step = step
         self.model.set_weights(weights)
-        monitor = find_monitor(self.model.optimizer)
-        for variable, value in zip(monitor.inner_optimizer.variables, state):
+        for variable, value in zip(self._restorable_state(), state):
             variable.assign(value)
         return step
 

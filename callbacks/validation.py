@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -28,3 +30,23 @@ def check(ok: bool, owner: str, name: str, value, expected: str) -> None:
 def check_int(owner: str, name: str, value, low: int) -> None:
     """Checks that `value` is an int >= `low`."""
     check(is_int(value) and value >= low, owner, name, value, f"an int >= {low}")
+
+
+def check_writable_folder(path: str, owner: str, name: str) -> None:
+    """Creates `path` if needed and checks a file can be written in it.
+
+    Raises:
+        ValueError: naming the owner, the argument and the path, with the
+            operating system's reason, before any training step.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".gradguard-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"{owner} received {name}={path!r}, which cannot be written: "
+            f"{error.strerror or error}. Pass a folder you can write to."
+        ) from None

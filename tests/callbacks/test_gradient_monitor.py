@@ -6,7 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from gradguard.callbacks import AutoClip, GradientMonitor, GradientNormLogger, NaNGuard
+from gradguard.callbacks import (
+    AutoClip, GradientMonitor, GradientNormLogger, NaNGuard, remove_monitor,
+)
 from tests.callbacks.helpers import LastRecord, dense_model, global_norm, regression_data, tape_steps
 
 
@@ -36,8 +38,13 @@ def test_nonfinite_gradient_skips_the_update_and_keeps_optimizer_state():
     (w1, s1), (w2, s2), (w3, _) = updates
     for a, b in zip(w1, w2):
         np.testing.assert_array_equal(a, b)  # step 2 changed nothing
-    for a, b in zip(s1, s2):
-        np.testing.assert_array_equal(a, b)  # nor Adam's moments, nor iterations
+    inner = model.optimizer.inner_optimizer
+    for a, b, v in zip(s1, s2, inner.variables):
+        if v is inner.iterations:  # a skipped step still counts as a step
+            assert int(b) == int(a) + 1
+        else:
+            np.testing.assert_array_equal(a, b)  # nor Adam's moments
+    assert record.steps.tolist() == [1, 2, 3]
     assert all(np.isfinite(w).all() for w in w3)
     assert record.weights_finite.all()
 
@@ -53,34 +60,46 @@ def test_saved_model_loads_back_and_trains_on(tmp_path):
     assert loaded.optimizer.history == 32
     assert isinstance(loaded.optimizer.inner_optimizer, keras.optimizers.Adam)
     assert int(loaded.optimizer.iterations.numpy()) == 4
-    np.testing.assert_array_equal(loaded.optimizer.read().norm, model.optimizer.read().norm)
+    for a, b in zip(loaded.optimizer.inner_optimizer.variables,
+                    model.optimizer.inner_optimizer.variables):
+        np.testing.assert_array_equal(a, b)  # Adam's moments came back
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     loaded.fit(x, y, batch_size=16, verbose=0, callbacks=[GradientNormLogger()])
-    assert loaded.optimizer.read().count == 8
+    record = loaded.optimizer.read()  # the ring is telemetry, not saved
+    assert record.count == 4 and record.steps.tolist() == [5, 6, 7, 8]
     assert int(loaded.optimizer.iterations.numpy()) == 8
 
 
-def test_callbacks_leave_the_compiled_optimizer_in_place(tmp_path):
+def test_callbacks_keep_the_monitor_and_save_the_compiled_optimizer(tmp_path):
     x, y = regression_data((8,), n=64)
     model = _compiled(keras.optimizers.Adam(1e-2))
     adam = model.optimizer
     model.fit(x, y, batch_size=16, verbose=0, callbacks=[
         GradientNormLogger(), NaNGuard(verbose=False), AutoClip()
     ])
-    assert model.optimizer is adam
+    monitor = model.optimizer
+    assert isinstance(monitor, GradientMonitor) and monitor.inner_optimizer is adam
     assert int(adam.iterations.numpy()) == 4
     path = tmp_path / "model.keras"
     model.save(path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. "Skipping variable loading"
         loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer) is keras.optimizers.Adam
     for a, b in zip(loaded.optimizer.variables, adam.variables):
         np.testing.assert_array_equal(np.array(a), np.array(b))
-    # A second fit wraps again and trains on.
+    # A second fit reuses the monitor and its compiled step, and trains on.
+    train_function = model.train_function
     history = model.fit(x, y, batch_size=16, verbose=0, callbacks=[GradientNormLogger()])
+    assert model.optimizer is monitor and model.train_function is train_function
     assert np.isfinite(history.history["grad_norm"][0])
     assert int(adam.iterations.numpy()) == 8
+    # remove_monitor puts the compiled optimizer back.
+    assert remove_monitor(model) and model.optimizer is adam
+    assert not remove_monitor(model)
+    model.fit(x, y, batch_size=16, verbose=0)
+    assert int(adam.iterations.numpy()) == 12
 
 
 def test_config_round_trip_and_forwarding():

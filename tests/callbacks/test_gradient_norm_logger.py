@@ -116,25 +116,32 @@ def test_tensorboard_event_files_hold_gradient_tags(tmp_path):
     x = regression_data((8,), n=64)[0]
     logger = _fit(
         dense_model, x, jit=False, spe=1, epochs=2,
-        logger=GradientNormLogger(log_dir=str(tmp_path / "tb")),
+        logger=GradientNormLogger(log_dir=str(tmp_path / "tb"), histogram_every=2),
     )[3]
     reader = event_accumulator.EventAccumulator(
-        str(tmp_path / "tb"), size_guidance={"tensors": 0}
+        str(tmp_path / "tb"), size_guidance={"scalars": 0, "histograms": 0}
     )
     reader.Reload()
-    tags = set(reader.Tags()["tensors"])
     assert {
         "gradients/global_norm", "gradients/global_norm_clipped",
-        "gradients/layer/hidden", "gradients/layer/middle",
-        "gradients/layer/head", "gradients/layer_norms",
-    } <= tags
-    events = reader.Tensors("gradients/global_norm")
+        "gradients/global_norm_log10", "gradients/layer/hidden",
+        "gradients/layer/middle", "gradients/layer/head",
+    } <= set(reader.Tags()["scalars"])
     table = logger.to_dataframe("global")
+    events = reader.Scalars("gradients/global_norm")
     assert [e.step for e in events] == table["step"].tolist()
+    np.testing.assert_allclose([e.value for e in events], table["grad_norm"], rtol=1e-6)
     np.testing.assert_allclose(
-        [float(tf.make_ndarray(e.tensor_proto)) for e in events],
-        table["grad_norm"], rtol=1e-6,
+        [e.value for e in reader.Scalars("gradients/global_norm_log10")],
+        np.log10(table["grad_norm"]), rtol=1e-5,
     )
+    layers = logger.to_dataframe().query("layer == 'head'")
+    np.testing.assert_allclose(
+        [e.value for e in reader.Scalars("gradients/layer/head")], layers["norm"], rtol=1e-6,
+    )
+    histograms = reader.Histograms("gradients/layer_norms")
+    assert [h.step for h in histograms] == [s for s in table["step"] if s % 2 == 0]
+    assert all(h.histogram_value.num == 3 for h in histograms)  # three layers
 
 
 def test_keeps_an_existing_monitor():
