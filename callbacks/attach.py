@@ -116,7 +116,8 @@ def begin_fit(monitor: GradientMonitor, params: dict) -> None:
     """
     if monitor._fit_params is params:
         return
-    monitor._fit_params = params
+    # Set past Keras' attribute tracking, which would store a copy of the dict.
+    object.__setattr__(monitor, "_fit_params", params)
     end_fit(monitor)
 
 

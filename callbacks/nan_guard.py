@@ -148,8 +148,8 @@ class NaNGuard(keras.callbacks.Callback):
                     "report away."
                 )
             check_writable_folder(
-                os.path.dirname(os.path.abspath(self.report_path)),
-                "NaNGuard", "report_path",
+                self.report_path, "NaNGuard", "report_path",
+                folder=os.path.dirname(os.path.abspath(self.report_path)),
             )
         model = self.model
         if self._model_ref is None or self._model_ref() is not model:
@@ -174,7 +174,7 @@ class NaNGuard(keras.callbacks.Callback):
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._last_index = monitor.read().count if monitor.built else 0
-        self._step = int(keras.ops.convert_to_numpy(monitor.iterations))
+        self._step = int(monitor.iterations.numpy())
         self._snapshots = collections.deque(maxlen=self.keep_snapshots)
         self._snapshot_step = self._step
         self._take_snapshot()

@@ -32,21 +32,26 @@ def check_int(owner: str, name: str, value, low: int) -> None:
     check(is_int(value) and value >= low, owner, name, value, f"an int >= {low}")
 
 
-def check_writable_folder(path: str, owner: str, name: str) -> None:
-    """Creates `path` if needed and checks a file can be written in it.
+def check_writable_folder(
+    value: str, owner: str, name: str, folder: str | None = None
+) -> None:
+    """Creates the folder `value` (or `folder`, the one it goes in) and test-writes it.
 
     Raises:
-        ValueError: naming the owner, the argument and the path, with the
+        ValueError: naming the owner, the argument and its value, with the
             operating system's reason, before any training step.
     """
+    folder = value if folder is None else folder
     try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".gradguard-write-test-{os.getpid()}")
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".gradguard-write-test-{os.getpid()}")
         with open(probe, "w"):
             pass
         os.remove(probe)
     except OSError as error:
+        where = ", which" if folder == value else f", whose folder {folder!r}"
         raise ValueError(
-            f"{owner} received {name}={path!r}, which cannot be written: "
-            f"{error.strerror or error}. Pass a folder you can write to."
+            f"{owner} received {name}={value!r}{where} cannot be written: "
+            f"{error.strerror or error}. Pass a path in a folder you can "
+            "write to."
         ) from None
