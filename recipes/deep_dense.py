@@ -65,19 +65,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from gradguard.callbacks import AutoClip, GradientClipping
 from gradguard.datasets import poorly_scaled_regression
 
-from .common import device_name, new_run_dir, parse_config, write_config
+from .common import device_name, write_config
+from .experiment import OPTIMIZERS, Experiment, Row, Setup, Variant, clip_callbacks, factorial_variants
 from .models import deep_dense
-from .runner import Variant, report, train_variant
+from .report import run_main, write_report
 
 NAME = "deep_dense"
-VariantName = Literal[
-    "baseline", "clipnorm", "clipvalue", "global_clipnorm", "autoclip",
-    "batchnorm", "standardize", "lower_lr",
-]
-VARIANTS: tuple[str, ...] = VariantName.__args__
+VARIANTS = ("baseline", "clipnorm", "clipvalue", "global_clipnorm", "autoclip", "batchnorm",
+            "standardize", "lower_lr", "standardize@adam")
+# The learning rate of each optimizer when --lr is not given: plain SGD at
+# 0.01 explodes on the raw 1e4-scale inputs; the others at the step sizes
+# usually tried first for them (Adam's and RMSprop's Keras defaults).
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.001, "adam": 0.001, "rmsprop": 0.001}
+ClipMode = Literal["none", "clipnorm", "clipvalue", "global_clipnorm", "autoclip"]
+CELL = "dense"  # the table's cell column: this recipe has one architecture
 
 
 # ---------------------------------------------------------------------------
@@ -89,9 +92,18 @@ VARIANTS: tuple[str, ...] = VariantName.__args__
 class Config:
     """Settings of the deep MLP on poorly scaled inputs recipe."""
 
-    # Which variants to train, in this order (baseline first: it is the reference).
-    variants: tuple[VariantName, ...] = field(
-        default=VARIANTS, metadata={"help": "variants to train"})
+    # Variants to train, in this order: modifiers joined by "+", "@adam" etc.
+    # for another optimizer (baseline first: it is the reference).
+    variants: tuple[str, ...] = field(default=VARIANTS, metadata={"help": (
+        "variants to train: baseline, or modifiers joined by + (clipnorm, clipvalue, "
+        "global_clipnorm, autoclip, batchnorm, standardize, lower_lr), optionally "
+        "@optimizer (e.g. standardize+batchnorm@adam)")})
+    # 2x2 BatchNormalization x standardization instead of --variants.
+    factorial: bool = field(default=False, metadata={"help": (
+        "train BatchNormalization on/off x input standardization on/off instead of --variants")})
+    # With --factorial, a clipping mode as a third on/off factor.
+    factorial_clip: ClipMode = field(default="none", metadata={"help": (
+        "with --factorial, also a clipping mode on/off (2x2x2 variants)")})
     # Hidden Dense layers; depth multiplies the badly scaled gradient.
     depth: int = field(default=20, metadata={"help": "hidden layers (>= 1)"})
     # Units per hidden layer.
@@ -103,36 +115,45 @@ class Config:
         default=(1e-3, 1e4), metadata={"help": "smallest and largest feature scale"})
     # Training samples: 64 steps per epoch at batch 64.
     n_train: int = field(default=4096, metadata={"help": "training samples"})
-    # Validation samples (drawn with seed + 1).
+    # Validation samples (the same draw as the training samples, split off).
     n_val: int = field(default=1024, metadata={"help": "validation samples"})
     # Mini-batch size.
     batch_size: int = field(default=64, metadata={"help": "mini-batch size"})
-    # Epochs per variant.
-    epochs: int = field(default=5, metadata={"help": "epochs per variant"})
-    # Plain SGD learning rate; 0.01 on raw 1e4-scale inputs explodes.
-    lr: float = field(default=0.01, metadata={"help": "SGD learning rate of every variant but lower_lr"})
-    # Learning rate of the lower_lr variant: what raw inputs need to stay finite.
-    lower_lr: float = field(default=1e-6, metadata={"help": "learning rate of the lower_lr variant"})
-    # Per-variable norm limit of the clipnorm variant.
-    clipnorm: float = field(default=1.0, metadata={"help": "threshold of the clipnorm variant"})
-    # Element-wise limit of the clipvalue variant.
-    clipvalue: float = field(default=0.5, metadata={"help": "threshold of the clipvalue variant"})
-    # Global norm limit of the global_clipnorm variant.
-    global_clipnorm: float = field(default=1.0, metadata={"help": "threshold of the global_clipnorm variant"})
-    # Percentile of past norms the autoclip variant clips to (the paper's 10).
-    autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of the autoclip variant"})
-    # Seed of the data, the weights and the shuffles.
+    # Epochs per row.
+    epochs: int = field(default=5, metadata={"help": "epochs per row"})
+    # Optimizer of every variant without an @optimizer.
+    optimizer: Literal[OPTIMIZERS] = field(default="sgd", metadata={"help": (
+        "optimizer (momentum: SGD with momentum 0.9)")})
+    # None: DEFAULT_LR[optimizer]; SGD at 0.01 on raw 1e4-scale inputs explodes.
+    lr: float | None = field(default=None, metadata={"help": (
+        "learning rate of --optimizer; none: sgd 0.01, momentum 0.001, adam 0.001, rmsprop 0.001")})
+    # None: 1e-4 times the learning rate (1e-6 for SGD), what raw inputs need.
+    lower_lr: float | None = field(default=None, metadata={"help": (
+        "learning rate of the lower_lr modifier; none: 1e-4 x the learning rate")})
+    # Per-variable norm limit of the clipnorm modifier.
+    clipnorm: float = field(default=1.0, metadata={"help": "threshold of clipnorm"})
+    # Element-wise limit of the clipvalue modifier.
+    clipvalue: float = field(default=0.5, metadata={"help": "threshold of clipvalue"})
+    # Global norm limit of the global_clipnorm modifier.
+    global_clipnorm: float = field(default=1.0, metadata={"help": "threshold of global_clipnorm"})
+    # Percentile of past norms the autoclip modifier clips to (the paper's 10).
+    autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of autoclip"})
+    # Seed of the data and of the first row's weights and shuffles.
     seed: int = field(default=0, metadata={"help": "random seed"})
+    # Rows per variant, with seeds seed, seed + 1, ...
+    seeds: int = field(default=1, metadata={"help": "seeds per variant (spread)"})
     # Smoke test: 512 training and 128 validation samples, 1 epoch.
     quick: bool = field(default=False, metadata={"help": "small, fast run (512 samples, 1 epoch)"})
     # Results folder; None makes a new runs/deep_dense-<timestamp>.
-    out: str | None = field(
-        default=None,
-        metadata={"help": "new or empty folder for the results; default: runs/deep_dense-<time>"})
+    out: str | None = field(default=None, metadata={"help": (
+        "new or empty folder for the results; default: runs/deep_dense-<time>")})
+    # Folder of an interrupted run to finish (its config.json gives the settings).
+    resume: str | None = field(default=None, metadata={"help": (
+        "finish the interrupted run in this folder, skipping its finished rows")})
 
     def validate(self) -> str | None:
         """Returns what is wrong with the settings, or None."""
-        for name in ("depth", "width", "n_features", "n_train", "n_val", "batch_size", "epochs"):
+        for name in ("depth", "width", "n_features", "n_train", "n_val", "batch_size", "epochs", "seeds"):
             if getattr(self, name) < 1:
                 return f"--{name.replace('_', '-')} received {getattr(self, name)}; expected an int >= 1."
         low, high = self.scale_range
@@ -141,14 +162,16 @@ class Config:
                     "0 < smallest <= largest, e.g. 1e-3 1e4.")
         for name in ("lr", "lower_lr", "clipnorm", "clipvalue", "global_clipnorm"):
             value = getattr(self, name)
-            if not 0 < value < math.inf:
+            if value is not None and not 0 < value < math.inf:
                 return f"--{name.replace('_', '-')} received {value}; expected a finite number > 0."
         if not 0 < self.autoclip_percentile <= 100:
             return f"--autoclip-percentile received {self.autoclip_percentile}; expected a number in (0, 100]."
         if self.seed < 0:
             return f"--seed received {self.seed}; expected an int >= 0."
         if len(set(self.variants)) != len(self.variants):
-            return f"--variants received {' '.join(self.variants)}; name each variant once."
+            return f"--variants received {' '.join(self.variants)}; name each once."
+        for name in self.variants:
+            Variant.parse(name)  # raises ValueError with the message
         return None
 
     @property
@@ -158,19 +181,29 @@ class Config:
             return min(self.n_train, 512), min(self.n_val, 128), 1
         return self.n_train, self.n_val, self.epochs
 
+    def rows(self) -> list[Row]:
+        """Every variant x seed, in table order."""
+        variants = factorial_variants(None if self.factorial_clip == "none" else self.factorial_clip) \
+            if self.factorial else self.variants
+        return [Row(v, CELL, self.seed + i) for v in variants for i in range(self.seeds)]
+
 
 # ---------------------------------------------------------------------------
-# Data, model, variants
+# Data and model
 # ---------------------------------------------------------------------------
 
 
 def make_data(config: Config):
-    """`(x_train, y_train, x_val, y_val)` of the poorly scaled regression."""
+    """`(x_train, y_train, x_val, y_val)`: one draw, split.
+
+    The validation samples come from the same draw as the training samples:
+    `poorly_scaled_regression` draws the target's weights from its seed too,
+    so a second draw with another seed would be another task.
+    """
     n_train, n_val, _ = config.sizes
-    kwargs = dict(scale_range=config.scale_range)
-    x, y = poorly_scaled_regression(n_train, config.n_features, seed=config.seed, **kwargs)
-    x_val, y_val = poorly_scaled_regression(n_val, config.n_features, seed=config.seed + 1, **kwargs)
-    return x, y, x_val, y_val
+    x, y = poorly_scaled_regression(n_train + n_val, config.n_features, seed=config.seed,
+                                    scale_range=config.scale_range)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
 def trivial_mse(y_train: np.ndarray, y_val: np.ndarray) -> float:
@@ -178,28 +211,23 @@ def trivial_mse(y_train: np.ndarray, y_val: np.ndarray) -> float:
     return float(np.mean((y_val.astype(np.float64) - y_train.astype(np.float64).mean()) ** 2))
 
 
-def make_variant(name: str, config: Config, x_train) -> Variant:
-    """The `Variant` called `name`: model builder, learning rate, callbacks."""
-    label = f"dense {config.depth}x{config.width}"
-
-    def build(**kwargs):
-        return lambda: deep_dense(config.n_features, depth=config.depth, width=config.width, **kwargs)
-
-    clip = {"clipnorm": config.clipnorm, "clipvalue": config.clipvalue,
-            "global_clipnorm": config.global_clipnorm}
-    if name in clip:
-        return Variant(name, f"{label}, {name}={clip[name]:g}", build(), config.lr,
-                       lambda: [GradientClipping(**{name: clip[name]})])
-    if name == "autoclip":
-        return Variant(name, f"{label}, autoclip p{config.autoclip_percentile:g}", build(), config.lr,
-                       lambda: [AutoClip(percentile=config.autoclip_percentile)])
-    if name == "batchnorm":
-        return Variant(name, f"{label}+bn", build(batch_norm=True), config.lr)
-    if name == "standardize":
-        return Variant(name, f"standardize+{label}", build(standardize=x_train), config.lr)
-    if name == "lower_lr":
-        return Variant(name, label, build(), config.lower_lr)
-    return Variant(name, label, build(), config.lr)
+def setup(row: Row, config: Config, x_train) -> Setup:
+    """How to train one row: its model, optimizer, learning rate and callbacks."""
+    variant = Variant.parse(row.variant)
+    optimizer = variant.optimizer or config.optimizer
+    lr = config.lr if config.lr is not None and optimizer == config.optimizer else DEFAULT_LR[optimizer]
+    if "lower_lr" in variant.mods:
+        lr = config.lower_lr if config.lower_lr is not None else lr * 1e-4
+    threshold = {"clipnorm": config.clipnorm, "clipvalue": config.clipvalue,
+                 "global_clipnorm": config.global_clipnorm,
+                 "autoclip": config.autoclip_percentile}.get(variant.clip)
+    batch_norm, standardize = "batchnorm" in variant.mods, "standardize" in variant.mods
+    return Setup(
+        build=lambda: deep_dense(config.n_features, depth=config.depth, width=config.width,
+                                 batch_norm=batch_norm, standardize=x_train if standardize else None),
+        optimizer=optimizer, learning_rate=lr, callbacks=clip_callbacks(variant.clip, threshold),
+        model=f"{'standardize+' * standardize}dense {config.depth}x{config.width}{'+bn' * batch_norm}",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -207,56 +235,44 @@ def make_variant(name: str, config: Config, x_train) -> Variant:
 # ---------------------------------------------------------------------------
 
 
-def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFrame:
-    """Trains every variant and writes the results into a run folder.
+def run(config: Config, out_dir: str | pathlib.Path) -> pd.DataFrame:
+    """Trains every row not yet in `out_dir/results.csv` and writes the report.
 
     Args:
         config: The settings.
-        out_dir: The run folder; `None` (default) makes one from `config.out`
-            with `common.new_run_dir`.
+        out_dir: The run folder (new, or the one being resumed).
 
     Returns:
-        The results table, one row per variant; `table.attrs` holds
-        `"summary"` (lines of text) and `"out_dir"`.
+        The results table, one row per variant x seed; `table.attrs` holds
+        `"summary"`, `"spread"`, `"threshold"` and `"out_dir"`.
     """
-    out_dir = new_run_dir(config.out, NAME) if out_dir is None else pathlib.Path(out_dir)
-    write_config(config, out_dir)
+    out_dir = pathlib.Path(out_dir)
+    if not config.resume:
+        write_config(config, out_dir)
     data = make_data(config)
     _, _, epochs = config.sizes
     device = device_name()
-    baseline_mse = trivial_mse(data[1], data[3])
-    print(f"[{NAME}] poorly scaled regression, {config.n_features} features with scales "
-          f"{config.scale_range[0]:g}..{config.scale_range[1]:g}, {len(data[0])} samples, "
-          f"dense {config.depth}x{config.width}, plain SGD; device {device}; results in {out_dir}")
-    results = []
-    for name in config.variants:
-        results.append(train_variant(
-            make_variant(name, config, data[0]), data,
-            epochs=epochs, batch_size=config.batch_size, seed=config.seed,
-            out_dir=out_dir, trivial_mse=baseline_mse, device=device,
-        ))
-    table, summary = report(
-        results, out_dir,
-        title=f"dense {config.depth}x{config.width} on inputs scaled "
-              f"{config.scale_range[0]:g}..{config.scale_range[1]:g}, SGD",
-        trivial_mse=baseline_mse,
-        caption=f"{NAME}: dense {config.depth}x{config.width}, feature scales "
-                f"{config.scale_range[0]:g}..{config.scale_range[1]:g}, seed {config.seed}. "
-                f"Device: {device}",
+    rows = config.rows()
+    scales = f"{config.scale_range[0]:g}..{config.scale_range[1]:g}"
+    print(f"[{NAME}] poorly scaled regression, {config.n_features} features with scales {scales}, "
+          f"{len(data[0])} samples, dense {config.depth}x{config.width}, {len(rows)} rows; "
+          f"device {device}; results in {out_dir}")
+    table = Experiment(
+        out_dir, rows, lambda row: setup(row, config, data[0]), data, epochs=epochs,
+        batch_size=config.batch_size, trivial_mse=trivial_mse(data[1], data[3]), device=device,
+    ).run()
+    return write_report(
+        table, out_dir,
+        title=f"dense {config.depth}x{config.width} on inputs scaled {scales}",
+        caption=f"{NAME}: dense {config.depth}x{config.width}, feature scales {scales}, "
+                f"{len(data[0])} samples, {epochs} epochs, batch {config.batch_size}, data seed "
+                f"{config.seed}. Device: {device}",
     )
-    table.attrs.update(summary=summary, out_dir=str(out_dir))
-    return table
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    """Parses flags, runs the recipe, prints the table and the summary."""
-    config = parse_config(Config, argv, description=__doc__, prog=f"python -m recipes.{NAME}")
-    table = run(config)
-    with pd.option_context("display.width", 250, "display.max_columns", None):
-        print(table.to_string(index=False))
-    print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-    print(f"Results written to {table.attrs['out_dir']}")
-    return table
+    """Parses flags (or resumes), runs, prints the table and summary, then plots."""
+    return run_main(NAME, Config, argv, run, __doc__)
 
 
 if __name__ == "__main__":

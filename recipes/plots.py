@@ -1,11 +1,16 @@
-"""PNG figures the recipes share: gradient norm per step and loss curves.
+"""PNG figures of an experiment table: one small panel per variant.
 
-Matplotlib is imported inside the functions with the non-interactive `Agg`
-backend, so importing a recipe needs neither matplotlib nor a display.
+Every panel shares the same log-scale y axis, so a stable variant's curve
+is not hidden under another's, and an exploding one stands out by height.
+Colours are cells; each seed is one line. Matplotlib is imported inside the
+functions with the non-interactive `Agg` backend, so importing a recipe
+needs neither matplotlib nor a display; figures are written through
+`write_atomic`.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -14,120 +19,117 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from .experiment import Row
+from .run_files import write_atomic
 
-def _pyplot():
+
+def _panels(table: pd.DataFrame, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    variants = list(dict.fromkeys(table["variant"]))
+    ncols = min(4, len(variants))
+    nrows = math.ceil(len(variants) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax in axes.flat[len(variants):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    colours = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(table["cell"]))}
+    return plt, fig, dict(zip(variants, axes.flat)), colours
 
 
-def plot_grad_norms(
-    norms: Mapping[str, pd.DataFrame],
-    path: str | os.PathLike,
-    *,
-    title: str,
-    events: Mapping[str, list[dict]] | None = None,
-    threshold: float | None = None,
-) -> pathlib.Path:
-    """Plots the unclipped global gradient norm per step, one line per variant.
+def _rows(table: pd.DataFrame):
+    for r in table.itertuples():
+        yield r, Row(r.variant, r.cell, int(r.seed)).name
 
-    The y axis is logarithmic, so a norm that grows 6x per step is a straight
-    line. Non-finite norms are drawn as a cross at the top of the axes; a
-    NaNGuard event as a circle on its step.
+
+def plot_grad_norms(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame],
+                    path: str | os.PathLike, *, title: str, threshold: float) -> pathlib.Path:
+    """The unclipped global gradient norm per step, a panel per variant.
+
+    A cross marks the step at which a row exploded (at the top of the axes
+    when its norm was not finite); the dashed line is the run's one
+    suggested clipping threshold.
 
     Args:
-        norms: Variant name -> `GradientNormLogger.to_dataframe("global")`.
+        table: The experiment table.
+        norms: Row name -> `GradientNormLogger.to_dataframe("global")`.
         path: Where to write the PNG.
         title: Figure title.
-        events: Variant name -> `NaNGuard.events`. Defaults to `None`.
-        threshold: A suggested clipping threshold, drawn as a dashed line.
-            Defaults to `None`.
+        threshold: The suggested clipping threshold (NaN: none drawn).
 
     Returns:
         The path written.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5))
-    top = max(
-        (float(np.nanmax(np.where(np.isfinite(d.grad_norm), d.grad_norm, np.nan)))
-         for d in norms.values() if np.isfinite(d.grad_norm).any()),
-        default=1.0,
-    )
-    for name, frame in norms.items():
-        steps = frame["step"].to_numpy()
-        values = frame["grad_norm"].to_numpy(dtype=np.float64)
+    plt, fig, axes, colours = _panels(table, title)
+    finite = [d["grad_norm"][np.isfinite(d["grad_norm"])] for d in norms.values()]
+    top = max((float(f.max()) for f in finite if len(f)), default=1.0) * 3
+    for r, name in _rows(table):
+        ax, frame = axes[r.variant], norms[name]
+        values = frame["grad_norm"].to_numpy(np.float64)
         ok = np.isfinite(values) & (values > 0)
-        (line,) = ax.plot(steps[ok], values[ok], label=name, linewidth=1)
-        if (~np.isfinite(values)).any():
-            ax.plot(steps[~np.isfinite(values)], np.full((~np.isfinite(values)).sum(), top * 2),
-                    "x", color=line.get_color())
-        for event in (events or {}).get(name, []):
-            hit = frame["step"] == event["step"]
-            y = values[hit.to_numpy()]
-            y = float(y[0]) if len(y) and math.isfinite(y[0]) else top * 2
-            ax.plot([event["step"]], [y], "o", mfc="none", ms=10, color=line.get_color())
-    if threshold is not None and math.isfinite(threshold):
-        ax.axhline(threshold, linestyle="--", color="gray", linewidth=1,
-                   label=f"suggested clip {threshold:.3g}")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("global gradient norm (before clipping)")
-    return _finish(plt, fig, ax, title, path)
+        ax.plot(frame["step"][ok], values[ok], color=colours[r.cell], linewidth=0.8, alpha=0.8,
+                label=r.cell if r.seed == table["seed"].min() else None)
+        if not pd.isna(r.exploded_step):
+            hit = values[frame["step"].to_numpy() == r.exploded_step]
+            y = float(hit[0]) if len(hit) and math.isfinite(hit[0]) else top
+            ax.plot([r.exploded_step], [y], "x", color=colours[r.cell], ms=9, mew=2)
+    for variant, ax in axes.items():
+        if math.isfinite(threshold):
+            ax.axhline(threshold, linestyle="--", color="gray", linewidth=1)
+        ax.set_title(variant, fontsize="medium")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    first = next(iter(axes.values()))
+    first.set_ylabel("gradient norm (unclipped)")
+    handles, labels = first.get_legend_handles_labels()
+    if math.isfinite(threshold):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="--", color="gray"))
+        labels.append(f"suggested clip {threshold:.3g}")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small")
+    return _save(plt, fig, path)
 
 
-def plot_losses(
-    losses: Mapping[str, pd.DataFrame],
-    path: str | os.PathLike,
-    *,
-    title: str,
-    trivial_mse: float | None = None,
-) -> pathlib.Path:
-    """Plots the training loss per step and the validation loss per epoch.
+def plot_losses(table: pd.DataFrame, losses: Mapping[str, pd.DataFrame],
+                path: str | os.PathLike, *, title: str, trivial_mse: float,
+                learned_ratio: float) -> pathlib.Path:
+    """Training loss per step (thin) and validation loss per epoch (squares).
 
-    The training loss is the one Keras reports after each step: the mean
-    over the epoch so far. The validation loss is drawn as squares at the
-    last step of each epoch.
-
-    Args:
-        losses: Variant name -> a frame with columns step, loss and val_loss
-            (NaN except at the end of an epoch).
-        path: Where to write the PNG.
-        title: Figure title.
-        trivial_mse: Loss of the best constant prediction, drawn as a dotted
-            line. Defaults to `None`.
-
-    Returns:
-        The path written.
+    The dotted line is the constant prediction's loss, the dash-dotted one
+    the bar a row must reach to count as learned.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for name, frame in losses.items():
-        steps = frame["step"].to_numpy()
-        loss = frame["loss"].to_numpy(dtype=np.float64)
+    plt, fig, axes, colours = _panels(table, title)
+    for r, name in _rows(table):
+        ax, frame = axes[r.variant], losses[name]
+        loss = frame["loss"].to_numpy(np.float64)
         ok = np.isfinite(loss) & (loss > 0)
-        (line,) = ax.plot(steps[ok], loss[ok], label=name, linewidth=1)
-        val = frame["val_loss"].to_numpy(dtype=np.float64)
+        ax.plot(frame["step"][ok], loss[ok], color=colours[r.cell], linewidth=0.6, alpha=0.6,
+                label=r.cell if r.seed == table["seed"].min() else None)
+        val = frame["val_loss"].to_numpy(np.float64)
         ok = np.isfinite(val) & (val > 0)
-        ax.plot(steps[ok], val[ok], "s", ms=5, color=line.get_color())
-    if trivial_mse is not None:
-        ax.axhline(trivial_mse, linestyle=":", color="black", linewidth=1,
-                   label=f"constant prediction {trivial_mse:.3g}")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step (lines: training loss, running mean over the epoch; "
-                  "squares: validation loss)")
-    ax.set_ylabel("mean squared error")
-    return _finish(plt, fig, ax, title, path)
+        ax.plot(frame["step"][ok], val[ok], "s", ms=3, color=colours[r.cell])
+    for variant, ax in axes.items():
+        ax.axhline(trivial_mse, linestyle=":", color="black", linewidth=1)
+        ax.axhline(learned_ratio * trivial_mse, linestyle="-.", color="green", linewidth=1)
+        ax.set_title(variant, fontsize="medium")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    first = next(iter(axes.values()))
+    first.set_ylabel("MSE")
+    handles, labels = first.get_legend_handles_labels()
+    labels = [*labels, f"constant prediction {trivial_mse:.3g}", f"learned below {learned_ratio * trivial_mse:.3g}"]
+    fig.legend(handles + first.lines[-2:], labels, loc="lower center", ncol=len(labels), fontsize="small")
+    return _save(plt, fig, path)
 
 
-def _finish(plt, fig, ax, title: str, path) -> pathlib.Path:
-    """Title, grid, legend; saves the figure as PNG and closes it."""
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def _save(plt, fig, path) -> pathlib.Path:
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    return pathlib.Path(path)
+    return write_atomic(path, buffer.getvalue())

@@ -69,19 +69,23 @@ from typing import Literal
 
 import pandas as pd
 
-from gradguard.callbacks import AutoClip, GradientClipping
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem
 
-from .common import device_name, new_run_dir, parse_config, write_config
+from .common import device_name, write_config
+from .experiment import OPTIMIZERS, Experiment, Row, Setup, Variant, clip_callbacks, factorial_variants
 from .models import sequence_model
-from .runner import Variant, report, train_variant
+from .report import run_main, write_report
 
 NAME = "rnn_long_seq"
-VariantName = Literal[
-    "baseline", "clipnorm", "clipvalue", "global_clipnorm", "autoclip",
-    "batchnorm", "standardize", "lower_lr",
-]
-VARIANTS: tuple[str, ...] = VariantName.__args__
+VARIANTS = ("baseline", "global_clipnorm", "autoclip", "batchnorm", "standardize", "lower_lr",
+            "global_clipnorm@adam")
+# The learning rate of each optimizer when --lr is not given: plain SGD at 0.1
+# explodes a SimpleRNN at 100 steps; Adam at 1e-2 with clipping teaches an
+# LSTM the task in about 800 steps; momentum and RMSprop at the step sizes
+# usually tried first for them.
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.01, "rmsprop": 0.001}
+Cell = Literal["simple_rnn", "lstm", "gru"]
+ClipMode = Literal["none", "clipnorm", "clipvalue", "global_clipnorm", "autoclip"]
 
 
 # ---------------------------------------------------------------------------
@@ -93,64 +97,86 @@ VARIANTS: tuple[str, ...] = VariantName.__args__
 class Config:
     """Settings of the long-sequence RNN recipe."""
 
-    # Which variants to train, in this order (baseline first: it is the reference).
-    variants: tuple[VariantName, ...] = field(
-        default=VARIANTS, metadata={"help": "variants to train"})
-    # simple_rnn explodes; lstm and gru gate their state and usually do not.
-    cell: Literal["simple_rnn", "lstm", "gru"] = field(
-        default="simple_rnn", metadata={"help": "recurrent cell"})
+    # Variants to train, in this order: modifiers joined by "+", "@adam" etc.
+    # for another optimizer (baseline first: it is the reference).
+    variants: tuple[str, ...] = field(default=VARIANTS, metadata={"help": (
+        "variants to train: baseline, or modifiers joined by + (clipnorm, clipvalue, "
+        "global_clipnorm, autoclip, batchnorm, standardize, lower_lr), optionally "
+        "@optimizer (e.g. global_clipnorm+batchnorm@adam)")})
+    # 2x2 BatchNormalization x standardization instead of --variants.
+    factorial: bool = field(default=False, metadata={"help": (
+        "train BatchNormalization on/off x input standardization on/off instead of --variants")})
+    # With --factorial, a clipping mode as a third on/off factor.
+    factorial_clip: ClipMode = field(default="none", metadata={"help": (
+        "with --factorial, also a clipping mode on/off (2x2x2 variants)")})
+    # Recurrent cells to train every variant with; the old --cell still works.
+    cells: tuple[Cell, ...] = field(default=("simple_rnn", "lstm"), metadata={"help": "recurrent cells"})
+    # One cell (the old flag): the same as --cells CELL.
+    cell: Cell | None = field(default=None, metadata={"help": "one recurrent cell; overrides --cells"})
     # Size of the recurrent state.
     units: int = field(default=32, metadata={"help": "recurrent units"})
     # Time steps per sequence; the gradient crosses all of them.
     seq_len: int = field(default=100, metadata={"help": "sequence length (>= 2)"})
-    # Training sequences: 64 steps per epoch at batch 32.
-    n_train: int = field(default=2048, metadata={"help": "training sequences"})
+    # Training sequences: 128 steps per epoch at batch 32.
+    n_train: int = field(default=4096, metadata={"help": "training sequences"})
     # Validation sequences (drawn with seed + 1).
     n_val: int = field(default=512, metadata={"help": "validation sequences"})
     # Mini-batch size.
     batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
-    # Epochs per variant; 3 is enough for the stable runs to settle.
-    epochs: int = field(default=3, metadata={"help": "epochs per variant"})
-    # Plain SGD learning rate; 0.1 is the step size that explodes.
-    lr: float = field(default=0.1, metadata={"help": "SGD learning rate of every variant but lower_lr"})
-    # Learning rate of the lower_lr variant; 0.02 trains fine.
-    lower_lr: float = field(default=0.02, metadata={"help": "learning rate of the lower_lr variant"})
+    # Epochs per row: the Adam LSTM learns in about 6.
+    epochs: int = field(default=8, metadata={"help": "epochs per row"})
+    # Optimizer of every variant without an @optimizer.
+    optimizer: Literal[OPTIMIZERS] = field(default="sgd", metadata={"help": (
+        "optimizer (momentum: SGD with momentum 0.9)")})
+    # None: DEFAULT_LR[optimizer]; SGD at 0.1 is the step size that explodes.
+    lr: float | None = field(default=None, metadata={"help": (
+        "learning rate of --optimizer; none: sgd 0.1, momentum 0.01, adam 0.01, rmsprop 0.001")})
+    # None: a fifth of the optimizer's learning rate (0.02 for SGD).
+    lower_lr: float | None = field(default=None, metadata={"help": (
+        "learning rate of the lower_lr modifier; none: a fifth of the learning rate")})
     # Multiplies the value channel of the inputs (1.0: values in [0, 1)).
     input_scale: float = field(default=1.0, metadata={"help": "scale of the value channel"})
-    # Per-variable norm limit of the clipnorm variant.
-    clipnorm: float = field(default=1.0, metadata={"help": "threshold of the clipnorm variant"})
-    # Element-wise limit of the clipvalue variant.
-    clipvalue: float = field(default=0.5, metadata={"help": "threshold of the clipvalue variant"})
-    # Global norm limit of the global_clipnorm variant.
-    global_clipnorm: float = field(default=1.0, metadata={"help": "threshold of the global_clipnorm variant"})
-    # Percentile of past norms the autoclip variant clips to (the paper's 10).
-    autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of the autoclip variant"})
-    # Seed of the data, the weights and the shuffles.
+    # Per-variable norm limit of the clipnorm modifier.
+    clipnorm: float = field(default=1.0, metadata={"help": "threshold of clipnorm"})
+    # Element-wise limit of the clipvalue modifier.
+    clipvalue: float = field(default=0.5, metadata={"help": "threshold of clipvalue"})
+    # Global norm limit of the global_clipnorm modifier.
+    global_clipnorm: float = field(default=1.0, metadata={"help": "threshold of global_clipnorm"})
+    # Percentile of past norms the autoclip modifier clips to (the paper's 10).
+    autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of autoclip"})
+    # Seed of the data and of the first row's weights and shuffles.
     seed: int = field(default=0, metadata={"help": "random seed"})
+    # Rows per variant and cell, with seeds seed, seed + 1, ...
+    seeds: int = field(default=1, metadata={"help": "seeds per variant and cell (spread)"})
     # Smoke test: 512 training and 256 validation sequences, 1 epoch.
     quick: bool = field(default=False, metadata={"help": "small, fast run (512 sequences, 1 epoch)"})
     # Results folder; None makes a new runs/rnn_long_seq-<timestamp>.
-    out: str | None = field(
-        default=None,
-        metadata={"help": "new or empty folder for the results; default: runs/rnn_long_seq-<time>"})
+    out: str | None = field(default=None, metadata={"help": (
+        "new or empty folder for the results; default: runs/rnn_long_seq-<time>")})
+    # Folder of an interrupted run to finish (its config.json gives the settings).
+    resume: str | None = field(default=None, metadata={"help": (
+        "finish the interrupted run in this folder, skipping its finished rows")})
 
     def validate(self) -> str | None:
         """Returns what is wrong with the settings, or None."""
-        for name in ("units", "n_train", "n_val", "batch_size", "epochs"):
+        for name in ("units", "n_train", "n_val", "batch_size", "epochs", "seeds"):
             if getattr(self, name) < 1:
                 return f"--{name.replace('_', '-')} received {getattr(self, name)}; expected an int >= 1."
         if self.seq_len < 2:
             return f"--seq-len received {self.seq_len}; expected an int >= 2 (one marker per half)."
         for name in ("lr", "lower_lr", "input_scale", "clipnorm", "clipvalue", "global_clipnorm"):
             value = getattr(self, name)
-            if not value > 0 or value == float("inf"):
+            if value is not None and (not value > 0 or value == float("inf")):
                 return f"--{name.replace('_', '-')} received {value}; expected a finite number > 0."
         if not 0 < self.autoclip_percentile <= 100:
             return f"--autoclip-percentile received {self.autoclip_percentile}; expected a number in (0, 100]."
         if self.seed < 0:
             return f"--seed received {self.seed}; expected an int >= 0."
-        if len(set(self.variants)) != len(self.variants):
-            return f"--variants received {' '.join(self.variants)}; name each variant once."
+        for names, flag in ((self.variants, "--variants"), (self.cells, "--cells")):
+            if len(set(names)) != len(names):
+                return f"{flag} received {' '.join(names)}; name each once."
+        for name in self.variants:
+            Variant.parse(name)  # raises ValueError with the message
         return None
 
     @property
@@ -160,9 +186,16 @@ class Config:
             return min(self.n_train, 512), min(self.n_val, 256), 1
         return self.n_train, self.n_val, self.epochs
 
+    def rows(self) -> list[Row]:
+        """Every variant x cell x seed, in table order."""
+        variants = factorial_variants(None if self.factorial_clip == "none" else self.factorial_clip) \
+            if self.factorial else self.variants
+        cells = (self.cell,) if self.cell else self.cells
+        return [Row(v, c, self.seed + i) for v in variants for c in cells for i in range(self.seeds)]
+
 
 # ---------------------------------------------------------------------------
-# Data, model, variants
+# Data and model
 # ---------------------------------------------------------------------------
 
 
@@ -175,28 +208,24 @@ def make_data(config: Config):
     return x, y, x_val, y_val
 
 
-def make_variant(name: str, config: Config, x_train) -> Variant:
-    """The `Variant` called `name`: model builder, learning rate, callbacks."""
-    label = f"{config.cell}({config.units})"
-
-    def build(**kwargs):
-        return lambda: sequence_model(config.seq_len, 2, cell=config.cell, units=config.units, **kwargs)
-
-    clip = {"clipnorm": config.clipnorm, "clipvalue": config.clipvalue,
-            "global_clipnorm": config.global_clipnorm}
-    if name in clip:
-        return Variant(name, f"{label}, {name}={clip[name]:g}", build(), config.lr,
-                       lambda: [GradientClipping(**{name: clip[name]})])
-    if name == "autoclip":
-        return Variant(name, f"{label}, autoclip p{config.autoclip_percentile:g}", build(), config.lr,
-                       lambda: [AutoClip(percentile=config.autoclip_percentile)])
-    if name == "batchnorm":
-        return Variant(name, f"{label}+bn", build(batch_norm=True), config.lr)
-    if name == "standardize":
-        return Variant(name, f"standardize+{label}", build(standardize=x_train), config.lr)
-    if name == "lower_lr":
-        return Variant(name, label, build(), config.lower_lr)
-    return Variant(name, label, build(), config.lr)
+def setup(row: Row, config: Config, x_train) -> Setup:
+    """How to train one row: its model, optimizer, learning rate and callbacks."""
+    variant = Variant.parse(row.variant)
+    optimizer = variant.optimizer or config.optimizer
+    lr = config.lr if config.lr is not None and optimizer == config.optimizer else DEFAULT_LR[optimizer]
+    if "lower_lr" in variant.mods:
+        lr = config.lower_lr if config.lower_lr is not None else lr / 5
+    threshold = {"clipnorm": config.clipnorm, "clipvalue": config.clipvalue,
+                 "global_clipnorm": config.global_clipnorm,
+                 "autoclip": config.autoclip_percentile}.get(variant.clip)
+    batch_norm, standardize = "batchnorm" in variant.mods, "standardize" in variant.mods
+    return Setup(
+        build=lambda: sequence_model(config.seq_len, 2, cell=row.cell, units=config.units,
+                                     batch_norm=batch_norm,
+                                     standardize=x_train if standardize else None),
+        optimizer=optimizer, learning_rate=lr, callbacks=clip_callbacks(variant.clip, threshold),
+        model=f"{'standardize+' * standardize}{row.cell}({config.units}){'+bn' * batch_norm}",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -204,53 +233,42 @@ def make_variant(name: str, config: Config, x_train) -> Variant:
 # ---------------------------------------------------------------------------
 
 
-def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFrame:
-    """Trains every variant and writes the results into a run folder.
+def run(config: Config, out_dir: str | pathlib.Path) -> pd.DataFrame:
+    """Trains every row not yet in `out_dir/results.csv` and writes the report.
 
     Args:
         config: The settings.
-        out_dir: The run folder; `None` (default) makes one from `config.out`
-            with `common.new_run_dir`.
+        out_dir: The run folder (new, or the one being resumed).
 
     Returns:
-        The results table, one row per variant; `table.attrs` holds
-        `"summary"` (lines of text) and `"out_dir"`.
+        The results table, one row per variant x cell x seed; `table.attrs`
+        holds `"summary"`, `"spread"`, `"threshold"` and `"out_dir"`.
     """
-    out_dir = new_run_dir(config.out, NAME) if out_dir is None else pathlib.Path(out_dir)
-    write_config(config, out_dir)
+    out_dir = pathlib.Path(out_dir)
+    if not config.resume:
+        write_config(config, out_dir)
     data = make_data(config)
     _, _, epochs = config.sizes
     device = device_name()
-    print(f"[{NAME}] adding problem, seq_len {config.seq_len}, {len(data[0])} training "
-          f"sequences, {config.cell}({config.units}), plain SGD; device {device}; "
-          f"results in {out_dir}")
-    results = []
-    for name in config.variants:
-        results.append(train_variant(
-            make_variant(name, config, data[0]), data,
-            epochs=epochs, batch_size=config.batch_size, seed=config.seed,
-            out_dir=out_dir, trivial_mse=ADDING_PROBLEM_BASELINE_MSE, device=device,
-        ))
-    table, summary = report(
-        results, out_dir,
-        title=f"{config.cell}({config.units}) on the adding problem, seq_len {config.seq_len}, SGD",
-        trivial_mse=ADDING_PROBLEM_BASELINE_MSE,
-        caption=f"{NAME}: {config.cell}({config.units}), seq_len {config.seq_len}, "
-                f"seed {config.seed}. Device: {device}",
+    rows = config.rows()
+    print(f"[{NAME}] adding problem, seq_len {config.seq_len}, {len(data[0])} training sequences, "
+          f"{len(rows)} rows (variant x cell x seed); device {device}; results in {out_dir}")
+    table = Experiment(
+        out_dir, rows, lambda row: setup(row, config, data[0]), data, epochs=epochs,
+        batch_size=config.batch_size, trivial_mse=ADDING_PROBLEM_BASELINE_MSE, device=device,
+    ).run()
+    return write_report(
+        table, out_dir,
+        title=f"adding problem, seq_len {config.seq_len}, {config.units} units",
+        caption=f"{NAME}: adding problem, seq_len {config.seq_len}, {len(data[0])} training "
+                f"sequences, {epochs} epochs, batch {config.batch_size}, data seed {config.seed}. "
+                f"Device: {device}",
     )
-    table.attrs.update(summary=summary, out_dir=str(out_dir))
-    return table
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    """Parses flags, runs the recipe, prints the table and the summary."""
-    config = parse_config(Config, argv, description=__doc__, prog=f"python -m recipes.{NAME}")
-    table = run(config)
-    with pd.option_context("display.width", 250, "display.max_columns", None):
-        print(table.to_string(index=False))
-    print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-    print(f"Results written to {table.attrs['out_dir']}")
-    return table
+    """Parses flags (or resumes), runs, prints the table and summary, then plots."""
+    return run_main(NAME, Config, argv, run, __doc__)
 
 
 if __name__ == "__main__":

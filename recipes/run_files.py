@@ -3,8 +3,10 @@
 A run never overwrites another: `new_run_dir` makes a new timestamped folder
 (or takes the user's `--out` only if it is new or empty), and `write_table`
 writes the results as CSV for analysis and as Markdown for reading, with a
-small formatter so that `tabulate` is not needed. Import these through
-`recipes.common`.
+small formatter so that `tabulate` is not needed. Every file goes through
+`write_atomic` (a temporary name, then a rename), so an interrupted or failed
+write never leaves a truncated file, and a failed write names the path.
+Import these through `recipes.common`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,50 @@ import time
 from typing import Any
 
 import pandas as pd
+
+
+class RunFolderError(OSError):
+    """A results file or folder could not be written; the message names it."""
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
+    """Writes `data` to `path` through a temporary file and a rename.
+
+    Readers see the old file or the new one, never a partial one: the data go
+    to `.<name>.tmp-<pid>` in the same folder, are flushed to disk, and the
+    temporary file is renamed over `path` (`os.replace`, atomic on POSIX).
+
+    Args:
+        path: The file to write; its folder is created if missing.
+        data: Text (written as UTF-8) or bytes.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+
+    Raises:
+        RunFolderError: If the folder or file cannot be written (read-only,
+            full disk, a folder in the way), naming `path`; `path` itself is
+            left as it was.
+    """
+    path = pathlib.Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp, "wb") as file:
+            file.write(data.encode("utf-8") if isinstance(data, str) else data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise RunFolderError(
+            f"could not write {os.fspath(path)!r}: {error.strerror or error}; free space "
+            "or fix the folder's permissions (nothing already written was changed)."
+        ) from error
+    return path
 
 
 def new_run_dir(
@@ -59,7 +105,13 @@ def new_run_dir(
         if problem:
             raise FileExistsError(problem)
         path = pathlib.Path(out)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(
+                f"could not create the results folder {os.fspath(out)!r}: "
+                f"{error.strerror or error}; pick a writable path with --out."
+            ) from error
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = pathlib.Path(root) / f"{name}-{stamp}"
@@ -110,11 +162,11 @@ def write_table(
         table = table.reset_index()
     csv_path = out_dir / f"{stem}.csv"
     md_path = out_dir / f"{stem}.md"
-    table.to_csv(csv_path, index=False)
+    write_atomic(csv_path, table.to_csv(index=False))
     text = markdown_table(table)
     if caption:
         text = f"{caption}\n\n{text}"
-    md_path.write_text(text)
+    write_atomic(md_path, text)
     return csv_path, md_path
 
 
@@ -172,8 +224,7 @@ def write_config(config: Any, out_dir: str | os.PathLike, stem: str = "config") 
         The path of the JSON file.
     """
     path = pathlib.Path(out_dir) / f"{stem}.json"
-    path.write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
-    return path
+    return write_atomic(path, json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
 
 
 def _markdown_cell(text: str) -> str:

@@ -1,0 +1,311 @@
+"""An experiment table: rows of variant x cell x seed, each trained and saved on its own.
+
+A recipe names its rows (`Row`) and says how to set one up (`Setup`: a
+model builder, an optimizer and extra callbacks); `Experiment` does the rest
+the same way for every recipe:
+
+- seeds the row, builds and compiles the model, and fits it with a
+  `GradientNormLogger`, the row's callbacks and a `NaNGuard(action="stop")`;
+- judges the model it produced: `val/trivial` (validation loss over the
+  constant prediction's), `learned` (`val/trivial <= 0.1`), the first epoch
+  at which it learned and the step at which it exploded, if it did;
+- writes the row's curves to `rows/<row>/` and its TensorBoard run to
+  `tensorboard/<row>/`, both first under a `.incomplete` name that is renamed
+  when the row is done, and only then appends the row to `results.csv`.
+
+So `results.csv` always holds exactly the finished rows. An interrupted run
+is finished with `--resume DIR`, which skips them; every row seeds itself,
+so the table is the same as an uninterrupted run's. Every file is written to
+a temporary name and renamed (`run_files.write_atomic`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import shutil
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+
+from gradguard.callbacks import AutoClip, GradientClipping, GradientNormLogger, NaNGuard
+
+from .run_files import write_atomic
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+CLIP_MODES = ("clipnorm", "clipvalue", "global_clipnorm", "autoclip")
+MODIFIERS = (*CLIP_MODES, "batchnorm", "standardize", "lower_lr")
+# A model learned when its validation loss is at most this fraction of the
+# constant prediction's (the issue's bar: 10x better than predicting the mean).
+LEARNED_RATIO = 0.1
+# NaNGuard stops a row on a non-finite gradient or weight, or on a gradient
+# this many times its running median: an unmistakable explosion (a healthy
+# LSTM under Adam reaches about 40x when it starts to learn).
+SPIKE_FACTOR = 1000.0
+INCOMPLETE = ".incomplete"
+INT_COLUMNS = ("seed", "learned_epoch", "exploded_step", "epochs_run")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A variant name parsed: `"global_clipnorm+batchnorm@adam"`.
+
+    `baseline` is the variant with no modifier. Modifiers join with `+` (at
+    most one clipping mode); `@optimizer` trains the variant with that
+    optimizer at its default learning rate instead of the run's `--optimizer`.
+    """
+
+    name: str
+    mods: frozenset[str]
+    optimizer: str | None  # None: the run's --optimizer
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        """Parses a variant name; raises `ValueError` with the fix."""
+        body, _, optimizer = name.partition("@")
+        mods = [] if body == "baseline" else body.split("+")
+        problem = None
+        if optimizer and optimizer not in OPTIMIZERS:
+            problem = f"optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"
+        elif any(m not in MODIFIERS for m in mods) or len(set(mods)) != len(mods):
+            problem = f"modifiers {body!r}; expected 'baseline' or distinct ones of {', '.join(MODIFIERS)}"
+        elif sum(m in CLIP_MODES for m in mods) > 1:
+            problem = f"{body!r} with more than one clipping mode; pick one"
+        if problem:
+            raise ValueError(
+                f"--variants received {name!r}: {problem} (joined with '+', "
+                "optionally @optimizer, e.g. global_clipnorm+batchnorm@adam).")
+        return cls(name, frozenset(mods), optimizer or None)
+
+    @property
+    def clip(self) -> str | None:
+        """The clipping mode, or None."""
+        return next((m for m in CLIP_MODES if m in self.mods), None)
+
+
+def factorial_variants(clip: str | None = None) -> tuple[str, ...]:
+    """BatchNormalization on/off x standardization on/off (x `clip` on/off)."""
+    names = ("baseline", "batchnorm", "standardize", "batchnorm+standardize")
+    if clip:
+        names += tuple(clip if n == "baseline" else f"{clip}+{n}" for n in names)
+    return names
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """`sgd` (plain), `momentum` (SGD, Nesterov-free, 0.9), `adam` or `rmsprop`."""
+    if name == "momentum":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+    cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
+           "rmsprop": keras.optimizers.RMSprop}[name]
+    return cls(learning_rate=learning_rate)
+
+
+def clip_callbacks(clip: str | None, threshold: float) -> list[keras.callbacks.Callback]:
+    """The callback of a clipping mode: `GradientClipping` or `AutoClip`."""
+    if clip is None:
+        return []
+    if clip == "autoclip":
+        return [AutoClip(percentile=threshold)]
+    return [GradientClipping(**{clip: threshold})]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the table: a variant of a cell trained with one seed."""
+
+    variant: str
+    cell: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Folder and TensorBoard run name, e.g. `baseline-lstm-seed0`."""
+        return f"{self.variant}-{self.cell}-seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """How the recipe trains one row."""
+
+    build: Callable[[], keras.Model]  # a fresh, uncompiled model (called after seeding)
+    optimizer: str  # one of OPTIMIZERS
+    learning_rate: float
+    callbacks: list = dataclasses.field(default_factory=list)  # e.g. clip_callbacks(...)
+    model: str = ""  # the model as the table shows it
+
+
+class _Curves(keras.callbacks.Callback):
+    """Records the loss per step and prints one line per epoch."""
+
+    def __init__(self, name: str, epochs: int, printer: Callable[[str], None]):
+        super().__init__()
+        self.name, self.epochs, self.printer, self.rows = name, epochs, printer, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.start = epoch, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.rows.append([len(self.rows) + 1, self.epoch, float(logs.get("loss", math.nan)), math.nan])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.rows:
+            self.rows[-1][3] = float(logs.get("val_loss", math.nan))
+        self.printer(
+            f"  {self.name:<36} epoch {epoch + 1}/{self.epochs}  loss {logs.get('loss', math.nan):.4g}  "
+            f"val_loss {logs.get('val_loss', math.nan):.4g}  max grad norm "
+            f"{logs.get('grad_norm_max', math.nan):.3g}  ({time.perf_counter() - self.start:.1f} s)")
+
+
+class Experiment:
+    """Trains the rows of a table one by one, saving each as it finishes.
+
+    Args:
+        out_dir: The run folder.
+        rows: The rows, in table order.
+        setup: Row -> `Setup`.
+        data: `(x_train, y_train, x_val, y_val)`, the same for every row.
+        epochs: Maximum epochs per row.
+        batch_size: Mini-batch size.
+        trivial_mse: Validation MSE of the best constant prediction.
+        device: Device name, copied to every row.
+        printer: Where progress lines go. Defaults to `print`.
+    """
+
+    def __init__(self, out_dir: str | pathlib.Path, rows: Sequence[Row],
+                 setup: Callable[[Row], Setup], data: tuple, *, epochs: int,
+                 batch_size: int, trivial_mse: float, device: str,
+                 printer: Callable[[str], None] = print):
+        self.out_dir, self.rows, self.setup, self.data = pathlib.Path(out_dir), list(rows), setup, data
+        self.epochs, self.batch_size, self.trivial_mse = epochs, batch_size, trivial_mse
+        self.device, self.printer = device, printer
+        self.results_csv = self.out_dir / "results.csv"
+
+    def finished(self) -> pd.DataFrame:
+        """The rows already in `results.csv` (an empty table before the first)."""
+        if not self.results_csv.exists():
+            return pd.DataFrame()
+        return pd.read_csv(self.results_csv, dtype={c: "Int64" for c in INT_COLUMNS},
+                           keep_default_na=False, na_values=[""])
+
+    def run(self) -> pd.DataFrame:
+        """Trains every row not in `results.csv` yet; returns all rows in order."""
+        for leftover in sorted(self.out_dir.glob(f"*/*{INCOMPLETE}")):
+            self.printer(f"  removing {leftover}: a row interrupted before it finished")
+            shutil.rmtree(leftover)
+        done = self.finished()
+        keys = set(zip(done.get("variant", []), done.get("cell", []), done.get("seed", [])))
+        todo = [r for r in self.rows if (r.variant, r.cell, r.seed) not in keys]
+        if keys:
+            self.printer(f"  resuming: {len(self.rows) - len(todo)} of {len(self.rows)} rows "
+                         f"already in {self.results_csv}")
+        for row in todo:
+            self.train(row)
+        table = self.finished()
+        order = {(r.variant, r.cell, r.seed): i for i, r in enumerate(self.rows)}
+        table["_order"] = [order[k] for k in zip(table["variant"], table["cell"], table["seed"])]
+        return table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+    def train(self, row: Row) -> dict:
+        """Trains one row, writes its files, appends it to `results.csv`."""
+        row_dir = self.out_dir / "rows" / row.name
+        tb_dir = self.out_dir / "tensorboard" / row.name
+        temp = [pathlib.Path(f"{d}{INCOMPLETE}") for d in (row_dir, tb_dir)]
+        for path in (row_dir, tb_dir, *temp):
+            shutil.rmtree(path, ignore_errors=True)  # a row trained but never recorded
+        try:
+            record, norms, curves = self._fit(row, temp[0], temp[1])
+            write_atomic(temp[0] / "grad_norms.csv", norms.to_csv(index=False))
+            write_atomic(temp[0] / "losses.csv", curves.to_csv(index=False))
+        except BaseException:
+            for path in temp:  # a half-trained row leaves nothing behind
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        temp[0].rename(row_dir)
+        temp[1].rename(tb_dir)
+        table = pd.concat([self.finished(), pd.DataFrame([record])], ignore_index=True)
+        write_atomic(self.results_csv, table.to_csv(index=False))
+        return record
+
+    def _fit(self, row: Row, row_dir: pathlib.Path, tb_dir: pathlib.Path):
+        x, y, x_val, y_val = self.data
+        keras.utils.set_random_seed(row.seed)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        setup = self.setup(row)
+        model = setup.build()
+        model.compile(optimizer=make_optimizer(setup.optimizer, setup.learning_rate), loss="mse")
+        model.optimizer.build(model.trainable_variables)  # trace the train step once
+        row_dir.mkdir(parents=True)
+        logger = GradientNormLogger(log_dir=str(tb_dir))
+        guard = NaNGuard(action="stop", spike_factor=SPIKE_FACTOR,
+                         report_path=row_dir / "nan_guard.json", verbose=False)
+        curves = _Curves(row.name, self.epochs, self.printer)
+        start = time.perf_counter()
+        history = model.fit(
+            x, y, validation_data=(x_val, y_val), epochs=self.epochs,
+            batch_size=self.batch_size, shuffle=True, verbose=0,
+            callbacks=[logger, *setup.callbacks, guard,
+                       keras.callbacks.TensorBoard(str(tb_dir), write_graph=False), curves],
+        ).history
+        wall = time.perf_counter() - start
+        for event in guard.events:
+            self.printer(f"  {row.name:<36} NaNGuard: {event['action']} at step "
+                         f"{event['step']}: {event['detail']}")
+        norms = logger.to_dataframe("global")
+        record = judge(history, norms, guard.events, self.trivial_mse)
+        record = {
+            "variant": row.variant, "cell": row.cell, "seed": row.seed,
+            "optimizer": setup.optimizer, "learning_rate": setup.learning_rate,
+            "model": setup.model, **record,
+            "finite_weights": bool(all(np.isfinite(w).all() for w in model.get_weights())),
+            "wall_time_s": round(wall, 2), "device": self.device,
+        }
+        curves = pd.DataFrame(curves.rows, columns=["step", "epoch", "loss", "val_loss"])
+        return record, norms, curves
+
+
+def judge(history: dict, norms: pd.DataFrame, events: list[dict], trivial_mse: float) -> dict:
+    """The row's verdict on the model and on its gradients.
+
+    Args:
+        history: Keras `History.history` (`loss`, `val_loss` per epoch).
+        norms: `GradientNormLogger.to_dataframe("global")`.
+        events: `NaNGuard.events`.
+        trivial_mse: Validation MSE of the best constant prediction.
+
+    Returns:
+        `train_loss`, `val_loss`, `trivial_mse`, `val/trivial`, `learned`
+        (final `val/trivial <= LEARNED_RATIO`), `learned_epoch` (first 1-based
+        epoch that met it, or None), `max_grad_norm`, `median_grad_norm`
+        (finite steps), `exploded_step` (first non-finite norm or NaNGuard
+        event, or None), `nan_guard` and `epochs_run`.
+    """
+    val = [float(v) for v in history.get("val_loss", [])]
+    ratios = [v / trivial_mse if math.isfinite(v) else math.inf for v in val]
+    values = norms["grad_norm"].to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    bad = [int(s) for s in norms["step"][~np.isfinite(values)]][:1]
+    exploded = min(bad + [int(e["step"]) for e in events], default=None)
+    final = ratios[-1] if ratios else math.nan
+    return {
+        "train_loss": float(history["loss"][-1]) if history.get("loss") else math.nan,
+        "val_loss": val[-1] if val else math.nan,
+        "trivial_mse": trivial_mse,
+        "val/trivial": final,
+        "learned": bool(final <= LEARNED_RATIO),
+        "learned_epoch": next((i + 1 for i, r in enumerate(ratios) if r <= LEARNED_RATIO), None),
+        "max_grad_norm": float(finite.max()) if finite.size else math.nan,
+        "median_grad_norm": float(np.median(finite)) if finite.size else math.nan,
+        "exploded_step": exploded,
+        "nan_guard": "; ".join(f"{e['action']} at step {e['step']} ({e['trigger']})"
+                               for e in events) or "none",
+        "epochs_run": len(history.get("loss", [])),
+    }

@@ -1,0 +1,136 @@
+"""What a recipe's `main` does around its `run`: resume, report, interrupt, errors.
+
+`run_main` parses the flags (or, with `--resume DIR`, takes every setting
+from `DIR/config.json`), opens the run folder, calls the recipe's
+`run(config, out_dir)`, prints the table and the summary, and only then
+draws the figures. SIGINT and SIGTERM end the run with one line saying how
+to resume it; an unwritable or full folder ends it with the path named, and
+every finished row stays in `results.csv`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from . import analysis, plots
+from .common import new_run_dir, parse_config
+from .experiment import LEARNED_RATIO
+from .run_files import RunFolderError, markdown_table, write_atomic
+
+SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
+         "learned", "learned_epoch", "exploded_step", "max_grad_norm", "median_grad_norm",
+         "nan_guard", "epochs_run", "wall_time_s"]
+
+
+def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, title: str) -> pd.DataFrame:
+    """Writes results.md and summary.txt; returns the table with `attrs` filled.
+
+    `attrs`: `summary` (lines), `spread` (`analysis.spread_table`),
+    `threshold` (the suggested clipping threshold), `title`, `out_dir`.
+    """
+    norms = analysis.load_norms(out_dir, table)
+    threshold, used = analysis.suggest_clip_threshold(table, norms)
+    summary = analysis.summarize(table, threshold, used)
+    spread = analysis.spread_table(table)
+    shown = _blank_missing(table[SHOWN])
+    text = (f"{caption}\n\nMean and min..max over seeds:\n\n{markdown_table(_blank_missing(spread))}"
+            f"\nEvery row:\n\n{markdown_table(shown)}\nSummary:\n\n"
+            + "".join(f"- {line}\n" for line in summary))
+    write_atomic(out_dir / "results.md", text)
+    write_atomic(out_dir / "summary.txt", "\n".join(summary) + "\n")
+    table.attrs.update(summary=summary, spread=spread, threshold=threshold, title=title,
+                       out_dir=str(out_dir))
+    return table
+
+
+def plot_report(table: pd.DataFrame) -> None:
+    """Writes grad_norms.png and loss.png from the rows saved on disk."""
+    out_dir = pathlib.Path(table.attrs["out_dir"])
+    names = analysis.load_norms(out_dir, table)
+    losses = {n: pd.read_csv(out_dir / "rows" / n / "losses.csv") for n in names}
+    plots.plot_grad_norms(table, names, out_dir / "grad_norms.png", title=table.attrs["title"],
+                          threshold=table.attrs["threshold"])
+    plots.plot_losses(table, losses, out_dir / "loss.png", title=table.attrs["title"],
+                      trivial_mse=float(table["trivial_mse"].iloc[0]), learned_ratio=LEARNED_RATIO)
+
+
+def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing integers (pd.NA) as empty cells in Markdown."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == "Int64":
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Raised by the SIGTERM handler, so SIGTERM ends a run like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Interrupted()
+
+
+def _fail(prog: str, message: str, code: int) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def resume_config(config_cls: type, config, prog: str):
+    """The settings of the run in `config.resume` (its config.json), resuming it."""
+    if dataclasses.replace(config, resume=None) != config_cls():
+        _fail(prog, f"--resume takes every setting from {config.resume}/config.json; "
+                    "drop the other flags.", 2)
+    path = pathlib.Path(config.resume) / "config.json"
+    if not path.is_file():
+        _fail(prog, f"--resume received {config.resume!r}, which has no config.json; "
+                    "pass the folder of an interrupted run.", 2)
+    saved = json.loads(path.read_text())
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    return dataclasses.replace(config_cls(**values), resume=config.resume)
+
+
+def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
+             run: Callable[..., pd.DataFrame], doc: str | None) -> pd.DataFrame:
+    """Parses flags, runs, prints table and summary, then plots.
+
+    Exits with code 2 on a bad flag, 130 after SIGINT or SIGTERM (with one
+    line saying how to resume), and 1 when the results folder cannot be
+    written (naming the path).
+    """
+    prog = f"python -m recipes.{name}"
+    config = parse_config(config_cls, argv, description=doc, prog=prog)
+    if config.resume:
+        config = resume_config(config_cls, config, prog)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    out_dir = None
+    try:
+        out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, name)
+        table = run(config, out_dir)
+        with pd.option_context("display.width", 250, "display.max_columns", None):
+            print(_blank_missing(table[SHOWN]).to_string(index=False))
+            if table["seed"].nunique() > 1:
+                print("\nMean and min..max over seeds:")
+                print(table.attrs["spread"].to_string(index=False))
+        print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
+        print(f"Results written to {out_dir} (tensorboard --logdir {out_dir / 'tensorboard'})")
+        plot_report(table)
+        return table
+    except KeyboardInterrupt:
+        done = len(pd.read_csv(out_dir / "results.csv")) if out_dir and (out_dir / "results.csv").exists() else 0
+        print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
+              f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except RunFolderError as error:
+        kept = f" Finished rows stay in {out_dir}/results.csv; --resume {out_dir} finishes the run." if out_dir else ""
+        _fail(prog, f"{error}{kept}", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
