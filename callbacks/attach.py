@@ -70,18 +70,9 @@ def ensure_monitor(
         ValueError: if a monitor inside another wrapper is too short.
     """
     require_compiled(model, caller)
-    optimizer = model.optimizer
-    monitor = find_monitor(optimizer)
+    monitor = find_monitor(model.optimizer)
     rebuild = False
     if monitor is None or monitor.history < (min_history or 0):
-        if monitor is not None and monitor is not optimizer:
-            raise ValueError(
-                f"{caller} needs a GradientMonitor history of at least "
-                f"{min_history} steps but the model's optimizer holds a "
-                f"monitor with history={monitor.history} inside another "
-                f"wrapper; create it with GradientMonitor(..., "
-                f"history={min_history})."
-            )
         history = max(DEFAULT_HISTORY, min_history or 0)
         if monitor is not None:  # a longer ring around the same optimizer
             monitor = GradientMonitor(
@@ -93,10 +84,10 @@ def ensure_monitor(
                 check_weights=monitor.check_weights,
             )
         else:
-            monitor = GradientMonitor(optimizer, history=history)
+            monitor = GradientMonitor(_updater(model.optimizer), history=history)
         if monitor.inner_optimizer.built:
             monitor.build(model.trainable_variables)
-        model.optimizer = monitor
+        _place(model, monitor, caller)
         rebuild = True
     if check_weights and not monitor.check_weights:
         monitor.check_weights = True
@@ -104,6 +95,34 @@ def ensure_monitor(
     if rebuild:
         rebuild_train_function(model)
     return monitor
+
+
+def _updater(optimizer):
+    """What a new monitor wraps: the optimizer, or the one inside a loss scaler."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
+
+
+def _place(model, monitor: GradientMonitor, caller: str) -> None:
+    """Puts `monitor` around its inner optimizer in the model's chain.
+
+    Under mixed precision it goes inside the `LossScaleOptimizer`, where
+    Keras puts a monitor the user compiles with, so that checkpoints keep
+    `LossScaleOptimizer(inner)`'s layout and the norms it sees are unscaled.
+    """
+    optimizer = model.optimizer
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer.inner_optimizer = monitor
+    elif optimizer is monitor.inner_optimizer or isinstance(optimizer, GradientMonitor):
+        model.optimizer = monitor
+    else:
+        raise ValueError(
+            f"{caller} needs a GradientMonitor history of at least "
+            f"{monitor.history} steps but the model's optimizer holds a "
+            f"shorter monitor inside {type(optimizer).__name__}; create it "
+            f"with GradientMonitor(..., history={monitor.history})."
+        )
 
 
 def begin_fit(monitor: GradientMonitor, params: dict) -> None:
@@ -143,18 +162,22 @@ def remove_monitor(model: keras.Model) -> bool:
         True if a monitor was removed.
 
     Raises:
-        ValueError: if the monitor sits inside another wrapper (a
-            `LossScaleOptimizer` the user compiled around it).
+        ValueError: if the monitor sits deeper than directly under the
+            model's optimizer.
     """
     optimizer = getattr(model, "optimizer", None)
-    if find_monitor(optimizer) is None:
+    monitor = find_monitor(optimizer)
+    if monitor is None:
         return False
-    if not isinstance(optimizer, GradientMonitor):
+    if optimizer is monitor:
+        model.optimizer = monitor.inner_optimizer
+    elif getattr(optimizer, "inner_optimizer", None) is monitor:
+        optimizer.inner_optimizer = monitor.inner_optimizer  # a loss scaler
+    else:
         raise ValueError(
             "remove_monitor() cannot take out a GradientMonitor that sits "
-            f"inside {type(optimizer).__name__}; recompile the model with "
-            "the optimizer you want."
+            f"deeper inside {type(optimizer).__name__}; recompile the model "
+            "with the optimizer you want."
         )
-    model.optimizer = optimizer.inner_optimizer
     rebuild_train_function(model)
     return True

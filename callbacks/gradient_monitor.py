@@ -229,7 +229,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        # The ring buffer is telemetry, not optimizer state. JAX's stateless
+        # step can only update what is listed here, so there it is listed;
+        # under TensorFlow and torch the list is the inner optimizer's, so
+        # that a LossScaleOptimizer around the monitor, `get_state_tree()`
+        # and checkpoints all see the plain optimizer.
+        if keras.backend.backend() == "jax":
+            return self._variables + self.inner_optimizer.variables
+        return self.inner_optimizer.variables
 
     # -- checkpoints: the inner optimizer's layout --------------------------
 

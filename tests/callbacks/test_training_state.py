@@ -377,3 +377,20 @@ def test_user_compiled_monitor_also_saves_the_inner_layout(tmp_path):
     plain.fit(x, y, batch_size=16, verbose=0)
     plain.save_weights(tmp_path / "p.weights.h5")
     assert _h5_layout(tmp_path / "w.weights.h5") == _h5_layout(tmp_path / "p.weights.h5")
+
+
+def test_mixed_precision_checkpoints_keep_the_loss_scaler_layout(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")  # conftest resets it
+    x, y = regression_data((8,), n=64)
+    for name, callbacks in [("plain", []), ("ours", [GradientNormLogger(), NaNGuard(verbose=False)])]:
+        model = _model()
+        model.fit(x, y, batch_size=16, verbose=0, callbacks=callbacks)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        model.save(tmp_path / f"{name}.keras")
+        model.save_weights(tmp_path / f"{name}.weights.h5")
+    assert _h5_layout(tmp_path / "ours.weights.h5") == _h5_layout(tmp_path / "plain.weights.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        loaded = keras.saving.load_model(tmp_path / "ours.keras")
+    assert type(loaded.optimizer.inner_optimizer) is keras.optimizers.Adam
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
