@@ -55,7 +55,8 @@ from gradguard.datasets import adding_problem, poorly_scaled_regression  # noqa:
 from gradguard.recipes.models import deep_dense, sequence_model  # noqa: E402
 
 from .machine import machine_header  # noqa: E402
-from .report import overhead_table, render, scaling_table  # noqa: E402
+from . import repeated_fit  # noqa: E402
+from .report import markdown, overhead_table, render, scaling_table  # noqa: E402
 from .tape_norm import TapeGradientNorm  # noqa: E402
 from .timing import StepClock  # noqa: E402
 
@@ -245,9 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     raw = run(config, log=lambda s: print(s, flush=True))
     raw_scaling = run_scaling(config, log=lambda s: print(s, flush=True))
+    repeated_config = repeated_fit.QUICK if args.quick else repeated_fit.Config()
+    repeated = repeated_fit.summary_table(
+        repeated_fit.run(repeated_config, log=lambda s: print(s, flush=True))
+    )
     elapsed = time.perf_counter() - started
     text = render(header, config, overhead_table(raw),
                   *scaling_table(raw_scaling, config), elapsed)
+    text += "\n".join([
+        "", "## Repeated fit (benchmarks.repeated_fit)", "",
+        f"{repeated_config}; the whole pattern after a warm-up fit, ratio to "
+        "plain fit's same pattern in the same round.", "",
+        markdown(repeated),
+    ])
     print(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x") as f:  # "x": never overwrite
