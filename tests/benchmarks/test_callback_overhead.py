@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradguard.benchmarks import callback_overhead
+from gradguard.benchmarks import callback_overhead, repeated_fit
 from gradguard.benchmarks.report import overhead_table
 from gradguard.benchmarks.tape_norm import TapeGradientNorm
 from gradguard.benchmarks.timing import fit_exponent
@@ -59,6 +59,22 @@ def test_overhead_table_divides_by_plain_fit_of_the_same_round():
     assert table.loc["logger every 50 steps", "met"] == "missed"
 
 
+def test_repeated_fit_table_divides_by_plain_fit_of_the_same_pattern_and_round():
+    raw = pd.DataFrame({
+        "config": ["plain fit", "logger every 50 steps"] * 3,
+        "pattern": ["a", "a", "a", "a", "b", "b"],
+        "repeat": [0, 0, 1, 1, 0, 0],
+        "seconds": [2.0, 2.2, 4.0, 4.0, 1.0, 3.0],  # round 1 twice as slow
+        "second_first_step_s": [0.02, 0.03, 0.02, 0.05, 0.02, 2.0],
+    })
+    table = repeated_fit.summary_table(raw).set_index(["pattern", "configuration"])
+    row = table.loc[("a", "logger every 50 steps")]
+    assert row["ratio"] == pytest.approx(1.05) and row["ratio min-max"] == "1.000-1.100"
+    assert row["2nd fit first step ms"] == pytest.approx(40.0)
+    assert row["met"] == "met"
+    assert table.loc[("b", "logger every 50 steps"), "met"] == "missed"
+
+
 def test_existing_out_is_refused_before_running(tmp_path, capsys):
     out = tmp_path / "mine.md"
     out.write_text("a user's file")
@@ -101,7 +117,7 @@ def test_quick_run_writes_one_row_per_configuration(tmp_path):
     assert callback_overhead.main(["--quick", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# Callback overhead\n\nMachine: ")
-    overhead, scaling = markdown_tables(text)
+    overhead, scaling, repeated = markdown_tables(text)
     header, rows = overhead[0], overhead[1:]
     assert header[:2] == ["model", "configuration"] and "ratio" in header
     assert len(rows) == len(callback_overhead.QUICK.models) * len(callback_overhead.CONFIGS)
@@ -111,4 +127,5 @@ def test_quick_run_writes_one_row_per_configuration(tmp_path):
     assert [float(row[ratio]) for row in plain] == [1.0]
     assert len(scaling) - 1 == len(callback_overhead.QUICK.scaling_seq_lens)
     assert "Fitted exponent" in text
+    assert len(repeated) - 1 == len(repeated_fit.PATTERNS) * len(repeated_fit.CONFIGS)
     assert "**met**" in text or "**missed**" in text
