@@ -141,9 +141,11 @@ def begin_fit(monitor: GradientMonitor, params: dict) -> None:
 
 
 def end_fit(monitor: GradientMonitor) -> None:
-    """Ends a `fit` call: per-fit settings (AutoClip) go back to the monitor's own."""
+    """Ends a `fit` call: per-fit settings (AutoClip, spike gate) go back to the monitor's own."""
     if (monitor.autoclip_percentile, monitor.autoclip_history) != monitor._base_autoclip:
         monitor.set_autoclip(*monitor._base_autoclip)
+    if monitor._spike_setting[0]:  # NaNGuard's spike gate is per fit too
+        monitor.set_spike_gate(None)
 
 
 def remove_monitor(model: keras.Model) -> bool:

@@ -7,13 +7,14 @@ import numpy as np
 from keras import ops
 
 from . import clipping
-from .gradient_record import GradientRecord
+from .gradient_record import APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE, GradientRecord
 from .optimizer_chain import clip_settings, loss_scaler
 from .validation import check, check_int, is_int, is_number
 
 # Ring columns before the per-variable norms: norm, norm_clipped, threshold,
-# first_nonfinite, weights_finite, step_high, step_low.
-_FIXED = 7
+# first_nonfinite, weights_finite, step_high, step_low, status.
+_FIXED = 8
+_STATUS = 7
 _STEP_BASE = 2**20  # the step is stored as two float32 parts, exact to 2**44
 
 
@@ -145,6 +146,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
         self.skip_nonfinite = bool(skip_nonfinite)
         self.check_weights = bool(check_weights)
         self.variable_paths: tuple = ()
+        # The spike gate and the learning-rate multiplier (NaNGuard's): code
+        # compiled in once asked for, then switched by the `_gate` variable.
+        self.spike_compiled = False
+        self.lr_scale_compiled = False
+        self._spike_setting = (0.0, 2, 1, 0.0)  # factor (0: off), window, min_history, clip
 
     def __dir__(self):
         # Keras' saving walks `dir()` for child objects to save. The inner
@@ -198,6 +204,81 @@ class GradientMonitor(keras.optimizers.Optimizer):
         percentile = self.autoclip_percentile or 0.0  # 0: off
         return np.array([percentile, self.autoclip_history], "float32")
 
+    def set_spike_gate(
+        self, factor: float | None, window: int = 50, min_history: int = 5,
+        mode: str = "skip",
+    ) -> bool:
+        """Turns the spike gate on (or off with `factor=None`).
+
+        A step whose global norm (before clipping) exceeds `factor` times the
+        median of the finite, applied norms among the last `window` steps (at
+        least `min_history` of them) is a spike. It is decided inside the
+        compiled step, before the update: `mode="skip"` leaves the weights
+        and optimizer state as they were (only `iterations` advances);
+        `mode="clip"` applies it with its global norm scaled down to that
+        running median. The ring records it (`GradientRecord.status`).
+
+        Returns:
+            True when the caller must rebuild the train function (the first
+            time the gate is turned on).
+        """
+        self._spike_setting = (
+            0.0 if factor is None else float(factor), int(window),
+            int(min_history), 1.0 if mode == "clip" else 0.0,
+        )
+        self._assign_gate()
+        if factor is not None and not self.spike_compiled:
+            self.spike_compiled = True
+            return True
+        return False
+
+    def set_lr_multiplier(self, multiplier: float) -> bool:
+        """Scales every update by `multiplier` (the learning rate in use).
+
+        The update is the inner optimizer's times `multiplier`, which equals
+        training with `learning_rate * multiplier` for every Keras optimizer
+        (their updates are linear in the learning rate). Schedules,
+        `LearningRateScheduler` and `ReduceLROnPlateau` set the inner
+        learning rate and cannot undo it. It lives with the monitor (not in
+        checkpoints); `set_lr_multiplier(1.0)` ends it.
+
+        Returns:
+            True when the caller must rebuild the train function.
+        """
+        self._lr_multiplier = float(multiplier)
+        self._assign_gate()
+        if multiplier != 1.0 and not self.lr_scale_compiled:
+            self.lr_scale_compiled = True
+            return True
+        return False
+
+    @property
+    def lr_multiplier(self) -> float:
+        """The factor on the inner optimizer's learning rate (1.0: none)."""
+        return getattr(self, "_lr_multiplier", 1.0)
+
+    def _gate_setting(self):
+        return np.array([*self._spike_setting, self.lr_multiplier], "float32")
+
+    def _assign_gate(self):
+        if self.built:
+            self._gate.assign(self._gate_setting())
+
+    def mark_discarded(self, first_step: int, last_step: int) -> None:
+        """Marks the ring rows of steps a rollback undid (`DISCARDED`).
+
+        They leave the spike gate's running median.
+        """
+        from .gradient_record import DISCARDED
+
+        ring = self._ring.numpy()
+        steps = ring[:, 5].astype(np.int64) * _STEP_BASE + ring[:, 6].astype(np.int64)
+        hit = (steps >= first_step) & (steps <= last_step)
+        if hit.any():
+            ring[hit, _STATUS] = DISCARDED
+            self._ring.assign(ring)
+            self._last_read = None
+
     @property
     def loss_scaled(self) -> bool:
         """True when a LossScaleOptimizer inside handles non-finite steps."""
@@ -221,6 +302,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 setting, dtype
             ),
             dtype="float32", aggregation="none", name="gg_autoclip",
+        )
+        gate = self._gate_setting()
+        self._gate = self.add_variable(
+            shape=(5,), initializer=lambda shape, dtype: ops.convert_to_tensor(
+                gate, dtype
+            ),
+            dtype="float32", aggregation="none", name="gg_gate",
         )
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
@@ -302,8 +390,62 @@ class GradientMonitor(keras.optimizers.Optimizer):
             norm_clipped = clipping.clipped_global_norm(
                 unscaled, norm_vector, norm, **settings
             )
+        grads, apply, status, norm_clipped = self._spike_gate(
+            ok, grads, norm, norm_clipped
+        )
         head = [norm, norm_clipped, threshold, ops.cast(bad, "float32")]
-        return ok, grads, (ops.stack(head), norm_vector)
+        return apply, grads, (ops.stack(head), status, norm_vector)
+
+    def _spike_gate(self, ok, grads, norm, norm_clipped):
+        """Decides a spike before the update; returns (grads, apply, status, norm_clipped)."""
+        nonfinite = ops.convert_to_tensor(float(NONFINITE), "float32")
+        applied = ops.convert_to_tensor(float(APPLIED), "float32")
+        if not self.spike_compiled:
+            return grads, ok, ops.where(ok, applied, nonfinite), norm_clipped
+        gate = self._gate.value
+        factor, window, min_history, clip = gate[0], gate[1], gate[2], gate[3]
+        # The running median of the finite norms of applied steps among the
+        # last `window` rows (a clipped or skipped spike does not count).
+        size = self.history
+        count = self._count.value
+        age = ops.mod(ops.mod(count - 1, size) - ops.arange(size, dtype="int32"), size)
+        norms = self._ring.value[:, 0]
+        used = (
+            (age < ops.minimum(count, ops.cast(window, "int32")))
+            & (self._ring.value[:, _STATUS] == float(APPLIED))
+            & ops.isfinite(norms)
+        )
+        n = ops.sum(ops.cast(used, "int32"))
+        ordered = ops.sort(ops.where(used, norms, float("inf")))
+        last = ops.maximum(n - 1, 0)
+        median = 0.5 * (
+            ops.take(ordered, ops.floor_divide(last, 2))
+            + ops.take(ordered, ops.minimum(ops.floor_divide(n, 2), last))
+        )
+        spike = (
+            ok & (factor > 0) & (ops.cast(n, "float32") >= min_history)
+            & (median > 0) & (norm > factor * median)
+        )
+        clipped = spike & (clip > 0)
+        limit = ops.where(clipped, median, float("inf"))
+        grads = clipping.scale_by_threshold(grads, norm, limit)
+        status = ops.where(
+            ok, ops.where(spike, ops.where(clipped, float(CLIPPED_SPIKE),
+                                           float(SKIPPED_SPIKE)), applied),
+            nonfinite,
+        )
+        apply = ok & ops.logical_not(spike & ops.logical_not(clipped))
+        return grads, apply, status, ops.minimum(norm_clipped, limit)
+
+    def _scale_update(self, update, variables):
+        """Runs `update()` with its change to `variables` times the lr multiplier."""
+        if not self.lr_scale_compiled:
+            return update()
+        before = [ops.copy(v.value) for v in variables]
+        update()
+        multiplier = self._gate.value[4]
+        for v, old in zip(variables, before):
+            v.assign(old + ops.cast(multiplier, v.dtype) * (v.value - old))
 
     def _weights_flag(self, weights):
         """1.0 if all weights are finite, 0.0 if not, -1.0 when unchecked."""
@@ -315,14 +457,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
         return ops.cast(ops.isfinite(total), "float32")
 
     def _write(self, row, weights_flag, step):
-        head, norm_vector = row
+        head, status, norm_vector = row
         step = ops.cast(step, "int64")
         high = ops.floor_divide(step, _STEP_BASE)
         low = step - high * _STEP_BASE
         values = ops.concatenate([
             head,
             ops.cast(ops.stack([weights_flag, ops.cast(high, "float32"),
-                                ops.cast(low, "float32")]), "float32"),
+                                ops.cast(low, "float32"), status]), "float32"),
             norm_vector,
         ])
         count = self._count.value
@@ -350,13 +492,21 @@ class GradientMonitor(keras.optimizers.Optimizer):
             inner.iterations.assign_add(1)
 
         def update():
-            inner.apply(grads, trainable_variables)
+            self._scale_update(
+                lambda: inner.apply(grads, trainable_variables),
+                trainable_variables,
+            )
 
         def noop():
             pass
 
+        spike_skip = ops.logical_and(ops.logical_not(ok), ops.isfinite(row[0][0]))
         if self.skip_nonfinite and not self.loss_scaled:
             ops.cond(ok, update, count_skipped)
+        elif self.spike_compiled:
+            ops.cond(spike_skip, count_skipped, update)
+            if self.loss_scaled:  # the loss scaler skipped it uncounted
+                ops.cond(ok | spike_skip, noop, count_skipped)
         else:
             update()
             if self.loss_scaled:  # the loss scaler skipped it uncounted
@@ -387,6 +537,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
             new_tv, new_inner = inner.stateless_apply(
                 inner_values, grads, trainable_variables
             )
+            if self.lr_scale_compiled:
+                with keras.StatelessScope(state_mapping=mapping):
+                    multiplier = self._gate.value[4]
+                new_tv = [
+                    old + ops.cast(multiplier, old.dtype) * (new - old)
+                    for old, new in zip(trainable_variables, new_tv)
+                ]
             return list(new_tv), list(new_inner)
 
         def skip():
@@ -394,8 +551,15 @@ class GradientMonitor(keras.optimizers.Optimizer):
             new_inner[it] = new_inner[it] + 1
             return list(trainable_variables), new_inner
 
+        spike_skip = ops.logical_and(ops.logical_not(ok), ops.isfinite(row[0][0]))
         if self.skip_nonfinite and not self.loss_scaled:
             new_tv, new_inner = ops.cond(ok, update, skip)
+        elif self.spike_compiled:
+            new_tv, new_inner = ops.cond(spike_skip, skip, update)
+            if self.loss_scaled:
+                new_inner[it] = new_inner[it] + ops.cast(
+                    ops.logical_not(ok | spike_skip), new_inner[it].dtype
+                )
         else:
             new_tv, new_inner = update()
             if self.loss_scaled:  # the loss scaler skipped it uncounted
@@ -439,6 +603,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             threshold=rows[:, 2],
             first_nonfinite=rows[:, 3].astype(np.int64),
             weights_finite=rows[:, 4] != 0,
+            status=rows[:, _STATUS].astype(np.int64),
             variable_norms=rows[:, _FIXED:_FIXED + len(self.variable_paths)],
             variable_paths=self.variable_paths,
         )

@@ -6,6 +6,13 @@ import dataclasses
 
 import numpy as np
 
+# `GradientRecord.status`: what the monitor did with each step.
+APPLIED = 0  # the update was applied (clipped or not by the usual clipping)
+NONFINITE = 1  # a gradient held NaN/inf or its norm overflowed: skipped
+SKIPPED_SPIKE = 2  # the spike gate held the update back
+CLIPPED_SPIKE = 3  # the spike gate applied it clipped to the running median
+DISCARDED = 4  # applied, then undone by a rollback
+
 
 @dataclasses.dataclass(frozen=True)
 class GradientRecord:
@@ -28,6 +35,7 @@ class GradientRecord:
     first_nonfinite: np.ndarray  # (T,) index of first bad variable, -1 if none
     weights_finite: np.ndarray  # (T,) bool, all weights finite after the step
     # (True where not checked: GradientMonitor(check_weights=False))
+    status: np.ndarray  # (T,) int, APPLIED, NONFINITE, SKIPPED_SPIKE, ...
     variable_paths: tuple  # (V,) `variable.path` of each column
 
     def since(self, index: int) -> "GradientRecord":
@@ -47,4 +55,5 @@ class GradientRecord:
             variable_norms=self.variable_norms[keep],
             first_nonfinite=self.first_nonfinite[keep],
             weights_finite=self.weights_finite[keep],
+            status=self.status[keep],
         )
