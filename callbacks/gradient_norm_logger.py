@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 import weakref
 
@@ -12,6 +14,7 @@ import pandas as pd
 from .attach import begin_fit, ensure_monitor, find_monitor
 from .gradient_record import GradientRecord
 from .layer_names import layer_of_paths
+from .norm_table import NormTable
 from .validation import check, check_int
 
 
@@ -56,6 +59,12 @@ class GradientNormLogger(keras.callbacks.Callback):
             and checked for writing at `on_train_begin`. Defaults to `None`.
         histogram_every: int >= 1, steps between TensorBoard histograms of
             the per-layer norms. Defaults to 100.
+        keep_steps: int >= 1, steps kept in memory for `to_dataframe()`
+            (about 24 + 4 x layers bytes each). Older steps are appended to
+            a CSV file in `log_dir` (`grad_norms.<time>.<pid>.csv`, one
+            column per layer) and read back by `to_dataframe()`; without
+            `log_dir` they are dropped, with a warning. Memory then stays
+            flat however long the run. Defaults to 50_000.
 
     Example:
 
@@ -77,10 +86,12 @@ class GradientNormLogger(keras.callbacks.Callback):
         per_layer: bool = True,
         log_dir: str | None = None,
         histogram_every: int = 100,
+        keep_steps: int = 50_000,
     ):
         super().__init__()
         check_int("GradientNormLogger", "every_n_steps", every_n_steps, 1)
         check_int("GradientNormLogger", "histogram_every", histogram_every, 1)
+        check_int("GradientNormLogger", "keep_steps", keep_steps, 1)
         check(
             log_dir is None or isinstance(log_dir, (str, bytes))
             or hasattr(log_dir, "__fspath__"),
@@ -90,12 +101,13 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.per_layer = bool(per_layer)
         self.log_dir = None if log_dir is None else str(log_dir)
         self.histogram_every = int(histogram_every)
+        self.keep_steps = int(keep_steps)
         self._writer = None
+        self._table: NormTable | None = None
         self._model_ref = None
         self._monitor = None  # the monitor _last_index counts in
         self._last_index = 0
         self._fits = 0
-        self._chunks: list[tuple] = []  # (steps, fit, epoch, norm, clipped, layers)
         self._columns = None
         self._layer_groups = None  # (column order by layer, group starts)
         self.layer_names: list[str] = []
@@ -197,12 +209,16 @@ class GradientNormLogger(keras.callbacks.Callback):
             self.layer_names, self._columns = layer_of_paths(
                 self.model, record.variable_paths
             )
+        if self._table is None:
+            names = self.layer_names if self.per_layer else []
+            self._table = NormTable(
+                len(names), names, self.keep_steps, self._spill_path()
+            )
         layer = self._per_layer(new.variable_norms) if self.per_layer else None
-        n = len(new.steps)
-        self._chunks.append((
-            new.steps, np.full(n, self._fits - 1), np.full(n, self._epoch),
-            new.norm, new.norm_clipped, layer,
-        ))
+        self._table.append(
+            new.steps, self._fits - 1, self._epoch, new.norm, new.norm_clipped,
+            layer,
+        )
         finite = new.norm[np.isfinite(new.norm)]
         if finite.size:
             self._sums += [finite.sum(dtype=np.float64), finite.size, 0]
@@ -233,12 +249,13 @@ class GradientNormLogger(keras.callbacks.Callback):
             return np.zeros((0, len(self.layer_names)), np.float32)
         return np.sqrt(np.add.reduceat(squares, starts, axis=1)).astype(np.float32)
 
-    # -- results -----------------------------------------------------------
+    def _spill_path(self) -> str | None:
+        if self.log_dir is None:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return os.path.join(self.log_dir, f"grad_norms.{stamp}.{os.getpid()}.csv")
 
-    def _column(self, i: int, dtype) -> np.ndarray:
-        if not self._chunks:
-            return np.zeros(0, dtype)
-        return np.concatenate([c[i] for c in self._chunks]).astype(dtype)
+    # -- results -----------------------------------------------------------
 
     def to_dataframe(self, level: str = "layer") -> pd.DataFrame:
         """The recorded norms as a tidy table.
@@ -252,40 +269,40 @@ class GradientNormLogger(keras.callbacks.Callback):
         Returns:
             A `pandas.DataFrame`. `step` is the global step (the optimizer's
             iterations after it); `fit` counts this logger's `fit` calls from
-            0; `epoch` is Keras' 0-based epoch index within that `fit`.
+            0; `epoch` is Keras' 0-based epoch index within that `fit`. Steps
+            beyond `keep_steps` are read back from `log_dir`'s CSV file.
 
         Raises:
             ValueError: for an unknown `level`, or `"layer"` with
                 `per_layer=False`.
         """
-        steps = self._column(0, np.int64)
-        fits, epochs = self._column(1, np.int64), self._column(2, np.int64)
-        if level == "global":
-            return pd.DataFrame({
-                "step": steps, "fit": fits, "epoch": epochs,
-                "grad_norm": self._column(3, np.float64),
-                "grad_norm_clipped": self._column(4, np.float64),
-            })
-        if level != "layer":
+        if level not in ("global", "layer"):
             raise ValueError(
                 f"GradientNormLogger.to_dataframe received level={level!r}; "
                 "expected 'layer' or 'global'."
             )
-        if not self.per_layer:
+        if level == "layer" and not self.per_layer:
             raise ValueError(
                 "GradientNormLogger.to_dataframe(level='layer') needs "
                 "per_layer=True; use level='global' or create the logger with "
                 "per_layer=True."
             )
+        if self._table is None:
+            wide = NormTable(0, [], 1, None).frame()
+        else:
+            wide = self._table.frame()
+        index = ["step", "fit", "epoch"]
+        wide = wide.astype({"step": np.int64, "fit": np.int64, "epoch": np.int64})
+        if level == "global":
+            return wide[index + ["grad_norm", "grad_norm_clipped"]].astype(
+                {"grad_norm": np.float64, "grad_norm_clipped": np.float64}
+            )
         n_layers = len(self.layer_names)
-        norms = (
-            np.concatenate([c[5] for c in self._chunks]).astype(np.float64)
-            if self._chunks else np.zeros((0, n_layers))
-        )
+        norms = wide[[f"layer/{name}" for name in self.layer_names]].to_numpy(np.float64)
         return pd.DataFrame({
-            "step": np.repeat(steps, n_layers),
-            "fit": np.repeat(fits, n_layers),
-            "epoch": np.repeat(epochs, n_layers),
-            "layer": np.tile(np.array(self.layer_names, dtype=object), len(steps)),
+            "step": np.repeat(wide["step"].to_numpy(), n_layers),
+            "fit": np.repeat(wide["fit"].to_numpy(), n_layers),
+            "epoch": np.repeat(wide["epoch"].to_numpy(), n_layers),
+            "layer": np.tile(np.array(self.layer_names, dtype=object), len(wide)),
             "norm": norms.reshape(-1),
         })

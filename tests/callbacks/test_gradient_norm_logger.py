@@ -4,6 +4,7 @@ import csv
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -193,3 +194,41 @@ def test_keras_tensorboard_callback_records_the_norms(tmp_path):
     by_epoch = logger.to_dataframe("global").groupby("epoch")["grad_norm"].max()
     np.testing.assert_allclose(values, by_epoch, rtol=1e-6)
     assert "batch_grad_norm" in tags
+
+
+def test_bounded_memory_spills_old_steps_to_log_dir_and_reads_them_back(tmp_path):
+    x, y = regression_data((8,), n=96)
+    runs = {}
+    for name, logger in [
+        ("unbounded", GradientNormLogger()),
+        ("spilled", GradientNormLogger(keep_steps=5, log_dir=str(tmp_path / "tb"))),
+    ]:
+        keras.utils.set_random_seed(0)
+        model = dense_model()
+        model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+        for _ in range(2):  # two fits, 24 steps
+            model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                      callbacks=[logger])
+        runs[name] = logger
+    spilled = runs["spilled"]
+    assert spilled._table.rows_in_memory <= 2 * 5  # the window plus one block
+    assert spilled._table.spilled >= 14
+    assert len(list((tmp_path / "tb").glob("grad_norms.*.csv"))) == 1
+    for level in ["global", "layer"]:
+        a, b = spilled.to_dataframe(level), runs["unbounded"].to_dataframe(level)
+        assert a["step"].tolist() == b["step"].tolist() == sorted(b["step"].tolist())
+        pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
+def test_bounded_memory_without_log_dir_keeps_the_window_and_warns():
+    x, y = regression_data((8,), n=96)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    logger = GradientNormLogger(keep_steps=4)
+    with pytest.warns(UserWarning, match=r"keeps the last 4 steps in memory and has no log_dir"):
+        history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                            callbacks=[logger])
+    table = logger.to_dataframe("global")
+    assert 4 <= len(table) <= 8 and table["step"].iloc[-1] == 18
+    # The epoch statistics do not depend on the window.
+    assert np.isfinite(history.history["grad_norm_max"]).all()
