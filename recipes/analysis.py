@@ -40,7 +40,7 @@ def spread_table(table: pd.DataFrame) -> pd.DataFrame:
             "val/trivial": float(g["val/trivial"].astype(float).mean()),
             "val_loss": val.mean(), "val_loss_min": val.min(), "val_loss_max": val.max(),
             "learned": f"{int(g['learned'].sum())}/{len(g)}",
-            "learned_epoch": g["learned_epoch"].min(),
+            "learned_epoch": None if g["learned_epoch"].isna().all() else int(g["learned_epoch"].min()),
             "exploded": f"{sum(exploded(r) for _, r in g.iterrows())}/{len(g)}",
             "max_grad_norm": top.mean(), "max_grad_norm_min": top.min(),
             "max_grad_norm_max": top.max(),

@@ -34,7 +34,7 @@ import pandas as pd
 
 from gradguard.callbacks import AutoClip, GradientClipping, GradientNormLogger, NaNGuard
 
-from .run_files import write_atomic
+from .run_files import RunFolderError, write_atomic
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 CLIP_MODES = ("clipnorm", "clipvalue", "global_clipnorm", "autoclip")
@@ -226,8 +226,12 @@ class Experiment:
             for path in temp:  # a half-trained row leaves nothing behind
                 shutil.rmtree(path, ignore_errors=True)
             raise
-        temp[0].rename(row_dir)
-        temp[1].rename(tb_dir)
+        try:
+            temp[0].rename(row_dir)
+            temp[1].rename(tb_dir)
+        except OSError as error:
+            raise RunFolderError(f"could not rename {temp[0]} and {temp[1]} to their final names: "
+                                 f"{error.strerror or error}") from error
         table = pd.concat([self.finished(), pd.DataFrame([record])], ignore_index=True)
         write_atomic(self.results_csv, table.to_csv(index=False))
         return record

@@ -101,7 +101,9 @@ def plot_losses(table: pd.DataFrame, losses: Mapping[str, pd.DataFrame],
     """Training loss per step (thin) and validation loss per epoch (squares).
 
     The dotted line is the constant prediction's loss, the dash-dotted one
-    the bar a row must reach to count as learned.
+    the bar a row must reach to count as learned. The y axis stops at 100x
+    the constant prediction's loss (an exploded row leaves the panel at the
+    top; its gradient norms are in the other figure).
     """
     plt, fig, axes, colours = _panels(table, title)
     for r, name in _rows(table):
@@ -118,6 +120,7 @@ def plot_losses(table: pd.DataFrame, losses: Mapping[str, pd.DataFrame],
         ax.axhline(learned_ratio * trivial_mse, linestyle="-.", color="green", linewidth=1)
         ax.set_title(variant, fontsize="medium")
         ax.set_yscale("log")
+        ax.set_ylim(top=100 * trivial_mse)  # an exploded loss would flatten every other curve
         ax.grid(True, alpha=0.3)
     first = next(iter(axes.values()))
     first.set_ylabel("MSE")

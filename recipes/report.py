@@ -22,7 +22,7 @@ import pandas as pd
 from . import analysis, plots
 from .common import new_run_dir, parse_config
 from .experiment import LEARNED_RATIO
-from .run_files import RunFolderError, markdown_table, write_atomic
+from .run_files import markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
          "learned", "learned_epoch", "exploded_step", "max_grad_norm", "median_grad_norm",
@@ -65,7 +65,7 @@ def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
     """Missing integers (pd.NA) as empty cells in Markdown."""
     frame = frame.copy()
     for column in frame.columns:
-        if frame[column].dtype == "Int64":
+        if frame[column].dtype == "Int64" and frame[column].isna().any():
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
 
@@ -116,10 +116,10 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, name)
         table = run(config, out_dir)
         with pd.option_context("display.width", 250, "display.max_columns", None):
-            print(_blank_missing(table[SHOWN]).to_string(index=False))
+            print(table[SHOWN].to_string(index=False, na_rep=""))
             if table["seed"].nunique() > 1:
                 print("\nMean and min..max over seeds:")
-                print(table.attrs["spread"].to_string(index=False))
+                print(table.attrs["spread"].to_string(index=False, na_rep=""))
         print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
         print(f"Results written to {out_dir} (tensorboard --logdir {out_dir / 'tensorboard'})")
         plot_report(table)
@@ -129,7 +129,7 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
               f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
         raise SystemExit(130) from None
-    except RunFolderError as error:
+    except OSError as error:  # RunFolderError, or a row's own folder or TensorBoard files
         kept = f" Finished rows stay in {out_dir}/results.csv; --resume {out_dir} finishes the run." if out_dir else ""
         _fail(prog, f"{error}{kept}", 1)
     finally:
