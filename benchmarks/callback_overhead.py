@@ -4,7 +4,8 @@ Trains the same model on the same data under six callback configurations and
 reports steps per second and the time per step relative to plain `fit`:
 
 1. plain `fit` (the limit);
-2. `GradientNormLogger` reading every step, per layer;
+2. `GradientNormLogger` reading every step, per layer (and again with
+   `log_dir`, writing TensorBoard events);
 3. `GradientNormLogger` reading every 50 steps (the ring buffer still holds
    every step);
 4. `GradientNormLogger` + `NaNGuard` + `AutoClip`, the recipes' set;
@@ -55,7 +56,7 @@ from gradguard.datasets import adding_problem, poorly_scaled_regression  # noqa:
 from gradguard.recipes.models import deep_dense, sequence_model  # noqa: E402
 
 from .machine import machine_header  # noqa: E402
-from . import repeated_fit  # noqa: E402
+from . import long_run, repeated_fit  # noqa: E402
 from .report import markdown, overhead_table, render, scaling_table  # noqa: E402
 from .tape_norm import TapeGradientNorm  # noqa: E402
 from .timing import StepClock  # noqa: E402
@@ -65,6 +66,7 @@ DEFAULT_OUT = pathlib.Path(__file__).parent / "results" / "callback_overhead.md"
 CONFIGS = (
     "plain fit",
     "logger every step, per layer",
+    "logger every step, log_dir",
     "logger every 50 steps",
     "logger + NaNGuard + AutoClip",
     "GradientTape in callback",
@@ -130,6 +132,8 @@ def make_callbacks(name: str, x, y, batch_size: int, log_dir: str) -> list:
         return []
     if name == "logger every step, per layer":
         return [GradientNormLogger(every_n_steps=1, per_layer=True)]
+    if name == "logger every step, log_dir":
+        return [GradientNormLogger(every_n_steps=1, log_dir=log_dir)]
     if name == "logger every 50 steps":
         return [GradientNormLogger(every_n_steps=50)]
     if name == "logger + NaNGuard + AutoClip":
@@ -246,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     raw = run(config, log=lambda s: print(s, flush=True))
     raw_scaling = run_scaling(config, log=lambda s: print(s, flush=True))
+    long = long_run.summary_table(long_run.run(
+        3000 if args.quick else 8000, 1, log=lambda s: print(s, flush=True)
+    ))
     repeated_config = repeated_fit.QUICK if args.quick else repeated_fit.Config()
     repeated = repeated_fit.summary_table(
         repeated_fit.run(repeated_config, log=lambda s: print(s, flush=True))
@@ -258,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{repeated_config}; the whole pattern after a warm-up fit, ratio to "
         "plain fit's same pattern in the same round.", "",
         markdown(repeated),
+        "## Long run (benchmarks.long_run)", "",
+        "A 20 x Dense(8) MLP, batch 8, each configuration in its own process; "
+        "RSS growth is the slope after the first 1000 steps.", "",
+        markdown(long),
     ])
     print(text)
     path.parent.mkdir(parents=True, exist_ok=True)

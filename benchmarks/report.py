@@ -8,9 +8,10 @@ import pandas as pd
 from .timing import fit_exponent, spread
 
 # Reported next to the numbers, never asserted: median ratio to plain fit.
-TARGETS = {
-    "logger every 50 steps": 1.03,
-    "logger every step, per layer": 1.10,
+TARGETS = {  # issue 10's, judged on the LSTM (the other models are shown)
+    "logger every 50 steps": 1.02,
+    "logger every step, per layer": 1.05,
+    "logger every step, log_dir": 1.10,
     "logger + NaNGuard + AutoClip": 1.10,
 }
 EXPONENT_RANGE = (0.8, 1.2)  # "scaling exponent ~1"
@@ -92,10 +93,10 @@ def target_lines(table: pd.DataFrame, k_plain: float, k_logger: float) -> list[s
     lines = []
     for name, target in TARGETS.items():
         rows = table[table["configuration"] == name]
-        worst = rows["ratio"].max()
-        status = "met" if worst <= target else "missed"
+        judged = rows[rows["model"] == "LSTM"] if (rows["model"] == "LSTM").any() else rows
+        status = "met" if judged["ratio"].max() <= target else "missed"
         each = ", ".join(f"{m} {r:.3f}" for m, r in zip(rows["model"], rows["ratio"]))
-        lines.append(f"- {name}: ratio <= {target:.2f} on every model: "
+        lines.append(f"- {name}: ratio <= {target:.2f} on the LSTM: "
                      f"**{status}** ({each})")
     lo, hi = EXPONENT_RANGE
     ok = lo <= k_plain <= hi and lo <= k_logger <= hi

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradguard.benchmarks import callback_overhead, repeated_fit
+from gradguard.benchmarks import callback_overhead, long_run, repeated_fit
 from gradguard.benchmarks.report import overhead_table
 from gradguard.benchmarks.tape_norm import TapeGradientNorm
 from gradguard.benchmarks.timing import fit_exponent
@@ -75,6 +75,28 @@ def test_repeated_fit_table_divides_by_plain_fit_of_the_same_pattern_and_round()
     assert table.loc[("b", "logger every 50 steps"), "met"] == "missed"
 
 
+def test_long_run_table_takes_medians_and_divides_by_plain_fit():
+    raw = pd.DataFrame({
+        "config": ["plain fit", "logger every step, log_dir"] * 2,
+        "repeat": [0, 0, 1, 1],
+        "ms_per_step": [2.0, 2.4, 2.0, 2.8],
+        "mib_per_1000": [0.1, 0.2, 0.1, 0.4],
+        "event_bytes_per_step": [0.0, 800.0, 0.0, 800.0],
+        "rss_end_mib": [700.0, 720.0, 700.0, 722.0],
+    })
+    table = long_run.summary_table(raw).set_index("configuration")
+    row = table.loc["logger every step, log_dir"]
+    assert row["ratio"] == pytest.approx(1.3)
+    assert row["RSS growth MiB/1000 steps"] == pytest.approx(0.3)
+    assert row["event bytes/step"] == 800.0
+
+
+def test_long_run_refuses_steps_it_cannot_sample(capsys):
+    with pytest.raises(SystemExit):
+        long_run.main(["--steps", "2500"])
+    assert "expected a multiple of 1000 >= 3000" in capsys.readouterr().err
+
+
 def test_existing_out_is_refused_before_running(tmp_path, capsys):
     out = tmp_path / "mine.md"
     out.write_text("a user's file")
@@ -117,7 +139,7 @@ def test_quick_run_writes_one_row_per_configuration(tmp_path):
     assert callback_overhead.main(["--quick", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# Callback overhead\n\nMachine: ")
-    overhead, scaling, repeated = markdown_tables(text)
+    overhead, scaling, repeated, long = markdown_tables(text)
     header, rows = overhead[0], overhead[1:]
     assert header[:2] == ["model", "configuration"] and "ratio" in header
     assert len(rows) == len(callback_overhead.QUICK.models) * len(callback_overhead.CONFIGS)
@@ -128,4 +150,5 @@ def test_quick_run_writes_one_row_per_configuration(tmp_path):
     assert len(scaling) - 1 == len(callback_overhead.QUICK.scaling_seq_lens)
     assert "Fitted exponent" in text
     assert len(repeated) - 1 == len(repeated_fit.PATTERNS) * len(repeated_fit.CONFIGS)
+    assert len(long) - 1 == len(long_run.CONFIGS)
     assert "**met**" in text or "**missed**" in text
