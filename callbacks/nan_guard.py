@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import collections
 import math
 import os
-import weakref
 
 import keras
 import numpy as np
 
-from .attach import begin_fit, end_fit, ensure_monitor, find_monitor
+from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .cause import RECENT, kernel_gains, measure_growth, name_cause
 from .diagnosis import rank_suspects
+from .gradient_record import APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE
 from .layer_names import layer_of_paths
 from .nan_report import format_message, write_json_atomically
+from .snapshots import Snapshots, all_finite, default_cadence
 from .validation import check, check_int, check_writable_folder, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
+SPIKE_ACTIONS = ("skip", "clip")
 ONSET_FACTOR = 10.0  # a norm this far above its running median has left it
 
 
@@ -31,50 +33,65 @@ class NonFiniteTrainingError(FloatingPointError):
 class NaNGuard(keras.callbacks.Callback):
     """Stops, raises or rolls back when gradients turn non-finite or explode.
 
-    `TerminateOnNaN` looks at the running loss after the weights are already
-    ruined. `NaNGuard` reads the `GradientMonitor` (installed on
-    `on_train_begin` if absent), which skips any update whose gradient holds
-    NaN or inf, so the weights stay finite. It fires on, in this order:
+    `TerminateOnNaN` looks at the running loss after the weights are ruined.
+    `NaNGuard` works through the `GradientMonitor` (installed on
+    `on_train_begin` if absent), which decides inside the compiled step,
+    before the update:
 
-    1. a non-finite gradient (caught before the update);
-    2. non-finite weights after an update (a finite gradient times a huge
-       learning rate);
-    3. a gradient spike: a global norm above `spike_factor` times its running
-       median over the last `window` steps; still finite, but the sign of an
-       explosion long before NaN;
-    4. a non-finite loss.
+    1. a non-finite gradient: the update is skipped;
+    2. a gradient spike, a global norm above `spike_factor` times the running
+       median of the last `window` applied steps: the update is skipped
+       (`spike_action="skip"`) or applied with its norm clipped to that
+       median (`"clip"`);
 
-    The message and the JSON report name the trigger, step, epoch, batch, the
-    first variable with a non-finite gradient, the variables whose norms grew
-    most relative to their own running medians in the steps before (at the
-    NaN step the per-layer norms often blame the wrong layer), the last
-    finite global norm and the learning rate.
+    and fires on those, on non-finite weights after an update, and on a
+    non-finite loss. Each event names a **cause** (see `cause.name_cause`:
+    `learning_rate`, `input_scale`, `depth`, `recurrence`, `bad_data`,
+    `loss_scale` or `unknown`), the evidence and a cure, the variables whose
+    norms crossed 10x their own running medians first, and which weights the
+    model holds afterwards.
 
-    Actions: `"stop"` ends training gracefully, `"raise"` raises
-    `NonFiniteTrainingError` (a `FloatingPointError`), `"rollback"` restores
-    the last finite weights and optimizer state from before the trigger,
-    multiplies the learning rate by `lr_factor` and goes on, at most
-    `max_retries` times, then stops. After any action the weights are finite.
+    Actions: `"stop"` ends training, `"raise"` raises
+    `NonFiniteTrainingError`. Both leave the last good weights: those before
+    the bad step (which the monitor skipped), or, when the norms had been
+    growing before it or the weights overflowed, the newest snapshot from
+    before the onset (`restore_weights=False` keeps the last finite ones).
+    `"rollback"` restores that snapshot, multiplies the learning rate by
+    `lr_factor` and goes on, at most `max_retries` times, then stops. The
+    cut is a multiplier inside the monitor: `LearningRateScheduler`,
+    `ReduceLROnPlateau` and `LearningRateSchedule`s set the optimizer's own
+    rate and the cut applies on top; restoring a snapshot never restores a
+    learning rate; events report the rate in use. **Bad data** is not
+    divergence: with `"rollback"` a step named `bad_data` is skipped and
+    training goes on, with no restore, no cut and no retry used (at most
+    `max_bad_batches` of them).
+
+    Numbering: `step` is the global step (the optimizer's iterations after
+    it: 1 for the first step, continuing across epochs and `fit` calls);
+    `epoch` and `batch` are 0-based, as Keras passes them to callbacks and
+    as `GradientNormLogger.to_dataframe()` holds them, in messages too.
 
     Args:
         action: `"stop"`, `"raise"` or `"rollback"`. Defaults to `"stop"`.
-        spike_factor: float > 1 or `None` (no spike detection). Defaults to
-            50.0.
+        spike_factor: float > 1 or `None` (no spike gate). Defaults to 50.0.
+        spike_action: `"skip"` or `"clip"`, what the gate does with a spike.
+            Defaults to `"skip"`.
         window: int >= 2, steps in the running median. Defaults to 50.
-        min_history: int >= 1, steps needed before spikes are detected.
-            Defaults to 5.
+        min_history: int >= 1, applied steps needed before spikes are
+            gated. Defaults to 5.
         lr_factor: float in (0, 1], learning-rate factor on rollback.
             Defaults to 0.5.
         max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
+        max_bad_batches: int >= 0, bad-data steps skipped (with
+            `"rollback"`) before stopping. Defaults to 10.
+        restore_weights: bool, on stop/raise return to the last good
+            weights. Defaults to `True`.
         report_path: path of a JSON report (written atomically; must not
             exist yet), or `None`. Defaults to `None`.
-        snapshot_every: int >= 1, steps between copies of the weights and
-            optimizer state (to host memory) that a rollback, or a stop after
-            non-finite weights, returns to. Copying costs about as much as a
-            small model's step, hence not every step. Defaults to 50.
-        keep_snapshots: int >= 1, how many copies are kept. A rollback returns
-            to the newest one from before the suspects' norms first rose 10x
-            above their running medians. Defaults to 4.
+        snapshot_every: int >= 1 or `None`, steps between host copies of the
+            weights and optimizer state. `None`: four per epoch, at most
+            every 50 steps. Defaults to `None`.
+        keep_snapshots: int >= 1, how many copies are kept. Defaults to 4.
         verbose: print a message on each event. Defaults to `True`.
 
     Example:
@@ -82,7 +99,7 @@ class NaNGuard(keras.callbacks.Callback):
     ```python
     guard = NaNGuard(action="rollback", report_path="nan_report.json")
     model.fit(x, y, callbacks=[guard])
-    guard.events  # what happened
+    guard.events[0]["cause"], guard.events[0]["cure"]
     ```
     """
 
@@ -91,21 +108,26 @@ class NaNGuard(keras.callbacks.Callback):
         action: str = "stop",
         *,
         spike_factor: float | None = 50.0,
+        spike_action: str = "skip",
         window: int = 50,
         min_history: int = 5,
         lr_factor: float = 0.5,
         max_retries: int = 3,
+        max_bad_batches: int = 10,
+        restore_weights: bool = True,
         report_path: str | os.PathLike | None = None,
-        snapshot_every: int = 50,
+        snapshot_every: int | None = None,
         keep_snapshots: int = 4,
         verbose: bool = True,
     ):
         super().__init__()
-        if action not in ACTIONS:
-            raise ValueError(
-                f"NaNGuard received action={action!r}; expected one of "
-                f"{', '.join(repr(a) for a in ACTIONS)}."
-            )
+        for name, value, allowed in [("action", action, ACTIONS),
+                                     ("spike_action", spike_action, SPIKE_ACTIONS)]:
+            if value not in allowed:
+                raise ValueError(
+                    f"NaNGuard received {name}={value!r}; expected one of "
+                    f"{', '.join(repr(a) for a in allowed)}."
+                )
         check(
             spike_factor is None or (is_number(spike_factor) and spike_factor > 1),
             "NaNGuard", "spike_factor", spike_factor,
@@ -114,27 +136,26 @@ class NaNGuard(keras.callbacks.Callback):
         for name, value, low in [
             ("window", window, 2), ("min_history", min_history, 1),
             ("max_retries", max_retries, 0),
-            ("snapshot_every", snapshot_every, 1),
+            ("max_bad_batches", max_bad_batches, 0),
             ("keep_snapshots", keep_snapshots, 1),
         ]:
             check_int("NaNGuard", name, value, low)
+        if snapshot_every is not None:
+            check_int("NaNGuard", "snapshot_every", snapshot_every, 1)
         check(
             is_number(lr_factor) and 0 < lr_factor <= 1,
             "NaNGuard", "lr_factor", lr_factor, "a number in (0, 1]",
         )
-        self.action = action
+        self.action, self.spike_action = action, spike_action
         self.spike_factor = spike_factor
-        self.window = window
-        self.min_history = min_history
+        self.window, self.min_history = window, min_history
         self.lr_factor = float(lr_factor)
-        self.max_retries = max_retries
-        self.snapshot_every = snapshot_every
-        self.keep_snapshots = keep_snapshots
+        self.max_retries, self.max_bad_batches = max_retries, max_bad_batches
+        self.restore_weights = bool(restore_weights)
+        self.snapshot_every, self.keep_snapshots = snapshot_every, keep_snapshots
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
-        self._model_ref = None
-        self._discarded = []  # (first, last) step ranges undone by rollbacks
         self.events: list[dict] = []
 
     # -- Keras hooks -------------------------------------------------------
@@ -152,31 +173,40 @@ class NaNGuard(keras.callbacks.Callback):
                 folder=os.path.dirname(os.path.abspath(self.report_path)),
             )
         model = self.model
-        if self._model_ref is None or self._model_ref() is not model:
-            self._discarded = []  # a new model: earlier rollbacks don't apply
-            self._model_ref = weakref.ref(model)
         monitor = ensure_monitor(
             model, "NaNGuard", self.window + 1, check_weights=True
         )
         begin_fit(monitor, self.params)
-        if self.action == "rollback" and self.lr_factor != 1 and not isinstance(
-            monitor.learning_rate, keras.Variable
-        ):
-            raise ValueError(
-                f"NaNGuard(action='rollback', lr_factor={self.lr_factor}) "
-                "needs a settable learning rate, but the optimizer uses a "
-                "LearningRateSchedule; pass lr_factor=1.0 or a float "
-                "learning rate."
-            )
-        self.retries = 0
+        rebuild = monitor.set_spike_gate(
+            self.spike_factor, self.window, self.min_history, self.spike_action
+        )
+        if self.action == "rollback" and self.lr_factor < 1 and not monitor.lr_scale_compiled:
+            monitor.lr_scale_compiled = True  # compiled now, not mid-fit
+            rebuild = True
+        if rebuild:
+            rebuild_train_function(model)
+        self.retries = self.bad_batches = 0
         self._epoch = 0
         self._columns = None
+        self._failed = set()  # (epoch, batch) of the events handled so far
+        self._every = self.snapshot_every or default_cadence(self.params.get("steps"))
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._last_index = monitor.read().count if monitor.built else 0
         self._step = int(monitor.iterations.numpy())
-        self._snapshots = collections.deque(maxlen=self.keep_snapshots)
-        self._snapshot_step = self._step
+        self._start_step = self._step
+        # The kernels' gains as this fit found them (not as a divergence
+        # left them): the `depth` evidence.
+        self._gains = kernel_gains([
+            keras.ops.convert_to_numpy(v) for v in model.trainable_variables
+            if v.path.endswith("kernel") and "recurrent" not in v.path
+        ])
+        self._recurrent_gain = max([
+            float(np.linalg.norm(keras.ops.convert_to_numpy(v), 2))
+            for v in model.trainable_variables
+            if v.path.endswith("recurrent_kernel")
+        ], default=None)
+        self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -198,50 +228,38 @@ class NaNGuard(keras.callbacks.Callback):
         if event is None:
             loss = logs.get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                step = self._step
-                event = {"trigger": "nonfinite_loss", "step": step,
+                event = {"trigger": "nonfinite_loss", "step": self._step,
                          "detail": f"the running loss is {float(loss)}"}
         if event is None:
-            if self._step - self._snapshot_step >= self.snapshot_every:
+            if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
             return
-        self._handle(event, record, batch)
+        self._handle(event, record, int(batch))
 
     # -- detection ---------------------------------------------------------
 
     def _detect(self, record, new, loss_scaled: bool) -> dict | None:
-        kept = self._kept(record.steps)
         for i, step in enumerate(new.steps.tolist()):
-            bad = int(new.first_nonfinite[i])
-            if bad >= 0 and not loss_scaled:
+            status, norm = int(new.status[i]), float(new.norm[i])
+            if status == NONFINITE and not loss_scaled:
+                bad = int(new.first_nonfinite[i])
+                what = ("a gradient holds NaN or inf" if bad >= 0 else
+                        f"the global gradient norm overflows to {norm}")
                 return {"trigger": "nonfinite_gradient", "step": step,
-                        "detail": "a gradient holds NaN or inf; the update "
-                                  "was skipped", "variable_index": bad}
-            if not math.isfinite(float(new.norm[i])) and not loss_scaled:
-                return {"trigger": "nonfinite_gradient", "step": step,
-                        "detail": "the global gradient norm overflows to "
-                                  f"{float(new.norm[i])}; the update was "
-                                  "skipped"}
+                        "detail": what + "; the update was skipped",
+                        "variable_index": bad if bad >= 0 else None}
             if not new.weights_finite[i]:
                 return {"trigger": "nonfinite_weights", "step": step,
-                        "detail": "the weights hold NaN or inf after the "
-                                  "update"}
-            if self.spike_factor is None:
-                continue
-            earlier = record.norm[
-                (record.steps < step) & kept
-            ][-self.window:]
-            earlier = earlier[np.isfinite(earlier)]
-            norm = float(new.norm[i])
-            if len(earlier) < self.min_history or not math.isfinite(norm):
-                continue
-            median = float(np.median(earlier))
-            if median > 0 and norm > self.spike_factor * median:
+                        "detail": "the weights hold NaN or inf after the update"}
+            if status in (SKIPPED_SPIKE, CLIPPED_SPIKE):
+                earlier = (record.steps < step) & (record.status == APPLIED)
+                median = float(np.median(record.norm[earlier][-self.window:]))
+                done = ("skipped" if status == SKIPPED_SPIKE else
+                        f"applied clipped to the median {median:.4g}")
                 return {"trigger": "gradient_spike", "step": step,
                         "detail": f"global gradient norm {norm:.4g} is "
                                   f"{norm / median:.0f}x its running median "
-                                  f"{median:.4g} over the last "
-                                  f"{len(earlier)} steps"}
+                                  f"{median:.4g}; the update was {done}"}
         return None
 
     # -- actions -----------------------------------------------------------
@@ -249,46 +267,45 @@ class NaNGuard(keras.callbacks.Callback):
     def _handle(self, event, record, batch):
         model = self.model
         monitor = find_monitor(model.optimizer)
-        if self._columns is None:
-            self._layer_names, self._columns = layer_of_paths(
-                model, record.variable_paths
-            )
-        layers = [self._layer_names[c] for c in self._columns]
         step = event["step"]
-        index = event.pop("variable_index", None)
-        before = record.steps <= step
-        finite_norms = record.norm[before & np.isfinite(record.norm)]
-        event.update({
-            "epoch": self._epoch + 1,
-            "batch": int(batch),
-            "first_nonfinite_variable": None if index is None
-            else record.variable_paths[index],
-            "first_nonfinite_layer": None if index is None else layers[index],
-            "suspects": rank_suspects(
-                record.steps[before], record.variable_norms[before],
-                record.variable_paths, layers, window=self.window,
-                threshold=ONSET_FACTOR,
-            ),
-            "last_finite_norm": float(finite_norms[-1])
-            if len(finite_norms) else None,
-            "learning_rate": _to_float(monitor.learning_rate),
-        })
+        self._describe(event, record, monitor, batch)
         action = self.action
-        if action == "rollback" and self.retries >= self.max_retries:
+        if action == "rollback" and event["cause"] == "bad_data":
+            self.bad_batches += 1
+            action = "skip" if self.bad_batches <= self.max_bad_batches else "stop"
+            if action == "stop":
+                event["detail"] += f"; {self.max_bad_batches} bad batches used up"
+        elif action == "rollback" and self.retries >= self.max_retries:
             action = "stop"
             event["detail"] += f"; {self.max_retries} rollbacks used up"
-        onsets = [s["first_step"] for s in event["suspects"] if s["first_step"]]
-        restored = self._restore(
-            force=self.action == "rollback", before=min(onsets, default=step)
+        weights_ok = all_finite(model.get_weights())
+        diverging = not weights_ok or (
+            event["cause"] != "bad_data" and event["onset_step"] < step
         )
+        restore = not weights_ok or (diverging and (
+            action == "rollback" or (action != "skip" and self.restore_weights)
+        ))
+        restored = None
+        if restore:
+            restored = self._snapshots.restore(model, monitor, event["onset_step"])
         if restored is not None:
-            self._discarded.append((restored + 1, self._step))
+            monitor.mark_discarded(restored + 1, self._step)
+            self._snapshot_step = self._step
+            held = restored
+        else:
+            kept = (record.steps <= self._step) & np.isin(
+                record.status, (APPLIED, CLIPPED_SPIKE)
+            )
+            held = int(record.steps[kept][-1]) if kept.any() else self._start_step
+        event["weights"] = {"step": held, "restored": restored is not None,
+                            "kept_last": not self.restore_weights and restored is None}
         if action == "rollback":
             self.retries += 1
-            new_lr = event["learning_rate"] * self.lr_factor
-            monitor.learning_rate = new_lr
+            monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
+            event["new_learning_rate"] = event["learning_rate"] * self.lr_factor
+        if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean
-            event["new_learning_rate"] = new_lr
+        self._failed.add((self._epoch, batch))
         event["action"] = action
         event["restored_step"] = restored
         event["message"] = format_message(event)
@@ -302,63 +319,91 @@ class NaNGuard(keras.callbacks.Callback):
             end_fit(monitor)  # on_train_end will not run
             raise NonFiniteTrainingError(event["message"], event)
 
-    def _kept(self, steps: np.ndarray) -> np.ndarray:
-        """False for steps whose updates a rollback undid."""
-        keep = np.ones(len(steps), dtype=bool)
-        for first, last in self._discarded:
-            keep &= (steps < first) | (steps > last)
-        return keep
+    def _describe(self, event, record, monitor, batch):
+        """Adds where, the suspects, the onset, the lr in use and the cause."""
+        if self._columns is None:
+            self._layer_names, self._columns = layer_of_paths(
+                self.model, record.variable_paths
+            )
+        layers = [self._layer_names[c] for c in self._columns]
+        step = event["step"]
+        index = event.pop("variable_index", None)
+        upto = (record.steps <= step) & (record.status != DISCARDED)
+        suspects = [s for s in rank_suspects(
+            record.steps[upto], record.variable_norms[upto],
+            record.variable_paths, layers, window=self.window,
+            threshold=ONSET_FACTOR,
+        ) if s["first_step"] is not None]
+        applied = ((record.steps < step) & (record.status == APPLIED)
+                   & np.isfinite(record.norm))
+        growth = measure_growth(record.norm[applied], self.window)
+        onset = min([s["first_step"] for s in suspects] + [step])
+        if applied.sum() < self.min_history:
+            # Too little history to tell where it began: the fit's start.
+            onset = min(onset, self._start_step + 1)
+        if growth["growth"] is not None and growth["growth"] >= 3.0:
+            recent_steps = record.steps[applied][-len(growth["recent"]):]
+            high = np.asarray(growth["recent"]) >= 3.0 * growth["median"]
+            onset = min(onset, int(recent_steps[np.argmax(high)]))
+        stable = applied & (record.steps < onset)
+        input_ratio = self._input_ratio(record, upto)
+        lr = _to_float(monitor.learning_rate) * monitor.lr_multiplier
+        repeated = any(b == batch and e < self._epoch for e, b in self._failed)
+        event.update({
+            "epoch": self._epoch,
+            "batch": batch,
+            "first_nonfinite_variable": None if index is None
+            else record.variable_paths[index],
+            "first_nonfinite_layer": None if index is None else layers[index],
+            "suspects": suspects,
+            "onset_step": onset,
+            "growth": growth["growth"],
+            "last_applied_norm": float(record.norm[applied][-1])
+            if applied.any() else None,
+            "learning_rate": lr,
+        })
+        event.update(name_cause(
+            trigger=event["trigger"], growth=growth, suspects=suspects,
+            repeated=repeated, gains=self._gains,
+            recurrent_gain=self._recurrent_gain,
+            stable_norms=record.norm[stable], learning_rate=lr,
+            input_ratio=input_ratio,
+            epoch=self._epoch, batch=batch,
+        ))
+
+    def _input_ratio(self, record, rows) -> float | None:
+        """First kernel's gradient norm over its bias's, per input feature.
+
+        For a first layer `x @ W + b` the ratio is about the root mean square
+        of the inputs (times sqrt(fan-in) before the division): ~1 for
+        standardized inputs.
+        """
+        paths = record.variable_paths
+        first = next((v for v in self.model.trainable_variables
+                      if v.path.endswith("kernel") and len(v.shape) == 2), None)
+        if first is None or first.path not in paths:
+            return None
+        bias = first.path[: -len("kernel")] + "bias"
+        if bias not in paths:
+            return None
+        k, b = paths.index(first.path), paths.index(bias)
+        norms = record.variable_norms[rows]
+        ok = np.isfinite(norms[:, k]) & np.isfinite(norms[:, b]) & (norms[:, b] > 0)
+        if not ok.any():
+            return None
+        ratio = np.median(norms[ok, k] / norms[ok, b])
+        return float(ratio / np.sqrt(first.shape[0]))
 
     def _take_snapshot(self):
-        weights = self.model.get_weights()
-        if not _all_finite(weights):
-            return
-        state = [
-            keras.ops.convert_to_numpy(v) for v in self._restorable_state()
-        ]
-        self._snapshots.append((self._step, weights, state))
-        self._snapshot_step = self._step
-
-    def _restorable_state(self) -> list:
-        """The optimizer variables a rollback restores.
-
-        All but the step counter (step numbers never repeat) and the learning
-        rate (a rollback lowers it; restoring it would undo that).
-        """
         monitor = find_monitor(self.model.optimizer)
-        keep = (monitor.iterations, monitor.learning_rate)
-        return [
-            v for v in monitor.inner_optimizer.variables
-            if not any(v is k for k in keep)
-        ]
-
-    def _restore(self, force: bool, before: int) -> int | None:
-        """Restores a snapshot when forced or when weights are not finite.
-
-        Picks the newest snapshot taken before step `before` (the weights
-        after step `before - 1`), else the oldest one kept.
-        """
-        if (not force and _all_finite(self.model.get_weights())) or not self._snapshots:
-            return None
-        earlier = [s for s in self._snapshots if s[0] < before]
-        step, weights, state = earlier[-1] if earlier else self._snapshots[0]
-        while self._snapshots and self._snapshots[-1][0] > step:
-            self._snapshots.pop()  # they lie on the path that went wrong
-        self._snapshot_step = step
-        self.model.set_weights(weights)
-        for variable, value in zip(self._restorable_state(), state):
-            variable.assign(value)
-        return step
+        self._snapshots.take(self.model, monitor, self._step)
+        self._snapshot_step = self._step
 
     def _write_report(self):
         if self.report_path is None:
             return
         write_json_atomically(self.report_path, {"events": self.events})
         self._written = True
-
-
-def _all_finite(arrays) -> bool:
-    return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
 
 
 def _to_float(value) -> float:

@@ -32,10 +32,17 @@ def _plain(value):
 
 
 def format_message(event: dict) -> str:
-    """One paragraph: what was caught, where it started, what was done."""
+    """One paragraph: what was caught, why, the cure, and what was done.
+
+    `epoch` and `batch` are 0-based (Keras' callback indices); `step` is the
+    global step.
+    """
     parts = [
-        f"Epoch {event['epoch']}: Step {event['step']}: NaNGuard caught "
-        f"{event['trigger'].replace('_', ' ')}: {event['detail']}."
+        f"Step {event['step']}: NaNGuard caught "
+        f"{event['trigger'].replace('_', ' ')} in epoch {event['epoch']}, "
+        f"batch {event['batch']} (0-based): {event['detail']}.",
+        f"Cause: {event['cause']} ({event['evidence']}). "
+        f"Cure: {event['cure']}.",
     ]
     if event["first_nonfinite_variable"]:
         parts.append(
@@ -44,23 +51,40 @@ def format_message(event: dict) -> str:
         )
     if event["suspects"]:
         grew = "; ".join(
-            f"{s['variable']} (layer {s['layer']}) up to {s['ratio']:.3g}x "
-            f"its running median at step {s['step']}"
-            + (f", first above at step {s['first_step']}"
-               if s["first_step"] is not None else "")
+            f"{s['variable']} (layer {s['layer']}) first above 10x at step "
+            f"{s['first_step']}, up to {s['ratio']:.3g}x at step {s['step']}"
             for s in event["suspects"]
         )
-        parts.append(f"Gradient norms that left their median first: {grew}.")
-    if event["last_finite_norm"] is not None:
-        parts.append(f"Last finite global norm {event['last_finite_norm']:.4g}.")
-    parts.append(f"Learning rate {event['learning_rate']:.4g}.")
+        parts.append(f"Gradient norms that crossed 10x their median: {grew}.")
+    if event["last_applied_norm"] is not None:
+        parts.append(f"Last applied global norm {event['last_applied_norm']:.4g}.")
+    parts.append(f"Learning rate in use {event['learning_rate']:.4g}.")
     action = event["action"]
     if action == "rollback":
         parts.append(
-            f"Action: rollback to the weights after step "
-            f"{event['restored_step']}, learning rate now "
+            f"Action: rollback, learning rate now "
             f"{event['new_learning_rate']:.4g}."
+        )
+    elif action == "skip":
+        parts.append(
+            "Action: skipped the step as bad data; no rollback, learning "
+            "rate unchanged."
         )
     else:
         parts.append(f"Action: {action}.")
+    parts.append(_weights(event))
     return " ".join(parts)
+
+
+def _weights(event: dict) -> str:
+    held = event["weights"]
+    if held["restored"]:
+        how = (f"restored from the snapshot before the onset at step "
+               f"{event['onset_step']}")
+    elif held["kept_last"]:
+        how = "the last finite ones, as restore_weights=False asks"
+    elif held["step"] < event["step"]:
+        how = f"the update of step {event['step']} was not applied"
+    else:
+        how = f"including step {event['step']}'s update"
+    return f"The model holds the weights after step {held['step']} ({how})."

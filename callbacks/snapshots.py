@@ -1,0 +1,89 @@
+"""`Snapshots`: host copies of a model's weights and optimizer state by step."""
+
+from __future__ import annotations
+
+import collections
+
+import keras
+import numpy as np
+
+from .optimizer_chain import innermost_optimizer
+
+
+def default_cadence(steps_per_epoch: int | None, cap: int = 50) -> int:
+    """Steps between snapshots: 4 per epoch, at most every `cap` steps.
+
+    A rollback then throws away at most a quarter of an epoch's updates,
+    however short the epochs are.
+    """
+    if not steps_per_epoch:
+        return cap
+    return max(1, min(cap, steps_per_epoch // 4))
+
+
+def all_finite(arrays) -> bool:
+    return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f")
+
+
+class Snapshots:
+    """The newest `keep` copies of the weights and optimizer state.
+
+    The optimizer state copied is every variable of the optimizer that does
+    the update except its step counter (step numbers never repeat) and its
+    learning rate (restoring an old learning rate would undo a cut).
+
+    Args:
+        keep: int >= 1, how many copies are kept.
+    """
+
+    def __init__(self, keep: int):
+        self._copies = collections.deque(maxlen=keep)
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    def clear(self) -> None:
+        self._copies.clear()
+
+    @property
+    def newest_step(self) -> int | None:
+        return self._copies[-1][0] if self._copies else None
+
+    def take(self, model, monitor, step: int) -> bool:
+        """Copies the weights after `step` (not when they are non-finite)."""
+        weights = model.get_weights()
+        if not all_finite(weights):
+            return False
+        state = [keras.ops.convert_to_numpy(v) for v in _state(monitor)]
+        self._copies.append((step, weights, state))
+        return True
+
+    def restore(self, model, monitor, before: int) -> int | None:
+        """Restores the newest copy taken before step `before`.
+
+        That is the weights after step `before - 1` or earlier; with none
+        that early, the oldest copy kept. Newer copies are dropped (they lie
+        on the path that went wrong).
+
+        Returns:
+            The step of the copy restored, or `None` when there is none.
+        """
+        if not self._copies:
+            return None
+        earlier = [c for c in self._copies if c[0] < before]
+        step, weights, state = earlier[-1] if earlier else self._copies[0]
+        while self._copies and self._copies[-1][0] > step:
+            self._copies.pop()
+        model.set_weights(weights)
+        for variable, value in zip(_state(monitor), state):
+            variable.assign(value)
+        return step
+
+
+def _state(monitor) -> list:
+    updater = innermost_optimizer(monitor)
+    keep = (updater.iterations, getattr(updater, "_learning_rate", None))
+    return [
+        v for v in monitor.inner_optimizer.variables
+        if not any(v is k for k in keep)
+    ]
