@@ -370,6 +370,8 @@ class NaNGuard(keras.callbacks.Callback):
             input_ratio=input_ratio,
             epoch=self._epoch, batch=batch,
         ))
+        if event["cause"] == "bad_data":
+            event["onset_step"] = step  # no divergence before it
 
     def _input_ratio(self, record, rows) -> float | None:
         """First kernel's gradient norm over its bias's, per input feature.
