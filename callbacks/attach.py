@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from . import distributed
 from .gradient_monitor import GradientMonitor
 
 DEFAULT_HISTORY = 1024
@@ -70,23 +71,12 @@ def ensure_monitor(
         ValueError: if a monitor inside another wrapper is too short.
     """
     require_compiled(model, caller)
+    distributed.check_strategy(model, caller)
     monitor = find_monitor(model.optimizer)
     rebuild = False
     if monitor is None or monitor.history < (min_history or 0):
-        history = max(DEFAULT_HISTORY, min_history or 0)
-        if monitor is not None:  # a longer ring around the same optimizer
-            monitor = GradientMonitor(
-                monitor.inner_optimizer,
-                history=history,
-                autoclip_percentile=monitor.autoclip_percentile,
-                autoclip_history=monitor.autoclip_history,
-                skip_nonfinite=monitor.skip_nonfinite,
-                check_weights=monitor.check_weights,
-            )
-        else:
-            monitor = GradientMonitor(_updater(model.optimizer), history=history)
-        if monitor.inner_optimizer.built:
-            monitor.build(model.trainable_variables)
+        with distributed.strategy_scope(model):  # mirrored variables
+            monitor = _new_monitor(model, monitor, min_history)
         _place(model, monitor, caller)
         rebuild = True
     if check_weights and not monitor.check_weights:
@@ -94,6 +84,25 @@ def ensure_monitor(
         rebuild = True
     if rebuild:
         rebuild_train_function(model)
+    return monitor
+
+
+def _new_monitor(model, old: GradientMonitor | None, min_history) -> GradientMonitor:
+    """A monitor around the model's optimizer, or a longer one replacing `old`."""
+    history = max(DEFAULT_HISTORY, min_history or 0)
+    if old is None:
+        monitor = GradientMonitor(_updater(model.optimizer), history=history)
+    else:  # a longer ring around the same optimizer
+        monitor = GradientMonitor(
+            old.inner_optimizer,
+            history=history,
+            autoclip_percentile=old.autoclip_percentile,
+            autoclip_history=old.autoclip_history,
+            skip_nonfinite=old.skip_nonfinite,
+            check_weights=old.check_weights,
+        )
+    if monitor.inner_optimizer.built:
+        monitor.build(model.trainable_variables)
     return monitor
 
 

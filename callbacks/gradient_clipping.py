@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from .attach import find_monitor, rebuild_train_function, require_compiled
+from . import distributed
+from .attach import (
+    begin_fit, ensure_monitor, find_monitor, rebuild_train_function, require_compiled,
+)
 from .optimizer_chain import clip_settings, innermost_optimizer
 from .validation import check, is_number
 
@@ -22,6 +25,13 @@ class GradientClipping(keras.callbacks.Callback):
     after training, so a saved model records how it was trained, and a
     second `fit` with the same callback does not retrace. None of these
     modes protects against NaN/Inf; `NaNGuard` does.
+
+    Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy`
+    Keras clips each replica's gradient before the all-reduce, so the update
+    can exceed the bound (up to replicas x `global_clipnorm`). There this
+    callback installs the `GradientMonitor`, which clips the all-reduced
+    gradient once: the applied update is exactly what one device would apply
+    to the global batch.
 
     Args:
         clipnorm: float > 0 or `None`. Defaults to `None`.
@@ -71,6 +81,10 @@ class GradientClipping(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         require_compiled(self.model, "GradientClipping")
+        if distributed.num_replicas(self.model) > 1:
+            # Keras would clip each replica's share before the all-reduce;
+            # the monitor clips the reduced gradient once instead.
+            begin_fit(ensure_monitor(self.model, "GradientClipping"), self.params)
         optimizer = self.model.optimizer
         current = clip_settings(optimizer)
         monitor = find_monitor(optimizer)

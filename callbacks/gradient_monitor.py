@@ -6,9 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import clipping
+from . import clipping, distributed
 from .gradient_record import APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE, GradientRecord
-from .optimizer_chain import clip_settings, loss_scaler
+from .optimizer_chain import clip_settings, innermost_optimizer, loss_scaler
 from .validation import check, check_int, is_int, is_number
 
 # Ring columns before the per-variable norms: norm, norm_clipped, threshold,
@@ -290,25 +290,25 @@ class GradientMonitor(keras.optimizers.Optimizer):
         # transfer (see _FIXED), then one norm per variable.
         self._count = self.add_variable(
             shape=(), initializer="zeros", dtype="int32",
-            aggregation="none", name="gg_count",
+            aggregation="only_first_replica", name="gg_count",
         )
         self._ring = self.add_variable(
             shape=(self.history, _FIXED + max(n_vars, 1)), initializer="zeros",
-            dtype="float32", aggregation="none", name="gg_ring",
+            dtype="float32", aggregation="only_first_replica", name="gg_ring",
         )
         setting = self._autoclip_setting()
         self._autoclip = self.add_variable(
             shape=(2,), initializer=lambda shape, dtype: ops.convert_to_tensor(
                 setting, dtype
             ),
-            dtype="float32", aggregation="none", name="gg_autoclip",
+            dtype="float32", aggregation="only_first_replica", name="gg_autoclip",
         )
         gate = self._gate_setting()
         self._gate = self.add_variable(
             shape=(5,), initializer=lambda shape, dtype: ops.convert_to_tensor(
                 gate, dtype
             ),
-            dtype="float32", aggregation="none", name="gg_gate",
+            dtype="float32", aggregation="only_first_replica", name="gg_gate",
         )
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
@@ -484,6 +484,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if trainable_variables is None:
             trainable_variables = self._trainable_variables
         trainable_variables = list(trainable_variables)
+        context = distributed.replica_context()
+        if context is not None:
+            self._apply_distributed(context, list(grads), trainable_variables)
+            return
         ok, grads, row = self._measure(list(grads), trainable_variables)
         inner = self.inner_optimizer
 
@@ -511,6 +515,39 @@ class GradientMonitor(keras.optimizers.Optimizer):
             update()
             if self.loss_scaled:  # the loss scaler skipped it uncounted
                 ops.cond(ok, noop, count_skipped)
+        self._write(
+            row, self._weights_flag(trainable_variables), inner.iterations.value
+        )
+
+    def _apply_distributed(self, context, grads, trainable_variables):
+        """`apply` in a replica context of several replicas (see distributed.py)."""
+        inner = self.inner_optimizer
+        grads = distributed.all_reduce_sum(context, grads)
+        ok, grads, row = self._measure(grads, trainable_variables)
+        if not self.autoclip_compiled:  # clip once, the reduced gradients
+            grads = innermost_optimizer(inner)._clip_gradients(grads)
+        if not self.skip_nonfinite or self.loss_scaled:
+            ok = ops.convert_to_tensor(True)
+        replicas = context.num_replicas_in_sync
+        shares = [None if g is None else g / replicas for g in grads]
+
+        def apply_share(shares):
+            with distributed.clipping_off(inner):
+                self._scale_update(
+                    lambda: inner.apply(shares, trainable_variables),
+                    trainable_variables,
+                )
+
+        def update(strategy, shares, ok):
+            def run():
+                strategy.extended.call_for_each_replica(apply_share, args=(shares,))
+
+            def count_skipped():
+                inner.iterations.assign_add(1)
+
+            ops.cond(distributed.first_replica(strategy, ok), run, count_skipped)
+
+        context.merge_call(update, args=(shares, ok))
         self._write(
             row, self._weights_flag(trainable_variables), inner.iterations.value
         )
