@@ -45,7 +45,7 @@ def spread_table(table: pd.DataFrame) -> pd.DataFrame:
             "max_grad_norm": top.mean(), "max_grad_norm_min": top.min(),
             "max_grad_norm_max": top.max(),
         })
-    return pd.DataFrame(lines)
+    return pd.DataFrame(lines).astype({"learned_epoch": "Int64"})
 
 
 def _ratios(table: pd.DataFrame, variant: str, cell: str) -> np.ndarray:
@@ -186,7 +186,7 @@ def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str]) 
     if len(good):
         lines.append(f"learned ({bar}): " + ", ".join(
             f"{g['variant']} / {g['cell']} in {g['learned']} seeds (val/trivial {g['val/trivial']:.3g}, "
-            f"first at epoch {g['learned_epoch']})" for _, g in good.iterrows()) + ".")
+            f"first at epoch {int(g['learned_epoch'])})" for _, g in good.iterrows()) + ".")
     else:
         lines.append(f"no configuration learned ({bar}).")
     ranked = spread[np.isfinite(spread["val/trivial"])].sort_values("val/trivial")

@@ -40,9 +40,11 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
     summary = analysis.summarize(table, threshold, used)
     spread = analysis.spread_table(table)
     shown = _blank_missing(table[SHOWN])
-    text = (f"{caption}\n\nMean and min..max over seeds:\n\n{markdown_table(_blank_missing(spread))}"
-            f"\nEvery row:\n\n{markdown_table(shown)}\nSummary:\n\n"
-            + "".join(f"- {line}\n" for line in summary))
+    text = f"{caption}\n\n"
+    if table["seed"].nunique() > 1:
+        text += f"Mean and min..max over seeds:\n\n{markdown_table(_blank_missing(spread))}\n"
+    text += (f"Every row:\n\n{markdown_table(shown)}\nSummary:\n\n"
+             + "".join(f"- {line}\n" for line in summary))
     write_atomic(out_dir / "results.md", text)
     write_atomic(out_dir / "summary.txt", "\n".join(summary) + "\n")
     table.attrs.update(summary=summary, spread=spread, threshold=threshold, title=title,
