@@ -186,7 +186,7 @@ def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str]) 
     if len(good):
         lines.append(f"learned ({bar}): " + ", ".join(
             f"{g['variant']} / {g['cell']} in {g['learned']} seeds (val/trivial {g['val/trivial']:.3g}, "
-            f"first at epoch {int(g['learned_epoch'])})" for _, g in good.iterrows()) + ".")
+            f"first at epoch {'?' if pd.isna(g['learned_epoch']) else int(g['learned_epoch'])})" for _, g in good.iterrows()) + ".")
     else:
         lines.append(f"no configuration learned ({bar}).")
     ranked = spread[np.isfinite(spread["val/trivial"])].sort_values("val/trivial")
