@@ -16,7 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .experiment import LEARNED_RATIO, MODIFIERS, Row, Variant
+from .experiment import LEARNED_RATIO, Row
+from .variants import MODIFIERS, Variant
 
 
 def exploded(row: pd.Series | Mapping) -> bool:

@@ -60,7 +60,8 @@ import pandas as pd
 from gradguard.datasets import poorly_scaled_regression
 
 from .common import device_name, write_config
-from .experiment import OPTIMIZERS, Experiment, Row, Setup, Variant, clip_callbacks, factorial_variants
+from .experiment import Experiment, Row, Setup
+from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
 from .models import deep_dense
 from .report import run_main, write_report
 

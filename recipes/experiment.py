@@ -32,13 +32,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from gradguard.callbacks import AutoClip, GradientClipping, GradientNormLogger, NaNGuard
+from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .run_files import RunFolderError, write_atomic
+from .variants import make_optimizer
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
-CLIP_MODES = ("clipnorm", "clipvalue", "global_clipnorm", "autoclip")
-MODIFIERS = (*CLIP_MODES, "batchnorm", "standardize", "lower_lr")
 # A model learned when its validation loss is at most this fraction of the
 # constant prediction's (the issue's bar: 10x better than predicting the mean).
 LEARNED_RATIO = 0.1
@@ -48,69 +46,6 @@ LEARNED_RATIO = 0.1
 SPIKE_FACTOR = 1000.0
 INCOMPLETE = ".incomplete"
 INT_COLUMNS = ("seed", "learned_epoch", "exploded_step", "epochs_run")
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """A variant name parsed: `"global_clipnorm+batchnorm@adam"`.
-
-    `baseline` is the variant with no modifier. Modifiers join with `+` (at
-    most one clipping mode); `@optimizer` trains the variant with that
-    optimizer at its default learning rate instead of the run's `--optimizer`.
-    """
-
-    name: str
-    mods: frozenset[str]
-    optimizer: str | None  # None: the run's --optimizer
-
-    @classmethod
-    def parse(cls, name: str) -> Variant:
-        """Parses a variant name; raises `ValueError` with the fix."""
-        body, _, optimizer = name.partition("@")
-        mods = [] if body == "baseline" else body.split("+")
-        problem = None
-        if optimizer and optimizer not in OPTIMIZERS:
-            problem = f"optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"
-        elif any(m not in MODIFIERS for m in mods) or len(set(mods)) != len(mods):
-            problem = f"modifiers {body!r}; expected 'baseline' or distinct ones of {', '.join(MODIFIERS)}"
-        elif sum(m in CLIP_MODES for m in mods) > 1:
-            problem = f"{body!r} with more than one clipping mode; pick one"
-        if problem:
-            raise ValueError(
-                f"--variants received {name!r}: {problem} (joined with '+', "
-                "optionally @optimizer, e.g. global_clipnorm+batchnorm@adam).")
-        return cls(name, frozenset(mods), optimizer or None)
-
-    @property
-    def clip(self) -> str | None:
-        """The clipping mode, or None."""
-        return next((m for m in CLIP_MODES if m in self.mods), None)
-
-
-def factorial_variants(clip: str | None = None) -> tuple[str, ...]:
-    """BatchNormalization on/off x standardization on/off (x `clip` on/off)."""
-    names = ("baseline", "batchnorm", "standardize", "batchnorm+standardize")
-    if clip:
-        names += tuple(clip if n == "baseline" else f"{clip}+{n}" for n in names)
-    return names
-
-
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """`sgd` (plain), `momentum` (SGD, Nesterov-free, 0.9), `adam` or `rmsprop`."""
-    if name == "momentum":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
-    cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
-           "rmsprop": keras.optimizers.RMSprop}[name]
-    return cls(learning_rate=learning_rate)
-
-
-def clip_callbacks(clip: str | None, threshold: float) -> list[keras.callbacks.Callback]:
-    """The callback of a clipping mode: `GradientClipping` or `AutoClip`."""
-    if clip is None:
-        return []
-    if clip == "autoclip":
-        return [AutoClip(percentile=threshold)]
-    return [GradientClipping(**{clip: threshold})]
 
 
 @dataclasses.dataclass(frozen=True)

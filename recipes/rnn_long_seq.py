@@ -81,7 +81,8 @@ import pandas as pd
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem
 
 from .common import device_name, write_config
-from .experiment import OPTIMIZERS, Experiment, Row, Setup, Variant, clip_callbacks, factorial_variants
+from .experiment import Experiment, Row, Setup
+from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
 from .models import sequence_model
 from .report import run_main, write_report
 

@@ -13,7 +13,8 @@ import pytest
 
 from gradguard.datasets import poorly_scaled_regression
 from gradguard.recipes import analysis, deep_dense
-from gradguard.recipes.experiment import LEARNED_RATIO, Variant
+from gradguard.recipes.experiment import LEARNED_RATIO
+from gradguard.recipes.variants import Variant
 
 # Small rows (about 1-3 s each) for the default suite.
 SMALL = ["--depth", "3", "--width", "16", "--n-train", "1024", "--n-val", "256", "--epochs", "2"]

@@ -1,4 +1,4 @@
-"""Tests for the experiment table and its analysis (pure parts, no training)."""
+"""Tests for variants, the experiment table's verdicts and their analysis (no training)."""
 
 import itertools
 import math
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from gradguard.recipes import analysis
-from gradguard.recipes.experiment import (
-    CLIP_MODES, LEARNED_RATIO, Row, Variant, factorial_variants, judge, make_optimizer)
+from gradguard.recipes.experiment import LEARNED_RATIO, Row, judge
+from gradguard.recipes.variants import CLIP_MODES, Variant, factorial_variants, make_optimizer
 from gradguard.recipes.run_files import RunFolderError, write_atomic
 
 
