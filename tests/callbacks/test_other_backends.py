@@ -36,7 +36,9 @@ SCRIPT = textwrap.dedent("""
               callbacks=[logger, guard])
     np.savez({out!r}, *weights,
              norms=logger.to_dataframe("global")["grad_norm"].to_numpy(),
-             restored=guard.events[0]["restored_step"],
+             restored=-1 if guard.events[0]["restored_step"] is None
+             else guard.events[0]["restored_step"],
+             cause=guard.events[0]["cause"], held=guard.events[0]["weights"]["step"],
              finite=all(np.isfinite(w).all() for w in model.get_weights()),
              backend=keras.backend.backend())
 """)
@@ -59,12 +61,17 @@ def test_callbacks_under_backend(backend, tmp_path):
     weights = [result[f"arr_{i}"] for i in range(len(dense_model().get_weights()))]
     norms = result["norms"]
     assert len(norms) == 6 and np.isnan(norms[2])
-    # Steps 1-2 from the initial weights; the NaN step 3 is skipped and rolled
-    # back to the weights after step 2, so steps 4-6 see the batches 4-6.
+    # Steps 1-2 from the initial weights; the NaN step 3 is skipped as bad
+    # data (no rollback needed: the weights are still those after step 2), so
+    # steps 4-6 see the batches 4-6.
     from tests.callbacks.helpers import regression_data
 
     x, y = regression_data((8,), n=96)
     expected = tape_steps(dense_model, weights, x, y, 16, 0.05, 2)
     np.testing.assert_allclose(norms[:2], [global_norm(g) for g in expected], rtol=1e-4)
-    assert int(result["restored"]) == 2
+    assert str(result["cause"]) == "bad_data"
+    # The report names the newest applied step when the guard read the ring:
+    # step 2, or step 4 with steps_per_execution=2 (JAX).
+    assert int(result["restored"]) == -1
+    assert int(result["held"]) == (2 if backend == "torch" else 4)
     assert np.isfinite(norms[3:]).all()
