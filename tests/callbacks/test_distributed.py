@@ -144,3 +144,65 @@ def test_jax_data_parallel_norms_and_clipping_are_global():
     np.testing.assert_allclose(result["logged"], result["jax_grad"], rtol=1e-5)
     np.testing.assert_allclose(result["applied"], np.minimum(result["jax_grad"], 1.0), rtol=1e-4)
     np.testing.assert_allclose(result["clipped"], np.minimum(result["jax_grad"], 1.0), rtol=1e-5)
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _single_device_sgd(steps=2, clip=None):
+    """Plain SGD(0.1) on one device over the same global batches of 32."""
+    import tensorflow as tf
+
+    from tests.callbacks.helpers import dense_model, global_norm, regression_data
+
+    x, y = regression_data((8,), n=64)
+    keras.utils.set_random_seed(0)
+    model = dense_model()
+    norms = []
+    for step in range(steps):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.MeanSquaredError()(
+                y[32 * step: 32 * step + 32], model(x[32 * step: 32 * step + 32], training=True)
+            )
+        grads = [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+        norm = global_norm(grads)
+        norms.append(norm)
+        scale = 1.0 if clip is None else min(1.0, clip / norm)
+        for v, g in zip(model.trainable_variables, grads):
+            v.assign_sub(0.1 * scale * g)
+    return norms, model.get_weights()
+
+
+def test_multi_worker_mirrored_two_processes():
+    ports = [str(p) for p in _free_ports(2)]
+    script = os.path.join(HERE, "mwms_worker.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    workers = [
+        subprocess.Popen([sys.executable, script, str(i), *ports], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=240)
+            assert worker.returncode == 0, err[-3000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:
+            worker.kill()
+    for name, clip in [("plain", None), ("clipped", 1.0)]:
+        norms, weights = _single_device_sgd(clip=clip)
+        for result in outputs:  # each worker logs the global-batch norm
+            np.testing.assert_allclose(result[name]["logged"], norms, rtol=1e-5)
+            for a, b in zip(result[name]["weights"], weights):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
