@@ -59,7 +59,7 @@ import pandas as pd
 
 from gradguard.datasets import poorly_scaled_regression
 
-from .common import device_name, write_config
+from .common import device_name, new_run_dir, write_config
 from .experiment import Experiment, Row, Setup
 from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
 from .models import deep_dense
@@ -228,17 +228,20 @@ def setup(row: Row, config: Config, x_train) -> Setup:
 # ---------------------------------------------------------------------------
 
 
-def run(config: Config, out_dir: str | pathlib.Path) -> pd.DataFrame:
+def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFrame:
     """Trains every row not yet in `out_dir/results.csv` and writes the report.
 
     Args:
         config: The settings.
-        out_dir: The run folder (new, or the one being resumed).
+        out_dir: The run folder (new, or the one being resumed). Defaults to
+            `None`: `config.resume`, or a new folder from `config.out`.
 
     Returns:
         The results table, one row per variant x seed; `table.attrs` holds
         `"summary"`, `"spread"`, `"threshold"` and `"out_dir"`.
     """
+    if out_dir is None:
+        out_dir = config.resume or new_run_dir(config.out, NAME)
     out_dir = pathlib.Path(out_dir)
     if not config.resume:
         write_config(config, out_dir)

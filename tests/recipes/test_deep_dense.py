@@ -154,3 +154,10 @@ def test_same_seed_same_table(tmp_path):
     first = deep_dense.main([*flags, "--out", str(tmp_path / "a")])
     second = deep_dense.main([*flags, "--out", str(tmp_path / "b")])
     pd.testing.assert_frame_equal(first.drop(columns="wall_time_s"), second.drop(columns="wall_time_s"))
+
+
+def test_run_takes_a_config_and_returns_the_table(tmp_path):
+    config = deep_dense.Config(quick=True, depth=2, width=8, variants=("standardize",), out=str(tmp_path / "r"))
+    table = deep_dense.run(config)
+    assert list(table["variant"]) == ["standardize"] and table.attrs["out_dir"] == str(tmp_path / "r")
+    assert pd.read_csv(tmp_path / "r" / "results.csv")["val_loss"].tolist() == pytest.approx(table["val_loss"].tolist())
