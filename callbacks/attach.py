@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from . import distributed
-from .gradient_monitor import GradientMonitor
+from .gradient_monitor import DOUBLE_LOSS_SCALE, GradientMonitor
 
 DEFAULT_HISTORY = 1024
 
@@ -72,6 +72,7 @@ def ensure_monitor(
     """
     require_compiled(model, caller)
     distributed.check_strategy(model, caller)
+    _check_one_loss_scaler(model.optimizer, caller)
     monitor = find_monitor(model.optimizer)
     rebuild = False
     if monitor is None or monitor.history < (min_history or 0):
@@ -85,6 +86,19 @@ def ensure_monitor(
     if rebuild:
         rebuild_train_function(model)
     return monitor
+
+
+def _check_one_loss_scaler(optimizer, caller: str) -> None:
+    """Refuses a chain with two `LossScaleOptimizer`s (before training)."""
+    chain = []
+    while optimizer is not None:
+        chain.append(type(optimizer).__name__)
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    if chain.count("LossScaleOptimizer") > 1:
+        raise ValueError(DOUBLE_LOSS_SCALE.format(
+            f"{caller} found two loss scalers in the model's optimizer, "
+            f"{'('.join(chain)}{')' * (len(chain) - 1)}"
+        ))
 
 
 def _new_monitor(model, old: GradientMonitor | None, min_history) -> GradientMonitor:

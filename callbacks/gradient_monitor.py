@@ -16,6 +16,17 @@ from .validation import check, check_int, is_int, is_number
 _FIXED = 8
 _STATUS = 7
 _STEP_BASE = 2**20  # the step is stored as two float32 parts, exact to 2**44
+# Under mixed_float16, compile() wraps GradientMonitor(LossScaleOptimizer(...))
+# in a second LossScaleOptimizer: the loss is scaled twice and the norms the
+# monitor reports are divided by the scale once too often.
+DOUBLE_LOSS_SCALE = (
+    "{}, where model.compile() wraps the optimizer in a second "
+    "LossScaleOptimizer: the loss would be scaled twice and the gradient "
+    "norms reported divided by the loss scale (e.g. 0.0002 instead of 5.5). "
+    "Pass the plain optimizer, GradientMonitor(keras.optimizers.Adam(...)), "
+    "and let Keras add the LossScaleOptimizer around it; or compile with the "
+    "plain optimizer and let a gradguard callback install the monitor."
+)
 
 
 def _check_window(window, history: int) -> None:
@@ -66,7 +77,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
     (Keras then wraps it: `LossScaleOptimizer(GradientMonitor(optimizer))`) or
     let a callback wrap the compiled `LossScaleOptimizer`; do not compile with
     `GradientMonitor(LossScaleOptimizer(...))`, which Keras would wrap in a
-    second loss scaler.
+    second loss scaler (the constructor raises a `ValueError` when the
+    global policy is `mixed_float16`, and the callbacks raise one before
+    training when they find two loss scalers).
 
     Args:
         optimizer: the `keras.optimizers.Optimizer` that does the update. A
@@ -122,6 +135,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 "GradientMonitor received an optimizer that is already a "
                 "GradientMonitor; wrap the optimizer only once."
             )
+        if (loss_scaler(optimizer) is not None
+                and keras.config.dtype_policy().name == "mixed_float16"):
+            raise ValueError(DOUBLE_LOSS_SCALE.format(
+                "GradientMonitor received optimizer=LossScaleOptimizer("
+                f"{type(innermost_optimizer(optimizer)).__name__}) under the "
+                "'mixed_float16' dtype policy"
+            ))
         check_int("GradientMonitor", "history", history, 2)
         if autoclip_history is None:
             autoclip_history = history
