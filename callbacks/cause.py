@@ -66,14 +66,16 @@ def name_cause(
     batch: int,
     input_ratio: float | None = None,
     recurrent_gain: float | None = None,
-    loss_scale: float | None = None,
+    loss_scale: dict | None = None,
 ) -> dict:
     """Names the likeliest cause of a NaNGuard event, with evidence and cure.
 
     Decided in this order, the first that holds:
 
     - `loss_scale`: the loss scaler of a mixed-precision run kept skipping
-      steps or its scale collapsed (`trigger="loss_scale"`).
+      steps or its scale collapsed (`trigger="loss_scale"`, decided by
+      `LossScaleWatch`: 3 consecutive skips once the scale has settled, or
+      a scale below 1, by default).
     - `bad_data`: the same batch index failed in an earlier epoch, or
       a gradient turned non-finite with no growth before it (the last
       `RECENT` norms within `GROWTH` x their median, no variable 10x above
@@ -106,7 +108,8 @@ def name_cause(
             input feature (`None` without a first Dense-like layer).
         recurrent_gain: the largest singular value of the model's recurrent
             kernels at the start of the fit, or `None`.
-        loss_scale: the loss scale, under mixed precision.
+        loss_scale: `LossScaleWatch.update`'s finding for a `loss_scale`
+            event (the skips and the scale history), else `None`.
 
     Returns:
         A dict: `cause` (one of `CAUSES`), `evidence` (a sentence) and
@@ -126,12 +129,7 @@ def name_cause(
     where = f"epoch {epoch}, batch {batch} (0-based)"
 
     if trigger == "loss_scale":
-        return _named(
-            "loss_scale",
-            f"the loss scaler skipped step after step; scale now {loss_scale:.3g}",
-            "lower the learning rate, or keep the layers that overflow in "
-            "float32 (dtype='float32'); " + clip_text,
-        )
+        return _loss_scale(loss_scale or {}, g, learning_rate, clip_text)
     if repeated or (trigger == "nonfinite_gradient" and g is not None and not grew
                     and not suspects):
         evidence = (
@@ -190,6 +188,31 @@ def name_cause(
             f"of {learning_rate:.3g}); or " + clip_text,
         )
     return _named("unknown", "no growth, origin or scale stood out", clip_text)
+
+
+def _loss_scale(found: dict, growth, learning_rate: float, clip_text: str) -> dict:
+    """The `loss_scale` cause: its evidence is the scale history."""
+    scales = [found.get("scale_before", float("nan")), *found.get("scales", [])]
+    history = " -> ".join(f"{s:.6g}" for s in scales)
+    n = found.get("skipped", 0)
+    evidence = (
+        f"the loss scaler skipped {n} step{'s' * (n != 1)} in a row (scale "
+        f"{history}, halved on each overflow): the float16 gradients overflow "
+        + (f"at a scale {scales[0] / scales[-1]:.0f}x lower than the one the "
+           "last applied step fitted" if found.get("settled", True) else
+           "at every scale tried, and no step has fitted float16 yet")
+    )
+    if found.get("rule") == "min_scale":
+        evidence += f", and below {found.get('min_scale', 1.0):.6g}"
+    if growth is not None and growth >= GROWTH:
+        evidence += f"; the global norm had risen to {growth:.3g}x its median"
+    return _named(
+        "loss_scale", evidence,
+        f"lower the learning rate to ~{learning_rate / 10:.3g} (a tenth of "
+        f"{learning_rate:.3g}); or keep the layers whose values overflow "
+        "float16 in float32 (dtype='float32', e.g. the output layer); or "
+        + clip_text,
+    )
 
 
 def _named(cause: str, evidence: str, cure: str) -> dict:

@@ -6,28 +6,22 @@ import math
 import os
 
 import keras
-import numpy as np
 
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
-from .cause import RECENT, kernel_gains, measure_growth, name_cause
-from .diagnosis import rank_suspects
-from .gradient_record import APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE
 from .layer_names import layer_of_paths
-from .nan_report import format_message, write_json_atomically
+from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
+from .nan_event import (
+    choose_action, describe_event, detect_in_record, initial_gains, must_restore,
+    to_float, weights_held,
+)
+from .nan_report import (  # NonFiniteTrainingError: imported from here too
+    NonFiniteTrainingError, check_report_path, format_message, write_json_atomically,
+)
 from .snapshots import Snapshots, all_finite, default_cadence
-from .validation import check, check_int, check_writable_folder, is_number
+from .validation import check, check_int, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
 SPIKE_ACTIONS = ("skip", "clip")
-ONSET_FACTOR = 10.0  # a norm this far above its running median has left it
-
-
-class NonFiniteTrainingError(FloatingPointError):
-    """Raised by `NaNGuard(action="raise")`; `.report` holds the diagnosis."""
-
-    def __init__(self, message: str, report: dict):
-        super().__init__(message)
-        self.report = report
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -66,6 +60,14 @@ class NaNGuard(keras.callbacks.Callback):
     training goes on, with no restore, no cut and no retry used (at most
     `max_bad_batches` of them).
 
+    **Mixed precision.** Keras' `LossScaleOptimizer` skips a step whose
+    float16 gradients overflow without calling the monitor inside it. The
+    guard records such skips (`guard.loss_scale.to_dataframe()`, never as a
+    norm) and fires, cause `loss_scale`, on `max_loss_scale_skips` in a row
+    once the scale has settled or on a scale below `min_loss_scale` (see
+    `LossScaleWatch`); `stop`/`rollback` go back to the snapshot before the
+    last applied step, with the loss scale it had.
+
     Numbering: `step` is the global step (the optimizer's iterations after
     it: 1 for the first step, continuing across epochs and `fit` calls);
     `epoch` and `batch` are 0-based, as Keras passes them to callbacks and
@@ -84,6 +86,12 @@ class NaNGuard(keras.callbacks.Callback):
         max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
         max_bad_batches: int >= 0, bad-data steps skipped (with
             `"rollback"`) before stopping. Defaults to 10.
+        max_loss_scale_skips: int >= 1, under `mixed_float16`: consecutive
+            steps the loss scaler skips, once its scale has settled, that
+            make a `loss_scale` event. Defaults to 3.
+        min_loss_scale: float > 0, under `mixed_float16`: a skip that leaves
+            the loss scale below this makes a `loss_scale` event. Defaults
+            to 1.0.
         restore_weights: bool, on stop/raise return to the last good
             weights. Defaults to `True`.
         report_path: path of a JSON report (written atomically; must not
@@ -114,6 +122,8 @@ class NaNGuard(keras.callbacks.Callback):
         lr_factor: float = 0.5,
         max_retries: int = 3,
         max_bad_batches: int = 10,
+        max_loss_scale_skips: int = MAX_SKIPS,
+        min_loss_scale: float = MIN_SCALE,
         restore_weights: bool = True,
         report_path: str | os.PathLike | None = None,
         snapshot_every: int | None = None,
@@ -137,6 +147,7 @@ class NaNGuard(keras.callbacks.Callback):
             ("window", window, 2), ("min_history", min_history, 1),
             ("max_retries", max_retries, 0),
             ("max_bad_batches", max_bad_batches, 0),
+            ("max_loss_scale_skips", max_loss_scale_skips, 1),
             ("keep_snapshots", keep_snapshots, 1),
         ]:
             check_int("NaNGuard", name, value, low)
@@ -149,7 +160,12 @@ class NaNGuard(keras.callbacks.Callback):
         self.action, self.spike_action = action, spike_action
         self.spike_factor = spike_factor
         self.window, self.min_history = window, min_history
+        check(
+            is_number(min_loss_scale) and min_loss_scale > 0,
+            "NaNGuard", "min_loss_scale", min_loss_scale, "a number > 0",
+        )
         self.lr_factor = float(lr_factor)
+        self.loss_scale = LossScaleWatch(max_loss_scale_skips, min_loss_scale)
         self.max_retries, self.max_bad_batches = max_retries, max_bad_batches
         self.restore_weights = bool(restore_weights)
         self.snapshot_every, self.keep_snapshots = snapshot_every, keep_snapshots
@@ -162,16 +178,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.report_path is not None and not self._written:
-            if os.path.exists(self.report_path):
-                raise ValueError(
-                    f"NaNGuard received report_path={self.report_path!r}, "
-                    "which already exists; pass a new path or move the old "
-                    "report away."
-                )
-            check_writable_folder(
-                self.report_path, "NaNGuard", "report_path",
-                folder=os.path.dirname(os.path.abspath(self.report_path)),
-            )
+            check_report_path(self.report_path)
         model = self.model
         monitor = ensure_monitor(
             model, "NaNGuard", self.window + 1, check_weights=True
@@ -195,17 +202,9 @@ class NaNGuard(keras.callbacks.Callback):
         self._last_index = monitor.read().count if monitor.built else 0
         self._step = int(monitor.iterations.numpy())
         self._start_step = self._step
-        # The kernels' gains as this fit found them (not as a divergence
-        # left them): the `depth` evidence.
-        self._gains = kernel_gains([
-            keras.ops.convert_to_numpy(v) for v in model.trainable_variables
-            if v.path.endswith("kernel") and "recurrent" not in v.path
-        ])
-        self._recurrent_gain = max([
-            float(np.linalg.norm(keras.ops.convert_to_numpy(v), 2))
-            for v in model.trainable_variables
-            if v.path.endswith("recurrent_kernel")
-        ], default=None)
+        # As this fit found them, not as a divergence left them.
+        self._gains, self._recurrent_gain = initial_gains(model)
+        self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
 
@@ -224,7 +223,12 @@ class NaNGuard(keras.callbacks.Callback):
         self._last_index = record.count
         if len(new.steps):
             self._step = int(new.steps[-1])
-        event = self._detect(record, new, monitor.loss_scaled)
+        event = detect_in_record(record, new, self.window, monitor.loss_scaled)
+        found = self.loss_scale.update(self._epoch, int(batch),
+                                        int(monitor.iterations.numpy()))
+        if event is None and found is not None:
+            event = {"trigger": "loss_scale", "step": self._step,
+                     "detail": describe_skips(found), "loss_scale": found}
         if event is None:
             loss = logs.get("loss")
             if loss is not None and not math.isfinite(float(loss)):
@@ -236,55 +240,36 @@ class NaNGuard(keras.callbacks.Callback):
             return
         self._handle(event, record, int(batch))
 
-    # -- detection ---------------------------------------------------------
-
-    def _detect(self, record, new, loss_scaled: bool) -> dict | None:
-        for i, step in enumerate(new.steps.tolist()):
-            status, norm = int(new.status[i]), float(new.norm[i])
-            if status == NONFINITE and not loss_scaled:
-                bad = int(new.first_nonfinite[i])
-                what = ("a gradient holds NaN or inf" if bad >= 0 else
-                        f"the global gradient norm overflows to {norm}")
-                return {"trigger": "nonfinite_gradient", "step": step,
-                        "detail": what + "; the update was skipped",
-                        "variable_index": bad if bad >= 0 else None}
-            if not new.weights_finite[i]:
-                return {"trigger": "nonfinite_weights", "step": step,
-                        "detail": "the weights hold NaN or inf after the update"}
-            if status in (SKIPPED_SPIKE, CLIPPED_SPIKE):
-                earlier = (record.steps < step) & (record.status == APPLIED)
-                median = float(np.median(record.norm[earlier][-self.window:]))
-                done = ("skipped" if status == SKIPPED_SPIKE else
-                        f"applied clipped to the median {median:.4g}")
-                return {"trigger": "gradient_spike", "step": step,
-                        "detail": f"global gradient norm {norm:.4g} is "
-                                  f"{norm / median:.0f}x its running median "
-                                  f"{median:.4g}; the update was {done}"}
-        return None
-
     # -- actions -----------------------------------------------------------
 
     def _handle(self, event, record, batch):
         model = self.model
         monitor = find_monitor(model.optimizer)
-        step = event["step"]
-        self._describe(event, record, monitor, batch)
+        if self._columns is None:
+            self._layer_names, self._columns = layer_of_paths(
+                model, record.variable_paths
+            )
+        lr = to_float(monitor.learning_rate) * monitor.lr_multiplier
+        describe_event(
+            event, record, model=model,
+            layers=[self._layer_names[c] for c in self._columns],
+            window=self.window, min_history=self.min_history,
+            start_step=self._start_step, learning_rate=lr,
+            epoch=self._epoch, batch=batch,
+            repeated=any(b == batch and e < self._epoch for e, b in self._failed),
+            gains=self._gains, recurrent_gain=self._recurrent_gain,
+            loss_scale=event.get("loss_scale"),
+        )
         action = self.action
         if action == "rollback" and event["cause"] == "bad_data":
             self.bad_batches += 1
-            action = "skip" if self.bad_batches <= self.max_bad_batches else "stop"
-            if action == "stop":
-                event["detail"] += f"; {self.max_bad_batches} bad batches used up"
-        elif action == "rollback" and self.retries >= self.max_retries:
-            action = "stop"
-            event["detail"] += f"; {self.max_retries} rollbacks used up"
-        weights_ok = all_finite(model.get_weights())
-        diverging = not weights_ok or (
-            event["cause"] != "bad_data" and event["onset_step"] < step
+        action, used_up = choose_action(
+            action, event["cause"], self.retries, self.max_retries,
+            self.bad_batches, self.max_bad_batches,
         )
-        restore = not weights_ok or (diverging and (
-            action == "rollback" or (action != "skip" and self.restore_weights)
-        ))
+        event["detail"] += used_up
+        weights_ok = all_finite(model.get_weights())
+        restore = must_restore(event, weights_ok, action, self.restore_weights)
         restored = None
         if restore:
             restored = self._snapshots.restore(model, monitor, event["onset_step"])
@@ -292,17 +277,17 @@ class NaNGuard(keras.callbacks.Callback):
             monitor.mark_discarded(restored + 1, self._step)
             self._snapshot_step = self._step
             held = restored
+            if event["trigger"] == "loss_scale":  # the scale those weights had
+                self.loss_scale.restore_scale()
         else:
-            kept = (record.steps <= self._step) & np.isin(
-                record.status, (APPLIED, CLIPPED_SPIKE)
-            )
-            held = int(record.steps[kept][-1]) if kept.any() else self._start_step
+            held = weights_held(record, self._step, self._start_step)
         event["weights"] = {"step": held, "restored": restored is not None,
                             "kept_last": not self.restore_weights and restored is None}
         if action == "rollback":
             self.retries += 1
             monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
             event["new_learning_rate"] = event["learning_rate"] * self.lr_factor
+        self.loss_scale.reset()
         if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean
         self._failed.add((self._epoch, batch))
@@ -319,83 +304,6 @@ class NaNGuard(keras.callbacks.Callback):
             end_fit(monitor)  # on_train_end will not run
             raise NonFiniteTrainingError(event["message"], event)
 
-    def _describe(self, event, record, monitor, batch):
-        """Adds where, the suspects, the onset, the lr in use and the cause."""
-        if self._columns is None:
-            self._layer_names, self._columns = layer_of_paths(
-                self.model, record.variable_paths
-            )
-        layers = [self._layer_names[c] for c in self._columns]
-        step = event["step"]
-        index = event.pop("variable_index", None)
-        upto = (record.steps <= step) & (record.status != DISCARDED)
-        suspects = [s for s in rank_suspects(
-            record.steps[upto], record.variable_norms[upto],
-            record.variable_paths, layers, window=self.window,
-            threshold=ONSET_FACTOR,
-        ) if s["first_step"] is not None]
-        applied = ((record.steps < step) & (record.status == APPLIED)
-                   & np.isfinite(record.norm))
-        growth = measure_growth(record.norm[applied], self.window)
-        onset = min([s["first_step"] for s in suspects] + [step])
-        if applied.sum() < self.min_history:
-            # Too little history to tell where it began: the fit's start.
-            onset = min(onset, self._start_step + 1)
-        if growth["growth"] is not None and growth["growth"] >= 3.0:
-            recent_steps = record.steps[applied][-len(growth["recent"]):]
-            high = np.asarray(growth["recent"]) >= 3.0 * growth["median"]
-            onset = min(onset, int(recent_steps[np.argmax(high)]))
-        stable = applied & (record.steps < onset)
-        input_ratio = self._input_ratio(record, upto)
-        lr = _to_float(monitor.learning_rate) * monitor.lr_multiplier
-        repeated = any(b == batch and e < self._epoch for e, b in self._failed)
-        event.update({
-            "epoch": self._epoch,
-            "batch": batch,
-            "first_nonfinite_variable": None if index is None
-            else record.variable_paths[index],
-            "first_nonfinite_layer": None if index is None else layers[index],
-            "suspects": suspects,
-            "onset_step": onset,
-            "growth": growth["growth"],
-            "last_applied_norm": float(record.norm[applied][-1])
-            if applied.any() else None,
-            "learning_rate": lr,
-        })
-        event.update(name_cause(
-            trigger=event["trigger"], growth=growth, suspects=suspects,
-            repeated=repeated, gains=self._gains,
-            recurrent_gain=self._recurrent_gain,
-            stable_norms=record.norm[stable], learning_rate=lr,
-            input_ratio=input_ratio,
-            epoch=self._epoch, batch=batch,
-        ))
-        if event["cause"] == "bad_data":
-            event["onset_step"] = step  # no divergence before it
-
-    def _input_ratio(self, record, rows) -> float | None:
-        """First kernel's gradient norm over its bias's, per input feature.
-
-        For a first layer `x @ W + b` the ratio is about the root mean square
-        of the inputs (times sqrt(fan-in) before the division): ~1 for
-        standardized inputs.
-        """
-        paths = record.variable_paths
-        first = next((v for v in self.model.trainable_variables
-                      if v.path.endswith("kernel") and len(v.shape) == 2), None)
-        if first is None or first.path not in paths:
-            return None
-        bias = first.path[: -len("kernel")] + "bias"
-        if bias not in paths:
-            return None
-        k, b = paths.index(first.path), paths.index(bias)
-        norms = record.variable_norms[rows]
-        ok = np.isfinite(norms[:, k]) & np.isfinite(norms[:, b]) & (norms[:, b] > 0)
-        if not ok.any():
-            return None
-        ratio = np.median(norms[ok, k] / norms[ok, b])
-        return float(ratio / np.sqrt(first.shape[0]))
-
     def _take_snapshot(self):
         monitor = find_monitor(self.model.optimizer)
         self._snapshots.take(self.model, monitor, self._step)
@@ -407,6 +315,3 @@ class NaNGuard(keras.callbacks.Callback):
         write_json_atomically(self.report_path, {"events": self.events})
         self._written = True
 
-
-def _to_float(value) -> float:
-    return float(keras.ops.convert_to_numpy(value))

@@ -8,6 +8,29 @@ import tempfile
 
 import numpy as np
 
+from .validation import check_writable_folder
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """Raised by `NaNGuard(action="raise")`; `.report` holds the diagnosis."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def check_report_path(path: str) -> None:
+    """Raises unless `path` is a new file in a writable folder."""
+    if os.path.exists(path):
+        raise ValueError(
+            f"NaNGuard received report_path={path!r}, which already exists; "
+            "pass a new path or move the old report away."
+        )
+    check_writable_folder(
+        path, "NaNGuard", "report_path",
+        folder=os.path.dirname(os.path.abspath(path)),
+    )
+
 
 def write_json_atomically(path: str, payload: dict) -> None:
     """Writes JSON to a temporary file beside `path`, then renames it.
