@@ -580,6 +580,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 "To call `stateless_apply`, GradientMonitor must be built: "
                 "call `optimizer.build(trainable_variables)` first."
             )
+        # A LossScaleOptimizer around the monitor passes its inner
+        # optimizer's variables themselves, mapped in its StatelessScope.
+        optimizer_variables = [
+            v.value if isinstance(v, keras.Variable) else v
+            for v in optimizer_variables
+        ]
         n_own = len(self._variables)
         own, inner_values = optimizer_variables[:n_own], optimizer_variables[n_own:]
         mapping = list(zip(self._variables, own))
