@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 
 import keras
+from keras import ops
 
 from .optimizer_chain import innermost_optimizer
 
@@ -49,6 +50,47 @@ def replica_context():
     if context is None or context.num_replicas_in_sync < 2:
         return None
     return context
+
+
+def apply(monitor, context, grads: list, trainable_variables: list) -> None:
+    """`GradientMonitor.apply` in a replica context of several replicas.
+
+    Reduce, then measure, clip and decide the skip once (the same values on
+    every replica), then let each replica's inner optimizer apply its share
+    `reduced / R` without clipping; its own all-reduce sums the shares back.
+    """
+    inner = monitor.inner_optimizer
+    grads = all_reduce_sum(context, grads)
+    ok, grads, row = monitor._measure(grads, trainable_variables)
+    if not monitor.autoclip_compiled:  # clip once, the reduced gradients
+        grads = innermost_optimizer(inner)._clip_gradients(grads)
+    if not monitor.skip_nonfinite or monitor.loss_scaled:
+        ok = ops.convert_to_tensor(True)
+    replicas = context.num_replicas_in_sync
+    shares = [None if g is None else g / replicas for g in grads]
+
+    def apply_share(shares):
+        with clipping_off(inner):
+            monitor._scale_update(
+                lambda: inner.apply(shares, trainable_variables),
+                trainable_variables,
+            )
+
+    def update(strategy, shares, ok):
+        def run():
+            strategy.extended.call_for_each_replica(apply_share, args=(shares,))
+
+        def count_skipped():
+            inner.iterations.assign_add(1)
+
+        # A cond around the inner optimizer's all-reduce is legal only here,
+        # in cross-replica context.
+        ops.cond(first_replica(strategy, ok), run, count_skipped)
+
+    context.merge_call(update, args=(shares, ok))
+    monitor._write(
+        row, monitor._weights_flag(trainable_variables), inner.iterations.value
+    )
 
 
 def all_reduce_sum(context, grads: list) -> list:

@@ -7,15 +7,13 @@ import numpy as np
 from keras import ops
 
 from . import clipping, distributed
-from .gradient_record import APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE, GradientRecord
+from .gradient_record import (
+    APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
+)
+from .ring import FIXED, decode, mark_rows, running_median, write_row
 from .optimizer_chain import clip_settings, innermost_optimizer, loss_scaler
 from .validation import check, check_int, is_int, is_number
 
-# Ring columns before the per-variable norms: norm, norm_clipped, threshold,
-# first_nonfinite, weights_finite, step_high, step_low, status.
-_FIXED = 8
-_STATUS = 7
-_STEP_BASE = 2**20  # the step is stored as two float32 parts, exact to 2**44
 # Under mixed_float16, compile() wraps GradientMonitor(LossScaleOptimizer(...))
 # in a second LossScaleOptimizer: the loss is scaled twice and the norms the
 # monitor reports are divided by the scale once too often.
@@ -289,13 +287,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
         They leave the spike gate's running median.
         """
-        from .gradient_record import DISCARDED
-
         ring = self._ring.numpy()
-        steps = ring[:, 5].astype(np.int64) * _STEP_BASE + ring[:, 6].astype(np.int64)
-        hit = (steps >= first_step) & (steps <= last_step)
-        if hit.any():
-            ring[hit, _STATUS] = DISCARDED
+        if mark_rows(ring, first_step, last_step, DISCARDED):
             self._ring.assign(ring)
             self._last_read = None
 
@@ -307,13 +300,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
     def build(self, var_list):
         n_vars = len(var_list)
         # One row per step, so that a step is one write and a read is one
-        # transfer (see _FIXED), then one norm per variable.
+        # transfer (see FIXED), then one norm per variable.
         self._count = self.add_variable(
             shape=(), initializer="zeros", dtype="int32",
             aggregation="only_first_replica", name="gg_count",
         )
         self._ring = self.add_variable(
-            shape=(self.history, _FIXED + max(n_vars, 1)), initializer="zeros",
+            shape=(self.history, FIXED + max(n_vars, 1)), initializer="zeros",
             dtype="float32", aggregation="only_first_replica", name="gg_ring",
         )
         setting = self._autoclip_setting()
@@ -424,24 +417,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             return grads, ok, ops.where(ok, applied, nonfinite), norm_clipped
         gate = self._gate.value
         factor, window, min_history, clip = gate[0], gate[1], gate[2], gate[3]
-        # The running median of the finite norms of applied steps among the
-        # last `window` rows (a clipped or skipped spike does not count).
-        size = self.history
-        count = self._count.value
-        age = ops.mod(ops.mod(count - 1, size) - ops.arange(size, dtype="int32"), size)
-        norms = self._ring.value[:, 0]
-        used = (
-            (age < ops.minimum(count, ops.cast(window, "int32")))
-            & (self._ring.value[:, _STATUS] == float(APPLIED))
-            & ops.isfinite(norms)
-        )
-        n = ops.sum(ops.cast(used, "int32"))
-        ordered = ops.sort(ops.where(used, norms, float("inf")))
-        last = ops.maximum(n - 1, 0)
-        median = 0.5 * (
-            ops.take(ordered, ops.floor_divide(last, 2))
-            + ops.take(ordered, ops.minimum(ops.floor_divide(n, 2), last))
-        )
+        median, n = running_median(self._ring, self._count, window)
         spike = (
             ok & (factor > 0) & (ops.cast(n, "float32") >= min_history)
             & (median > 0) & (norm > factor * median)
@@ -478,23 +454,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
     def _write(self, row, weights_flag, step):
         head, status, norm_vector = row
-        step = ops.cast(step, "int64")
-        high = ops.floor_divide(step, _STEP_BASE)
-        low = step - high * _STEP_BASE
-        values = ops.concatenate([
-            head,
-            ops.cast(ops.stack([weights_flag, ops.cast(high, "float32"),
-                                ops.cast(low, "float32"), status]), "float32"),
-            norm_vector,
-        ])
-        count = self._count.value
-        slot = ops.mod(count, self.history)
-        self._ring.assign(
-            ops.slice_update(
-                self._ring.value, [slot, 0], ops.reshape(values, (1, -1))
-            )
-        )
-        self._count.assign(count + 1)
+        write_row(self._ring, self._count, head, weights_flag, step, status,
+                  norm_vector)
 
     # -- stateful (TensorFlow, torch) --------------------------------------
 
@@ -506,7 +467,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         trainable_variables = list(trainable_variables)
         context = distributed.replica_context()
         if context is not None:
-            self._apply_distributed(context, list(grads), trainable_variables)
+            distributed.apply(self, context, list(grads), trainable_variables)
             return
         ok, grads, row = self._measure(list(grads), trainable_variables)
         inner = self.inner_optimizer
@@ -535,39 +496,6 @@ class GradientMonitor(keras.optimizers.Optimizer):
             update()
             if self.loss_scaled:  # the loss scaler skipped it uncounted
                 ops.cond(ok, noop, count_skipped)
-        self._write(
-            row, self._weights_flag(trainable_variables), inner.iterations.value
-        )
-
-    def _apply_distributed(self, context, grads, trainable_variables):
-        """`apply` in a replica context of several replicas (see distributed.py)."""
-        inner = self.inner_optimizer
-        grads = distributed.all_reduce_sum(context, grads)
-        ok, grads, row = self._measure(grads, trainable_variables)
-        if not self.autoclip_compiled:  # clip once, the reduced gradients
-            grads = innermost_optimizer(inner)._clip_gradients(grads)
-        if not self.skip_nonfinite or self.loss_scaled:
-            ok = ops.convert_to_tensor(True)
-        replicas = context.num_replicas_in_sync
-        shares = [None if g is None else g / replicas for g in grads]
-
-        def apply_share(shares):
-            with distributed.clipping_off(inner):
-                self._scale_update(
-                    lambda: inner.apply(shares, trainable_variables),
-                    trainable_variables,
-                )
-
-        def update(strategy, shares, ok):
-            def run():
-                strategy.extended.call_for_each_replica(apply_share, args=(shares,))
-
-            def count_skipped():
-                inner.iterations.assign_add(1)
-
-            ops.cond(distributed.first_replica(strategy, ok), run, count_skipped)
-
-        context.merge_call(update, args=(shares, ok))
         self._write(
             row, self._weights_flag(trainable_variables), inner.iterations.value
         )
@@ -652,24 +580,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         cached = getattr(self, "_last_read", None)
         if cached is not None and cached.count == count:
             return cached  # several callbacks read the same step
-        n = min(count, self.history)
-        ring = self._ring.numpy()
-        index = np.arange(count - n, count)
-        rows = ring[index % self.history]
-        steps = rows[:, 5].astype(np.int64) * _STEP_BASE + rows[:, 6].astype(np.int64)
-        self._last_read = GradientRecord(
-            count=count,
-            index=index + 1,
-            steps=steps,
-            norm=rows[:, 0],
-            norm_clipped=rows[:, 1],
-            threshold=rows[:, 2],
-            first_nonfinite=rows[:, 3].astype(np.int64),
-            weights_finite=rows[:, 4] != 0,
-            status=rows[:, _STATUS].astype(np.int64),
-            variable_norms=rows[:, _FIXED:_FIXED + len(self.variable_paths)],
-            variable_paths=self.variable_paths,
-        )
+        self._last_read = decode(self._ring.numpy(), count, self.variable_paths)
         return self._last_read
 
     # -- forwarding --------------------------------------------------------
