@@ -257,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     repeated = repeated_fit.summary_table(
         repeated_fit.run(repeated_config, log=lambda s: print(s, flush=True))
     )
-    elapsed = time.perf_counter() - started
     text = render(header, config, overhead_table(raw),
-                  *scaling_table(raw_scaling, config), elapsed)
+                  *scaling_table(raw_scaling, config),
+                  time.perf_counter() - started)
     text += "\n".join([
         "", "## Repeated fit (benchmarks.repeated_fit)", "",
         f"{repeated_config}; the whole pattern after a warm-up fit, ratio to "

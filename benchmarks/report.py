@@ -135,5 +135,5 @@ def render(header: str, config, table: pd.DataFrame, scaling: pd.DataFrame,
         f"with logger k = {k_logger:.2f}.", "",
         "## Targets (reported, not asserted)", "",
         *target_lines(table, k_plain, k_logger), "",
-        f"Total benchmark wall time: {elapsed:.0f} s.", "",
+        f"Wall time of the runs above: {elapsed:.0f} s.", "",
     ])
