@@ -140,4 +140,17 @@ result["nan_shard"] = {
     "finite": all(np.isfinite(w).all() for w in model.get_weights()),
     "iterations": int(model.optimizer.iterations.numpy()),
 }
+# The same under mixed precision: Keras' LossScaleOptimizer decides
+# finiteness from replica 0's own gradients (finite here); the monitor inside
+# it sees the reduced gradient and skips the step on both replicas.
+keras.config.set_dtype_policy("mixed_float16")
+logger = GradientNormLogger()
+model, updates = fit(dense_model, x, y, [logger], True, steps=3, weights=weights)
+keras.config.set_dtype_policy("float32")
+result["nan_shard_mixed_precision"] = {
+    "logged": logger.to_dataframe("global")["grad_norm"].tolist(),
+    "applied": updates.norms,
+    "replicas_agree": updates.replicas_agree,
+    "finite": all(np.isfinite(w).all() for w in model.get_weights()),
+}
 print(json.dumps(result))

@@ -72,6 +72,9 @@ def test_mirrored_nan_in_one_replica_shard_skips_the_step_everywhere(mirrored):
     assert result["applied"][1] == 0.0  # weights unchanged at the bad step
     assert result["replicas_agree"] and result["finite"]
     assert result["iterations"] == 3  # the skipped step still counts
+    mixed = mirrored["nan_shard_mixed_precision"]  # the loss-scaled path
+    assert np.isnan(mixed["logged"][1]) and mixed["applied"][1] == 0.0
+    assert mixed["replicas_agree"] and mixed["finite"]
 
 
 def test_unsupported_strategy_is_refused_by_name():
