@@ -97,6 +97,14 @@ def test_long_run_refuses_steps_it_cannot_sample(capsys):
     assert "expected a multiple of 1000 >= 3000" in capsys.readouterr().err
 
 
+def test_mirrored_step_needs_its_own_process(capsys):
+    from gradguard.benchmarks import mirrored_step
+
+    with pytest.raises(SystemExit):
+        mirrored_step.main(["--quick"])  # pytest's process has one CPU device
+    assert "needs 2 logical CPU devices" in capsys.readouterr().err
+
+
 def test_existing_out_is_refused_before_running(tmp_path, capsys):
     out = tmp_path / "mine.md"
     out.write_text("a user's file")
