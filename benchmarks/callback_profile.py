@@ -127,13 +127,13 @@ def main(argv=None) -> int:
 
         def logger_step():
             monitor._last_read = None
-            logger._last_step = monitor.read().count - 1
+            logger._last_index = monitor.read().count - 1
             monitor._last_read = None
             logger._collect()
 
         def guard_step():
             monitor._last_read = None
-            guard._last_step = monitor.read().count - 1
+            guard._last_index = monitor.read().count - 1
             guard.on_train_batch_end(0, {"loss": 0.1})
 
         print(f"  {model}: {len(net.trainable_variables)} trainable variables, "

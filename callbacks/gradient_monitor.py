@@ -69,7 +69,15 @@ class GradientMonitor(keras.optimizers.Optimizer):
     **Lives with the model.** The gradguard callbacks install a monitor the
     first time they meet a model and leave it in place (like a
     `LossScaleOptimizer`), so later `fit` calls reuse the compiled train
-    function. `remove_monitor(model)` takes it out again.
+    function. `remove_monitor(model)` takes it out again. What callbacks
+    switch per `fit` (AutoClip's percentile, NaNGuard's spike gate and lr
+    multiplier) are variables read by the compiled step, not retraces.
+
+    **Data parallel.** Under `tf.distribute.MirroredStrategy` and
+    `MultiWorkerMirroredStrategy` the monitor all-reduces the gradients
+    itself and measures, clips and skips once on the global gradient (see
+    `distributed.py`); under JAX's `DataParallel` the step is one `jit` over
+    the global batch already.
 
     Under the `mixed_float16` policy, compile with `GradientMonitor(optimizer)`
     (Keras then wraps it: `LossScaleOptimizer(GradientMonitor(optimizer))`) or
