@@ -31,6 +31,18 @@ def regression_data(shape, n: int = 64, seed: int = 0):
     return x, y
 
 
+def adding_data(n: int, seq_len: int, seed: int = 0):
+    """The adding problem (a copy kept here so the tests' trajectories stay fixed)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, seq_len, 2), "float32")
+    x[:, :, 0] = rng.random((n, seq_len))
+    first = rng.integers(0, seq_len // 2, n)
+    second = rng.integers(seq_len // 2, seq_len, n)
+    rows = np.arange(n)
+    x[rows, first, 1] = x[rows, second, 1] = 1.0
+    return x, (x[rows, first, 0] + x[rows, second, 0])[:, None]
+
+
 def tape_steps(model_fn, weights, x, y, batch_size, lr, steps):
     """Replays plain SGD with tf.GradientTape; returns per-step gradients.
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard, NonFiniteTrainingError
-from tests.callbacks.helpers import WeightsPerStep, dense_model, regression_data
+from tests.callbacks.helpers import WeightsPerStep, adding_data, dense_model, regression_data
 
 
 def _finite(model):
@@ -65,18 +65,6 @@ def test_poisoned_batch(action, value, tmp_path):
         assert float(np.array(model.optimizer.learning_rate)) == pytest.approx(1e-2)
 
 
-def _adding(n, seq_len, seed=0):
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, seq_len, 2), "float32")
-    x[:, :, 0] = rng.random((n, seq_len))
-    first = rng.integers(0, seq_len // 2, n)
-    second = rng.integers(seq_len // 2, seq_len, n)
-    rows = np.arange(n)
-    x[rows, first, 1] = x[rows, second, 1] = 1.0
-    y = (x[rows, first, 0] + x[rows, second, 0])[:, None]
-    return x, y
-
-
 def _rnn(lr):
     model = keras.Sequential([
         keras.Input((100, 2)),
@@ -93,7 +81,7 @@ def test_diverging_rnn_is_caught_at_the_spike_before_nan(snapshot_every):
     # then doubles about every step until it overflows (step 33 on one
     # machine, past step 64 on another: the path is chaotic, so the run is
     # given 6 epochs to get there).
-    x, y = _adding(1024, 100)
+    x, y = adding_data(1024, 100)
     unguarded, logger = _rnn(0.1), GradientNormLogger()
     late = NaNGuard(spike_factor=None, verbose=False)
     unguarded.fit(x, y, batch_size=32, epochs=6, shuffle=False, verbose=0,
@@ -133,7 +121,7 @@ def test_diverging_rnn_is_caught_at_the_spike_before_nan(snapshot_every):
 
 
 def test_rollback_trains_on_to_a_finite_loss():
-    x, y = _adding(1024, 100)
+    x, y = adding_data(1024, 100)
     model = _rnn(0.1)
     guard = NaNGuard(action="rollback", lr_factor=0.25, max_retries=3, verbose=False)
     history = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
@@ -168,9 +156,6 @@ def test_existing_report_is_never_overwritten(tmp_path):
     assert report.read_text() == "mine"
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
-
-
-
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -6,7 +6,7 @@ import pytest
 
 from gradguard.callbacks import NaNGuard
 from gradguard.callbacks.attach import find_monitor
-from tests.callbacks.helpers import WeightsPerStep
+from tests.callbacks.helpers import WeightsPerStep, adding_data
 
 
 def _data(n=512, d=8, scales=None, seed=0):
@@ -27,17 +27,6 @@ def _dense(d, depth=3, act="tanh", init="glorot_uniform"):
     return keras.Sequential(layers + [keras.layers.Dense(1, name="head")])
 
 
-def _adding(n, seq_len, seed=0):
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, seq_len, 2), "float32")
-    x[:, :, 0] = rng.random((n, seq_len))
-    first = rng.integers(0, seq_len // 2, n)
-    second = rng.integers(seq_len // 2, seq_len, n)
-    rows = np.arange(n)
-    x[rows, first, 1] = x[rows, second, 1] = 1.0
-    return x, (x[rows, first, 0] + x[rows, second, 0])[:, None]
-
-
 def _setup(name):
     """(x, y, model, optimizer, batch size) of a broken set-up."""
     keras.utils.set_random_seed(0)
@@ -51,7 +40,7 @@ def _setup(name):
         return (*_data(d=16), _dense(16, depth=8, act="linear", init=init),
                 keras.optimizers.SGD(1e-3), 32)
     if name == "recurrence":  # tanh RNN, 100 steps, recurrent gain 1.2
-        x, y = _adding(512, 100)
+        x, y = adding_data(512, 100)
         model = keras.Sequential([
             keras.Input((100, 2)),
             keras.layers.SimpleRNN(32, name="rnn", recurrent_initializer=(
