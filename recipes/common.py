@@ -30,10 +30,13 @@ training starts.
 
 The flag helpers live in `config_flags.py`, the output helpers in
 `run_files.py`; this module re-exports them, so recipes import everything
-from `.common`. It also holds `device_name`, for result tables.
+from `.common`. It also holds `device_name` and `rnn_kernel`, for result
+tables.
 """
 
 from __future__ import annotations
+
+import functools
 
 from .config_flags import config_parser, parse_config
 from .run_files import check_out_dir, markdown_table, new_run_dir, write_config, write_table
@@ -45,6 +48,7 @@ __all__ = [
     "markdown_table",
     "new_run_dir",
     "parse_config",
+    "rnn_kernel",
     "write_config",
     "write_table",
 ]
@@ -90,3 +94,49 @@ def device_name() -> str:
     if not names:
         return "CPU"
     return names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"
+
+
+@functools.lru_cache(maxsize=None)
+def rnn_kernel(cell: str) -> str:
+    """Which kernel the Keras backend runs `cell` with: `cuDNN`, `fused` or `generic`.
+
+    Keras' `LSTM` and `GRU` first hand the whole sequence to the backend's
+    own kernel (`keras.src.backend.lstm` / `gru`), which raises
+    `NotImplementedError` where it cannot run, and then fall back to the
+    generic step-by-step loop. Keras does not say which ran, so this asks the
+    same functions the layer asks, once per process, with the recipe's own
+    layer (`models.sequence_model`): `cuDNN` when the backend's `cudnn_ok`
+    accepts the layer on this machine and its kernel runs (TensorFlow's
+    cuDNN op, `jax.experimental.rnn`, `torch.nn.LSTM` on CUDA); `fused` when
+    the backend's own kernel runs without cuDNN (JAX's GRU as one
+    `lax.scan`, PyTorch's LSTM and GRU on CPU); `generic` when it refuses.
+    `SimpleRNN` has no backend kernel.
+
+    Args:
+        cell: `"simple_rnn"`, `"lstm"` or `"gru"`.
+
+    Returns:
+        `"cuDNN"`, `"fused"` or `"generic"`.
+    """
+    if cell not in ("lstm", "gru"):
+        return "generic"
+    import keras
+    from keras.src import backend  # what LSTM.inner_loop calls; no public API says which ran
+
+    from .models import sequence_model
+
+    layer = sequence_model(2, 2, cell=cell, units=4).get_layer("rnn")
+    x = keras.ops.zeros((1, 2, 2))
+    h = keras.ops.zeros((1, 4))
+    args = dict(activation=layer.cell.activation, recurrent_activation=layer.cell.recurrent_activation,
+                unroll=layer.unroll)
+    weights = dict(kernel=layer.cell.kernel, recurrent_kernel=layer.cell.recurrent_kernel,
+                   bias=layer.cell.bias, return_sequences=False, go_backwards=False, **args)
+    try:
+        if cell == "lstm":
+            backend.lstm(x, h, h, None, **weights)
+        else:
+            backend.gru(x, h, None, reset_after=layer.cell.reset_after, **weights)
+    except NotImplementedError:
+        return "generic"
+    return "cuDNN" if backend.cudnn_ok(**args, use_bias=layer.cell.use_bias) else "fused"

@@ -34,6 +34,9 @@ What you will see and where it is written: as in `rnn_long_seq` (table,
 summary, `results.csv` appended row by row, `results.md`, `summary.txt`,
 `grad_norms.png`, `loss.png`, `rows/<row>/`, `tensorboard/<row>/`).
 
+Every Keras backend runs it (`KERAS_BACKEND=tensorflow`, `jax` or `torch`),
+with the same files; `results.csv` names the backend and the device.
+
 Run it with `python -m recipes.deep_dense` (under a minute on 2 CPU cores;
 `--quick` for a smoke run, `--help` for every flag).
 
@@ -54,6 +57,7 @@ import pathlib
 from dataclasses import field
 from typing import Literal
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -247,12 +251,12 @@ def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFra
         write_config(config, out_dir)
     data = make_data(config)
     _, _, epochs = config.sizes
-    device = device_name()
+    device, backend = device_name(), keras.backend.backend()
     rows = config.rows()
     scales = f"{config.scale_range[0]:g}..{config.scale_range[1]:g}"
     print(f"[{NAME}] poorly scaled regression, {config.n_features} features with scales {scales}, "
           f"{len(data[0])} samples, dense {config.depth}x{config.width}, {len(rows)} rows; "
-          f"device {device}; results in {out_dir}")
+          f"{backend} on {device}; results in {out_dir}")
     table = Experiment(
         out_dir, rows, lambda row: setup(row, config, data[0]), data, epochs=epochs,
         batch_size=config.batch_size, trivial_mse=trivial_mse(data[1], data[3]), device=device,
@@ -262,7 +266,7 @@ def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFra
         title=f"dense {config.depth}x{config.width} on inputs scaled {scales}",
         caption=f"{NAME}: dense {config.depth}x{config.width}, feature scales {scales}, "
                 f"{len(data[0])} samples, {epochs} epochs, batch {config.batch_size}, data seed "
-                f"{config.seed}. Device: {device}",
+                f"{config.seed}. Backend {backend}, device {device}.",
     )
 
 

@@ -10,19 +10,26 @@ the same way for every recipe:
   constant prediction's), `learned` (`val/trivial <= 0.1`), the first epoch
   at which it learned and the step at which it exploded, if it did;
 - writes the row's curves to `rows/<row>/` and its TensorBoard run to
-  `tensorboard/<row>/`, both first under a `.incomplete` name that is renamed
-  when the row is done, and only then appends the row to `results.csv`.
+  `tensorboard/<row>/` (gradient norms and epoch losses, through
+  tensorboard's own writer: no TensorFlow needed), both first under a
+  `.incomplete` name that is renamed when the row is done, and only then
+  appends the row to `results.csv`.
 
 So `results.csv` always holds exactly the finished rows. An interrupted run
 is finished with `--resume DIR`, which skips them; every row seeds itself,
 so the table is the same as an uninterrupted run's. Every file is written to
 a temporary name and renamed (`run_files.write_atomic`).
+
+The same code runs under `KERAS_BACKEND=tensorflow`, `jax` and `torch`:
+`set_determinism` makes each backend's kernels deterministic, and every row
+records the `backend`, the `device` and the recurrent `kernel` that ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
 import shutil
 import time
@@ -34,6 +41,7 @@ import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
 
+from .epoch_summary import EpochSummary
 from .run_files import RunFolderError, write_atomic
 from .variants import make_optimizer
 
@@ -71,6 +79,7 @@ class Setup:
     learning_rate: float
     callbacks: list = dataclasses.field(default_factory=list)  # e.g. clip_callbacks(...)
     model: str = ""  # the model as the table shows it
+    kernel: str = ""  # the recurrent kernel that runs (`rnn_kernel`); "" for no RNN
 
 
 class _Curves(keras.callbacks.Callback):
@@ -174,10 +183,7 @@ class Experiment:
     def _fit(self, row: Row, row_dir: pathlib.Path, tb_dir: pathlib.Path):
         x, y, x_val, y_val = self.data
         keras.utils.set_random_seed(row.seed)
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.experimental.enable_op_determinism()
+        set_determinism()
         setup = self.setup(row)
         model = setup.build()
         model.compile(optimizer=make_optimizer(setup.optimizer, setup.learning_rate), loss="mse")
@@ -192,7 +198,7 @@ class Experiment:
             x, y, validation_data=(x_val, y_val), epochs=self.epochs,
             batch_size=self.batch_size, shuffle=True, verbose=0,
             callbacks=[logger, *setup.callbacks, guard,
-                       keras.callbacks.TensorBoard(str(tb_dir), write_graph=False), curves],
+                       EpochSummary(tb_dir), curves],
         ).history
         wall = time.perf_counter() - start
         for event in guard.events:
@@ -206,9 +212,36 @@ class Experiment:
             "model": setup.model, **record,
             "finite_weights": bool(all(np.isfinite(w).all() for w in model.get_weights())),
             "wall_time_s": round(wall, 2), "device": self.device,
+            "backend": keras.backend.backend(), "kernel": setup.kernel,
         }
         curves = pd.DataFrame(curves.rows, columns=["step", "epoch", "loss", "val_loss"])
         return record, norms, curves
+
+
+def set_determinism() -> None:
+    """Makes the Keras backend's kernels deterministic, the way that backend offers.
+
+    TensorFlow: `tf.config.experimental.enable_op_determinism()`. PyTorch:
+    `torch.use_deterministic_algorithms(True, warn_only=True)` (an op without
+    a deterministic kernel warns instead of failing) and, for cuBLAS on a GPU,
+    `CUBLAS_WORKSPACE_CONFIG=:4096:8` when not set. JAX is deterministic on
+    CPU; on a GPU, XLA reads `XLA_FLAGS=--xla_gpu_deterministic_ops=true`
+    only when JAX first starts its GPU client, so setting it here helps only
+    a process that has not done so yet: set it in the environment
+    (`benchmarks/gpu_recipe.py` does, for the runs it starts).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif backend == "jax" and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
 
 
 def judge(history: dict, norms: pd.DataFrame, events: list[dict], trivial_mse: float) -> dict:

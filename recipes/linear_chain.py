@@ -14,7 +14,8 @@ Deep nonlinear networks and RNNs unrolled over time behave like this chain
 whenever the typical gain of a layer (or time step) is not close to 1.
 
 The recipe builds the real Keras model for each gain `a` and depth `L`,
-feeds it `x = (1, 1)`, and measures with `tf.GradientTape`:
+feeds it `x = (1, 1)`, and measures with the Keras backend's own autodiff
+(`tf.GradientTape`, `jax.grad` or `torch.autograd.grad`):
 
 - the output scale `||y|| / ||x||`, which should be `|a|**L`;
 - the gradient of `sum(y)` with respect to the input, whose norm should be
@@ -199,23 +200,10 @@ def measure(a: float, depth: int, units: int = 2) -> dict[str, float]:
         output value, `a**depth` for `x` of ones).
 
     Raises:
-        RuntimeError: If the Keras backend is not TensorFlow.
+        RuntimeError: If the Keras backend is not TensorFlow, JAX or PyTorch.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "recipes.linear_chain measures gradients with tf.GradientTape; run it "
-            f"with KERAS_BACKEND=tensorflow (the backend is {keras.backend.backend()!r})."
-        )
-    import tensorflow as tf
-
     model = linear_chain(a, depth, units=units)
-    kernel = model.get_layer("linear_0").kernel
-    x = tf.ones((1, units), dtype="float32")
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = model(x)
-        loss = tf.reduce_sum(y)
-    grad_x, grad_kernel = tape.gradient(loss, [x, kernel])
+    y, grad_x, grad_kernel = _gradients(model, model.get_layer("linear_0").kernel, units)
     y = np.asarray(y, dtype=np.float64)
     return {
         "output": float(y[0, 0]),
@@ -225,6 +213,45 @@ def measure(a: float, depth: int, units: int = 2) -> dict[str, float]:
         "grad_input_norm": float(np.linalg.norm(np.asarray(grad_x, np.float64))),
         "grad_kernel_norm": float(np.linalg.norm(np.asarray(grad_kernel, np.float64))),
     }
+
+
+def _gradients(model: keras.Model, kernel, units: int):
+    """`y`, d sum(y)/dx and d sum(y)/d kernel at `x` of ones, by the backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.ones((1, units), dtype="float32")
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x)
+            loss = tf.reduce_sum(y)
+        return (y, *tape.gradient(loss, [x, kernel]))
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        index = next(i for i, v in enumerate(model.trainable_variables) if v is kernel)
+        trainable = [v.value for v in model.trainable_variables]
+        frozen = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable, x):
+            y, _ = model.stateless_call(trainable, frozen, x)
+            return jnp.sum(y), y
+
+        (grad_trainable, grad_x), y = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+            trainable, jnp.ones((1, units), dtype="float32"))
+        return y, grad_x, grad_trainable[index]
+    if backend == "torch":
+        import torch
+
+        x = torch.ones((1, units), dtype=torch.float32, device=kernel.value.device, requires_grad=True)
+        y = model(x)
+        grad_x, grad_kernel = torch.autograd.grad(y.sum(), [x, kernel.value])
+        return (y.detach().cpu(), grad_x.cpu(), grad_kernel.cpu())
+    raise RuntimeError(
+        "recipes.linear_chain measures gradients with TensorFlow, JAX or PyTorch autodiff; "
+        f"the Keras backend is {backend!r}. Set KERAS_BACKEND to tensorflow, jax or torch.")
 
 
 # ---------------------------------------------------------------------------

@@ -52,6 +52,13 @@ variant), `rows/<row>/` (norms, losses, NaNGuard report) and
 Ctrl-C or SIGTERM stops with the command that finishes the run
 (`--resume <run folder>`), which skips the finished rows.
 
+Every Keras backend runs it (`KERAS_BACKEND=tensorflow`, `jax` or `torch`)
+and writes the same files; the first line and `results.csv` name the
+backend, the device and the recurrent kernel that ran (`cuDNN`, `fused` or
+`generic`, `common.rnn_kernel`). A seed draws other initial weights on
+another backend, so the numbers differ while the verdicts agree (README,
+Backends).
+
 Run it with `python -m recipes.rnn_long_seq` (`--quick` for a smoke run,
 `--help` for every flag). The published LSTM-vs-RNN result at T=100 with 10k
 training sequences and 3 seeds:
@@ -76,11 +83,12 @@ import pathlib
 from dataclasses import field
 from typing import Literal
 
+import keras
 import pandas as pd
 
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem
 
-from .common import device_name, new_run_dir, write_config
+from .common import device_name, new_run_dir, rnn_kernel, write_config
 from .experiment import Experiment, Row, Setup
 from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
 from .models import sequence_model
@@ -234,6 +242,7 @@ def setup(row: Row, config: Config, x_train) -> Setup:
                                      batch_norm=batch_norm,
                                      standardize=x_train if standardize else None),
         optimizer=optimizer, learning_rate=lr, callbacks=clip_callbacks(variant.clip, threshold),
+        kernel=rnn_kernel(row.cell),
         model=f"{'standardize+' * standardize}{row.cell}({config.units}){'+bn' * batch_norm}",
     )
 
@@ -262,10 +271,13 @@ def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFra
         write_config(config, out_dir)
     data = make_data(config)
     _, _, epochs = config.sizes
-    device = device_name()
+    device, backend = device_name(), keras.backend.backend()
     rows = config.rows()
+    cells = dict.fromkeys(row.cell for row in rows)
+    kernels = ", ".join(f"{cell} {rnn_kernel(cell)}" for cell in cells)
     print(f"[{NAME}] adding problem, seq_len {config.seq_len}, {len(data[0])} training sequences, "
-          f"{len(rows)} rows (variant x cell x seed); device {device}; results in {out_dir}")
+          f"{len(rows)} rows (variant x cell x seed); {backend} on {device} (kernels: {kernels}); "
+          f"results in {out_dir}")
     table = Experiment(
         out_dir, rows, lambda row: setup(row, config, data[0]), data, epochs=epochs,
         batch_size=config.batch_size, trivial_mse=ADDING_PROBLEM_BASELINE_MSE, device=device,
@@ -275,7 +287,7 @@ def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFra
         title=f"adding problem, seq_len {config.seq_len}, {config.units} units",
         caption=f"{NAME}: adding problem, seq_len {config.seq_len}, {len(data[0])} training "
                 f"sequences, {epochs} epochs, batch {config.batch_size}, data seed {config.seed}. "
-                f"Device: {device}",
+                f"Backend {backend}, device {device}, recurrent kernels: {kernels}.",
     )
 
 
