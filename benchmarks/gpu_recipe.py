@@ -105,6 +105,8 @@ def compare_runs(gpu: pd.DataFrame, cpu: pd.DataFrame) -> pd.DataFrame:
         side["wall_s"] = table["wall_time_s"].to_numpy()
         sides.append(side.set_index(KEYS).add_prefix(f"{name} "))
     both = sides[0].join(sides[1], how="outer")
+    order = list(dict.fromkeys([*sides[0].index, *sides[1].index]))  # the recipe's row order
+    both = both.loc[order]
     same = ((both["gpu exploded"] == both["cpu exploded"])
             & (both["gpu learned"] == both["cpu learned"]))
     missing = both["gpu exploded"].isna() | both["cpu exploded"].isna()
@@ -142,6 +144,8 @@ def report(comparison: pd.DataFrame, times: dict, header: str) -> str:
     for column in ("gpu val/trivial", "cpu val/trivial"):
         shown[column] = shown[column].map(lambda v: f"{v:.4g}")
     shown["speedup"] = shown["speedup"].map(lambda v: f"{v:.2f}x")
+    for column in ("gpu exploded_step", "cpu exploded_step"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
     disagree = comparison[comparison["agree"] == "NO"]
     lines = [header, "", markdown_table(shown).rstrip(), ""]
     for name, (seconds, finished) in times.items():

@@ -29,13 +29,14 @@ def test_run_env_shows_or_hides_the_gpu_and_asks_for_determinism():
 
 
 def test_compare_runs_agrees_on_verdicts_not_numbers():
-    gpu = results([("baseline", 12, False, 1.0), ("clip", None, True, 2.0)])
+    gpu = results([("clip", None, True, 2.0), ("baseline", 12, False, 1.0)])  # kept in run order
     cpu = results([("baseline", 14, False, 3.0), ("clip", None, True, 8.0)])
     cpu.loc[1, "val/trivial"] = 0.25  # numbers may differ
     table = gpu_recipe.compare_runs(gpu, cpu)
+    assert list(table["variant"]) == ["clip", "baseline"]
     assert list(table["agree"]) == ["yes", "yes"]
-    assert list(table["speedup"]) == [3.0, 4.0]
-    assert table["gpu exploded_step"].isna().tolist() == [False, True]
+    assert list(table["speedup"]) == [4.0, 3.0]
+    assert table["gpu exploded_step"].isna().tolist() == [True, False]
     text = gpu_recipe.report(table, {"gpu": (10.0, True), "cpu": (20.0, True)}, "header")
     assert "verdicts (exploded, learned): the same in 2 of 2 rows" in text
     assert "| baseline" in text
@@ -45,7 +46,7 @@ def test_compare_runs_flags_a_different_verdict_and_a_missing_row():
     gpu = results([("baseline", 12, False, 1.0), ("clip", None, True, 2.0), ("lower_lr", None, False, 1.0)])
     cpu = results([("baseline", None, False, 3.0), ("clip", None, True, 8.0)])  # cut short
     table = gpu_recipe.compare_runs(gpu, cpu)
-    assert dict(zip(table["variant"], table["agree"])) == {"baseline": "NO", "clip": "yes", "lower_lr": "missing"}
+    assert list(zip(table["variant"], table["agree"])) == [("baseline", "NO"), ("clip", "yes"), ("lower_lr", "missing")]
     text = gpu_recipe.report(table, {"gpu": (10.0, True), "cpu": (270.0, False)}, "header")
     assert "DIFFERENT in 1 of 2 rows both runs finished: baseline/lstm/seed0" in text
     assert "cpu run: 270 s (cut short" in text
