@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import keras
+import numpy as np
 
 from . import distributed
 from .gradient_monitor import DOUBLE_LOSS_SCALE, GradientMonitor
+from .optimizer_chain import step_counter
 
 DEFAULT_HISTORY = 1024
 
@@ -83,9 +87,58 @@ def ensure_monitor(
     if check_weights and not monitor.check_weights:
         monitor.check_weights = True
         rebuild = True
+    if _continue_steps(model, monitor):
+        rebuild = True
     if rebuild:
         rebuild_train_function(model)
     return monitor
+
+
+class _StepCount:
+    """What a model remembers of its monitor: where its step count stands.
+
+    Held on the model (plain attribute, not tracked or saved), so that after
+    `model.compile(optimizer=new)` the next monitor goes on from the last
+    step instead of numbering steps 1, 2, ... again. It keeps the step
+    counter variable only (one scalar), not the old optimizer's state.
+    """
+
+    def __init__(self, monitor: GradientMonitor):
+        self.monitor = weakref.ref(monitor)
+        self.counter = step_counter(monitor.inner_optimizer)
+        self.offset = monitor.step_offset
+
+    def last_step(self) -> int:
+        return _count(self.counter) + self.offset
+
+
+def _count(counter) -> int:
+    return int(np.asarray(keras.ops.convert_to_numpy(counter.value)))
+
+
+def _continue_steps(model, monitor: GradientMonitor) -> bool:
+    """Gives a monitor new to `model` the step offset that keeps steps global.
+
+    A recompile gives the model a new optimizer whose `iterations` start at
+    0 again. Steps stay global: the new monitor's first recorded step is the
+    old one's last step + 1 (the optimizer's own `iterations`, and so its
+    learning-rate schedule, restart as Keras restarts them). A monitor that
+    has already recorded steps keeps its numbering.
+
+    Returns:
+        True when the offset changed (the train step must be retraced).
+    """
+    before = getattr(model, "_gradguard_steps", None)
+    changed = False
+    if before is not None and before.monitor() is not monitor and not (
+        monitor.built and monitor.read().count
+    ):
+        offset = max(0, before.last_step() - _count(step_counter(monitor)))
+        changed = offset != monitor.step_offset
+        monitor.step_offset = offset
+    # Past Keras' attribute tracking: not a layer, variable or saved state.
+    object.__setattr__(model, "_gradguard_steps", _StepCount(monitor))
+    return changed
 
 
 def _check_one_loss_scaler(optimizer, caller: str) -> None:

@@ -3,6 +3,14 @@
 They run inside the compiled train step (TensorFlow graph, XLA, JAX jit) as
 well as eagerly, and hold no state: the optimizer wrapper that calls them owns
 the variables.
+
+**Sparse gradients.** Under TensorFlow the gradient of a gather (an
+`Embedding`, `ops.take`) is a `tf.IndexedSlices`: rows `values` for the
+rows `indices` of the variable, where an index repeats once per occurrence
+(a token twice in a batch). The gradient is the densified sum, so its norm
+is not the norm of `values`. `combine_duplicates` sums repeated rows first;
+after that every helper here (and Keras' own clipping) sees the norm and
+elements of the densified gradient.
 """
 
 from __future__ import annotations
@@ -12,17 +20,67 @@ from typing import Sequence
 from keras import ops
 
 
+def is_sparse(g) -> bool:
+    """True for a `tf.IndexedSlices` gradient (checked without importing TF)."""
+    return type(g).__name__ == "IndexedSlices" and hasattr(g, "indices")
+
+
+def map_values(g, fn):
+    """Applies `fn` to a gradient, or to the `values` of an `IndexedSlices`."""
+    if g is None:
+        return None
+    if is_sparse(g):
+        import tensorflow as tf
+
+        return tf.IndexedSlices(fn(g.values), g.indices, g.dense_shape)
+    return fn(g)
+
+
+def combine_duplicates(g):
+    """An `IndexedSlices` whose repeated indices are summed into one row.
+
+    The result has as many rows as `g` (a static shape, so it compiles under
+    XLA): one per distinct index, in ascending order, then rows of zeros
+    (index 0) that change neither the densified gradient nor any norm or
+    element-wise clip. Dense gradients and `None` are returned unchanged.
+
+    Args:
+        g: a gradient: tensor, `tf.IndexedSlices` or `None`.
+
+    Returns:
+        The same gradient, with each index of an `IndexedSlices` once.
+    """
+    if not is_sparse(g):
+        return g
+    import tensorflow as tf  # only TensorFlow makes IndexedSlices
+
+    indices = g.indices
+    order = tf.argsort(indices, stable=True)
+    ordered = tf.gather(indices, order)
+    previous = tf.concat([ordered[:1] - 1, ordered[:-1]], axis=0)
+    starts = tf.not_equal(ordered, previous)
+    segment = tf.cumsum(tf.cast(starts, "int32")) - 1
+    n = tf.shape(indices)[0]
+    values = tf.math.unsorted_segment_sum(tf.gather(g.values, order), segment, n)
+    unique = tf.math.unsorted_segment_sum(
+        tf.where(starts, ordered, tf.zeros_like(ordered)), segment, n
+    )
+    return tf.IndexedSlices(values, unique, g.dense_shape)
+
+
 def squared_norms(grads: Sequence) -> list:
     """Returns the squared L2 norm of each gradient tensor (float32 scalars).
 
-    A `None` gradient (a variable the loss does not depend on) gives 0.
+    A `None` gradient (a variable the loss does not depend on) gives 0. An
+    `IndexedSlices` must have had its duplicates combined
+    (`combine_duplicates`); its norm is then that of its `values`.
     """
     out = []
     for g in grads:
         if g is None:
             out.append(ops.zeros((), dtype="float32"))
         else:
-            g = ops.cast(g, "float32")
+            g = ops.cast(g.values if is_sparse(g) else g, "float32")
             out.append(ops.sum(g * g))
     return out
 
@@ -110,7 +168,7 @@ def clipped_global_norm(
         return ops.minimum(norm, global_clipnorm)
     if clipvalue and clipvalue > 0:
         clipped = [
-            None if g is None else ops.clip(g, -clipvalue, clipvalue)
+            map_values(g, lambda v: ops.clip(v, -clipvalue, clipvalue))
             for g in grads
         ]
         return global_norm(ops.stack(variable_norms(clipped)))
@@ -130,9 +188,7 @@ def scale_by_threshold(grads: Sequence, norm, threshold) -> list:
     """
     safe_norm = ops.where(norm > 0, norm, 1.0)
     scale = ops.where(norm > threshold, threshold / safe_norm, 1.0)
-    return [
-        None if g is None else g * ops.cast(scale, g.dtype) for g in grads
-    ]
+    return [map_values(g, lambda v: v * ops.cast(scale, v.dtype)) for g in grads]
 
 
 def ring_percentile(buffer, count, window: int, percentile: float) -> object:

@@ -31,7 +31,8 @@ import contextlib
 import keras
 from keras import ops
 
-from .optimizer_chain import innermost_optimizer
+from . import clipping
+from .optimizer_chain import accumulation_steps, innermost_optimizer, step_counter
 
 SUPPORTED = ("_DefaultDistributionStrategy", "OneDeviceStrategy",
              "MirroredStrategy", "MultiWorkerMirroredStrategy",
@@ -62,15 +63,19 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
     inner = monitor.inner_optimizer
     grads = all_reduce_sum(context, grads)
     ok, grads, row = monitor._measure(grads, trainable_variables)
-    if not monitor.autoclip_compiled:  # clip once, the reduced gradients
+    # Under gradient accumulation Keras clips the averaged update, later:
+    # leave it to the inner optimizer.
+    accumulating = bool(accumulation_steps(inner))
+    if not monitor.autoclip_compiled and not accumulating:
+        # clip once, the reduced gradients
         grads = innermost_optimizer(inner)._clip_gradients(grads)
     if not monitor.skip_nonfinite or monitor.loss_scaled:
         ok = ops.convert_to_tensor(True)
     replicas = context.num_replicas_in_sync
-    shares = [None if g is None else g / replicas for g in grads]
+    shares = [clipping.map_values(g, lambda v: v / replicas) for g in grads]
 
     def apply_share(shares):
-        with clipping_off(inner):
+        with contextlib.nullcontext() if accumulating else clipping_off(inner):
             monitor._scale_update(
                 lambda: inner.apply(shares, trainable_variables),
                 trainable_variables,
@@ -81,7 +86,7 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
             strategy.extended.call_for_each_replica(apply_share, args=(shares,))
 
         def count_skipped():
-            inner.iterations.assign_add(1)
+            monitor._skip_update(trainable_variables)
 
         # A cond around the inner optimizer's all-reduce is legal only here,
         # in cross-replica context.
@@ -89,7 +94,7 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
 
     context.merge_call(update, args=(shares, ok))
     monitor._write(
-        row, monitor._weights_flag(trainable_variables), inner.iterations.value
+        row, monitor._weights_flag(trainable_variables), step_counter(inner).value
     )
 
 

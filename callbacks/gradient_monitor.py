@@ -11,7 +11,9 @@ from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
 )
 from .ring import FIXED, decode, mark_rows, running_median, write_row
-from .optimizer_chain import clip_settings, innermost_optimizer, loss_scaler
+from .optimizer_chain import (
+    accumulation_steps, clip_settings, innermost_optimizer, loss_scaler, step_counter,
+)
 from .validation import check, check_int, is_int, is_number
 
 # Under mixed_float16, compile() wraps GradientMonitor(LossScaleOptimizer(...))
@@ -177,6 +179,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
         self.spike_compiled = False
         self.lr_scale_compiled = False
         self._spike_setting = (0.0, 2, 1, 0.0)  # factor (0: off), window, min_history, clip
+        # Added to the inner optimizer's step count in the ring, so that a
+        # model recompiled with a new optimizer goes on counting (attach.py).
+        self.step_offset = 0
 
     def __dir__(self):
         # Keras' saving walks `dir()` for child objects to save. The inner
@@ -366,6 +371,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
     def _measure(self, grads, trainable_variables):
         """This step's norms and clipping; returns (ok, grads, row)."""
         n_vars = len(self.variable_paths)
+        # An IndexedSlices may repeat an index: sum those rows first, so that
+        # norms, clipping (ours and Keras') and the update all see the
+        # densified gradient.
+        grads = [clipping.combine_duplicates(g) for g in grads]
         columns = [self._get_variable_index(v) for v in trainable_variables]
         squares = clipping.squared_norms(grads)
         # Place them by variable index, zeros for variables without grads.
@@ -402,10 +411,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
         else:
             threshold = ops.convert_to_tensor(float("inf"), "float32")
             settings = clip_settings(self.inner_optimizer)
+            if accumulation_steps(self.inner_optimizer):
+                # Keras clips the averaged update, at every n-th micro-batch,
+                # not this micro-batch's gradient: nothing to report here.
+                settings = {}
             unscaled = grads
             if scale is not None and settings.get("clipvalue"):
                 unscaled = [
-                    None if g is None else g / ops.cast(scale, g.dtype)
+                    clipping.map_values(g, lambda v: v / ops.cast(scale, v.dtype))
                     for g in grads
                 ]
             norm_clipped = clipping.clipped_global_norm(
@@ -462,8 +475,35 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
     def _write(self, row, weights_flag, step):
         head, status, norm_vector = row
+        step = ops.cast(step, "int64") + self.step_offset
         write_row(self._ring, self._count, head, weights_flag, step, status,
                   norm_vector)
+
+    def _skip_update(self, trainable_variables):
+        """Counts a skipped step (its number is not reused).
+
+        Under `gradient_accumulation_steps` a skipped micro-batch counts as
+        a zero gradient, so that updates still fall on every n-th step.
+        """
+        updater = innermost_optimizer(self.inner_optimizer)
+        if accumulation_steps(updater):
+            updater.apply(
+                [ops.zeros(v.shape, v.dtype) for v in trainable_variables],
+                trainable_variables,
+            )
+        else:
+            step_counter(updater).assign_add(1)
+
+    @property
+    def last_step(self) -> int:
+        """The global step of the newest training step (0 before the first).
+
+        The inner optimizer's step count (`iterations`, or every micro-batch
+        under `gradient_accumulation_steps`) plus `step_offset`: the number
+        the ring records, which goes on across recompiles (see `attach.py`).
+        """
+        counter = step_counter(self.inner_optimizer)
+        return int(np.asarray(ops.convert_to_numpy(counter.value))) + self.step_offset
 
     # -- stateful (TensorFlow, torch) --------------------------------------
 
@@ -482,7 +522,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
         def count_skipped():
             # A skipped step is still a step: its number is not reused.
-            inner.iterations.assign_add(1)
+            self._skip_update(trainable_variables)
 
         def update():
             self._scale_update(
@@ -505,7 +545,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
             if self.loss_scaled:  # the loss scaler skipped it uncounted
                 ops.cond(ok, noop, count_skipped)
         self._write(
-            row, self._weights_flag(trainable_variables), inner.iterations.value
+            row, self._weights_flag(trainable_variables),
+            step_counter(inner).value,
         )
 
     # -- stateless (JAX) ---------------------------------------------------
@@ -528,11 +569,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
         with keras.StatelessScope(state_mapping=mapping):
             ok, grads, row = self._measure(list(grads), self._trainable_variables)
         inner = self.inner_optimizer
-        it = next(
-            i for i, v in enumerate(inner.variables) if v is inner.iterations
-        )
+        counter = step_counter(inner)
+        it = next(i for i, v in enumerate(inner.variables) if v is counter)
 
-        def update():
+        def update_with(grads):
             new_tv, new_inner = inner.stateless_apply(
                 inner_values, grads, trainable_variables
             )
@@ -545,7 +585,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 ]
             return list(new_tv), list(new_inner)
 
+        def update():
+            return update_with(grads)
+
         def skip():
+            if accumulation_steps(inner):  # a zero micro-batch gradient
+                return update_with([ops.zeros_like(v) for v in trainable_variables])
             new_inner = list(inner_values)
             new_inner[it] = new_inner[it] + 1
             return list(trainable_variables), new_inner
@@ -576,13 +621,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
         """Copies the ring buffer to numpy, oldest step first.
 
         Under JAX, call it on `callback.model.optimizer` (which syncs the
-        training state), not on a reference kept from before `fit`.
+        training state), not on a reference kept from before `fit`. Before
+        the first step (and for a model without trainable weights, whose
+        optimizer Keras never calls) the record is empty.
         """
-        if not self.built:
-            raise ValueError(
-                "GradientMonitor.read() was called before the optimizer was "
-                "built; train the model for at least one step first."
-            )
+        if not self.built:  # no step yet (or a model with no trainable weights)
+            return decode(np.zeros((1, FIXED), "float32"), 0, ())
         # `Variable.numpy()` is about twice as fast as ops.convert_to_numpy.
         count = int(self._count.numpy())
         cached = getattr(self, "_last_read", None)

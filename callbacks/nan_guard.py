@@ -200,7 +200,7 @@ class NaNGuard(keras.callbacks.Callback):
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._last_index = monitor.read().count if monitor.built else 0
-        self._step = int(monitor.iterations.numpy())
+        self._step = monitor.last_step
         self._start_step = self._step
         # As this fit found them, not as a divergence left them.
         self._gains, self._recurrent_gain = initial_gains(model)
@@ -225,7 +225,7 @@ class NaNGuard(keras.callbacks.Callback):
             self._step = int(new.steps[-1])
         event = detect_in_record(record, new, self.window, monitor.loss_scaled)
         found = self.loss_scale.update(self._epoch, int(batch),
-                                        int(monitor.iterations.numpy()))
+                                        monitor.last_step)
         if event is None and found is not None:
             event = {"trigger": "loss_scale", "step": self._step,
                      "detail": describe_skips(found), "loss_scale": found}

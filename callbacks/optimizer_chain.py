@@ -27,3 +27,19 @@ def loss_scaler(optimizer):
             return optimizer
         optimizer = getattr(optimizer, "inner_optimizer", None)
     return None
+
+
+def step_counter(optimizer):
+    """The variable that counts the updating optimizer's training steps.
+
+    That is `iterations` itself, except under `gradient_accumulation_steps`,
+    where Keras' `iterations` is a tensor (the applied updates, `_iterations
+    // steps`) and the variable `_iterations` counts every step (micro-batch).
+    """
+    inner = innermost_optimizer(optimizer)
+    return getattr(inner, "_iterations", inner.iterations)
+
+
+def accumulation_steps(optimizer) -> int | None:
+    """The updating optimizer's `gradient_accumulation_steps` (None: off)."""
+    return getattr(innermost_optimizer(optimizer), "gradient_accumulation_steps", None)

@@ -7,7 +7,7 @@ import collections
 import keras
 import numpy as np
 
-from .optimizer_chain import innermost_optimizer
+from .optimizer_chain import innermost_optimizer, step_counter
 
 
 def default_cadence(steps_per_epoch: int | None, cap: int = 50) -> int:
@@ -82,7 +82,7 @@ class Snapshots:
 
 def _state(monitor) -> list:
     updater = innermost_optimizer(monitor)
-    keep = (updater.iterations, getattr(updater, "_learning_rate", None))
+    keep = (step_counter(updater), getattr(updater, "_learning_rate", None))
     return [
         v for v in monitor.inner_optimizer.variables
         if not any(v is k for k in keep)
