@@ -33,6 +33,14 @@ class GradientClipping(keras.callbacks.Callback):
     gradient once: the applied update is exactly what one device would apply
     to the global batch.
 
+    Under TensorFlow an `Embedding`'s gradient is a `tf.IndexedSlices`, one
+    row per token, and Keras clips its rows as if they were the gradient:
+    when a token repeats in the batch the densified gradient (what the
+    update adds) can exceed every bound (`clipvalue=c` gives elements up to
+    k x c for a token seen k times). For a model with an `Embedding` this
+    callback also installs the `GradientMonitor`, which sums repeated rows
+    first, so that all three modes bound the update itself.
+
     Args:
         clipnorm: float > 0 or `None`. Defaults to `None`.
         clipvalue: float > 0 or `None`. Defaults to `None`.
@@ -81,9 +89,10 @@ class GradientClipping(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         require_compiled(self.model, "GradientClipping")
-        if distributed.num_replicas(self.model) > 1:
-            # Keras would clip each replica's share before the all-reduce;
-            # the monitor clips the reduced gradient once instead.
+        if distributed.num_replicas(self.model) > 1 or has_sparse_gradients(self.model):
+            # Keras would clip each replica's share before the all-reduce,
+            # and an IndexedSlices' rows one by one; the monitor clips the
+            # reduced, densified gradient once instead.
             begin_fit(ensure_monitor(self.model, "GradientClipping"), self.params)
         optimizer = self.model.optimizer
         current = clip_settings(optimizer)
@@ -104,3 +113,13 @@ class GradientClipping(keras.callbacks.Callback):
             return  # set by an earlier fit: the compiled step already clips
         setattr(innermost_optimizer(optimizer), self.mode, float(self.value))
         rebuild_train_function(self.model)
+
+
+def has_sparse_gradients(model) -> bool:
+    """True under TensorFlow when a trainable `Embedding` gives `IndexedSlices`."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    return any(
+        isinstance(layer, keras.layers.Embedding) and layer.trainable_weights
+        for layer in model._flatten_layers(include_self=False)
+    )
