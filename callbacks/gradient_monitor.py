@@ -475,7 +475,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
     def _write(self, row, weights_flag, step):
         head, status, norm_vector = row
-        step = ops.cast(step, "int64") + self.step_offset
+        if self.step_offset:  # after a recompile (attach.py)
+            step = step + self.step_offset
         write_row(self._ring, self._count, head, weights_flag, step, status,
                   norm_vector)
 

@@ -37,7 +37,9 @@ def step_counter(optimizer):
     // steps`) and the variable `_iterations` counts every step (micro-batch).
     """
     inner = innermost_optimizer(optimizer)
-    return getattr(inner, "_iterations", inner.iterations)
+    if hasattr(inner, "_iterations"):
+        return inner._iterations
+    return inner.iterations
 
 
 def accumulation_steps(optimizer) -> int | None:
