@@ -155,3 +155,20 @@ def test_compiled_monitor_with_embedding_and_xla():
     grads = dense_gradients(embedding_model_with(weights), keras.losses.MeanSquaredError(),
                             x[:BATCH], y[:BATCH])
     np.testing.assert_allclose(model.optimizer.read().norm[0], global_norm(grads), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_embedding_under_mirrored_strategy_matches_the_single_device_replay():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mirrored_sparse_script.py")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for mode in ["none", "clipvalue", "global_clipnorm"]:
+        np.testing.assert_allclose(result[mode]["logged"], result[mode]["tape"], rtol=1e-5)
+        assert result[mode]["max_weight_diff"] < 1e-5, mode

@@ -7,8 +7,9 @@ runs with one of them by default and with the other under `-m slow`). At
 every step the logged global and per-layer norms must equal the tape's, at
 the weights the step started from and on the same batch, with sparse
 gradients densified; and these healthy runs must raise no `NaNGuard`
-event. The same zoo runs under JAX in a subprocess, its norms checked here
-against TensorFlow's tape on the weights the JAX run reports.
+event. The same zoo runs under JAX (and torch, `-m slow`) in a subprocess,
+its norms checked here against TensorFlow's tape on the weights that run
+reports.
 """
 
 import importlib.util
@@ -132,7 +133,7 @@ def test_zoo_norms_equal_the_tape_and_no_event(name, clip):
                        logger.to_dataframe(), x, y)
 
 
-JAX_SCRIPT = textwrap.dedent("""
+SCRIPT = textwrap.dedent("""
     import pickle, sys
     import keras
     sys.path.insert(0, {root!r})
@@ -162,28 +163,30 @@ JAX_DEFAULT = ["dict_io", "embedding+accumulate"]
 JAX_SLOW = sorted(set(zoo_models.FACTORIES) - {"dict_io"})
 
 
-@pytest.mark.parametrize("names", [
-    pytest.param(JAX_DEFAULT, id="default"),
-    pytest.param(JAX_SLOW, id="rest", marks=pytest.mark.slow),
+@pytest.mark.parametrize("backend,names", [
+    pytest.param("jax", JAX_DEFAULT, id="jax-default"),
+    pytest.param("jax", JAX_SLOW, id="jax-rest", marks=pytest.mark.slow),
+    pytest.param("torch", JAX_DEFAULT + ["embedding_masked", "keras_hub_gpt2"], id="torch",
+                 marks=pytest.mark.slow),
 ])
-def test_zoo_under_jax(names, tmp_path):
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed")
+def test_zoo_under_other_backends(backend, names, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
     if importlib.util.find_spec("keras_hub") is None:
         names = [n for n in names if n != "keras_hub_gpt2"]
     out = str(tmp_path / "zoo.pkl")
-    script = JAX_SCRIPT.format(root=ROOT, names=names, n=STEPS * BATCH, batch=BATCH, out=out)
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    script = SCRIPT.format(root=ROOT, names=names, n=STEPS * BATCH, batch=BATCH, out=out)
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=600)
     with open(out, "rb") as f:
         results = pickle.load(f)
     for name in names:
         result = results[name]
-        assert result["backend"] == "jax" and result["events"] == 0, name
+        assert result["backend"] == backend and result["events"] == 0, name
         base = name.split("+")[0]
         x, y = data(base, STEPS * BATCH)
         check_against_tape(base, result["seen"], result["table"], result["layers"], x, y,
-                           backend="jax")
+                           backend=backend)
         if name.endswith("+accumulate"):  # weights change at every 2nd micro-batch only
             seen = result["seen"]
             assert all(np.array_equal(a, b) for a, b in zip(seen[0], seen[1]))
