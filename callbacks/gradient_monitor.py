@@ -81,6 +81,28 @@ class GradientMonitor(keras.optimizers.Optimizer):
     `distributed.py`); under JAX's `DataParallel` the step is one `jit` over
     the global batch already.
 
+    **Sparse gradients.** Under TensorFlow an `Embedding`'s gradient is a
+    `tf.IndexedSlices` whose indices repeat once per occurrence of a token.
+    The monitor sums repeated rows first (`clipping.combine_duplicates`), so
+    norms, clipping (its own and the inner optimizer's), skipping and the
+    spike gate all see the densified gradient, and the update is the same.
+
+    **Gradient accumulation.** With `gradient_accumulation_steps=n` on the
+    inner optimizer the ring holds one row per micro-batch (one per training
+    step that callbacks see), numbered by micro-batch: `norm` is that
+    micro-batch's gradient norm. Keras applies the average of n micro-batch
+    gradients every n-th step and clips that average with `clipnorm` /
+    `clipvalue` / `global_clipnorm`, which the row's `norm_clipped` does not
+    show (it shows only the monitor's own clipping: AutoClip and the spike
+    gate, which act on each micro-batch before it is accumulated). A skipped
+    micro-batch adds nothing to the average; updates still fall on every
+    n-th step.
+
+    **Steps stay global.** The recorded step is the inner optimizer's step
+    count plus `step_offset`, which a callback sets when it meets a model
+    recompiled with a new optimizer (see `attach.py`), so step numbers go on
+    from the last one instead of starting at 1 again. `last_step` reads it.
+
     Under the `mixed_float16` policy, compile with `GradientMonitor(optimizer)`
     (Keras then wraps it: `LossScaleOptimizer(GradientMonitor(optimizer))`) or
     let a callback wrap the compiled `LossScaleOptimizer`; do not compile with
