@@ -93,6 +93,7 @@ def test_a_nonfinite_micro_batch_adds_nothing_and_the_update_still_falls_on_time
     assert guard.events[0]["step"] == 3 and guard.events[0]["cause"] == "bad_data"
 
 
+@pytest.mark.slow
 def test_autoclip_clips_each_micro_batch_before_it_is_accumulated():
     x, y = regression_data((8,), n=8 * BATCH)
     last = {}

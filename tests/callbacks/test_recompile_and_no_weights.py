@@ -11,7 +11,9 @@ from tests.callbacks.helpers import dense_model, global_norm, regression_data, t
 BATCH = 16
 
 
-@pytest.mark.parametrize("same_optimizer", [False, True])
+@pytest.mark.parametrize("same_optimizer", [
+    False, pytest.param(True, marks=pytest.mark.slow),
+])
 def test_recompiling_goes_on_counting_steps(same_optimizer):
     x, y = regression_data((8,), n=8 * BATCH)
     model = dense_model()
