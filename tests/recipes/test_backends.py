@@ -91,7 +91,7 @@ def test_quick_recipes_under_backend_without_tensorflow(backend, tmp_path, tenso
     for row in table.itertuples():
         name = f"{row.variant}-dense-seed0"
         losses = pd.read_csv(out / "rows" / name / "losses.csv")
-        val = scalars(out / "tensorboard" / name / "validation", "epoch_loss")
+        val = scalars(out / "tensorboard" / name, "epoch_loss/validation")
         assert [v for _, v in val] == pytest.approx(list(losses["val_loss"].dropna()), rel=1e-6, nan_ok=True)
         norms = scalars(out / "tensorboard" / name, "gradients/global_norm")
         assert len(norms) == len(pd.read_csv(out / "rows" / name / "grad_norms.csv"))
@@ -107,7 +107,7 @@ def test_epoch_summary_writes_train_and_validation_losses(tmp_path):
     history = model.fit(x, x[:, :1], validation_split=0.25, epochs=3, verbose=0,
                         callbacks=[EpochSummary(tmp_path)]).history
     for split, key in (("train", "loss"), ("validation", "val_loss")):
-        logged = scalars(tmp_path / split, "epoch_loss")
+        logged = scalars(tmp_path, f"epoch_loss/{split}")
         assert [s for s, _ in logged] == [0, 1, 2]
         assert [v for _, v in logged] == pytest.approx(history[key], rel=1e-6)
 
