@@ -225,9 +225,10 @@ def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str],
             steps = [int(r["exploded_step"]) for r in bad if not pd.isna(r["exploded_step"])]
             causes = sorted({guard[n]["cause"] for n in (Row(r["variant"], r["cell"], int(r["seed"])).name
                                                           for r in bad) if n in guard})
+            how = re.sub(r" at step \d+ \(([^)]*)\)", r" (\1)", str(bad[0]["nan_guard"]))
             blew[-1] = (f"{g['variant']} / {g['cell']} exploded in {g['exploded']} seeds: first at step "
-                        f"{min(steps) if steps else '?'} ({bad[0]['nan_guard']}"
-                        f"{'; NaNGuard names cause ' + ', '.join(causes) if causes else ''}); "
+                        f"{min(steps) if steps else '?'} (NaNGuard: {how}"
+                        f"{', cause ' + ', '.join(causes) if causes else ''}); "
                         f"max gradient norm {g['max_grad_norm']:.3g}")
     lines = ["; ".join(blew) + "."] if blew else []
     base = spread[spread["variant"] == "baseline"]
@@ -242,7 +243,10 @@ def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str],
         idle = calm[[k not in keys for k in zip(calm["variant"], calm["cell"])]]
         worse = idle[idle["val/trivial"] > 10]
         if len(idle):
-            lines.append(f"stable but not learned (val/trivial): {_names(idle)}."
+            ratios = idle["val/trivial"]
+            lines.append(f"stable but not learned: {_names(idle)}." if len(idle) <= 4 else
+                         f"stable but not learned: the {len(idle)} other rows (val/trivial "
+                         f"{ratios.min():.3g} to {ratios.max():.3g})."
                          + (f" Worse than the constant prediction by 10x or more, without a non-finite "
                             f"gradient: {_names(worse)}." if len(worse) else ""))
     bar = f"val <= {LEARNED_RATIO:g} x the constant prediction's {trivial:.4g}"

@@ -130,8 +130,13 @@ def console_table(table: pd.DataFrame, width: int = 120) -> str:
     columns = [(c, h) for c, h in CONSOLE_COLUMNS if c in table.columns
                and (c != "seed" or table["seed"].nunique() > 1)]
     cells = {h: [_cell(c, v) for v in table[c]] for c, h in columns}
+    left = {h for c, h in columns if c in ("variant", "cell", "nan_guard")}
     while True:
-        text = pd.DataFrame(cells).to_string(index=False, justify="left")
+        sizes = {h: max(len(h), *map(len, v)) for h, v in cells.items()}
+        lines = [" ".join(h.ljust(sizes[h]) if h in left else h.rjust(sizes[h]) for h in cells)]
+        lines += [" ".join(v[i].ljust(sizes[h]) if h in left else v[i].rjust(sizes[h])
+                           for h, v in cells.items()) for i in range(len(table))]
+        text = "\n".join(line.rstrip() for line in lines)
         if max(map(len, text.splitlines())) <= width or len(cells) <= 4:
             return text
         cells.pop(list(cells)[-1])
