@@ -93,18 +93,23 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def progress_line(index: int, total: int, name: str, elapsed: float, trained: int) -> str:
+def progress_line(index: int, total: int, name: str, elapsed: float, epochs_done: int,
+                  epochs_left: int) -> str:
     """`[3/14] baseline-lstm-seed0  (2 min 10 s so far, about 5 min 03 s left)`.
+
+    The time left assumes every epoch still to run takes as long as the
+    epochs run so far in this process did on average (a row NaNGuard stops
+    early counts only the epochs it ran).
 
     Args:
         index: 1-based number of the row about to train.
         total: Rows in the table.
         name: The row's name.
         elapsed: Seconds spent on the rows trained so far in this process.
-        trained: How many rows that was (the ETA assumes the same mean time).
+        epochs_done: Epochs those rows ran.
+        epochs_left: Epochs at most still to run, this row's included.
     """
-    left = total - index + 1
-    eta = (f", about {duration(elapsed / trained * left)} left" if trained else "")
+    eta = f", about {duration(elapsed / epochs_done * epochs_left)} left" if epochs_done else ""
     return f"[{index}/{total}] {name}  ({duration(elapsed)} so far{eta})"
 
 

@@ -149,11 +149,11 @@ class Experiment:
         if keys:
             self.printer(f"  resuming: {len(self.rows) - len(todo)} of {len(self.rows)} rows "
                          f"already in {self.results_csv}")
-        start = time.perf_counter()
+        start, epochs = time.perf_counter(), 0
         for i, row in enumerate(todo):
             self.printer(progress_line(len(self.rows) - len(todo) + i + 1, len(self.rows), row.name,
-                                       time.perf_counter() - start, i))
-            self.train(row)
+                                       time.perf_counter() - start, epochs, (len(todo) - i) * self.epochs))
+            epochs += self.train(row)["epochs_run"]
         table = self.finished()
         order = {(r.variant, r.cell, r.seed): i for i, r in enumerate(self.rows)}
         table["_order"] = [order[k] for k in zip(table["variant"], table["cell"], table["seed"])]

@@ -47,9 +47,9 @@ def test_console_table_is_compact_rounded_and_blank_for_missing():
 
 
 def test_progress_line_counts_rows_and_estimates_the_time_left():
-    assert console.progress_line(1, 14, "a", 0.0, 0) == "[1/14] a  (0 s so far)"
-    # 3 rows in 90 s: 30 s each, 12 rows (3 done elsewhere: 4th..14th plus this one) left.
-    assert console.progress_line(4, 14, "b", 90.0, 3) == "[4/14] b  (1 min 30 s so far, about 5 min 30 s left)"
+    assert console.progress_line(1, 14, "a", 0.0, 0, 112) == "[1/14] a  (0 s so far)"
+    # 9 epochs in 90 s: 10 s each; 11 rows of 8 epochs left: 880 s.
+    assert console.progress_line(4, 14, "b", 90.0, 9, 88) == "[4/14] b  (1 min 30 s so far, about 14 min 40 s left)"
     assert console.duration(3725) == "1 h 02 min"
 
 
