@@ -12,6 +12,10 @@ factorial design and makes the optimizers and clipping callbacks.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Keras loads where an optimizer or a callback is made
+    import keras
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 CLIP_MODES = ("clipnorm", "clipvalue", "global_clipnorm", "autoclip")

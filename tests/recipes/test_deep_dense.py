@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradguard.recipes.report import _python_command
-
 from gradguard.datasets import poorly_scaled_regression
 from gradguard.recipes import analysis, deep_dense
 from gradguard.recipes.experiment import LEARNED_RATIO
+from gradguard.recipes.report import _python_command
 from gradguard.recipes.variants import Variant
 
 # Small rows (about 1-3 s each) for the default suite.
