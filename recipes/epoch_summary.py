@@ -44,18 +44,24 @@ LAYOUT = {
 
 
 def layout_summary():
-    """`LAYOUT` as a `Summary` proto of tensorboard's own (no TensorFlow)."""
-    from tensorboard.compat.proto import summary_pb2
-    from tensorboard.plugins.custom_scalar import layout_pb2, summary
+    """`LAYOUT` as the `Summary` the custom-scalars plugin reads (no TensorFlow).
+
+    The same proto as `tensorboard.plugins.custom_scalar.summary.pb`
+    (a string tensor under the plugin's config tag), which imports
+    TensorFlow to build it.
+    """
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
     layout = layout_pb2.Layout(category=[
         layout_pb2.Category(title=title, chart=[
             layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=tags))
             for chart, tags in charts])
         for title, charts in LAYOUT.items()])
-    # `summary.pb` builds TensorFlow's Summary class when TensorFlow is
-    # installed; the writer takes tensorboard's: the bytes are the same.
-    return summary_pb2.Summary.FromString(summary.pb(layout).SerializeToString())
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                    string_val=[layout.SerializeToString()])
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG, metadata=metadata.create_summary_metadata(), tensor=tensor)])
 
 
 class EpochSummary(keras.callbacks.Callback):

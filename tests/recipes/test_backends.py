@@ -117,3 +117,16 @@ def test_rnn_kernel_names_the_generic_loop_without_a_gpu():
     if keras.backend.backend() != "tensorflow" or deep_dense.device_name() != "CPU":
         pytest.skip("checks TensorFlow on a CPU-only machine")
     assert [rnn_kernel(c) for c in ("simple_rnn", "lstm", "gru")] == ["generic"] * 3
+
+
+def test_layout_summary_is_the_custom_scalar_plugins_proto_built_without_tensorflow():
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, summary
+
+    from gradguard.recipes.epoch_summary import LAYOUT, layout_summary
+
+    ours = layout_summary()
+    layout = layout_pb2.Layout.FromString(ours.value[0].tensor.string_val[0])
+    assert [c.title for c in layout.category] == list(LAYOUT)
+    # `summary.pb` needs TensorFlow (installed here); the bytes must be the same.
+    assert ours == summary_pb2.Summary.FromString(summary.pb(layout).SerializeToString())

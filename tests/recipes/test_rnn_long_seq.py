@@ -222,3 +222,18 @@ def test_default_run_explodes_and_learns(tmp_path):
     learned = table[table["learned"]]
     assert (learned["val_loss"] <= LEARNED_RATIO * ADDING_PROBLEM_BASELINE_MSE).all() and len(learned)
     assert not math.isnan(table.attrs["threshold"])
+
+
+@pytest.mark.slow
+def test_default_quick_run_makes_14_runs_with_the_explosion_on_the_log_chart(tmp_path):
+    """The default recipe under --quick, read back as the TensorBoard server reads it."""
+    import re
+
+    table = rnn_long_seq.main(["--quick", "--out", str(tmp_path / "r")])
+    runs, layout, scalars = tensorboard_view(tmp_path / "r" / "tensorboard")
+    assert len(runs) == len(table) == 14 <= 40
+    (regex,) = layout["category"][0]["chart"][0]["multiline"]["tag"]
+    top = {run: max(p.value for tag in tags if re.search(regex, tag) for p in tags[tag]
+                    if math.isfinite(p.value)) for run, tags in scalars.items()}
+    exploded = Row("baseline", "simple_rnn", 0).name
+    assert len(top) == 14 and top[exploded] >= max(v for r, v in top.items() if r != exploded) + 2
