@@ -4,7 +4,7 @@ Every panel of a figure shares one y axis, so an exploding variant stands
 out by height; the axis holds every finite value and turns logarithmic when
 they span more than two decades. Each panel's title is the variant,
 coloured by its worst outcome (red: a row exploded; green: a row learned),
-and its corner lists each cell's verdict (`exploded @ step 12`, `learned
+and its upper right corner lists each cell's verdict (`exploded @ step 12`, `learned
 0.006`, `stable, 0.98`: val/trivial), so the figure reads in seconds.
 Colours are cells; each seed is one line. Every marker has a legend entry.
 
@@ -81,8 +81,8 @@ def _label_panels(table: pd.DataFrame, axes: dict, colours: dict) -> None:
         ax.set_title(variant, fontsize="medium", color=worst, fontweight="bold")
         several = rows["seed"].nunique() > 1
         for i, (cell, seed, text, colour) in enumerate(verdicts[:4]):
-            ax.text(0.02, 0.97 - 0.11 * i, f"{cell}{f' s{seed}' if several else ''}: {text}",
-                    transform=ax.transAxes, fontsize="x-small", va="top", color=colours[cell],
+            ax.text(0.98, 0.97 - 0.11 * i, f"{cell}{f' s{seed}' if several else ''}: {text}",
+                    transform=ax.transAxes, fontsize="x-small", va="top", ha="right", color=colours[cell],
                     fontweight="bold" if colour != STABLE else "normal",
                     bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))
 
