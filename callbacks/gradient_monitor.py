@@ -292,8 +292,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
         training with `learning_rate * multiplier` for every Keras optimizer
         (their updates are linear in the learning rate). Schedules,
         `LearningRateScheduler` and `ReduceLROnPlateau` set the inner
-        learning rate and cannot undo it. It lives with the monitor (not in
-        checkpoints); `set_lr_multiplier(1.0)` ends it.
+        learning rate and cannot undo it. It lives with the monitor; a saved
+        model stores the rate in use (`save_own_variables`);
+        `set_lr_multiplier(1.0)` ends it.
 
         Returns:
             True when the caller must rebuild the train function.
@@ -377,7 +378,18 @@ class GradientMonitor(keras.optimizers.Optimizer):
     # -- checkpoints: the inner optimizer's layout --------------------------
 
     def save_own_variables(self, store):
-        """Saves the inner optimizer's variables, as plain Keras would."""
+        """Saves the inner optimizer's variables, as plain Keras would.
+
+        With a learning-rate multiplier in force (NaNGuard's rollback cut),
+        the learning rate stored is the one in use, `learning_rate *
+        lr_multiplier`, so a `.keras` file loads with it. A
+        `LearningRateSchedule` is no variable: its file keeps the schedule.
+        """
+        rate = getattr(self.inner_optimizer, "_learning_rate", None)
+        if self.lr_multiplier != 1.0 and isinstance(rate, keras.Variable):
+            index = [v is rate for v in self.inner_optimizer.variables].index(True)
+            in_use = np.asarray(rate.numpy() * self.lr_multiplier, rate.dtype)
+            store = _Replacing(store, str(index), in_use)
         self.inner_optimizer.save_own_variables(store)
 
     def load_own_variables(self, store):
@@ -698,3 +710,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
             config.pop("optimizer"), custom_objects=custom_objects
         )
         return cls(optimizer, **config)
+
+
+class _Replacing:
+    """A checkpoint store that writes `value` in place of entry `key`."""
+
+    def __init__(self, store, key: str, value):
+        self._store, self._key, self._value = store, key, value
+
+    def __setitem__(self, key, value):
+        self._store[key] = self._value if key == self._key else value

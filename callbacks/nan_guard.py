@@ -15,7 +15,8 @@ from .nan_event import (
     to_float, weights_held,
 )
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
-    NonFiniteTrainingError, check_report_path, format_message, write_json_atomically,
+    NonFiniteTrainingError, check_report_path, closing_line, format_message,
+    write_json_atomically,
 )
 from .snapshots import Snapshots, all_finite, default_cadence
 from .validation import check, check_int, is_number
@@ -213,6 +214,9 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
+        line = closing_line(self.events, self.max_retries)
+        if self.verbose and line:
+            print(line)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -296,8 +300,8 @@ class NaNGuard(keras.callbacks.Callback):
         event["message"] = format_message(event)
         self.events.append(event)
         self._write_report()
-        if self.verbose:
-            print(event["message"])
+        if self.verbose:  # on its own lines, never after Keras' progress bar
+            print("\n" + event["message"])
         if action == "stop":
             model.stop_training = True
         elif action == "raise":

@@ -55,20 +55,25 @@ def _plain(value):
 
 
 def format_message(event: dict) -> str:
-    """One paragraph: what was caught, why, the cure, and what was done.
+    """A headline, then the evidence, the cure and the weights, one line each.
 
-    `epoch` and `batch` are 0-based (Keras' callback indices); `step` is the
-    global step.
+    The headline names the step, the trigger, the cause and the action; the
+    lines below it, indented, say what was seen (`What:`), why the cause
+    was named (`Cause:`), what to change (`Cure:`) and which weights the
+    model holds (`Weights:`). `epoch` and `batch` are 0-based (Keras'
+    callback indices); `step` is the global step.
     """
-    parts = [
-        f"Step {event['step']}: NaNGuard caught "
-        f"{event['trigger'].replace('_', ' ')} in epoch {event['epoch']}, "
-        f"batch {event['batch']} (0-based): {event['detail']}.",
-        f"Cause: {event['cause']} ({event['evidence']}). "
-        f"Cure: {event['cure']}.",
-    ]
+    action = event["action"]
+    if action == "rollback":
+        done = (f"rollback, learning rate {event['learning_rate']:.4g} -> "
+                f"{event['new_learning_rate']:.4g}")
+    elif action == "skip":
+        done = "skipped as bad data, learning rate unchanged"
+    else:
+        done = action
+    evidence = [f"Cause: {event['cause']} ({event['evidence']})."]
     if event["first_nonfinite_variable"]:
-        parts.append(
+        evidence.append(
             f"First non-finite gradient: {event['first_nonfinite_variable']} "
             f"(layer {event['first_nonfinite_layer']})."
         )
@@ -78,25 +83,38 @@ def format_message(event: dict) -> str:
             f"{s['first_step']}, up to {s['ratio']:.3g}x at step {s['step']}"
             for s in event["suspects"]
         )
-        parts.append(f"Gradient norms that crossed 10x their median: {grew}.")
+        evidence.append(f"Gradient norms that crossed 10x their median: {grew}.")
     if event["last_applied_norm"] is not None:
-        parts.append(f"Last applied global norm {event['last_applied_norm']:.4g}.")
-    parts.append(f"Learning rate in use {event['learning_rate']:.4g}.")
-    action = event["action"]
-    if action == "rollback":
-        parts.append(
-            f"Action: rollback, learning rate now "
-            f"{event['new_learning_rate']:.4g}."
-        )
-    elif action == "skip":
-        parts.append(
-            "Action: skipped the step as bad data; no rollback, learning "
-            "rate unchanged."
-        )
-    else:
-        parts.append(f"Action: {action}.")
-    parts.append(_weights(event))
-    return " ".join(parts)
+        evidence.append(f"Last applied global norm {event['last_applied_norm']:.4g}.")
+    evidence.append(f"Learning rate in use {event['learning_rate']:.4g}.")
+    return "\n".join([
+        f"Step {event['step']}: NaNGuard caught "
+        f"{event['trigger'].replace('_', ' ')}: cause {event['cause']}, "
+        f"action {done}.",
+        f"  What: epoch {event['epoch']}, batch {event['batch']} (0-based): "
+        f"{event['detail']}.",
+        "  " + " ".join(evidence),
+        f"  Cure: {event['cure']}.",
+        f"  Weights: {_weights(event)}",
+    ])
+
+
+def closing_line(events: list[dict], max_retries: int) -> str | None:
+    """One line when rollbacks ran out (or were used), else None."""
+    rollbacks = [e for e in events if e["action"] == "rollback"]
+    if not rollbacks:
+        return None
+    rates = f"learning rate {rollbacks[0]['learning_rate']:.4g} -> {rollbacks[-1]['new_learning_rate']:.4g}"
+    last = events[-1]
+    if last["action"] == "stop":
+        return (f"NaNGuard: training stopped at step {last['step']} after "
+                f"{len(rollbacks)} rollback{'s' * (len(rollbacks) != 1)} "
+                f"(max_retries={max_retries}, {rates}): the retries are "
+                f"exhausted; the model holds the weights after step "
+                f"{last['weights']['step']}.")
+    return (f"NaNGuard: training went on after {len(rollbacks)} "
+            f"rollback{'s' * (len(rollbacks) != 1)} ({rates}; "
+            f"{max_retries - len(rollbacks)} of max_retries={max_retries} left).")
 
 
 def _weights(event: dict) -> str:
@@ -110,4 +128,4 @@ def _weights(event: dict) -> str:
         how = f"the update of step {event['step']} was not applied"
     else:
         how = f"including step {event['step']}'s update"
-    return f"The model holds the weights after step {held['step']} ({how})."
+    return f"the model holds the weights after step {held['step']} ({how})."

@@ -9,8 +9,10 @@ the spread is unknown and the summary says so.
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -74,7 +76,7 @@ def compare(on: np.ndarray, off: np.ndarray) -> tuple[float, float, bool | None]
 
 def _verdict(diff: float, spread: float, real: bool | None) -> str:
     if not math.isfinite(diff):
-        return "losses not comparable (a run exploded)"
+        return "not comparable (a run exploded)"
     if real is None:
         return f"{diff:+.3g} (spread unknown)"
     if real:
@@ -166,28 +168,93 @@ def suggest_clip_threshold(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame
     return (float(np.percentile(values, percentile)) if values.size else math.nan), names
 
 
-def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str]) -> list[str]:
-    """What the run shows, in sentences computed from the table."""
+def guard_reports(out_dir: str | pathlib.Path, table: pd.DataFrame) -> dict[str, dict]:
+    """Row name -> the first NaNGuard event of its `rows/<row>/nan_guard.json`.
+
+    Each value holds `step`, `cause`, `action` and `clip` (the global-norm
+    threshold its cure suggests, or None). Rows without a report are left out.
+    """
+    reports = {}
+    for r in table.itertuples():
+        name = Row(r.variant, r.cell, int(r.seed)).name
+        path = pathlib.Path(out_dir) / "rows" / name / "nan_guard.json"
+        if path.is_file():
+            event = json.loads(path.read_text())["events"][0]
+            reports[name] = {"step": event["step"], "cause": event["cause"],
+                             "action": event["action"], "clip": cure_clip(event.get("cure", ""))}
+    return reports
+
+
+def cure_clip(cure: str) -> float | None:
+    """The threshold in a NaNGuard cure's `global_clipnorm=X`, or None."""
+    found = re.search(r"global_clipnorm=([0-9.]+(?:e[+-]?\d+)?)", cure)
+    return float(found.group(1)) if found else None
+
+
+def _names(frame: pd.DataFrame) -> str:
+    return ", ".join(f"{g['variant']} / {g['cell']} ({g['val/trivial']:.3g})" for _, g in frame.iterrows())
+
+
+def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str],
+              guard: Mapping[str, dict] | None = None) -> list[str]:
+    """What the run shows, in at most about eight sentences computed from the table.
+
+    One line each: the rows that exploded, the stable rows that did not
+    learn (and those that ended worse than the constant prediction), the
+    rows that learned, the best two compared against the seed spread, the
+    factors' effects (one line per factor when several seeds measure the
+    spread, else one line saying why none is called real), the suggested
+    clipping threshold and, when NaNGuard's report for an exploded row
+    names another clip value, why the two differ.
+
+    Args:
+        table: The experiment table.
+        threshold: The run's suggested clipping threshold (`suggest_clip_threshold`).
+        threshold_rows: The rows it pooled.
+        guard: Row name -> `guard_reports` entry. Defaults to None: none.
+    """
+    guard = guard or {}
     spread = spread_table(table)
-    lines = []
     trivial = float(table["trivial_mse"].iloc[0])
+    blew, calm = [], []
     for _, g in spread.iterrows():
         rows = table[(table["variant"] == g["variant"]) & (table["cell"] == g["cell"])]
-        blew = [r for _, r in rows.iterrows() if exploded(r)]
-        if blew:
-            lines.append(f"{g['variant']} / {g['cell']} exploded in {g['exploded']} seeds: "
-                         f"first at step {min(int(r['exploded_step']) for r in blew if not pd.isna(r['exploded_step']))}"
-                         f" ({blew[0]['nan_guard']}); max gradient norm {g['max_grad_norm']:.3g}.")
+        bad = [r for _, r in rows.iterrows() if exploded(r)]
+        (blew if bad else calm).append(g)
+        if bad:
+            steps = [int(r["exploded_step"]) for r in bad if not pd.isna(r["exploded_step"])]
+            causes = sorted({guard[n]["cause"] for n in (Row(r["variant"], r["cell"], int(r["seed"])).name
+                                                          for r in bad) if n in guard})
+            how = re.sub(r" at step \d+ \(([^)]*)\)", r" (\1)", str(bad[0]["nan_guard"]))
+            blew[-1] = (f"{g['variant']} / {g['cell']} exploded in {g['exploded']} seeds: first at step "
+                        f"{min(steps) if steps else '?'} (NaNGuard: {how}"
+                        f"{', cause ' + ', '.join(causes) if causes else ''}); "
+                        f"max gradient norm {g['max_grad_norm']:.3g}")
+    lines = ["; ".join(blew) + "."] if blew else []
     base = spread[spread["variant"] == "baseline"]
     if len(base) and base["exploded"].str.startswith("0/").all():
         lines.append("baseline did NOT explode (no non-finite gradient, no NaNGuard stop); "
                      "raise --lr or use --optimizer sgd to see an explosion.")
-    good = spread[spread["learned"].str.split("/").str[0].astype(int) > 0]
+    calm = pd.DataFrame(calm)
+    learned = spread["learned"].str.split("/").str[0].astype(int) > 0
+    good = spread[learned]
+    if len(calm):
+        keys = set(zip(good["variant"], good["cell"]))
+        idle = calm[[k not in keys for k in zip(calm["variant"], calm["cell"])]]
+        worse = idle[idle["val/trivial"] > 10]
+        if len(idle):
+            ratios = idle["val/trivial"]
+            lines.append(f"stable but not learned: {_names(idle)}." if len(idle) <= 4 else
+                         f"stable but not learned: the {len(idle)} other rows (val/trivial "
+                         f"{ratios.min():.3g} to {ratios.max():.3g})."
+                         + (f" Worse than the constant prediction by 10x or more, without a non-finite "
+                            f"gradient: {_names(worse)}." if len(worse) else ""))
     bar = f"val <= {LEARNED_RATIO:g} x the constant prediction's {trivial:.4g}"
     if len(good):
         lines.append(f"learned ({bar}): " + ", ".join(
             f"{g['variant']} / {g['cell']} in {g['learned']} seeds (val/trivial {g['val/trivial']:.3g}, "
-            f"first at epoch {'?' if pd.isna(g['learned_epoch']) else int(g['learned_epoch'])})" for _, g in good.iterrows()) + ".")
+            f"first at epoch {'?' if pd.isna(g['learned_epoch']) else int(g['learned_epoch'])})"
+            for _, g in good.iterrows()) + ".")
     else:
         lines.append(f"no configuration learned ({bar}).")
     ranked = spread[np.isfinite(spread["val/trivial"])].sort_values("val/trivial")
@@ -196,17 +263,32 @@ def summarize(table: pd.DataFrame, threshold: float, threshold_rows: list[str]) 
         diff, s, real = compare(_ratios(table, b["variant"], b["cell"]), _ratios(table, a["variant"], a["cell"]))
         lines.append(f"lowest val/trivial: {a['variant']} / {a['cell']} ({a['val/trivial']:.3g}); next "
                      f"{b['variant']} / {b['cell']} ({b['val/trivial']:.3g}): {_verdict(diff, s, real)}.")
-    for e in effects(table):
-        lines.append(
-            f"effect of {e['factor']} on {e['cell']} ({e['pairs']} pair{'s' * (e['pairs'] > 1)}, "
-            f"{e['runs']} run{'s' * (e['runs'] > 1)} each side): exploded {e['exploded_without']} "
-            f"without, {e['exploded_with']} with; val/trivial {e['without']:.3g} without, "
-            f"{e['with']:.3g} with: {_verdict(e['diff'], e['spread'], e['real'])}.")
     if table["seed"].nunique() == 1:
-        lines.append("one seed per row: the spread over seeds is unknown, so no difference above is "
-                     "called real; --seeds 3 measures it.")
+        lines.append("one seed per row: the spread over seeds is unknown, so no difference is called "
+                     "real (results.md lists each factor's effect); --seeds 3 measures it.")
+    else:
+        lines += [effect_line(e) for e in effects(table)]
     if math.isfinite(threshold):
         lines.append(f"suggested clipping threshold: {threshold:.3g} (90th percentile of the unclipped "
                      f"gradient norms of {len(threshold_rows)} stable row"
-                     f"{'s' * (len(threshold_rows) != 1)}, Deep Learning Tuning Playbook).")
+                     f"{'s' * (len(threshold_rows) != 1)}, Deep Learning Tuning Playbook; the dashed "
+                     f"line in grad_norms.png).")
+        other = [(n, e) for n, e in guard.items() if e["clip"] is not None
+                 and not math.isclose(e["clip"], threshold, rel_tol=0.05)]
+        if other:
+            name, e = other[0]
+            lines.append(
+                f"NaNGuard's report for {name} (rows/{name}/nan_guard.json) suggests clipping at "
+                f"{e['clip']:.3g} instead: the 90th percentile of that row's own norms before its onset, "
+                f"already on the way up; {threshold:.3g} pools the rows that stayed stable, so use it"
+                + (f" ({len(other) - 1} other report{'s' * (len(other) > 2)} differ the same way)."
+                   if len(other) > 1 else "."))
     return lines
+
+
+def effect_line(e: dict) -> str:
+    """One sentence for one `effects` entry."""
+    return (f"effect of {e['factor']} on {e['cell']} ({e['pairs']} pair{'s' * (e['pairs'] > 1)}, "
+            f"{e['runs']} run{'s' * (e['runs'] > 1)} each side): exploded {e['exploded_without']} "
+            f"without, {e['exploded_with']} with; val/trivial {e['without']:.3g} without, "
+            f"{e['with']:.3g} with: {_verdict(e['diff'], e['spread'], e['real'])}.")

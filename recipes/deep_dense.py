@@ -55,19 +55,23 @@ import dataclasses
 import math
 import pathlib
 from dataclasses import field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import keras
 import numpy as np
 import pandas as pd
 
 from gradguard.datasets import poorly_scaled_regression
 
 from .common import device_name, new_run_dir, write_config
-from .experiment import Experiment, Row, Setup
 from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
-from .models import deep_dense
 from .report import run_main, write_report
+
+if TYPE_CHECKING:
+    from .experiment import Row, Setup
+
+# Keras (and so TensorFlow) loads inside the functions that train, not at
+# import: `--help` and a bad flag answer at once, and `run_main` loads the
+# backend quietly (`console.quiet_start`).
 
 NAME = "deep_dense"
 VARIANTS = ("baseline", "clipnorm", "clipvalue", "global_clipnorm", "autoclip", "batchnorm",
@@ -180,6 +184,8 @@ class Config:
 
     def rows(self) -> list[Row]:
         """Every variant x seed, in table order."""
+        from .experiment import Row
+
         variants = factorial_variants(None if self.factorial_clip == "none" else self.factorial_clip) \
             if self.factorial else self.variants
         return [Row(v, CELL, self.seed + i) for v in variants for i in range(self.seeds)]
@@ -210,6 +216,9 @@ def trivial_mse(y_train: np.ndarray, y_val: np.ndarray) -> float:
 
 def setup(row: Row, config: Config, x_train) -> Setup:
     """How to train one row: its model, optimizer, learning rate and callbacks."""
+    from .experiment import Setup
+    from .models import deep_dense
+
     variant = Variant.parse(row.variant)
     optimizer = variant.optimizer or config.optimizer
     lr = config.lr if config.lr is not None and optimizer == config.optimizer else DEFAULT_LR[optimizer]
@@ -244,6 +253,10 @@ def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFra
         The results table, one row per variant x seed; `table.attrs` holds
         `"summary"`, `"spread"`, `"threshold"` and `"out_dir"`.
     """
+    import keras
+
+    from .experiment import Experiment
+
     if out_dir is None:
         out_dir = config.resume or new_run_dir(config.out, NAME)
     out_dir = pathlib.Path(out_dir)

@@ -1,12 +1,23 @@
-"""Epoch losses to TensorBoard with tensorboard's own writer, on every backend.
+"""Epoch losses and the explosion chart to TensorBoard, on every backend.
 
 `keras.callbacks.TensorBoard` writes through `tf.summary` and so needs
 TensorFlow, which a JAX or PyTorch install may not have. tensorboard ships
 an event-file writer that takes `Summary` protocol buffers and needs no
 TensorFlow (the logger's `SummaryWriter` uses it for the gradient norms).
-`EpochSummary` writes what the recipes read from Keras' callback, the same
-way on every backend: `epoch_loss` per epoch under `<log_dir>/train` and
-`<log_dir>/validation`, so TensorBoard draws the two curves in one chart.
+
+`EpochSummary` writes what the recipes read from Keras' callback into the
+row's own run, beside the gradient norms: `epoch_loss/train` and
+`epoch_loss/validation` per epoch. One run per row (not three, as
+`row`, `row/train`, `row/validation` would be) keeps the default recipe's 14
+rows well under the 40 runs TensorBoard selects by default.
+
+It also writes `LAYOUT`, a custom-scalars layout (tensorboard's
+`custom_scalar` plugin, no TensorFlow graph needed) whose first chart draws
+`gradients/global_norm_log10` of every row on one chart: the custom-scalars
+layout has no log-scale setting, so the chart plots log10 of the unclipped
+global norm, on which an explosion from 1 to 1e5 climbs five units while
+every stable row stays near 0. Every row's run carries the same layout;
+TensorBoard merges identical charts into one.
 """
 
 from __future__ import annotations
@@ -17,36 +28,84 @@ import time
 
 import keras
 
+LOSS_TAG = "epoch_loss"
+LOG10_NORM_TAG = "gradients/global_norm_log10"
+# Category and charts of the Custom Scalars tab (regular expressions over tags).
+LAYOUT = {
+    "Explosion at a glance (every row)": [
+        ("log10 of the unclipped global gradient norm", [f"^{LOG10_NORM_TAG}$"]),
+        ("validation loss per epoch", [f"^{LOSS_TAG}/validation$"]),
+        ("training loss per epoch", [f"^{LOSS_TAG}/train$"]),
+    ],
+    "Clipping (every row)": [
+        ("global norm, unclipped and as applied", [r"^gradients/global_norm(_clipped)?$"]),
+    ],
+}
+
+
+def layout_summary():
+    """`LAYOUT` as the `Summary` the custom-scalars plugin reads (no TensorFlow).
+
+    The same proto as `tensorboard.plugins.custom_scalar.summary.pb`
+    (a string tensor under the plugin's config tag), which imports
+    TensorFlow to build it.
+    """
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    layout = layout_pb2.Layout(category=[
+        layout_pb2.Category(title=title, chart=[
+            layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=tags))
+            for chart, tags in charts])
+        for title, charts in LAYOUT.items()])
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                    string_val=[layout.SerializeToString()])
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG, metadata=metadata.create_summary_metadata(), tensor=tensor)])
+
 
 class EpochSummary(keras.callbacks.Callback):
-    """Writes `epoch_loss` (train and validation) to TensorBoard event files.
+    """Writes `epoch_loss/train`, `epoch_loss/validation` and the layout to a run.
+
+    The step of an epoch's losses is its 0-based index, as Keras'
+    `TensorBoard` callback writes `epoch_loss`.
 
     Args:
-        log_dir: The run's folder; `train/` and `validation/` go inside.
+        log_dir: The row's run folder (the one `GradientNormLogger` writes to).
     """
 
     def __init__(self, log_dir: str | pathlib.Path):
         super().__init__()
         self.log_dir = pathlib.Path(log_dir)
-        self._writers: dict = {}
+        self._writer = None
 
-    def _write(self, split: str, tag: str, value: float, step: int) -> None:
-        from tensorboard.compat.proto import event_pb2, summary_pb2
+    def _add(self, summary, step: int) -> None:
+        from tensorboard.compat.proto import event_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        if split not in self._writers:
-            self._writers[split] = EventFileWriter(str(self.log_dir / split))
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
-        self._writers[split].add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+        if self._writer is None:
+            self._writer = EventFileWriter(str(self.log_dir))
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def on_train_begin(self, logs=None):
+        self._add(layout_summary(), 0)
 
     def on_epoch_end(self, epoch, logs=None):
+        from tensorboard.compat.proto import summary_pb2
+
         logs = logs or {}
-        for split, key in (("train", "loss"), ("validation", "val_loss")):
-            if key in logs:
-                value = float(logs[key])
-                self._write(split, "epoch_loss", value if math.isfinite(value) else math.nan, epoch)
+        values = [summary_pb2.Summary.Value(tag=f"{LOSS_TAG}/{split}",
+                                            simple_value=_finite_or_nan(logs[key]))
+                  for split, key in (("train", "loss"), ("validation", "val_loss")) if key in logs]
+        if values:
+            self._add(summary_pb2.Summary(value=values), epoch)
 
     def on_train_end(self, logs=None):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+
+
+def _finite_or_nan(value) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.nan

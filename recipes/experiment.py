@@ -41,6 +41,7 @@ import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
 
+from .console import progress_line
 from .epoch_summary import EpochSummary
 from .run_files import RunFolderError, write_atomic
 from .variants import make_optimizer
@@ -148,8 +149,11 @@ class Experiment:
         if keys:
             self.printer(f"  resuming: {len(self.rows) - len(todo)} of {len(self.rows)} rows "
                          f"already in {self.results_csv}")
-        for row in todo:
-            self.train(row)
+        start, epochs = time.perf_counter(), 0
+        for i, row in enumerate(todo):
+            self.printer(progress_line(len(self.rows) - len(todo) + i + 1, len(self.rows), row.name,
+                                       time.perf_counter() - start, epochs, (len(todo) - i) * self.epochs))
+            epochs += self.train(row)["epochs_run"]
         table = self.finished()
         order = {(r.variant, r.cell, r.seed): i for i, r in enumerate(self.rows)}
         table["_order"] = [order[k] for k in zip(table["variant"], table["cell"], table["seed"])]

@@ -6,6 +6,10 @@ from `DIR/config.json`), opens the run folder, calls the recipe's
 draws the figures. SIGINT and SIGTERM end the run with one line saying how
 to resume it; an unwritable or full folder ends it with the path named, and
 every finished row stays in `results.csv`.
+
+Everything that loads Keras is imported inside the functions, so `--help`
+and a bad flag answer before TensorFlow loads; TensorFlow then loads
+quietly (`console.quiet_start`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from . import analysis, plots
 from .common import new_run_dir, parse_config
-from .experiment import LEARNED_RATIO
+from .console import console_table, quiet_start
 from .run_files import markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
@@ -35,9 +38,11 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
     `attrs`: `summary` (lines), `spread` (`analysis.spread_table`),
     `threshold` (the suggested clipping threshold), `title`, `out_dir`.
     """
+    from . import analysis
+
     norms = analysis.load_norms(out_dir, table)
     threshold, used = analysis.suggest_clip_threshold(table, norms)
-    summary = analysis.summarize(table, threshold, used)
+    summary = analysis.summarize(table, threshold, used, analysis.guard_reports(out_dir, table))
     spread = analysis.spread_table(table)
     shown = _blank_missing(table[SHOWN])
     text = f"{caption}\n\n"
@@ -45,6 +50,9 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
         text += f"Mean and min..max over seeds:\n\n{markdown_table(_blank_missing(spread))}\n"
     text += (f"Every row:\n\n{markdown_table(shown)}\nSummary:\n\n"
              + "".join(f"- {line}\n" for line in summary))
+    if table["seed"].nunique() == 1 and analysis.effects(table):
+        text += ("\nEffect of each factor (one seed: the spread is unknown, so none is called real):\n\n"
+                 + "".join(f"- {analysis.effect_line(e)}\n" for e in analysis.effects(table)))
     write_atomic(out_dir / "results.md", text)
     write_atomic(out_dir / "summary.txt", "\n".join(summary) + "\n")
     table.attrs.update(summary=summary, spread=spread, threshold=threshold, title=title,
@@ -54,6 +62,9 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
 
 def plot_report(table: pd.DataFrame) -> None:
     """Writes grad_norms.png and loss.png from the rows saved on disk."""
+    from . import analysis, plots
+    from .experiment import LEARNED_RATIO
+
     out_dir = pathlib.Path(table.attrs["out_dir"])
     names = analysis.load_norms(out_dir, table)
     losses = {n: pd.read_csv(out_dir / "rows" / n / "losses.csv") for n in names}
@@ -70,6 +81,27 @@ def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
         if frame[column].dtype == "Int64" and frame[column].isna().any():
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
+
+
+def _python_command() -> str:
+    """`python` when that is this Python on PATH, else this Python's path (a venv not activated)."""
+    import shutil
+
+    found = shutil.which("python")
+    if found and pathlib.Path(found).resolve() == pathlib.Path(sys.executable).resolve():
+        return "python"
+    return sys.executable
+
+
+def _tensorboard_command() -> str:
+    """`tensorboard`, or its path beside this Python when that is not on PATH (a venv)."""
+    import shutil
+
+    found = shutil.which("tensorboard")
+    beside = pathlib.Path(sys.executable).parent / "tensorboard"
+    if found and pathlib.Path(found).resolve() == beside.resolve():
+        return "tensorboard"
+    return str(beside) if beside.exists() else "tensorboard"
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -115,21 +147,23 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     out_dir = None
     try:
+        quiet_start()  # TensorFlow loads here, after the flags were read
         out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, name)
         table = run(config, out_dir)
-        with pd.option_context("display.width", 250, "display.max_columns", None):
-            print(table[SHOWN].to_string(index=False, na_rep=""))
-            if table["seed"].nunique() > 1:
-                print("\nMean and min..max over seeds:")
-                print(table.attrs["spread"].to_string(index=False, na_rep=""))
+        print("\n" + console_table(table))
+        if table["seed"].nunique() > 1:
+            print("\nMean and min..max over seeds:")
+            print(console_table(table.attrs["spread"]))
         print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-        print(f"Results written to {out_dir} (tensorboard --logdir {out_dir / 'tensorboard'})")
+        print(f"Results written to {out_dir} (see {out_dir / 'results.md'}; TensorBoard: "
+              f"{_tensorboard_command()} --logdir {out_dir / 'tensorboard'})")
         plot_report(table)
         return table
     except KeyboardInterrupt:
         done = len(pd.read_csv(out_dir / "results.csv")) if out_dir and (out_dir / "results.csv").exists() else 0
         print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
-              f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
+              f"finish the run with: {_python_command()} -m recipes.{name} --resume {out_dir}",
+              file=sys.stderr)
         raise SystemExit(130) from None
     except OSError as error:  # RunFolderError, or a row's own folder or TensorBoard files
         kept = f" Finished rows stay in {out_dir}/results.csv; --resume {out_dir} finishes the run." if out_dir else ""

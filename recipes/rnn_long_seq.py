@@ -81,18 +81,22 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 from dataclasses import field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import keras
 import pandas as pd
 
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem
 
 from .common import device_name, new_run_dir, rnn_kernel, write_config
-from .experiment import Experiment, Row, Setup
 from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
-from .models import sequence_model
 from .report import run_main, write_report
+
+if TYPE_CHECKING:
+    from .experiment import Row, Setup
+
+# Keras (and so TensorFlow) loads inside the functions that train, not at
+# import: `--help` and a bad flag answer at once, and `run_main` loads the
+# backend quietly (`console.quiet_start`).
 
 NAME = "rnn_long_seq"
 VARIANTS = ("baseline", "global_clipnorm", "autoclip", "batchnorm", "standardize", "lower_lr",
@@ -206,6 +210,8 @@ class Config:
 
     def rows(self) -> list[Row]:
         """Every variant x cell x seed, in table order."""
+        from .experiment import Row
+
         variants = factorial_variants(None if self.factorial_clip == "none" else self.factorial_clip) \
             if self.factorial else self.variants
         cells = (self.cell,) if self.cell else self.cells
@@ -228,6 +234,9 @@ def make_data(config: Config):
 
 def setup(row: Row, config: Config, x_train) -> Setup:
     """How to train one row: its model, optimizer, learning rate and callbacks."""
+    from .experiment import Setup
+    from .models import sequence_model
+
     variant = Variant.parse(row.variant)
     optimizer = variant.optimizer or config.optimizer
     lr = config.lr if config.lr is not None and optimizer == config.optimizer else DEFAULT_LR[optimizer]
@@ -264,6 +273,10 @@ def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFra
         The results table, one row per variant x cell x seed; `table.attrs`
         holds `"summary"`, `"spread"`, `"threshold"` and `"out_dir"`.
     """
+    import keras
+
+    from .experiment import Experiment
+
     if out_dir is None:
         out_dir = config.resume or new_run_dir(config.out, NAME)
     out_dir = pathlib.Path(out_dir)

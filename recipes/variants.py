@@ -12,10 +12,10 @@ factorial design and makes the optimizers and clipping callbacks.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import keras
-
-from gradguard.callbacks import AutoClip, GradientClipping
+if TYPE_CHECKING:  # Keras loads where an optimizer or a callback is made
+    import keras
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 CLIP_MODES = ("clipnorm", "clipvalue", "global_clipnorm", "autoclip")
@@ -67,6 +67,8 @@ def factorial_variants(clip: str | None = None) -> tuple[str, ...]:
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """`sgd` (plain), `momentum` (SGD, Nesterov-free, 0.9), `adam` or `rmsprop`."""
+    import keras  # here, so that parsing variant names needs no backend (--help)
+
     if name == "momentum":
         return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
     cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
@@ -76,6 +78,8 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 def clip_callbacks(clip: str | None, threshold: float) -> list[keras.callbacks.Callback]:
     """The callback of a clipping mode: `GradientClipping` or `AutoClip`."""
+    from gradguard.callbacks import AutoClip, GradientClipping
+
     if clip is None:
         return []
     if clip == "autoclip":

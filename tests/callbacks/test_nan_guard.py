@@ -34,7 +34,7 @@ def test_poisoned_batch(action, value, tmp_path):
         callbacks=[keep, guard],
     )
     if action == "raise":
-        with pytest.raises(FloatingPointError, match=r"Step 3: NaNGuard caught nonfinite gradient in epoch 0, batch 2 \(0-based\)") as caught:
+        with pytest.raises(FloatingPointError, match=r"Step 3: NaNGuard caught nonfinite gradient: cause bad_data, action raise\.\n  What: epoch 0, batch 2 \(0-based\)") as caught:
             fit()
         assert isinstance(caught.value, NonFiniteTrainingError)
         assert caught.value.report is guard.events[0]

@@ -91,7 +91,7 @@ def test_quick_recipes_under_backend_without_tensorflow(backend, tmp_path, tenso
     for row in table.itertuples():
         name = f"{row.variant}-dense-seed0"
         losses = pd.read_csv(out / "rows" / name / "losses.csv")
-        val = scalars(out / "tensorboard" / name / "validation", "epoch_loss")
+        val = scalars(out / "tensorboard" / name, "epoch_loss/validation")
         assert [v for _, v in val] == pytest.approx(list(losses["val_loss"].dropna()), rel=1e-6, nan_ok=True)
         norms = scalars(out / "tensorboard" / name, "gradients/global_norm")
         assert len(norms) == len(pd.read_csv(out / "rows" / name / "grad_norms.csv"))
@@ -107,7 +107,7 @@ def test_epoch_summary_writes_train_and_validation_losses(tmp_path):
     history = model.fit(x, x[:, :1], validation_split=0.25, epochs=3, verbose=0,
                         callbacks=[EpochSummary(tmp_path)]).history
     for split, key in (("train", "loss"), ("validation", "val_loss")):
-        logged = scalars(tmp_path / split, "epoch_loss")
+        logged = scalars(tmp_path, f"epoch_loss/{split}")
         assert [s for s, _ in logged] == [0, 1, 2]
         assert [v for _, v in logged] == pytest.approx(history[key], rel=1e-6)
 
@@ -117,3 +117,16 @@ def test_rnn_kernel_names_the_generic_loop_without_a_gpu():
     if keras.backend.backend() != "tensorflow" or deep_dense.device_name() != "CPU":
         pytest.skip("checks TensorFlow on a CPU-only machine")
     assert [rnn_kernel(c) for c in ("simple_rnn", "lstm", "gru")] == ["generic"] * 3
+
+
+def test_layout_summary_is_the_custom_scalar_plugins_proto_built_without_tensorflow():
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, summary
+
+    from gradguard.recipes.epoch_summary import LAYOUT, layout_summary
+
+    ours = layout_summary()
+    layout = layout_pb2.Layout.FromString(ours.value[0].tensor.string_val[0])
+    assert [c.title for c in layout.category] == list(LAYOUT)
+    # `summary.pb` needs TensorFlow (installed here); the bytes must be the same.
+    assert ours == summary_pb2.Summary.FromString(summary.pb(layout).SerializeToString())

@@ -14,6 +14,7 @@ import pytest
 from gradguard.datasets import poorly_scaled_regression
 from gradguard.recipes import analysis, deep_dense
 from gradguard.recipes.experiment import LEARNED_RATIO
+from gradguard.recipes.report import _python_command
 from gradguard.recipes.variants import Variant
 
 # Small rows (about 1-3 s each) for the default suite.
@@ -89,7 +90,7 @@ def test_interrupted_run_resumes_to_the_same_table(sig, tmp_path):
     assert 1 <= len(finished) < 3, "interrupt landed after the last row"
     assert err.strip().splitlines()[-1] == (
         f"Interrupted: {len(finished)} finished row{'s' * (len(finished) != 1)} saved in "
-        f"{out}/results.csv; finish the run with: python -m recipes.deep_dense --resume {out}")
+        f"{out}/results.csv; finish the run with: {_python_command()} -m recipes.deep_dense --resume {out}")
     assert not list(out.rglob("*.incomplete")) and not list(out.rglob(".*.tmp-*"))
     assert sorted(p.name for p in (out / "rows").iterdir()) == sorted(
         f"{v}-dense-seed0" for v in finished["variant"])

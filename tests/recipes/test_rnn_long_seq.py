@@ -43,6 +43,64 @@ def test_quick_run_writes_every_file_and_one_row_per_variant_and_cell(quick_run)
     assert not list(out.glob("*/*.incomplete"))
 
 
+def tensorboard_view(logdir):
+    """What TensorBoard serves for `logdir`: its runs, the custom-scalars layout, the scalars.
+
+    Read the way the TensorBoard server reads them: an `EventMultiplexer`
+    behind the `MultiplexerDataProvider`, and the custom-scalars plugin's own
+    `layout_impl` (which merges the layouts of every run).
+    """
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.data import provider
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    data = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    ctx = context.RequestContext()
+    plugin = CustomScalarsPlugin(base_plugin.TBContext(logdir=str(logdir), multiplexer=mux,
+                                                       data_provider=data))
+    layout = json.loads(plugin.layout_impl(ctx, "") or "{}")
+    scalars = data.read_scalars(ctx, experiment_id="", plugin_name="scalars", downsample=10**6,
+                                run_tag_filter=provider.RunTagFilter())
+    return list(data.list_runs(ctx, experiment_id="")), layout, scalars
+
+
+def test_tensorboard_one_run_per_row_and_every_norm_on_one_log_chart(quick_run):
+    import re
+
+    table, out = quick_run
+    runs, layout, scalars = tensorboard_view(out / "tensorboard")
+    names = [Row(r.variant, r.cell, r.seed).name for r in table.itertuples()]
+    # One run per row, holding the gradient norms and both losses.
+    assert sorted(r.run_name for r in runs) == sorted(names)
+    for name in names:
+        assert {"gradients/global_norm_log10", "epoch_loss/train", "epoch_loss/validation"} <= set(scalars[name])
+        val = [p.value for p in scalars[name]["epoch_loss/validation"]]
+        assert val == pytest.approx([table.set_index(["variant", "cell"]).loc[
+            tuple(name.split("-")[:2]), "val_loss"]], rel=1e-6)
+    # So the default recipe (14 rows) stays under TensorBoard's 40 auto-selected runs.
+    assert len(Config().rows()) == 14 and len(Config().rows()) <= 40
+    # The layout's first chart: log10 of the unclipped global norm of every row.
+    category = layout["category"][0]
+    assert len(layout["category"]) == 2  # every run's copy merged into one
+    chart = category["chart"][0]
+    assert "log10" in chart["title"]
+    (regex,) = chart["multiline"]["tag"]
+    matched = {run: tag for run in scalars for tag in scalars[run] if re.search(regex, tag)}
+    assert sorted(matched) == sorted(names)
+    # On it, the exploded row climbs decades above every stable row.
+    top = {run: max(p.value for p in scalars[run][tag] if math.isfinite(p.value))
+           for run, tag in matched.items()}
+    exploded = Row("baseline", "simple_rnn", 0).name
+    logged = pd.read_csv(out / "rows" / exploded / "grad_norms.csv")["grad_norm"]
+    assert top[exploded] == pytest.approx(np.log10(logged[np.isfinite(logged)].max()), rel=1e-5)
+    assert top[exploded] >= max(v for run, v in top.items() if run != exploded) + 2
+
+
 def test_rows_are_judged_by_the_model(quick_run):
     table, out = quick_run
     for _, row in table.iterrows():
@@ -164,3 +222,18 @@ def test_default_run_explodes_and_learns(tmp_path):
     learned = table[table["learned"]]
     assert (learned["val_loss"] <= LEARNED_RATIO * ADDING_PROBLEM_BASELINE_MSE).all() and len(learned)
     assert not math.isnan(table.attrs["threshold"])
+
+
+@pytest.mark.slow
+def test_default_quick_run_makes_14_runs_with_the_explosion_on_the_log_chart(tmp_path):
+    """The default recipe under --quick, read back as the TensorBoard server reads it."""
+    import re
+
+    table = rnn_long_seq.main(["--quick", "--out", str(tmp_path / "r")])
+    runs, layout, scalars = tensorboard_view(tmp_path / "r" / "tensorboard")
+    assert len(runs) == len(table) == 14 <= 40
+    (regex,) = layout["category"][0]["chart"][0]["multiline"]["tag"]
+    top = {run: max(p.value for tag in tags if re.search(regex, tag) for p in tags[tag]
+                    if math.isfinite(p.value)) for run, tags in scalars.items()}
+    exploded = Row("baseline", "simple_rnn", 0).name
+    assert len(top) == 14 and top[exploded] >= max(v for r, v in top.items() if r != exploded) + 2

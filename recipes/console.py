@@ -1,0 +1,167 @@
+"""What a recipe prints: a quiet start, a row counter with an ETA, a compact table.
+
+TensorFlow prints about ten lines when it loads and first looks for a GPU
+(`WARNING: All log messages before absl::InitializeLog() ...`, `Could not
+find cuda drivers`, `failed call to cuInit`, CPU feature notes), twice for
+some of them. Its C++ logging writes them before any Python setting applies
+(`TF_CPP_MIN_LOG_LEVEL` does not reach the lines absl prints before it is
+initialized), so `quiet_start` sets `TF_CPP_MIN_LOG_LEVEL=2` and absl's
+Python log level to errors, then loads the Keras backend with file
+descriptor 2 captured, and writes back every captured line that is not one
+of those start-up notes. A user who set `TF_CPP_MIN_LOG_LEVEL` sees
+everything, as TensorFlow prints it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sys
+import tempfile
+
+import pandas as pd
+
+# Lines TensorFlow, XLA and CUDA's stubs print while loading on any machine.
+STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] .*"
+    r"|E\d{4} [\d:. ]+\d+ (cuda_\w+|cudart_stub|cuda_platform)\.cc:\d+\] .*"
+    r"|To enable the following instructions: .*, in other operations, rebuild TensorFlow .*"
+    r"|.*oneDNN custom operations are on.*)$")
+
+
+@contextlib.contextmanager
+def quiet_startup():
+    """Drops TensorFlow's start-up notes from stderr inside the block.
+
+    Does nothing when the user set `TF_CPP_MIN_LOG_LEVEL`. Lines that are not
+    start-up notes are written back to stderr when the block ends.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's own INFO and WARNING lines
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines()
+                    if line.strip() and not STARTUP_NOISE.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def quiet_start() -> str:
+    """Loads the Keras backend quietly, finds the device; returns its name.
+
+    Unless the user set `TF_CPP_MIN_LOG_LEVEL`, absl's Python log level
+    (TensorFlow's `WARNING:tensorflow:` lines) is set to errors too.
+    """
+    user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    with quiet_startup():
+        import keras  # noqa: F401  (loads the backend: TensorFlow by default)
+
+        from .common import device_name
+
+        name = device_name()  # the first device query: where CUDA is tried
+    if not user_set:
+        try:
+            from absl import logging as absl_logging
+
+            absl_logging.set_verbosity(absl_logging.ERROR)
+        except ImportError:  # a JAX- or PyTorch-only install may lack absl
+            pass
+    return name
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s` or `1 h 02 min`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_line(index: int, total: int, name: str, elapsed: float, epochs_done: int,
+                  epochs_left: int) -> str:
+    """`[3/14] baseline-lstm-seed0  (2 min 10 s so far, about 5 min 03 s left)`.
+
+    The time left assumes every epoch still to run takes as long as the
+    epochs run so far in this process did on average (a row NaNGuard stops
+    early counts only the epochs it ran).
+
+    Args:
+        index: 1-based number of the row about to train.
+        total: Rows in the table.
+        name: The row's name.
+        elapsed: Seconds spent on the rows trained so far in this process.
+        epochs_done: Epochs those rows ran.
+        epochs_left: Epochs at most still to run, this row's included.
+    """
+    eta = f", about {duration(elapsed / epochs_done * epochs_left)} left" if epochs_done else ""
+    return f"[{index}/{total}] {name}  ({duration(elapsed)} so far{eta})"
+
+
+# The console table: (column, header), most telling first; the last ones are
+# dropped first when the table is wider than `width`.
+CONSOLE_COLUMNS = [
+    ("variant", "variant"), ("cell", "cell"), ("seed", "seed"), ("seeds", "seeds"),
+    ("learned", "learned"), ("exploded", "exploded"), ("exploded_step", "exploded@"), ("val/trivial", "val/trivial"),
+    ("learned_epoch", "learned@ep"), ("max_grad_norm", "max |g|"),
+    ("median_grad_norm", "median |g|"), ("val_loss", "val_loss"), ("learning_rate", "lr"),
+    ("nan_guard", "NaNGuard"), ("epochs_run", "epochs"), ("wall_time_s", "time s"),
+]
+
+
+def console_table(table: pd.DataFrame, width: int = 120) -> str:
+    """The results as a compact text table at most `width` characters wide.
+
+    Numbers have 3 significant digits, missing values are blank, `learned`
+    reads `yes` or blank, NaNGuard's cell shows its action and step, and the
+    seed column appears only with several seeds. Columns are dropped from
+    the end of `CONSOLE_COLUMNS` until the table fits.
+    """
+    columns = [(c, h) for c, h in CONSOLE_COLUMNS if c in table.columns
+               and (c != "seed" or table["seed"].nunique() > 1)]
+    cells = {h: [_cell(c, v) for v in table[c]] for c, h in columns}
+    left = {h for c, h in columns if c in ("variant", "cell", "nan_guard")}
+    while True:
+        sizes = {h: max(len(h), *map(len, v)) for h, v in cells.items()}
+        lines = [" ".join(h.ljust(sizes[h]) if h in left else h.rjust(sizes[h]) for h in cells)]
+        lines += [" ".join(v[i].ljust(sizes[h]) if h in left else v[i].rjust(sizes[h])
+                           for h, v in cells.items()) for i in range(len(table))]
+        text = "\n".join(line.rstrip() for line in lines)
+        if max(map(len, text.splitlines())) <= width or len(cells) <= 4:
+            return text
+        cells.pop(list(cells)[-1])
+
+
+def _cell(column: str, value) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if column == "nan_guard":
+        return "" if value == "none" else re.sub(r" at step (\d+) \([^)]*\)", r"@\1", str(value))
+    if isinstance(value, str):
+        return value  # e.g. "2/3" learned over seeds
+    if column == "learned":
+        return "yes" if bool(value) else ""
+    if isinstance(value, (int,)) or (hasattr(value, "is_integer") and column in (
+            "seed", "exploded_step", "learned_epoch", "epochs_run")):
+        return str(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if column == "wall_time_s":
+        return f"{value:.0f}"
+    return f"{value:.3g}"

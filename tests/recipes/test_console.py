@@ -1,0 +1,101 @@
+"""What a recipe prints and draws: quiet start, --help without Keras, compact table, summary, plots."""
+
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradguard.recipes import console, plots
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _table(n=14):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "variant": [f"global_clipnorm+batchnorm@adam{i}" for i in range(n)], "cell": "simple_rnn",
+        "seed": 0, "optimizer": "adam", "learning_rate": 0.01,
+        "val_loss": rng.lognormal(size=n) * 1e5, "val/trivial": rng.lognormal(size=n) * 1e3,
+        "learned": [i % 3 == 0 for i in range(n)],
+        "learned_epoch": pd.array([1 if i % 3 == 0 else None for i in range(n)], dtype="Int64"),
+        "exploded_step": pd.array([12 if i == 1 else None for i in range(n)], dtype="Int64"),
+        "max_grad_norm": rng.lognormal(size=n) * 1e5, "median_grad_norm": rng.lognormal(size=n),
+        "nan_guard": ["stop at step 12 (gradient_spike)" if i == 1 else "none" for i in range(n)],
+        "epochs_run": 8, "wall_time_s": 123.456,
+    })
+
+
+def test_console_table_is_compact_rounded_and_blank_for_missing():
+    table = _table()
+    text = console.console_table(table)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 120 and len(lines) == len(table) + 1
+    header = lines[0].split()
+    assert header[:5] == ["variant", "cell", "learned", "exploded@", "val/trivial"]  # verdicts first
+    assert "seed" not in header  # one seed: no column for it
+    assert "<NA>" not in text and "nan" not in text and "None" not in text
+    row = lines[2].split()  # the exploded row: no `learned`, the stop's step, 3 digits
+    assert row[2] == "12" and row[3] == f"{table['val/trivial'][1]:.3g}"
+    assert "stop@12" in lines[2] or "NaNGuard" not in header
+    assert console.console_table(table, width=70).count("\n") == len(table)
+    assert max(map(len, console.console_table(table, width=70).splitlines())) <= 70
+
+
+def test_progress_line_counts_rows_and_estimates_the_time_left():
+    assert console.progress_line(1, 14, "a", 0.0, 0, 112) == "[1/14] a  (0 s so far)"
+    # 9 epochs in 90 s: 10 s each; 11 rows of 8 epochs left: 880 s.
+    assert console.progress_line(4, 14, "b", 90.0, 9, 88) == "[4/14] b  (1 min 30 s so far, about 14 min 40 s left)"
+    assert console.duration(3725) == "1 h 02 min"
+
+
+def test_startup_noise_is_matched_and_other_lines_are_kept():
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1796125556.251195    7019 cudart_stub.cc:31] Could not find cuda drivers on your "
+        "machine, GPU will not be used.",
+        "E0000 00:00:1796125564.326469    7019 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+        "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    ]
+    assert all(console.STARTUP_NOISE.match(line) for line in noise)
+    assert not console.STARTUP_NOISE.match("E0000 00:00:1.0  7 some_op.cc:1] a real error")
+    assert not console.STARTUP_NOISE.match("Traceback (most recent call last):")
+
+
+def test_help_and_flag_errors_answer_before_keras_loads():
+    script = (
+        "import sys\n"
+        "from gradguard.recipes import rnn_long_seq\n"
+        "for argv in (['--help'], ['--seeds', '0']):\n"
+        "    try:\n"
+        "        rnn_long_seq.main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        print('exit', e.code)\n"
+        "print('loaded:', [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules])\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert "exit 0" in out.stdout and "exit 2" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "loaded: []"
+    assert "--seeds received 0; expected an int >= 1." in out.stderr
+    assert "absl" not in out.stderr and "cuInit" not in out.stderr
+
+
+@pytest.mark.parametrize("values, log", [
+    ([np.array([0.2, 0.16, np.nan]), np.array([0.15, np.inf])], False),
+    ([np.array([0.17, 1.86e8]), np.array([270.6, 0.01])], True),
+])
+def test_loss_axis_holds_every_finite_value(values, log):
+    is_log, low, high = plots._y_range(values, (1 / 6,))
+    finite = np.concatenate([v[np.isfinite(v)] for v in values])
+    assert is_log == log and low <= finite.min() and high >= finite.max()
+
+
+def test_verdicts_name_the_exploded_and_the_learned():
+    assert plots.verdict(12, False, math.inf) == ("exploded @ step 12", plots.EXPLODED)
+    assert plots.verdict(pd.NA, True, 0.0061) == ("learned, 0.0061", plots.LEARNED)
+    assert plots.verdict(None, False, 1624.0)[0] == "stable, not learned, 1.62e+03"
