@@ -1,0 +1,329 @@
+"""The doctor's cures: each one change to a set-up, applied to a fresh copy.
+
+A `Patient` is what one trial trains: a fresh model (the seed's initial
+weights), its optimizer, the data and the lines of code that make it. A
+`Cure` turns one patient into another and says so in code; a cure that
+cannot apply to this model (a subclassed model has no layer graph to
+rebuild, a model without a ReLU has no ReLU to replace) raises
+`NotApplicable` with the reason, and the doctor reports that instead of
+training something else under its name.
+
+Structural cures rebuild the model layer by layer (`keras.models.clone_model`
+with a `clone_function`) and copy every weight the change leaves alone, so a
+cure changes what it names and nothing else.
+
+`CURES` lists the cures of each cause in the order the doctor tries them
+(see docs/doctor.md for why this order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+DENSE_LIKE = ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D")
+RNN_CELLS = ("SimpleRNN", "GRU", "LSTM")
+
+
+class NotApplicable(Exception):
+    """The cure does not apply to this model; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+    """What one trial trains, and the code that makes it."""
+
+    model: keras.Model  # a fresh copy holding the seed's initial weights
+    optimizer: keras.optimizers.Optimizer  # unbuilt; the trial compiles with it
+    data: tuple  # (x, y, x_val, y_val)
+    code: tuple[str, ...] = ()  # lines to paste into the user's script
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What the cures may read: the first trial's findings."""
+
+    clip_norm: float | None  # global-norm threshold from the norms before the onset
+    bad_rows: tuple[int, ...]  # training rows holding NaN/inf
+
+
+@dataclasses.dataclass(frozen=True)
+class Cure:
+    """One change: `apply(patient, context) -> patient` (or `NotApplicable`)."""
+
+    name: str  # the table's `change`
+    apply: Callable[[Patient, Context], Patient]
+
+
+# -- optimizer cures ---------------------------------------------------------
+
+
+def optimizer_code(optimizer: keras.optimizers.Optimizer) -> str:
+    """`optimizer=keras.optimizers.SGD(learning_rate=0.03, ...)`: its non-default settings."""
+    cls = type(optimizer)
+    config, default = optimizer.get_config(), cls().get_config()
+    args = [f"learning_rate={_num(float(_lr(optimizer)))}"]
+    for key, value in config.items():
+        if key in ("name", "learning_rate") or default.get(key) == value:
+            continue
+        args.append(f"{key}={_num(value) if isinstance(value, float) else repr(value)}")
+    return f"optimizer=keras.optimizers.{cls.__name__}({', '.join(args)})"
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _lr(optimizer) -> float:
+    rate = optimizer.get_config()["learning_rate"]
+    if isinstance(rate, dict):
+        raise NotApplicable("the learning rate is a schedule; scale the schedule instead")
+    return float(rate)
+
+
+def _with_optimizer(patient: Patient, optimizer) -> Patient:
+    return dataclasses.replace(patient, optimizer=optimizer,
+                               code=patient.code + (optimizer_code(optimizer),))
+
+
+def scale_lr(factor: float) -> Cure:
+    """The same optimizer at `factor` times its learning rate."""
+    def apply(patient: Patient, context: Context) -> Patient:
+        opt = patient.optimizer
+        config = {**opt.get_config(), "learning_rate": _lr(opt) * factor}
+        return _with_optimizer(patient, type(opt).from_config(config))
+    return Cure(f"learning rate x{factor:g}", apply)
+
+
+def _clip(patient: Patient, context: Context) -> Patient:
+    if context.clip_norm is None:
+        raise NotApplicable("no stable gradient norms before the onset to set a threshold")
+    opt = patient.optimizer
+    config = {**opt.get_config(), "clipnorm": None, "clipvalue": None,
+              "global_clipnorm": float(f"{context.clip_norm:.3g}")}
+    return _with_optimizer(patient, type(opt).from_config(config))
+
+
+def _adam(patient: Patient, context: Context) -> Patient:
+    if isinstance(patient.optimizer, keras.optimizers.Adam):
+        raise NotApplicable("the optimizer is Adam already")
+    return _with_optimizer(patient, keras.optimizers.Adam())
+
+
+# -- data cures --------------------------------------------------------------
+
+
+def _drop_rows(patient: Patient, context: Context) -> Patient:
+    x, y, x_val, y_val = patient.data
+    keep = finite_rows(x, y)
+    if keep.all():
+        raise NotApplicable("the training data hold no NaN/inf")
+    keep_val = finite_rows(x_val, y_val)
+    data = (_take(x, keep), _take(y, keep), _take(x_val, keep_val), _take(y_val, keep_val))
+    rows = np.flatnonzero(~keep)
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    return dataclasses.replace(patient, data=data, code=patient.code + (
+        f"# drop the {len(rows)} training rows holding NaN/inf (indices {shown}):",
+        "keep = np.isfinite(x).reshape(len(x), -1).all(1) & np.isfinite(y).reshape(len(y), -1).all(1)",
+        "x, y = x[keep], y[keep]",
+    ))
+
+
+def finite_rows(x, y) -> np.ndarray:
+    """A boolean per row: True where every input and target value is finite."""
+    keep = np.ones(len(y), bool)
+    for array in [*(x if isinstance(x, (list, tuple)) else [x]), y]:
+        keep &= np.isfinite(np.asarray(array, np.float64).reshape(len(array), -1)).all(1)
+    return keep
+
+
+def _take(array, keep):
+    return [a[keep] for a in array] if isinstance(array, (list, tuple)) else array[keep]
+
+
+# -- model cures -------------------------------------------------------------
+
+
+def rebuild(model: keras.Model, change: Callable[[keras.layers.Layer, dict], object]) -> keras.Model:
+    """Clones `model` layer by layer, letting `change(layer, config)` edit each one.
+
+    `change` returns `None` (keep the layer, with its weights), a config (the
+    same class built from it, fresh weights) or a layer (used as it is; a
+    `Sequential` whose first layer is the clone takes the old weights there).
+    """
+    if not isinstance(model, keras.Sequential) and not _is_functional(model):
+        raise NotApplicable("a subclassed model has no layer graph to rebuild")
+    copies = []
+
+    def clone(layer):
+        config = layer.get_config()
+        new = change(layer, config)
+        if new is None:
+            new = layer.__class__.from_config(config)
+            copies.append((layer, new))
+        elif isinstance(new, dict):
+            new = layer.__class__.from_config(new)
+        elif isinstance(new, keras.Sequential):
+            copies.append((layer, new.layers[0]))
+        return new
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for old, new in copies:
+        if [tuple(w.shape) for w in old.weights] == [tuple(w.shape) for w in new.weights]:
+            new.set_weights(old.get_weights())
+    return copy
+
+
+def _is_functional(model) -> bool:
+    return type(model).__name__ == "Functional"
+
+
+def _rebuilt(patient: Patient, change, code: tuple[str, ...]) -> Patient:
+    changed = []
+
+    def record(layer, config):
+        result = change(layer, config)
+        if result is not None:
+            changed.append(layer.name)
+        return result
+
+    model = rebuild(patient.model, record)
+    if not changed:
+        raise NotApplicable("no layer of this model has what the cure changes")
+    return dataclasses.replace(patient, model=model,
+                               code=patient.code + (f"# in layers {', '.join(changed)}:", *code))
+
+
+def uses_relu(config: dict) -> bool:
+    """Whether a layer's config applies a ReLU (an `activation` or a `ReLU` layer)."""
+    return config.get("activation") == "relu" or "max_value" in config and "negative_slope" in config
+
+
+def swap_relu(activation: str) -> Cure:
+    """`activation` (`"leaky_relu"` or `"elu"`) in place of every ReLU."""
+    def change(layer, config):
+        if config.get("activation") == "relu":
+            return {**config, "activation": activation}
+        if isinstance(layer, keras.layers.ReLU):
+            return keras.layers.Activation(activation, name=layer.name)
+        return None
+
+    def apply(patient: Patient, context: Context) -> Patient:
+        return _rebuilt(patient, change, (f'activation="{activation}",  # instead of "relu"',))
+    return Cure(f"{activation} instead of relu", apply)
+
+
+def _fan_in(patient: Patient, context: Context) -> Patient:
+    def change(layer, config):
+        if type(layer).__name__ not in DENSE_LIKE:
+            return None
+        scale = 2.0 if config.get("activation") == "relu" else 1.0
+        init = {"class_name": "VarianceScaling", "module": "keras.initializers",
+                "config": {"scale": scale, "mode": "fan_in", "distribution": "truncated_normal"}}
+        return {**config, "kernel_initializer": init,
+                **({"bias_initializer": "zeros"} if "bias_initializer" in config else {})}
+    return _rebuilt(patient, change, (
+        'kernel_initializer="he_normal",  # relu layers; "lecun_normal" for the others',
+        'bias_initializer="zeros",'))
+
+
+def _batch_norm(patient: Patient, context: Context) -> Patient:
+    output = patient.model.layers[-1].name
+
+    def change(layer, config):
+        if type(layer).__name__ not in DENSE_LIKE or layer.name == output:
+            return None
+        inner = layer.__class__.from_config(config)
+        return keras.Sequential([inner, keras.layers.BatchNormalization()],
+                                name=f"{layer.name}_bn")
+    return _rebuilt(patient, change, (
+        "# after each Dense/Conv layer but the output:", "keras.layers.BatchNormalization(),"))
+
+
+def _orthogonal(patient: Patient, context: Context) -> Patient:
+    def change(layer, config):
+        if type(layer).__name__ not in RNN_CELLS:
+            return None
+        return {**config, "recurrent_initializer": {
+            "class_name": "Orthogonal", "module": "keras.initializers",
+            "config": {"gain": 1.0}}}
+    return _rebuilt(patient, change, ('recurrent_initializer="orthogonal",',))
+
+
+def _lstm(patient: Patient, context: Context) -> Patient:
+    def change(layer, config):
+        if type(layer).__name__ != "SimpleRNN":
+            return None
+        keep = ("units", "return_sequences", "return_state", "go_backwards", "name", "dtype")
+        return keras.layers.LSTM(**{k: config[k] for k in keep if k in config})
+    return _rebuilt(patient, change, ("keras.layers.LSTM(units, ...)  # instead of SimpleRNN",))
+
+
+def _float32_output(patient: Patient, context: Context) -> Patient:
+    output = patient.model.layers[-1].name
+
+    def change(layer, config):
+        if layer.name != output:
+            return None
+        return {**config, "dtype": "float32"}
+    return _rebuilt(patient, change, ('dtype="float32",  # the output layer',))
+
+
+def _normalize_inputs(patient: Patient, context: Context) -> Patient:
+    """A `Normalization` adapted on the training inputs in front of each input."""
+    model = patient.model
+    x = patient.data[0]
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    if len(arrays) != len(model.inputs):
+        raise NotApplicable("the inputs do not match the model's")
+    inputs, normalized = [], []
+    for array, tensor in zip(arrays, model.inputs):
+        layer = keras.layers.Normalization(axis=-1)
+        layer.adapt(np.asarray(array, np.float32))
+        inputs.append(keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype))
+        normalized.append(layer(inputs[-1]))
+    outputs = model(normalized if len(normalized) > 1 else normalized[0])
+    repaired = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
+    return dataclasses.replace(patient, model=repaired, code=patient.code + (
+        "normalize = keras.layers.Normalization(axis=-1)",
+        "normalize.adapt(x)  # the training inputs",
+        "model = keras.Sequential([keras.Input(x.shape[1:]), normalize, model])",
+    ))
+
+
+LR_10, LR_100 = scale_lr(0.1), scale_lr(0.01)
+CLIP = Cure("clip the global norm", _clip)
+ADAM = Cure("Adam at its default learning rate", _adam)
+DROP_ROWS = Cure("drop the non-finite rows", _drop_rows)
+NORMALIZE = Cure("Normalization in front of the inputs", _normalize_inputs)
+FAN_IN = Cure("fan-in initialization", _fan_in)
+BATCH_NORM = Cure("BatchNormalization after Dense/Conv", _batch_norm)
+ORTHOGONAL = Cure("orthogonal recurrent initializer", _orthogonal)
+LSTM = Cure("LSTM instead of SimpleRNN", _lstm)
+FLOAT32_OUTPUT = Cure("output layer in float32", _float32_output)
+LEAKY, ELU = swap_relu("leaky_relu"), swap_relu("elu")
+
+# The order each cause's cures are tried in; then FALLBACK, for a cause
+# named wrongly (a learning rate too high on a gated RNN was named
+# `recurrence` by NaNGuard before issue 17).
+CURES = {
+    "learning_rate": (LR_10, LR_100, CLIP, ADAM),
+    "input_scale": (NORMALIZE, LR_10, CLIP),
+    "depth": (FAN_IN, BATCH_NORM, CLIP, LR_10),
+    "vanishing": (FAN_IN, BATCH_NORM, LEAKY, ADAM),
+    "dying_relu": (LEAKY, ELU, FAN_IN, BATCH_NORM),
+    "recurrence": (CLIP, ORTHOGONAL, LSTM, LR_10, LR_100),
+    "bad_data": (DROP_ROWS,),
+    "loss_scale": (FLOAT32_OUTPUT, LR_10, CLIP),
+    "unknown": (LR_10, CLIP, ADAM),
+}
+FALLBACK = (LR_10, LR_100, ADAM)
+
+
+def cures_for(cause: str, problem: str) -> list[Cure]:
+    """The cures to try, in order: the problem's or the cause's, then `FALLBACK`."""
+    first = CURES.get(problem) or CURES.get(cause, CURES["unknown"])
+    return list(dict.fromkeys([*first, *(FALLBACK if cause != "bad_data" else ())]))

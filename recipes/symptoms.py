@@ -1,0 +1,147 @@
+"""Naming what went wrong in the doctor's first trial, from absolute evidence.
+
+A guard event names its own cause. A run that never trips the guard and
+still does not learn is judged here from what needs no history: the
+validation loss against the constant prediction's, the product of the
+kernels' gains, the SimpleRNN recurrent kernels' largest singular value, the
+inputs' scale, the per-layer gradient norms and the ReLU units that never
+fire. `name_problem` returns a plain dict (saved as findings.json).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+ASTRONOMICAL = 1e3  # val loss this many times the constant's: exploding, though finite
+DEPTH_GAIN = 1e3  # kernels' gains product above this: the stack amplifies
+VANISHING = 1e-3  # gains product, or first/last layer gradient norm, below this
+MIN_DEPTH = 4  # kernels needed to blame depth
+RECURRENT_GAIN = 1.05  # a SimpleRNN recurrent kernel's largest singular value above this
+INPUT_RMS = 30.0  # inputs' root mean square that is not "unit"
+DEAD = 0.5  # fraction of a ReLU layer's units that never fire on the training sample
+CLEARLY_BELOW = 0.5  # val/trivial at most this without a symptom: healthy, train longer
+
+
+def name_problem(result, bar, data, finite_rows) -> dict:
+    """The cause, evidence and problem of trial 0, and what its cures read.
+
+    Args:
+        result: trial 0's `trials.Result`.
+        bar: the `trials.Bar`.
+        data: `(x, y, x_val, y_val)`.
+        finite_rows: `cures.finite_rows`.
+
+    Returns:
+        A dict: `cause`, `evidence`, `problem` (`exploding`, `vanishing`,
+        `dying_relu` or `none`), `clip_norm` (median global norm before the
+        onset, or `None`) and `bad_rows` (training rows holding NaN/inf).
+    """
+    x, y, x_val, y_val = data
+    bad = np.flatnonzero(~finite_rows(x, y))
+    bad_val = np.flatnonzero(~finite_rows(x_val, y_val))
+    found = {"clip_norm": clip_norm(result.norms, result.events), "bad_rows": bad.tolist()}
+    events, row = result.events, result.row
+    guard = (f"NaNGuard at step {events[0]['step']} ({events[0]['trigger']}) named "
+             f"{events[0]['cause']}: {events[0]['evidence']}") if events else ""
+    if len(bad) or len(bad_val):
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        return {**found, "cause": "bad_data", "problem": "none", "evidence":
+                f"{len(bad)} training rows (indices {shown}) and {len(bad_val)} validation "
+                f"rows hold NaN/inf" + (f"; {guard}" if guard else "")}
+    if events:
+        return {**found, "cause": events[0]["cause"], "problem": "exploding", "evidence": guard}
+    ratio = float(row["val/trivial"])
+    if row["learned"]:
+        return {**found, "cause": "healthy", "problem": "none", "evidence":
+                f"no guard event; val/trivial {ratio:.3g} reaches the bar"}
+    gains = kernel_gains(result.initial_weights)
+    product = float(np.prod(gains)) if gains else 1.0
+    deep = len(gains) >= MIN_DEPTH
+    rnn = recurrent_gain(result.initial_weights)
+    rms = input_rms(x)
+    layer, dead = dead_units(result.model, x)
+    first_last = layer_norm_ratio(result.layer_norms)
+    facts = (f"val/trivial {ratio:.3g}; {len(gains)} kernels' gains multiply to {product:.3g}; "
+             f"input rms {rms:.3g}" + (f"; SimpleRNN recurrent gain {rnn:.3g}" if rnn else "")
+             + (f"; first/last layer gradient norm {first_last:.3g}" if first_last else ""))
+    if not math.isfinite(ratio) or ratio >= ASTRONOMICAL:
+        cause = ("recurrence" if rnn and rnn > RECURRENT_GAIN else
+                 "depth" if deep and product > DEPTH_GAIN else
+                 "input_scale" if rms > INPUT_RMS else "learning_rate")
+        return {**found, "cause": cause, "problem": "exploding", "evidence":
+                f"no guard event, but the loss stays finite and astronomical: {facts}"}
+    if dead >= DEAD:
+        return {**found, "cause": "activation", "problem": "dying_relu", "evidence":
+                f"{dead:.0%} of {layer}'s ReLU units never fire on the training inputs; {facts}"}
+    if (deep and product < VANISHING) or (first_last is not None and first_last < VANISHING):
+        return {**found, "cause": "depth", "problem": "vanishing", "evidence":
+                f"the signal shrinks through the stack: {facts}"}
+    if ratio <= CLEARLY_BELOW:
+        return {**found, "cause": "healthy", "problem": "none", "evidence":
+                f"no guard event and no symptom; {facts}: below the constant prediction "
+                "but not at the bar yet, train longer"}
+    return {**found, "cause": "unknown", "problem": "none", "evidence":
+            f"no guard event and no symptom, but it does not learn: {facts}"}
+
+
+def clip_norm(norms, events) -> float | None:
+    """The median finite global norm before the event's onset (all steps without one)."""
+    values, steps = norms["grad_norm"].to_numpy(np.float64), norms["step"].to_numpy()
+    keep = np.isfinite(values)
+    if events:
+        keep &= steps < events[0].get("onset_step", events[0]["step"])
+    return float(np.median(values[keep])) if keep.any() else None
+
+
+def kernel_gains(weights: dict) -> list[float]:
+    """Each kernel's gain (std x sqrt(fan-in)); about 1 for Glorot/He initialization."""
+    return [float(np.std(w) * math.sqrt(np.prod(w.shape[:-1])))
+            for path, w in weights.items()
+            if path.endswith("kernel") and "recurrent" not in path and w.ndim >= 2 and w.size > 1]
+
+
+def recurrent_gain(weights: dict) -> float | None:
+    """The largest singular value of the SimpleRNN recurrent kernels (square ones)."""
+    gains = [float(np.linalg.norm(w, 2)) for path, w in weights.items()
+             if path.endswith("recurrent_kernel") and w.shape[0] == w.shape[1]]
+    return max(gains, default=None)
+
+
+def input_rms(x) -> float:
+    arrays = x if isinstance(x, (list, tuple)) else [x]
+    values = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+    values = values[np.isfinite(values)]
+    return float(np.sqrt(np.mean(values**2))) if values.size else 0.0
+
+
+def dead_units(model, x, rows: int = 512) -> tuple[str, float]:
+    """The ReLU layer with the most units that never fire, and that fraction."""
+    layers = [layer for layer in getattr(model, "layers", [])
+              if layer.get_config().get("activation") == "relu"
+              or isinstance(layer, keras.layers.ReLU)]
+    if not layers:
+        return "", 0.0
+    try:
+        probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    except (AttributeError, ValueError):  # a subclassed model: no graph to probe
+        return "", 0.0
+    sample = [a[:rows] for a in x] if isinstance(x, (list, tuple)) else x[:rows]
+    outputs = probe.predict(sample, verbose=0, batch_size=256)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    fractions = [float(np.mean(np.asarray(o).reshape(-1, o.shape[-1]).max(0) <= 0)) for o in outputs]
+    worst = int(np.argmax(fractions))
+    return layers[worst].name, fractions[worst]
+
+
+def layer_norm_ratio(layer_norms) -> float | None:
+    """The input-side layer's median gradient norm over the output side's."""
+    if layer_norms.empty:
+        return None
+    medians = layer_norms.groupby("layer", sort=False)["norm"].median()
+    medians = medians[np.isfinite(medians)]
+    if len(medians) < 2 or medians.iloc[-1] <= 0:
+        return None
+    return float(medians.iloc[0] / medians.iloc[-1])

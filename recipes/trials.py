@@ -1,0 +1,277 @@
+"""The doctor's trials: a fresh copy of the user's set-up, trained and judged.
+
+`Bar` is the learned bar, measured once from the data: the constant
+prediction's validation loss (regression) or the majority class's accuracy
+(classification). `Trainer` builds each trial's `Patient` from the user's
+model config and compile config (the same initial weights every time, from
+the seed), trains it under `NaNGuard` and a `GradientNormLogger`, and keeps
+the run folder: results.csv appended per trial, a TensorBoard run per trial,
+the first trial's findings and each learned model, so that an interrupted
+examination resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import pathlib
+import shutil
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from gradguard.callbacks import GradientNormLogger, NaNGuard
+
+from .cures import Patient
+from .epoch_summary import EpochSummary
+from .run_files import markdown_table, write_atomic
+
+SPIKE_FACTOR = 1000.0  # NaNGuard's spike gate, as in the recipes: an unmistakable explosion
+LEARNED_RATIO = 0.1  # val loss at most this x the constant prediction's (regression)
+ACCURACY_MARGIN = 0.5  # accuracy >= majority + this x (1 - majority) (classification)
+COLUMNS = ["trial", "change", "exploded_step", "val_loss", "val/trivial", "learned", "wall_time_s"]
+
+
+def split_data(x, y, validation_data, validation_split: float) -> tuple:
+    """`(x, y, x_val, y_val)`: `validation_data`, or the last rows, as Keras splits them."""
+    if validation_data is not None:
+        return (x, y, *validation_data)
+    n = len(y)
+    cut = n - max(1, int(round(n * validation_split)))
+    head = lambda a: [v[:cut] for v in a] if isinstance(a, (list, tuple)) else a[:cut]  # noqa: E731
+    tail = lambda a: [v[cut:] for v in a] if isinstance(a, (list, tuple)) else a[cut:]  # noqa: E731
+    return head(x), head(y), tail(x), tail(y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bar:
+    """When a trial learned: the trivial baseline and the target."""
+
+    kind: str  # "regression" or "classification"
+    loss: object  # the compiled loss (a function or a keras Loss)
+    trivial: float  # the constant prediction's validation loss
+    majority: float | None  # the majority class's validation accuracy
+    target: float  # val/trivial at most this, or accuracy at least this
+    labels: str = ""  # "sparse", "onehot" or "binary"
+    from_logits: bool = False
+
+    @classmethod
+    def measure(cls, model, data, target: float | None) -> "Bar":
+        x, y, x_val, y_val = data
+        loss = model.loss
+        if isinstance(loss, (list, tuple, dict)):
+            raise ValueError("examine supports a model with one loss; received "
+                             f"loss={loss!r}.")
+        loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+        name = (getattr(loss, "name", None) or getattr(loss, "__name__", "")).lower()
+        y_train = np.asarray(y, np.float64)
+        y_val = np.asarray(y_val, np.float64)
+        if "crossentropy" not in name:
+            constant = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
+            trivial = mean_loss(loss, y_val, constant)
+            return cls("regression", loss, trivial, None,
+                       LEARNED_RATIO if target is None else float(target))
+        config = loss.get_config() if hasattr(loss, "get_config") else {}
+        logits = bool(config.get("from_logits", False))
+        labels = "sparse" if "sparse" in name else "binary" if "binary" in name else "onehot"
+        if labels == "sparse":
+            classes = int(max(y_train.max(), y_val.max())) + 1
+            prior = np.bincount(y_train.astype(int).ravel(), minlength=classes) / y_train.size
+            majority = float(np.mean(y_val.ravel() == prior.argmax()))
+            shape = (len(y_val), classes)
+        elif labels == "onehot":
+            prior = y_train.mean(axis=0)
+            majority = float(np.mean(y_val.argmax(-1) == prior.argmax()))
+            shape = y_val.shape
+        else:
+            prior = np.array(y_train.mean())
+            majority = float(np.mean((y_val > 0.5) == (prior > 0.5)))
+            shape = y_val.shape
+        prior = np.clip(prior, 1e-7, 1 - 1e-7)
+        if logits:
+            prior = np.log(prior / (1 - prior)) if labels == "binary" else np.log(prior)
+        trivial = mean_loss(loss, y_val, np.broadcast_to(prior, shape))
+        bar = majority + ACCURACY_MARGIN * (1 - majority) if target is None else float(target)
+        return cls("classification", loss, trivial, majority, bar, labels, logits)
+
+    def score(self, model, x_val, y_val) -> dict:
+        """val_loss, val/trivial, accuracy (classification) and learned."""
+        if not all(np.isfinite(w).all() for w in model.get_weights()):
+            return {"val_loss": math.inf, "val/trivial": math.inf, "accuracy": None, "learned": False}
+        pred = np.asarray(model.predict(x_val, verbose=0, batch_size=256), np.float64)
+        y_val = np.asarray(y_val, np.float64)
+        val = mean_loss(self.loss, y_val, pred)
+        val = val if math.isfinite(val) else math.inf
+        ratio = val / self.trivial
+        if self.kind == "regression":
+            return {"val_loss": val, "val/trivial": ratio, "accuracy": None,
+                    "learned": bool(ratio <= self.target)}
+        if self.labels == "binary":
+            guess = pred > (0.0 if self.from_logits else 0.5)
+            accuracy = float(np.mean(guess.reshape(y_val.shape) == (y_val > 0.5)))
+        else:
+            truth = y_val.ravel() if self.labels == "sparse" else y_val.argmax(-1)
+            accuracy = float(np.mean(pred.argmax(-1) == truth))
+        return {"val_loss": val, "val/trivial": ratio, "accuracy": accuracy,
+                "learned": bool(accuracy >= self.target)}
+
+
+def mean_loss(loss, y_true, y_pred) -> float:
+    """The loss averaged over the rows, in float32 as Keras computes it."""
+    value = loss(np.asarray(y_true, np.float32), np.asarray(y_pred, np.float32))
+    return float(np.mean(keras.ops.convert_to_numpy(value)))
+
+
+@dataclasses.dataclass
+class Result:
+    """One trained trial: its row and what trial 0's judgment reads."""
+
+    row: dict
+    events: list
+    norms: pd.DataFrame  # GradientNormLogger.to_dataframe("global")
+    layer_norms: pd.DataFrame  # GradientNormLogger.to_dataframe("layer")
+    model: keras.Model  # the trained copy
+    initial_weights: dict  # variable path -> array, before training
+
+
+class Trainer:
+    """Builds, trains and records the trials of one examination."""
+
+    def __init__(self, model, data, bar: Bar, *, seed: int, epochs: int,
+                 batch_size: int, out_dir: pathlib.Path | None):
+        self.cls, self.config = type(model), model.get_config()
+        self.compile_config = model.get_compile_config()
+        self.sample = data[0][:1] if not isinstance(data[0], (list, tuple)) else [a[:1] for a in data[0]]
+        self.data, self.bar, self.seed = data, bar, seed
+        self.epochs, self.batch_size, self.out = epochs, batch_size, out_dir
+        self.rows: list[dict] = []
+        self.models: dict[int, keras.Model] = {}
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if (self.out / "results.csv").exists():
+                self.rows = pd.read_csv(self.out / "results.csv", keep_default_na=False,
+                                        na_values=[""]).to_dict("records")
+
+    # -- the set-up as given ---------------------------------------------------
+
+    def patient(self) -> Patient:
+        """A fresh copy of the user's set-up, with the seed's initial weights."""
+        keras.utils.set_random_seed(self.seed)
+        model = self.cls.from_config(self.config)
+        if not model.built:
+            model(self.sample)
+        optimizer = keras.optimizers.deserialize(copy.deepcopy(self.compile_config["optimizer"]))
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = optimizer.inner_optimizer  # compile wraps it again under mixed_float16
+        return Patient(model, optimizer, self.data)
+
+    # -- one trial ---------------------------------------------------------------
+
+    def train(self, number: int, change: str, patient: Patient) -> Result:
+        """Compiles and trains `patient`, judges it and appends its row."""
+        model = patient.model
+        kwargs = keras.saving.deserialize_keras_object(copy.deepcopy(self.compile_config))
+        model.compile(**{**kwargs, "optimizer": patient.optimizer})
+        initial = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+        tb = None
+        if self.out is not None:
+            tb = self.out / "tensorboard" / f"trial-{number}"
+            shutil.rmtree(tb, ignore_errors=True)  # a trial trained but never recorded
+        logger = GradientNormLogger(log_dir=None if tb is None else str(tb))
+        guard = NaNGuard(action="stop", spike_factor=SPIKE_FACTOR, verbose=False)
+        x, y, x_val, y_val = patient.data
+        keras.utils.set_random_seed(self.seed)
+        start = time.perf_counter()
+        model.fit(x, y, validation_data=(x_val, y_val), epochs=self.epochs,
+                  batch_size=self.batch_size, verbose=0,
+                  callbacks=[logger, guard, *([EpochSummary(tb)] if tb else [])])
+        wall = time.perf_counter() - start
+        norms = logger.to_dataframe("global")
+        bad = norms["step"][~np.isfinite(norms["grad_norm"])].tolist()
+        exploded = min([*bad[:1], *[int(e["step"]) for e in guard.events]], default=None)
+        score = self.bar.score(model, x_val, y_val)
+        row = {"trial": number, "change": change, "exploded_step": exploded,
+               "val_loss": score["val_loss"], "val/trivial": score["val/trivial"],
+               "learned": score["learned"], "wall_time_s": round(wall, 2),
+               "accuracy": score["accuracy"], "note": "", "code": "\n".join(patient.code)}
+        if score["learned"] or number == 0:
+            self.models[number] = model
+            if self.out is not None:
+                save_model(model, self.out / "models" / f"trial-{number}.keras")
+        self._append(row)
+        return Result(row, guard.events, norms, logger.to_dataframe("layer"), model, initial)
+
+    def record_not_applicable(self, number: int, change: str, reason: str) -> None:
+        self._append({"trial": number, "change": change, "exploded_step": None,
+                      "val_loss": None, "val/trivial": None, "learned": False,
+                      "wall_time_s": 0.0, "accuracy": None,
+                      "note": f"not applicable: {reason}", "code": ""})
+
+    def _append(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.out is not None:
+            write_atomic(self.out / "results.csv", pd.DataFrame(self.rows).to_csv(index=False))
+
+    # -- the run folder ----------------------------------------------------------
+
+    def finished(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=[*COLUMNS, "accuracy", "note", "code"])
+
+    def first_findings(self) -> dict | None:
+        path = self.out / "findings.json" if self.out is not None else None
+        if path is None or not path.exists() or not self.rows:
+            return None
+        return json.loads(path.read_text())
+
+    def save_findings(self, findings: dict) -> None:
+        self.findings = findings
+        if self.out is not None:
+            write_atomic(self.out / "findings.json", json.dumps(findings, indent=2) + "\n")
+
+    def winner(self) -> int | None:
+        """The learned trial with the lowest val/trivial (highest accuracy), if any."""
+        table = self.finished()
+        table = table[table["learned"].astype(bool) & (table["trial"] > 0)]
+        if table.empty:
+            return None
+        key = "accuracy" if self.bar.kind == "classification" else "val/trivial"
+        best = table.sort_values(key, ascending=self.bar.kind == "regression").iloc[0]
+        return int(best["trial"])
+
+    def finish(self, findings: dict, winner: int | None):
+        """The `Diagnosis`; writes summary.txt."""
+        from .doctor import Diagnosis, report
+
+        table = self.finished()
+        number = 0 if findings["cause"] == "healthy" else winner
+        model = None
+        if number is not None:
+            model = self.models.get(number)
+            path = self.out / "models" / f"trial-{number}.keras" if self.out else None
+            if model is None and path is not None and path.exists():
+                model = keras.saving.load_model(path)
+        chosen = table[table["trial"] == winner] if winner is not None else table.iloc[:0]
+        found = Diagnosis(
+            cause=findings["cause"], evidence=findings["evidence"], problem=findings["problem"],
+            trials=table[[*COLUMNS, "note"]].reset_index(drop=True),
+            cure=None if chosen.empty else str(chosen["change"].iloc[0]),
+            code=() if chosen.empty else tuple(str(chosen["code"].iloc[0]).splitlines()),
+            model=model)
+        if self.out is not None:
+            write_atomic(self.out / "summary.txt", report(found))
+        return found
+
+
+def save_model(model: keras.Model, path: pathlib.Path) -> None:
+    """`model.save` through a temporary name and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(temp)
+    temp.replace(path)
+
+
+__all__ = ["Bar", "Result", "Trainer", "markdown_table", "split_data"]
