@@ -314,7 +314,7 @@ CURES = {
     "input_scale": (NORMALIZE, LR_10, CLIP),
     "depth": (FAN_IN, BATCH_NORM, CLIP, LR_10),
     "vanishing": (FAN_IN, BATCH_NORM, LEAKY, ADAM),
-    "dying_relu": (LEAKY, ELU, FAN_IN, BATCH_NORM),
+    "dying_relu": (FAN_IN, LEAKY, ELU, BATCH_NORM),
     "recurrence": (CLIP, ORTHOGONAL, LSTM, LR_10, LR_100),
     "bad_data": (DROP_ROWS,),
     "loss_scale": (FLOAT32_OUTPUT, LR_10, CLIP),

@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> Diagnosis:
 def report(found: Diagnosis) -> str:
     """The summary: cause, evidence, the table and the code to change."""
     lines = [f"cause: {found.cause} (problem: {found.problem})", f"evidence: {found.evidence}", "",
-             markdown_table(found.trials)]
+             markdown_table(found.trials.astype(object).where(found.trials.notna(), None))]
     if found.cause == "healthy":
-        lines.append("Nothing to change: the set-up learns as given.")
+        lines.append("Nothing to change: the set-up trains as given.")
     elif found.cure is None:
         lines.append("No cure tried learned; see docs/doctor.md for what the doctor cannot fix.")
     else:

@@ -88,17 +88,33 @@ def name_problem(result, bar, data, finite_rows) -> dict:
 
 
 def clip_norm(norms, events) -> float | None:
-    """The median finite global norm before the event's onset (all steps without one)."""
+    """A clipping threshold: the median finite global norm before the onset.
+
+    Before the event's onset; when the run diverged from its first steps
+    (no step before the onset), the steps before the event itself, which
+    are still below the norm that tripped the guard. Without an event, all
+    steps. `None` when no finite norm was applied before the event.
+    """
     values, steps = norms["grad_norm"].to_numpy(np.float64), norms["step"].to_numpy()
-    keep = np.isfinite(values)
-    if events:
-        keep &= steps < events[0].get("onset_step", events[0]["step"])
-    return float(np.median(values[keep])) if keep.any() else None
+    finite = np.isfinite(values)
+    if not events:
+        return float(np.median(values[finite])) if finite.any() else None
+    event = events[0]
+    for last in (event.get("onset_step", event["step"]), event["step"]):
+        keep = finite & (steps < last)
+        if keep.any():
+            return float(np.median(values[keep]))
+    return None
 
 
 def kernel_gains(weights: dict) -> list[float]:
-    """Each kernel's gain (std x sqrt(fan-in)); about 1 for Glorot/He initialization."""
-    return [float(np.std(w) * math.sqrt(np.prod(w.shape[:-1])))
+    """Each kernel's gain: its root mean square x sqrt(fan-in).
+
+    That is ||W||_F / sqrt(fan-out), the average amplification of a random
+    input: about 1 for Glorot/LeCun initialization, sqrt(2) for He, and
+    exactly `a` for `a * I` (where the weights' std would say ~a / sqrt(n)).
+    """
+    return [float(np.sqrt(np.mean(np.square(w, dtype=np.float64)) * np.prod(w.shape[:-1])))
             for path, w in weights.items()
             if path.endswith("kernel") and "recurrent" not in path and w.ndim >= 2 and w.size > 1]
 

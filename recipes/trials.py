@@ -219,7 +219,12 @@ class Trainer:
     # -- the run folder ----------------------------------------------------------
 
     def finished(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=[*COLUMNS, "accuracy", "note", "code"])
+        """The trials recorded so far (read back from results.csv on a resume)."""
+        table = pd.DataFrame(self.rows, columns=[*COLUMNS, "accuracy", "note", "code"])
+        table["exploded_step"] = pd.to_numeric(table["exploded_step"]).astype("Int64")
+        table["learned"] = table["learned"].astype(bool)
+        table[["note", "code"]] = table[["note", "code"]].fillna("")
+        return table
 
     def first_findings(self) -> dict | None:
         path = self.out / "findings.json" if self.out is not None else None

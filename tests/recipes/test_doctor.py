@@ -1,0 +1,173 @@
+"""Tests for the doctor: broken set-ups built for real, repaired and checked by numpy.
+
+Each broken set-up is a user's script: seed, build, compile. The doctor
+examines it; the test computes the learned bar itself (the constant
+prediction's MSE, or the majority class's accuracy, from numpy) and checks
+the repaired model against it, and applies the doctor's `code` to the
+script by hand to see the same result.
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradguard.recipes import doctor
+from gradguard.recipes.doctor import examine
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FAST = dict(epochs=3, batch_size=16, verbose=False)
+
+
+# -- data and bars, computed here with numpy ------------------------------------
+
+
+def linear_data(n=320, d=8, *, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = (x @ rng.normal(size=(d, 1)) / np.sqrt(d)).astype("float32")
+    return x * np.float32(scale), y
+
+
+def sequence_data(n=320, steps=12, *, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, steps, 2)).astype("float32")
+    y = (x[:, -3:, :1].sum(1) - 0.5 * x[:, -1:, 1]).astype("float32")  # recent steps
+    return x, y
+
+
+def split(x, y, fraction=0.2):
+    cut = len(y) - int(round(len(y) * fraction))
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def val_over_trivial(model, x, y):
+    """Validation MSE over the constant (training mean) prediction's, by numpy."""
+    x_train, y_train, x_val, y_val = split(x, y)
+    finite = np.isfinite(y_train).all(1) & np.isfinite(x_train).reshape(len(x_train), -1).all(1)
+    trivial = np.mean((y_val - y_train[finite].mean(0)) ** 2)
+    pred = np.asarray(model.predict(x_val, verbose=0), np.float64)
+    return float(np.mean((pred - y_val) ** 2) / trivial)
+
+
+# -- set-ups as users write them ----------------------------------------------------
+
+
+def mlp(optimizer, d=8, *, hidden=32, seed=0, **dense):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(hidden, activation="relu", **dense),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def fit_by_hand(model, x, y, seed=0):
+    """The user's script after the change: the same seed, fit, judged by numpy."""
+    x_train, y_train, x_val, y_val = split(x, y)
+    keras.utils.set_random_seed(seed)
+    model.fit(x_train, y_train, validation_data=(x_val, y_val), verbose=0,
+              epochs=FAST["epochs"], batch_size=FAST["batch_size"])
+    return val_over_trivial(model, x, y)
+
+
+def test_healthy_mlp_is_healthy_in_one_trial_and_untouched():
+    x, y = linear_data()
+    model = mlp(keras.optimizers.SGD(0.05))
+    before = [w.copy() for w in model.get_weights()]
+    found = examine(model, x, y, **FAST)
+    assert found.cause == "healthy" and found.problem == "none"
+    assert len(found.trials) == 1 and found.cure is None and found.code == ()
+    assert val_over_trivial(found.model, x, y) <= 0.1
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.optimizer.iterations.numpy() == 0  # the user's model never trained
+
+
+def test_learning_rate_too_high_is_cured_and_the_code_reproduces_it():
+    x, y = linear_data()
+    found = examine(mlp(keras.optimizers.SGD(0.5)), x, y, **FAST)
+    assert found.cause == "learning_rate" and found.problem == "exploding"
+    assert found.trials["learned"].iloc[-1] and not found.trials["learned"].iloc[0]
+    assert pd.notna(found.trials["exploded_step"].iloc[0])
+    assert val_over_trivial(found.model, x, y) <= 0.1
+    # The printed line, pasted into the script.
+    assert found.code[0].startswith("optimizer=keras.optimizers.SGD(learning_rate=")
+    optimizer = eval(found.code[0].split("=", 1)[1], {"keras": keras})
+    by_hand = fit_by_hand(mlp(optimizer), x, y)
+    assert by_hand <= 0.1
+    assert by_hand == pytest.approx(found.trials["val/trivial"].iloc[-1], rel=0.05)
+
+
+def test_input_scale_is_cured_by_normalization_pasted_by_hand():
+    x, y = linear_data(scale=1000.0)
+    found = examine(mlp(keras.optimizers.SGD(0.05)), x, y, **FAST)
+    assert found.cause == "input_scale"
+    assert found.cure == "Normalization in front of the inputs"
+    assert val_over_trivial(found.model, x, y) <= 0.1
+    # The lines, as printed, around the user's model.
+    model = mlp(keras.optimizers.SGD(0.05))
+    names = {"keras": keras, "x": split(x, y)[0], "model": model}
+    for line in found.code:
+        exec(line, names)
+    repaired = names["model"]
+    repaired.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    assert fit_by_hand(repaired, x, y) <= 0.1
+
+
+def test_bad_data_rows_are_named_and_dropped():
+    x, y = linear_data()
+    x[[7, 100]] = np.nan
+    y[31] = np.inf
+    found = examine(mlp(keras.optimizers.SGD(0.05)), x, y, **FAST)
+    assert found.cause == "bad_data"
+    assert "7, 31, 100" in found.evidence and "7, 31, 100" in found.code[0]
+    assert found.cure == "drop the non-finite rows"
+    keep = np.isfinite(x).all(1) & np.isfinite(y).all(1)
+    assert val_over_trivial(found.model, x[keep], y[keep]) <= 0.1 or \
+        found.trials["val/trivial"].iloc[-1] <= 0.1
+
+
+# -- the command line -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "missing.keras", "--data", "{npz}"], "--model 'missing.keras': no such file."),
+    (["--model", "{npz}", "--data", "{npz}"], "expected a .keras file"),
+    (["--model", "{keras}", "--data", "{keras}"], "expected a .npz or a .csv file"),
+    (["--model", "{keras}", "--data", "{csv}"], "give --target-column and --seq-len too"),
+    (["--model", "{keras}", "--data", "{npz}", "--epochs", "0"], "--epochs received 0"),
+])
+def test_cli_refuses_bad_arguments_before_loading_anything(tmp_path, capsys, args, message):
+    files = {"npz": tmp_path / "d.npz", "keras": tmp_path / "m.keras", "csv": tmp_path / "s.csv"}
+    for path in files.values():
+        path.write_bytes(b"")
+    args = [a.format(**{k: str(v) for k, v in files.items()}) for a in args]
+    with pytest.raises(SystemExit) as error:
+        doctor.main(args)
+    assert error.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 2))}, "expected x and y"),
+    ({"x": np.zeros((4, 2)), "y": np.zeros(3)}, "x has 4 rows but y has 3"),
+    ({"x": np.zeros((4, 2)), "y": np.zeros(4), "x_val": np.zeros((2, 2))}, "x_val with y_val"),
+])
+def test_cli_names_a_bad_data_file_in_one_line(tmp_path, arrays, message):
+    np.savez(tmp_path / "d.npz", **arrays)
+    (tmp_path / "m.keras").write_bytes(b"")
+    with pytest.raises(SystemExit) as error:
+        doctor.main(["--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz")])
+    assert message in str(error.value.code) and "\n" not in str(error.value.code)
+
+
+def test_cli_help_does_not_import_keras():
+    code = ("import sys; from recipes import doctor\n"
+            "try: doctor.parse_args(['--help'])\n"
+            "except SystemExit: pass\n"
+            "print('keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip().endswith("False"), out.stderr
