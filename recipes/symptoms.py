@@ -51,10 +51,8 @@ def name_problem(result, bar, data, finite_rows) -> dict:
         return {**found, "cause": "bad_data", "problem": "none", "evidence":
                 f"{len(bad)} training rows (indices {shown}) and {len(bad_val)} validation "
                 f"rows hold NaN/inf" + (f"; {guard}" if guard else "")}
-    if events:
-        return {**found, "cause": events[0]["cause"], "problem": "exploding", "evidence": guard}
     ratio = float(row["val/trivial"])
-    if row["learned"]:
+    if row["learned"] and not events:
         return {**found, "cause": "healthy", "problem": "none", "evidence":
                 f"no guard event; val/trivial {ratio:.3g} reaches the bar"}
     gains = kernel_gains(result.initial_weights)
@@ -62,17 +60,22 @@ def name_problem(result, bar, data, finite_rows) -> dict:
     deep = len(gains) >= MIN_DEPTH
     rnn = recurrent_gain(result.initial_weights)
     rms = input_rms(x)
-    layer, dead = dead_units(result.model, x)
     first_last = layer_norm_ratio(result.layer_norms)
     facts = (f"val/trivial {ratio:.3g}; {len(gains)} kernels' gains multiply to {product:.3g}; "
              f"input rms {rms:.3g}" + (f"; SimpleRNN recurrent gain {rnn:.3g}" if rnn else "")
              + (f"; first/last layer gradient norm {first_last:.3g}" if first_last else ""))
-    if not math.isfinite(ratio) or ratio >= ASTRONOMICAL:
-        cause = ("recurrence" if rnn and rnn > RECURRENT_GAIN else
+    exploding = ("recurrence" if rnn and rnn > RECURRENT_GAIN else
                  "depth" if deep and product > DEPTH_GAIN else
                  "input_scale" if rms > INPUT_RMS else "learning_rate")
-        return {**found, "cause": cause, "problem": "exploding", "evidence":
+    if events and events[0]["cause"] != "unknown":
+        return {**found, "cause": events[0]["cause"], "problem": "exploding", "evidence": guard}
+    if events:  # the guard could not tell (too little history): what was known before step 1
+        return {**found, "cause": exploding, "problem": "exploding",
+                "evidence": f"{guard}; named from what was known before step 1: {facts}"}
+    if not math.isfinite(ratio) or ratio >= ASTRONOMICAL:
+        return {**found, "cause": exploding, "problem": "exploding", "evidence":
                 f"no guard event, but the loss stays finite and astronomical: {facts}"}
+    layer, dead = dead_units(result.model, x)
     if dead >= DEAD:
         return {**found, "cause": "activation", "problem": "dying_relu", "evidence":
                 f"{dead:.0%} of {layer}'s ReLU units never fire on the training inputs; {facts}"}

@@ -145,6 +145,12 @@ class Trainer:
                  batch_size: int, out_dir: pathlib.Path | None):
         self.cls, self.config = type(model), model.get_config()
         self.compile_config = model.get_compile_config()
+        # An untrained model holds the initial weights its script made: every
+        # trial starts from them (a config can lose an initializer's
+        # arguments: Identity(gain=0.5) comes back as gain 1). A trained one
+        # is rebuilt from its config with the seed.
+        untrained = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+        self.initial = model.get_weights() if untrained else None
         self.sample = data[0][:1] if not isinstance(data[0], (list, tuple)) else [a[:1] for a in data[0]]
         self.data, self.bar, self.seed = data, bar, seed
         self.epochs, self.batch_size, self.out = epochs, batch_size, out_dir
@@ -161,9 +167,11 @@ class Trainer:
     def patient(self) -> Patient:
         """A fresh copy of the user's set-up, with the seed's initial weights."""
         keras.utils.set_random_seed(self.seed)
-        model = self.cls.from_config(self.config)
+        model = self.cls.from_config(copy.deepcopy(self.config))
         if not model.built:
             model(self.sample)
+        if self.initial is not None:
+            model.set_weights(self.initial)
         optimizer = keras.optimizers.deserialize(copy.deepcopy(self.compile_config["optimizer"]))
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer = optimizer.inner_optimizer  # compile wraps it again under mixed_float16

@@ -101,6 +101,7 @@ def test_learning_rate_too_high_is_cured_and_the_code_reproduces_it():
     assert by_hand == pytest.approx(found.trials["val/trivial"].iloc[-1], rel=0.05)
 
 
+@pytest.mark.slow
 def test_input_scale_is_cured_by_normalization_pasted_by_hand():
     x, y = linear_data(scale=1000.0)
     found = examine(mlp(keras.optimizers.SGD(0.05)), x, y, **FAST)
@@ -117,6 +118,7 @@ def test_input_scale_is_cured_by_normalization_pasted_by_hand():
     assert fit_by_hand(repaired, x, y) <= 0.1
 
 
+@pytest.mark.slow
 def test_bad_data_rows_are_named_and_dropped():
     x, y = linear_data()
     x[[7, 100]] = np.nan
@@ -171,3 +173,129 @@ def test_cli_help_does_not_import_keras():
             "print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip().endswith("False"), out.stderr
+
+
+# -- broad set-ups (slow): conv, attention, RNN, deep stacks, classification ----------
+
+
+SLOW = dict(epochs=5, batch_size=16, verbose=False)
+
+
+def sequential(layers, optimizer, shape, loss="mse"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(shape), *layers])
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def conv(lr):
+    return sequential([keras.layers.Conv1D(16, 3, activation="relu"), keras.layers.Flatten(),
+                       keras.layers.Dense(1)], keras.optimizers.SGD(lr), (12, 2))
+
+
+def attention(lr):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 2))
+    h = keras.layers.Dense(16)(inputs)
+    h = keras.layers.MultiHeadAttention(2, 8)(h, h) + h
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(h)))
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    return model
+
+
+def simple_rnn(gain):
+    return sequential([keras.layers.SimpleRNN(16, activation="relu",
+                                              recurrent_initializer=keras.initializers.Orthogonal(gain=gain)),
+                       keras.layers.Dense(1)], keras.optimizers.SGD(0.01), (12, 2))
+
+
+def deep_relu(std):
+    init = keras.initializers.RandomNormal(stddev=std / np.sqrt(32))
+    return sequential([*[keras.layers.Dense(32, activation="relu", kernel_initializer=init) for _ in range(6)],
+                       keras.layers.Dense(1)], keras.optimizers.SGD(0.05), (8,))
+
+
+def deep_tanh_small():
+    init = keras.initializers.RandomNormal(stddev=0.05)
+    return sequential([*[keras.layers.Dense(32, activation="tanh", kernel_initializer=init) for _ in range(8)],
+                       keras.layers.Dense(1)], keras.optimizers.SGD(0.05), (8,))
+
+
+BROKEN = {  # name -> (build, data, causes accepted, problem)
+    "conv_learning_rate": (lambda: conv(1.0), sequence_data, {"learning_rate"}, "exploding"),
+    "attention_learning_rate": (lambda: attention(1.0), sequence_data, {"learning_rate"}, "exploding"),
+    "rnn_recurrence": (lambda: simple_rnn(3.0), sequence_data, {"recurrence"}, "exploding"),
+    "mlp_depth": (lambda: deep_relu(4.0), linear_data, {"depth"}, "exploding"),
+    "mlp_vanishing": (deep_tanh_small, linear_data, {"depth"}, "vanishing"),
+    "mlp_dying_relu": (lambda: mlp(keras.optimizers.SGD(0.05),
+                                   bias_initializer=keras.initializers.Constant(-10.0)),
+                       linear_data, {"activation"}, "dying_relu"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_setup_is_named_and_repaired(name):
+    build, make_data, causes, problem = BROKEN[name]
+    x, y = make_data()
+    found = examine(build(), x, y, **SLOW)
+    print(found.trials.to_string(index=False))
+    assert found.cause in causes and found.problem == problem
+    assert found.cure is not None and found.trials["learned"].iloc[-1]
+    assert val_over_trivial(found.model, x, y) <= 0.1
+
+
+def classification_data(n=320, *, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    return x, ((x[:, 0] + x[:, 1] > 0).astype("int32") + (x[:, 2] > 1)).astype("int32")
+
+
+def classifier(lr):
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return sequential([keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)],
+                      keras.optimizers.SGD(lr), (8,), loss=loss)
+
+
+@pytest.mark.slow
+def test_classifier_bar_is_the_majority_class_by_a_clear_margin():
+    x, y = classification_data()
+    x_train, y_train, x_val, y_val = split(x, y)
+    majority = np.mean(y_val == np.bincount(y_train).argmax())
+    bar = majority + 0.5 * (1 - majority)
+    healthy = examine(classifier(0.1), x, y, **FAST)
+    assert healthy.cause == "healthy" and len(healthy.trials) == 1
+    found = examine(classifier(50.0), x, y, **FAST)
+    assert found.cause == "learning_rate" and found.cure is not None
+    accuracy = np.mean(found.model.predict(x_val, verbose=0).argmax(-1) == y_val)
+    assert accuracy >= bar > majority
+
+
+@pytest.mark.slow
+def test_out_dir_is_written_per_trial_and_resumed(tmp_path):
+    x, y = linear_data()
+    first = examine(mlp(keras.optimizers.SGD(0.5)), x, y, out_dir=tmp_path, **FAST)
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert table["trial"].tolist() == first.trials["trial"].tolist()
+    assert sorted(p.name for p in (tmp_path / "tensorboard").iterdir()) == \
+        [f"trial-{n}" for n in first.trials["trial"]]
+    assert "cure: learning rate x0.1" in (tmp_path / "summary.txt").read_text()
+    # Interrupted after trial 0: the rerun trains only what is missing.
+    (tmp_path / "results.csv").write_text(table.iloc[:1].to_csv(index=False))
+    again = examine(mlp(keras.optimizers.SGD(0.5)), x, y, out_dir=tmp_path, **FAST)
+    pd.testing.assert_frame_equal(again.trials.drop(columns="wall_time_s"),
+                                  first.trials.drop(columns="wall_time_s"), check_dtype=False)
+    assert val_over_trivial(again.model, x, y) <= 0.1
+
+
+@pytest.mark.slow
+def test_cli_examines_a_saved_model_and_prints_the_code(tmp_path, capsys):
+    x, y = linear_data()
+    mlp(keras.optimizers.SGD(0.5)).save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    found = doctor.main(["--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
+                         "--batch-size", "16", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert found.cause == "learning_rate"
+    assert "optimizer=keras.optimizers.SGD(learning_rate=0.05)" in out
+    assert (tmp_path / "run" / "summary.txt").read_text() in out
