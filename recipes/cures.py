@@ -237,10 +237,13 @@ def _batch_norm(patient: Patient, context: Context) -> Patient:
         if type(layer).__name__ not in DENSE_LIKE or layer.name == output:
             return None
         inner = layer.__class__.from_config(config)
-        return keras.Sequential([inner, keras.layers.BatchNormalization()],
+        # momentum 0.9: the moving statistics the model predicts with settle
+        # within a short run (Keras' 0.99 needs ~500 steps).
+        return keras.Sequential([inner, keras.layers.BatchNormalization(momentum=0.9)],
                                 name=f"{layer.name}_bn")
     return _rebuilt(patient, change, (
-        "# after each Dense/Conv layer but the output:", "keras.layers.BatchNormalization(),"))
+        "# after each Dense/Conv layer but the output:",
+        "keras.layers.BatchNormalization(momentum=0.9),"))
 
 
 def _orthogonal(patient: Patient, context: Context) -> Patient:

@@ -225,7 +225,7 @@ BROKEN = {  # name -> (build, data, causes accepted, problem)
     "conv_learning_rate": (lambda: conv(1.0), sequence_data, {"learning_rate"}, "exploding"),
     "attention_learning_rate": (lambda: attention(1.0), sequence_data, {"learning_rate"}, "exploding"),
     "rnn_recurrence": (lambda: simple_rnn(3.0), sequence_data, {"recurrence"}, "exploding"),
-    "mlp_depth": (lambda: deep_relu(4.0), linear_data, {"depth"}, "exploding"),
+    "mlp_depth": (lambda: deep_relu(4.0), lambda: linear_data(640), {"depth"}, "exploding"),
     "mlp_vanishing": (deep_tanh_small, linear_data, {"depth"}, "vanishing"),
     "mlp_dying_relu": (lambda: mlp(keras.optimizers.SGD(0.05),
                                    bias_initializer=keras.initializers.Constant(-10.0)),
