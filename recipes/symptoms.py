@@ -15,6 +15,8 @@ import math
 import keras
 import numpy as np
 
+from .trials import predict
+
 ASTRONOMICAL = 1e3  # val loss this many times the constant's: exploding, though finite
 DEPTH_GAIN = 1e3  # kernels' gains product above this: the stack amplifies
 VANISHING = 1e-3  # gains product, or first/last layer gradient norm, below this
@@ -148,7 +150,7 @@ def dead_units(model, x, rows: int = 512) -> tuple[str, float]:
     except (AttributeError, ValueError):  # a subclassed model: no graph to probe
         return "", 0.0
     sample = [a[:rows] for a in x] if isinstance(x, (list, tuple)) else x[:rows]
-    outputs = probe.predict(sample, verbose=0, batch_size=256)
+    outputs = predict(probe, sample)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     fractions = [float(np.mean(np.asarray(o).reshape(-1, o.shape[-1]).max(0) <= 0)) for o in outputs]
     worst = int(np.argmax(fractions))

@@ -102,7 +102,7 @@ class Bar:
         """val_loss, val/trivial, accuracy (classification) and learned."""
         if not all(np.isfinite(w).all() for w in model.get_weights()):
             return {"val_loss": math.inf, "val/trivial": math.inf, "accuracy": None, "learned": False}
-        pred = np.asarray(model.predict(x_val, verbose=0, batch_size=256), np.float64)
+        pred = predict(model, x_val).astype(np.float64)
         y_val = np.asarray(y_val, np.float64)
         val = mean_loss(self.loss, y_val, pred)
         val = val if math.isfinite(val) else math.inf
@@ -118,6 +118,19 @@ class Bar:
             accuracy = float(np.mean(pred.argmax(-1) == truth))
         return {"val_loss": val, "val/trivial": ratio, "accuracy": accuracy,
                 "learned": bool(accuracy >= self.target)}
+
+
+def predict(model, x, batch_size: int = 1024) -> np.ndarray:
+    """`model(x)` in eager batches: no `predict` function traced per fresh copy."""
+    arrays = x if isinstance(x, (list, tuple)) else [x]
+    out = []
+    for start in range(0, len(arrays[0]), batch_size):
+        batch = [np.asarray(a[start:start + batch_size]) for a in arrays]
+        value = model(batch if isinstance(x, (list, tuple)) else batch[0], training=False)
+        out.append(value if isinstance(value, (list, tuple)) else [value])
+    return [np.concatenate([keras.ops.convert_to_numpy(o[i]) for o in out])
+            for i in range(len(out[0]))] if len(out[0]) > 1 else \
+        np.concatenate([keras.ops.convert_to_numpy(o[0]) for o in out])
 
 
 def mean_loss(loss, y_true, y_pred) -> float:
@@ -222,7 +235,7 @@ class Trainer:
     def _append(self, row: dict) -> None:
         self.rows.append(row)
         if self.out is not None:
-            write_atomic(self.out / "results.csv", pd.DataFrame(self.rows).to_csv(index=False))
+            write_atomic(self.out / "results.csv", self.finished().to_csv(index=False))
 
     # -- the run folder ----------------------------------------------------------
 
