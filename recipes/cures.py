@@ -147,11 +147,13 @@ def _take(array, keep):
 # -- model cures -------------------------------------------------------------
 
 
-def rebuild(model: keras.Model, change: Callable[[keras.layers.Layer, dict], object]) -> keras.Model:
+def rebuild(model: keras.Model, change: Callable[[keras.layers.Layer, dict], object],
+            *, reinitialize: bool = False) -> keras.Model:
     """Clones `model` layer by layer, letting `change(layer, config)` edit each one.
 
     `change` returns `None` (keep the layer, with its weights), a config (the
-    same class built from it, fresh weights) or a layer (used as it is; a
+    same class built from it: with the old weights, or fresh ones from its
+    initializers when `reinitialize`) or a layer (used as it is; a
     `Sequential` whose first layer is the clone takes the old weights there).
     """
     if not isinstance(model, keras.Sequential) and not _is_functional(model):
@@ -166,6 +168,8 @@ def rebuild(model: keras.Model, change: Callable[[keras.layers.Layer, dict], obj
             copies.append((layer, new))
         elif isinstance(new, dict):
             new = layer.__class__.from_config(new)
+            if not reinitialize:
+                copies.append((layer, new))
         elif isinstance(new, keras.Sequential):
             copies.append((layer, new.layers[0]))
         return new
@@ -181,7 +185,7 @@ def _is_functional(model) -> bool:
     return type(model).__name__ == "Functional"
 
 
-def _rebuilt(patient: Patient, change, code: tuple[str, ...]) -> Patient:
+def _rebuilt(patient: Patient, change, code: tuple[str, ...], reinitialize: bool = False) -> Patient:
     changed = []
 
     def record(layer, config):
@@ -190,7 +194,7 @@ def _rebuilt(patient: Patient, change, code: tuple[str, ...]) -> Patient:
             changed.append(layer.name)
         return result
 
-    model = rebuild(patient.model, record)
+    model = rebuild(patient.model, record, reinitialize=reinitialize)
     if not changed:
         raise NotApplicable("no layer of this model has what the cure changes")
     return dataclasses.replace(patient, model=model,
@@ -227,7 +231,7 @@ def _fan_in(patient: Patient, context: Context) -> Patient:
                 **({"bias_initializer": "zeros"} if "bias_initializer" in config else {})}
     return _rebuilt(patient, change, (
         'kernel_initializer="he_normal",  # relu layers; "lecun_normal" for the others',
-        'bias_initializer="zeros",'))
+        'bias_initializer="zeros",'), reinitialize=True)
 
 
 def _batch_norm(patient: Patient, context: Context) -> Patient:
@@ -253,7 +257,7 @@ def _orthogonal(patient: Patient, context: Context) -> Patient:
         return {**config, "recurrent_initializer": {
             "class_name": "Orthogonal", "module": "keras.initializers",
             "config": {"gain": 1.0}}}
-    return _rebuilt(patient, change, ('recurrent_initializer="orthogonal",',))
+    return _rebuilt(patient, change, ('recurrent_initializer="orthogonal",',), reinitialize=True)
 
 
 def _lstm(patient: Patient, context: Context) -> Patient:
@@ -280,13 +284,12 @@ def _normalize_inputs(patient: Patient, context: Context) -> Patient:
     model = patient.model
     x = patient.data[0]
     arrays = list(x) if isinstance(x, (list, tuple)) else [x]
-    if len(arrays) != len(model.inputs):
-        raise NotApplicable("the inputs do not match the model's")
     inputs, normalized = [], []
-    for array, tensor in zip(arrays, model.inputs):
+    for array in arrays:  # the data's shapes: a subclassed model has no `inputs`
+        array = np.asarray(array, np.float32)
         layer = keras.layers.Normalization(axis=-1)
-        layer.adapt(np.asarray(array, np.float32))
-        inputs.append(keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype))
+        layer.adapt(array)
+        inputs.append(keras.Input(shape=array.shape[1:]))
         normalized.append(layer(inputs[-1]))
     outputs = model(normalized if len(normalized) > 1 else normalized[0])
     repaired = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)

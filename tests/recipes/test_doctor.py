@@ -299,3 +299,60 @@ def test_cli_examines_a_saved_model_and_prints_the_code(tmp_path, capsys):
     assert found.cause == "learning_rate"
     assert "optimizer=keras.optimizers.SGD(learning_rate=0.05)" in out
     assert (tmp_path / "run" / "summary.txt").read_text() in out
+
+
+# -- the cures on their own (no training) ---------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="gradguard_tests")
+class TwoLayer(keras.Model):
+    def __init__(self, units=16, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = keras.layers.Dense(units, activation="relu")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def patient(model, x, y):
+    from gradguard.recipes.cures import Patient
+    return Patient(model, keras.optimizers.SGD(0.5, momentum=0.9), split(x, y))
+
+
+def test_structural_cures_are_not_applicable_to_a_subclassed_model():
+    from gradguard.recipes import cures
+    x, y = linear_data(64)
+    model = TwoLayer()
+    model(x[:1])
+    for cure in (cures.FAN_IN, cures.BATCH_NORM, cures.LEAKY, cures.LSTM):
+        with pytest.raises(cures.NotApplicable, match="subclassed model has no layer graph"):
+            cure.apply(patient(model, x, y), cures.Context(1.0, ()))
+    # Normalization wraps any model; the optimizer cures change only the optimizer.
+    wrapped = cures.NORMALIZE.apply(patient(model, x, y), cures.Context(1.0, ())).model
+    scaled = np.asarray(wrapped.layers[1](split(x, y)[0]))  # adapted on the training rows
+    assert np.allclose(scaled.mean(0), 0, atol=1e-4) and np.allclose(scaled.std(0), 1, atol=1e-3)
+    code = cures.LR_10.apply(patient(model, x, y), cures.Context(1.0, ())).code
+    assert code == ("optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)",)
+    code = cures.CLIP.apply(patient(model, x, y), cures.Context(1234.5678, ())).code
+    assert code == ("optimizer=keras.optimizers.SGD(learning_rate=0.5, global_clipnorm=1.23e+03, momentum=0.9)",)
+
+
+def test_rebuilt_layers_keep_every_weight_the_cure_leaves_alone():
+    from gradguard.recipes import cures
+    x, y = linear_data(64)
+    model = mlp(keras.optimizers.SGD(0.1))
+    leaky = cures.LEAKY.apply(patient(model, x, y), cures.Context(None, ())).model
+    assert [layer.get_config().get("activation") for layer in leaky.layers] == ["leaky_relu", "linear"]
+    for old, new in zip(model.get_weights(), leaky.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    batch_norm = cures.BATCH_NORM.apply(patient(model, x, y), cures.Context(None, ())).model
+    np.testing.assert_array_equal(batch_norm.layers[0].layers[0].get_weights()[0], model.get_weights()[0])
+    with pytest.raises(cures.NotApplicable, match="no stable gradient norms"):
+        cures.CLIP.apply(patient(model, x, y), cures.Context(None, ()))
+    with pytest.raises(cures.NotApplicable, match="no NaN/inf"):
+        cures.DROP_ROWS.apply(patient(model, x, y), cures.Context(None, ()))
