@@ -26,7 +26,7 @@ import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
 
-from .cures import Patient
+from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
 from .run_files import markdown_table, write_atomic
 
@@ -62,6 +62,10 @@ class Bar:
     @classmethod
     def measure(cls, model, data, target: float | None) -> "Bar":
         x, y, x_val, y_val = data
+        # The constant prediction and the scores use the finite rows only: the
+        # doctor judges the model; NaN/inf rows are `bad_data`'s evidence.
+        y = np.asarray(y)[np.isfinite(np.asarray(y, np.float64)).reshape(len(y), -1).all(1)]
+        y_val = np.asarray(y_val)[finite_rows(x_val, y_val)]
         loss = model.loss
         if isinstance(loss, (list, tuple, dict)):
             raise ValueError("examine supports a model with one loss; received "
@@ -102,8 +106,10 @@ class Bar:
         """val_loss, val/trivial, accuracy (classification) and learned."""
         if not all(np.isfinite(w).all() for w in model.get_weights()):
             return {"val_loss": math.inf, "val/trivial": math.inf, "accuracy": None, "learned": False}
+        keep = finite_rows(x_val, y_val)
+        x_val = [a[keep] for a in x_val] if isinstance(x_val, (list, tuple)) else x_val[keep]
         pred = predict(model, x_val).astype(np.float64)
-        y_val = np.asarray(y_val, np.float64)
+        y_val = np.asarray(y_val, np.float64)[keep]
         val = mean_loss(self.loss, y_val, pred)
         val = val if math.isfinite(val) else math.inf
         ratio = val / self.trivial
