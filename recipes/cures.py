@@ -201,11 +201,6 @@ def _rebuilt(patient: Patient, change, code: tuple[str, ...], reinitialize: bool
                                code=patient.code + (f"# in layers {', '.join(changed)}:", *code))
 
 
-def uses_relu(config: dict) -> bool:
-    """Whether a layer's config applies a ReLU (an `activation` or a `ReLU` layer)."""
-    return config.get("activation") == "relu" or "max_value" in config and "negative_slope" in config
-
-
 def swap_relu(activation: str) -> Cure:
     """`activation` (`"leaky_relu"` or `"elu"`) in place of every ReLU."""
     def change(layer, config):

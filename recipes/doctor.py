@@ -28,7 +28,8 @@ of code to change. With `out_dir`: results.csv (appended per trial),
 summary.txt, a TensorBoard run per trial and the repaired model; an
 interrupted examination resumes from the trials already in results.csv.
 
-Run it with `python -m recipes.doctor --model m.keras --data d.npz`.
+Run it with `python -m recipes.doctor --model m.keras --data d.npz` from the
+repository root, or `python -m gradguard.recipes.doctor` from anywhere.
 
 References:
     - Zhang et al., "AUTOTRAINER: An Automatic DNN Training Problem
@@ -95,7 +96,9 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
         verbose: print one line per trial. Defaults to `True`.
 
     Returns:
-        A `Diagnosis`.
+        A `Diagnosis`. With `try_all`, `cure` is the best of the trials that
+        learned (lowest val/trivial, or highest accuracy); the table keeps
+        the order the cures were tried in.
 
     Raises:
         ValueError: for a bad argument or an uncompiled model.
@@ -112,7 +115,7 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
     from .trials import Bar, Trainer, split_data
     from .symptoms import name_problem
 
-    _check(model, epochs, batch_size, max_trials, validation_split, validation_data)
+    _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target)
     data = split_data(x, y, validation_data, validation_split)
     bar = Bar.measure(model, data, target)
     out = pathlib.Path(out_dir) if out_dir is not None else None
@@ -151,13 +154,16 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
     return trainer.finish(first, trainer.winner())
 
 
-def _check(model, epochs, batch_size, max_trials, validation_split, validation_data):
+def _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target):
     for name, value in [("epochs", epochs), ("batch_size", batch_size), ("max_trials", max_trials)]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"examine received {name}={value!r}; expected an int >= 1.")
     if validation_data is None and not 0 < validation_split < 1:
         raise ValueError(f"examine received validation_split={validation_split!r}; "
                          "expected a float in (0, 1), or pass validation_data.")
+    if target is not None and not (isinstance(target, (int, float)) and target > 0):
+        raise ValueError(f"examine received target={target!r}; expected a number > 0 "
+                         "(val/trivial for regression, accuracy for classification), or None.")
     if getattr(model, "optimizer", None) is None or not model.get_compile_config():
         raise ValueError("examine received an uncompiled model; call model.compile(optimizer=..., "
                          "loss=...) first, as you would before fit.")

@@ -28,7 +28,7 @@ from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
-from .run_files import markdown_table, write_atomic
+from .run_files import write_atomic
 
 SPIKE_FACTOR = 1000.0  # NaNGuard's spike gate, as in the recipes: an unmistakable explosion
 LEARNED_RATIO = 0.1  # val loss at most this x the constant prediction's (regression)
@@ -177,7 +177,8 @@ class Trainer:
         self.models: dict[int, keras.Model] = {}
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            if (self.out / "results.csv").exists():
+            # Trials are resumed only after trial 0's findings were saved.
+            if (self.out / "results.csv").exists() and (self.out / "findings.json").exists():
                 self.rows = pd.read_csv(self.out / "results.csv", keep_default_na=False,
                                         na_values=[""]).to_dict("records")
 
@@ -305,5 +306,3 @@ def save_model(model: keras.Model, path: pathlib.Path) -> None:
     model.save(temp)
     temp.replace(path)
 
-
-__all__ = ["Bar", "Result", "Trainer", "markdown_table", "split_data"]

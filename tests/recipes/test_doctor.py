@@ -131,6 +131,25 @@ def test_bad_data_rows_are_named_and_dropped():
     assert val_over_trivial(found.model, x, y) <= 0.1  # rows 7, 31, 100 are training rows
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "examine received epochs=0; expected an int >= 1."),
+    ({"max_trials": 2.5}, "examine received max_trials=2.5; expected an int >= 1."),
+    ({"validation_split": 1.0}, "examine received validation_split=1.0; expected a float in (0, 1)"),
+    ({"target": -1}, "examine received target=-1; expected a number > 0"),
+])
+def test_examine_refuses_bad_arguments(kwargs, message):
+    x, y = linear_data(32)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        examine(mlp(keras.optimizers.SGD(0.1)), x, y, **kwargs)
+
+
+def test_examine_refuses_an_uncompiled_model():
+    x, y = linear_data(32)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="examine received an uncompiled model; call model.compile"):
+        examine(model, x, y)
+
+
 # -- the command line -------------------------------------------------------------
 
 
@@ -163,6 +182,21 @@ def test_cli_names_a_bad_data_file_in_one_line(tmp_path, arrays, message):
     with pytest.raises(SystemExit) as error:
         doctor.main(["--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz")])
     assert message in str(error.value.code) and "\n" not in str(error.value.code)
+
+
+def test_cli_reads_a_csv_series_and_names_its_bad_cell(tmp_path):
+    (tmp_path / "m.keras").write_bytes(b"")
+    (tmp_path / "s.csv").write_text("load,temp\n1,10\n2,oops\n3,12\n4,13\n")
+    with pytest.raises(SystemExit) as error:
+        doctor.main(["--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "s.csv"),
+                     "--target-column", "load", "--seq-len", "2"])
+    message = str(error.value.code)
+    assert "temp" in message and "oops" in message and "\n" not in message
+    args = doctor.parse_args(["--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "s.csv"),
+                              "--target-column", "load", "--seq-len", "2"])
+    (tmp_path / "s.csv").write_text("load,temp\n1,10\n2,11\n3,12\n4,13\n")
+    x, y, val = doctor.load_data(args)
+    assert x.shape == (2, 2, 1) and y.ravel().tolist() == [3.0, 4.0] and val is None
 
 
 def test_cli_help_does_not_import_keras():
