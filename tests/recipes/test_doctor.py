@@ -389,3 +389,13 @@ def test_rebuilt_layers_keep_every_weight_the_cure_leaves_alone():
         cures.CLIP.apply(patient(model, x, y), cures.Context(None, ()))
     with pytest.raises(cures.NotApplicable, match="no NaN/inf"):
         cures.DROP_ROWS.apply(patient(model, x, y), cures.Context(None, ()))
+
+
+@pytest.mark.slow
+def test_try_all_trains_every_cure_up_to_max_trials_and_picks_the_best():
+    x, y = linear_data()
+    found = examine(mlp(keras.optimizers.SGD(0.5)), x, y, try_all=True, max_trials=4, **FAST)
+    trained = found.trials[found.trials["note"] == ""]
+    assert len(trained) == 4 and trained["learned"].sum() >= 2
+    learned = found.trials[found.trials["learned"]]
+    assert found.cure == learned.sort_values("val/trivial")["change"].iloc[0]
