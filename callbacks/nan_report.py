@@ -56,7 +56,8 @@ def check_report_path(path: str, owner=None) -> None:
 def write_json_atomically(path: str, payload: dict) -> None:
     """Writes JSON to a temporary file beside `path`, then renames it.
 
-    A reader (or a crash) never sees a half-written report. The file gets
+    A reader (or a crash) never sees a half-written report; a failed write
+    raises an `OSError` naming `path` and leaves no file behind. The file gets
     the mode `open()` would give it (0666 less the umask), not the private
     0600 of a `tempfile`.
     """
@@ -70,9 +71,14 @@ def write_json_atomically(path: str, payload: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, default=_plain)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError):  # a full disk, a folder gone read-only
+            raise OSError(error.errno, (
+                f"NaNGuard could not write its report {path!r}: "
+                f"{error.strerror or error}; free space or pass another report_path."
+            )) from None
         raise
 
 

@@ -30,18 +30,34 @@ from .validation import check_writable_folder
 TAG_PREFIX = "gradients/"
 
 
-class LogWriteError(OSError):
-    """TensorBoard events could not be written; the message names the folder."""
+def os_reason(error: BaseException) -> str:
+    """The operating system's words in an error: `No space left on device`.
 
-
-def describe_write_error(owner: str, log_dir: str, error: BaseException) -> str:
-    """`"<owner> could not write TensorBoard events to '<dir>': <reason>. ..."`."""
+    TensorFlow's file errors prefix them with the file's path (`'<path>;
+    No space left on device'`); the path is dropped.
+    """
     reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
-    return (
-        f"{owner} could not write TensorBoard events to {log_dir!r}: "
-        f"{str(reason).strip() or type(error).__name__}. Free space there (or "
-        "pass another log_dir); training goes on without TensorBoard events."
-    )
+    reason = str(reason).strip()
+    if "; " in reason and reason.startswith(("/", "\\")):
+        reason = reason.rsplit("; ", 1)[1]
+    return reason or type(error).__name__
+
+
+class LogWriteError(OSError):
+    """TensorBoard events could not be written; the message names the folder.
+
+    `log_dir` is the folder and `reason` the operating system's words (for
+    example `No space left on device`).
+    """
+
+    def __init__(self, owner: str, log_dir: str, error: BaseException):
+        self.log_dir = log_dir
+        self.reason = os_reason(error)
+        super().__init__(
+            f"{owner} could not write TensorBoard events to {log_dir!r}: "
+            f"{self.reason}. Free space there (or pass another log_dir); "
+            "training goes on without TensorBoard events."
+        )
 
 
 class SummaryWriter:
@@ -112,9 +128,7 @@ class SummaryWriter:
         try:
             action()
         except Exception as error:  # OSError, or TensorFlow's file errors
-            self.error = LogWriteError(
-                describe_write_error(self.owner, self.log_dir, error)
-            )
+            self.error = LogWriteError(self.owner, self.log_dir, error)
             self._close_quietly()
 
     def _close_quietly(self) -> None:
