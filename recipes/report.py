@@ -90,12 +90,12 @@ def _on_sigterm(signum, frame):
         raise _Interrupted()
 
 
-def _redeliver(unraisable, hook=sys.unraisablehook):
+def _redeliver(unraisable):
     """Sends SIGTERM again when Python swallowed its exception (in a gc callback)."""
     if isinstance(unraisable.exc_value, _Interrupted):
         threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
-    hook(unraisable)
+    _STOPPING["hook"](unraisable)
 
 
 def _fail(prog: str, message: str, code: int) -> None:
@@ -129,7 +129,7 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         config = resume_config(config_cls, config, prog)
     _STOPPING["now"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver
+    _STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
     out_dir = None
     try:
         out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, name)
@@ -154,4 +154,4 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         _fail(prog, f"{error}{kept}", 1)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = previous_hook
+        sys.unraisablehook = _STOPPING["hook"]

@@ -74,7 +74,7 @@ def _events(folder, tag):
 # -- datasets of unknown length, repeated datasets ---------------------------
 
 
-@pytest.mark.parametrize("kind", ["filter", "generator"])
+@pytest.mark.parametrize("kind", ["filter", pytest.param("generator", marks=pytest.mark.slow)])
 def test_unknown_length_logs_the_known_length_run_and_the_tape(kind, tmp_path):
     x, y = regression_data((8,), n=64)
     runs = {}
@@ -146,7 +146,8 @@ def _new_head(model):
 @pytest.mark.parametrize("first, change, layers", [
     (_freeze_hidden, _unfreeze_hidden, ["hidden", "middle", "head"]),  # unfreeze
     (None, _freeze_middle, ["hidden", "head"]),  # fewer variables than the layout
-    (None, _new_head, ["hidden", "middle", "head2", "head3"]),  # layers added
+    pytest.param(None, _new_head, ["hidden", "middle", "head2", "head3"],  # layers added
+                 marks=pytest.mark.slow),
 ])
 def test_changed_trainable_layers_keep_their_names(first, change, layers, tmp_path):
     x, y = regression_data((8,), n=32)
