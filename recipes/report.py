@@ -79,13 +79,15 @@ class _Interrupted(KeyboardInterrupt):
     """Raised by the SIGTERM handler, so SIGTERM ends a run like Ctrl-C."""
 
 
-_STOPPING = {"now": False}  # run_main is handling an interrupt already
+# "requested": a SIGTERM came; "now": run_main is handling the interrupt.
+_STOPPING = {"requested": False, "now": False}
 
 
 def _on_sigterm(signum, frame):
     # A second SIGTERM while the first is being handled must not cut that
     # short (a raw traceback); one that comes earlier raises again, in case
     # the first was swallowed (raised inside a garbage-collector callback).
+    _STOPPING["requested"] = True
     if not _STOPPING["now"]:
         raise _Interrupted()
 
@@ -96,6 +98,14 @@ def _redeliver(unraisable):
         threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
     _STOPPING["hook"](unraisable)
+
+
+def _interrupted(out_dir, prog: str) -> None:
+    _STOPPING["now"] = True
+    done = count_rows(out_dir / "results.csv") if out_dir else 0
+    print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
+          f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 def _fail(prog: str, message: str, code: int) -> None:
@@ -127,7 +137,7 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
     config = parse_config(config_cls, argv, description=doc, prog=prog)
     if config.resume:
         config = resume_config(config_cls, config, prog)
-    _STOPPING["now"] = False
+    _STOPPING["now"] = _STOPPING["requested"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     _STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
     out_dir = None
@@ -144,12 +154,15 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         plot_report(table)
         return table
     except KeyboardInterrupt:
-        _STOPPING["now"] = True
-        done = count_rows(out_dir / "results.csv") if out_dir else 0
-        print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
-              f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except OSError as error:  # RunFolderError, or a row's own folder or TensorBoard files
+        _interrupted(out_dir, prog)
+    except Exception as error:
+        # A SIGTERM's exception raised inside a C extension (TensorFlow's)
+        # can come out as another exception: after a SIGTERM, any is one.
+        if _STOPPING["requested"]:
+            _interrupted(out_dir, prog)
+        if not isinstance(error, OSError):
+            raise
+        # RunFolderError, or a row's own folder or TensorBoard files
         kept = "" if isinstance(error, RunFolderBusy) else interrupted_advice(out_dir, prog)
         _fail(prog, f"{error}{kept}", 1)
     finally:
