@@ -134,6 +134,7 @@ class Experiment:
         self.epochs, self.batch_size, self.trivial_mse = epochs, batch_size, trivial_mse
         self.device, self.printer = device, printer
         self.results_csv = self.out_dir / "results.csv"
+        self._told = False  # the cut-short row is reported once
 
     def finished(self) -> pd.DataFrame:
         """The rows already in `results.csv` (an empty table before the first).
@@ -145,7 +146,7 @@ class Experiment:
             RunFolderError: If `results.csv` is damaged beyond a cut-short row.
         """
         table, dropped = read_results(self.results_csv, {c: "Int64" for c in INT_COLUMNS})
-        if dropped and not getattr(self, "_told", False):
+        if dropped and not self._told:
             self._told = True
             self.printer(f"  {self.results_csv}: {dropped} row{'s' * (dropped != 1)} cut short "
                          "(not finished); training again")
