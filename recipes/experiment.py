@@ -21,7 +21,7 @@ so the table is the same as an uninterrupted run's. Every file is written to
 a temporary name and renamed (`run_files.write_atomic`). A damaged folder is
 never made worse: a row cut short in `results.csv` is trained again, a
 `results.csv` that cannot be read ends the run with one line naming it, and
-the folder is locked while rows are trained (`run_files.run_lock`), so a
+the folder is locked while rows are trained (`resume.run_lock`), so a
 second run of it is refused.
 
 The same code runs under `KERAS_BACKEND=tensorflow`, `jax` and `torch`:
@@ -47,7 +47,8 @@ import pandas as pd
 from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .epoch_summary import EpochSummary
-from .run_files import RunFolderError, read_results, run_lock, write_atomic
+from .resume import read_results, run_lock
+from .run_files import RunFolderError, write_atomic
 from .variants import make_optimizer
 
 # A model learned when its validation loss is at most this fraction of the
@@ -155,7 +156,7 @@ class Experiment:
     def run(self) -> pd.DataFrame:
         """Trains every row not in `results.csv` yet; returns all rows in order.
 
-        The run folder is locked meanwhile (`run_files.run_lock`): a second
+        The run folder is locked meanwhile (`resume.run_lock`): a second
         run of the same folder is refused instead of removing this one's
         rows in progress.
         """

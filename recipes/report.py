@@ -23,9 +23,8 @@ import pandas as pd
 from . import analysis, plots
 from .common import new_run_dir, parse_config
 from .experiment import LEARNED_RATIO
-from .run_files import (
-    RunFolderBusy, count_rows, interrupted_advice, markdown_table, read_run_config, write_atomic,
-)
+from .resume import RunFolderBusy, count_rows, interrupted_advice, read_run_config
+from .run_files import markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
          "learned", "learned_epoch", "exploded_step", "max_grad_norm", "median_grad_norm",

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from gradguard.recipes import deep_dense, rnn_long_seq
-from gradguard.recipes.run_files import run_lock, write_config
+from gradguard.recipes.resume import run_lock
+from gradguard.recipes.run_files import write_config
 
 TINY = ["--quick", "--depth", "2", "--width", "8", "--n-train", "256", "--n-val", "64",
         "--variants", "baseline", "standardize"]
