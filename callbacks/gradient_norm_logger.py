@@ -51,6 +51,24 @@ class GradientNormLogger(keras.callbacks.Callback):
     `History`. A logger belongs to one model: passing it to a second model
     raises an error instead of mixing two models in one record.
 
+    **Changing trainable sets.** Freezing, unfreezing or adding layers (and
+    compiling again, as Keras asks) gives the optimizer a new list of
+    variables. The logger then starts a new layout: `layouts` lists the
+    layers of each, `to_dataframe()` gives each step the layers trained in
+    it (and its `layout` number), and every layer keeps its own column and
+    TensorBoard tag, so a norm is never shown under another layer's name.
+
+    **Datasets of unknown length** (`from_generator`, `filter`) and repeated
+    ones (`.repeat()` with `steps_per_epoch`) log exactly the steps trained:
+    the end of the data writes no row.
+
+    **Nothing lost silently.** If `log_dir` is deleted during training, the
+    logger creates it again, writes the steps it still holds to a new event
+    file and warns once. If it cannot write there (a full disk), it warns
+    once with the folder and the reason, keeps the error in `write_error`
+    (a `LogWriteError`) and goes on training without TensorBoard events; the
+    in-memory record, `History` and `to_dataframe()` are not affected.
+
     Args:
         every_n_steps: int >= 1, how often to read the monitor. Defaults to 1.
         per_layer: bool, keep per-layer norms (and write them to TensorBoard).
@@ -108,9 +126,13 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._monitor = None  # the monitor _last_index counts in
         self._last_index = 0
         self._fits = 0
-        self._columns = None
+        self._columns = None  # layer (in the layout) of each variable
         self._layer_groups = None  # (column order by layer, group starts)
+        self._layout_paths = None  # the variable paths the layout maps
+        self._union_index = None  # layout layer -> column in layer_names
         self.layer_names: list[str] = []
+        self.layouts: list[tuple[str, ...]] = []
+        self.write_error = None
 
     # -- Keras hooks -------------------------------------------------------
 
@@ -132,10 +154,13 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._fits += 1
         self._pending, self._epoch = 0, 0
         self._reset_epoch()
-        if self.log_dir is not None and self._writer is None:
+        if self.log_dir is not None and (
+            self._writer is None or self._writer.error is not None
+        ):
             from .summary import SummaryWriter
 
             self._writer = SummaryWriter(self.log_dir, self.histogram_every)
+            self._warn_write_error()
 
     def _bind(self, model):
         bound = None if self._model_ref is None else self._model_ref()
@@ -205,19 +230,21 @@ class GradientNormLogger(keras.callbacks.Callback):
                 stacklevel=2,
             )
         self._last_index = record.count
-        if self._columns is None:
-            self.layer_names, self._columns = layer_of_paths(
-                self.model, record.variable_paths
-            )
+        if record.variable_paths != self._layout_paths:
+            self._new_layout(record.variable_paths)
         if self._table is None:
             names = self.layer_names if self.per_layer else []
-            self._table = NormTable(
-                len(names), names, self.keep_steps, self._spill_path()
-            )
+            self._table = NormTable(names, self.keep_steps, self._spill_path())
+        elif self.per_layer:
+            self._table.add_layers(self.layer_names)
         layer = self._per_layer(new.variable_norms) if self.per_layer else None
+        wide = None
+        if layer is not None:
+            wide = np.full((len(layer), len(self.layer_names)), np.nan, np.float32)
+            wide[:, self._union_index] = layer
         self._table.append(
             new.steps, self._fits - 1, self._epoch, new.norm, new.norm_clipped,
-            layer,
+            wide, layout=len(self.layouts) - 1,
         )
         finite = new.norm[np.isfinite(new.norm)]
         if finite.size:
@@ -226,11 +253,63 @@ class GradientNormLogger(keras.callbacks.Callback):
         clipped = new.norm_clipped[np.isfinite(new.norm_clipped)]
         self._clip_sums += [clipped.sum(dtype=np.float64), clipped.size]
         if self._writer is not None:
-            self._writer.write(
-                new.steps, new.norm, new.norm_clipped,
-                self.layer_names if self.per_layer else [], layer,
-            )
+            self._write_events(new, layer)
         return new
+
+    def _new_layout(self, paths: tuple) -> None:
+        """Maps the monitor's variables to layers again (the trainable set changed).
+
+        A freeze, an unfreeze or a new layer followed by `compile` gives the
+        optimizer (and its monitor) a new list of variables. Their layers make
+        a new layout when they differ from the last one: rows carry the
+        layout's number, and every layer keeps its own column.
+        """
+        names, self._columns = layer_of_paths(self.model, paths)
+        self._layout_paths, self._layer_groups = paths, None
+        if not self.layouts or tuple(names) != self.layouts[-1]:
+            self.layouts.append(tuple(names))
+        self.layer_names += [n for n in names if n not in self.layer_names]
+        self._union_index = np.array(
+            [self.layer_names.index(n) for n in names], np.int64
+        )
+
+    def _write_events(self, new: GradientRecord, layer) -> None:
+        """Writes the new steps; starts a new event file if log_dir vanished."""
+        writer = self._writer
+        if writer.vanished:
+            warnings.warn(
+                f"Step {int(new.steps[-1])}: GradientNormLogger's log_dir "
+                f"{self.log_dir!r} was deleted during training; it was created "
+                "again and the steps still in memory were written to a new "
+                "event file.",
+                stacklevel=3,
+            )
+            writer.reopen()
+            self._replay()
+        else:
+            writer.write(
+                new.steps, new.norm, new.norm_clipped,
+                self.layouts[-1] if self.per_layer else [], layer,
+            )
+        self._warn_write_error()
+
+    def _replay(self) -> None:
+        """Writes every row still held (in memory or spilled) to the writer."""
+        wide = self._table.frame()
+        for layout, rows in wide.groupby("layout", sort=False):
+            names = list(self.layouts[layout]) if self.per_layer else []
+            layer = rows[[f"layer/{n}" for n in names]].to_numpy(np.float32) \
+                if self.per_layer else None
+            self._writer.write(
+                rows["step"].to_numpy(), rows["grad_norm"].to_numpy(),
+                rows["grad_norm_clipped"].to_numpy(), names, layer,
+            )
+
+    def _warn_write_error(self) -> None:
+        error = self._writer.error
+        if error is not None and error is not self.write_error:
+            self.write_error = error
+            warnings.warn(str(error), stacklevel=3)
 
     def _per_layer(self, variable_norms: np.ndarray) -> np.ndarray:
         """Combines per-variable norms into per-layer norms (root sum square).
@@ -271,6 +350,9 @@ class GradientNormLogger(keras.callbacks.Callback):
             iterations after it); `fit` counts this logger's `fit` calls from
             0; `epoch` is Keras' 0-based epoch index within that `fit`. Steps
             beyond `keep_steps` are read back from `log_dir`'s CSV file.
+            At `"layer"` level a `layout` column numbers the trainable
+            layouts (`self.layouts`): a step has one row per layer that was
+            trained in it.
 
         Raises:
             ValueError: for an unknown `level`, or `"layer"` with
@@ -287,22 +369,39 @@ class GradientNormLogger(keras.callbacks.Callback):
                 "per_layer=True; use level='global' or create the logger with "
                 "per_layer=True."
             )
-        if self._table is None:
-            wide = NormTable(0, [], 1, None).frame()
-        else:
-            wide = self._table.frame()
+        table = self._table or NormTable([], 1, None)
+        wide = table.frame()
         index = ["step", "fit", "epoch"]
         wide = wide.astype({"step": np.int64, "fit": np.int64, "epoch": np.int64})
         if level == "global":
             return wide[index + ["grad_norm", "grad_norm_clipped"]].astype(
                 {"grad_norm": np.float64, "grad_norm_clipped": np.float64}
-            )
-        n_layers = len(self.layer_names)
-        norms = wide[[f"layer/{name}" for name in self.layer_names]].to_numpy(np.float64)
-        return pd.DataFrame({
-            "step": np.repeat(wide["step"].to_numpy(), n_layers),
-            "fit": np.repeat(wide["fit"].to_numpy(), n_layers),
-            "epoch": np.repeat(wide["epoch"].to_numpy(), n_layers),
-            "layer": np.tile(np.array(self.layer_names, dtype=object), len(wide)),
+            ).reset_index(drop=True)
+        return _long_frame(wide, self.layouts)
+
+
+def _long_frame(wide: pd.DataFrame, layouts) -> pd.DataFrame:
+    """One row per step and layer of that step's layout, in step order."""
+    parts = []
+    for layout, rows in wide.groupby("layout", sort=False):
+        names = list(layouts[layout]) if layouts else []
+        n = len(names)
+        norms = rows[[f"layer/{name}" for name in names]].to_numpy(np.float64)
+        parts.append(pd.DataFrame({
+            "row": np.repeat(rows.index.to_numpy(), n),
+            "step": np.repeat(rows["step"].to_numpy(), n),
+            "fit": np.repeat(rows["fit"].to_numpy(), n),
+            "epoch": np.repeat(rows["epoch"].to_numpy(), n),
+            "layer": np.tile(np.array(names, dtype=object), len(rows)),
             "norm": norms.reshape(-1),
+            "layout": np.int64(layout),
+        }))
+    if not parts:
+        return pd.DataFrame({
+            "step": np.zeros(0, np.int64), "fit": np.zeros(0, np.int64),
+            "epoch": np.zeros(0, np.int64), "layer": np.zeros(0, object),
+            "norm": np.zeros(0), "layout": np.zeros(0, np.int64),
         })
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame.sort_values("row", kind="stable").drop(columns="row")
+    return frame.reset_index(drop=True)

@@ -179,7 +179,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.report_path is not None and not self._written:
-            check_report_path(self.report_path)
+            check_report_path(self.report_path, owner=self)
         model = self.model
         monitor = ensure_monitor(
             model, "NaNGuard", self.window + 1, check_weights=True

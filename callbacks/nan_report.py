@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
+import weakref
 
 import numpy as np
 
@@ -19,34 +20,65 @@ class NonFiniteTrainingError(FloatingPointError):
         self.report = report
 
 
-def check_report_path(path: str) -> None:
-    """Raises unless `path` is a new file in a writable folder."""
+# report_path (real path) -> the guard that writes it, for this process.
+_CLAIMS: dict[str, weakref.ref] = {}
+
+
+def check_report_path(path: str, owner=None) -> None:
+    """Raises unless `path` is a new file in a writable folder, free for `owner`.
+
+    A path is claimed by the first guard that checks it (for as long as that
+    guard lives): a second guard given the same path would overwrite the
+    first one's events, so it is refused before training.
+    """
     if os.path.exists(path):
         raise ValueError(
             f"NaNGuard received report_path={path!r}, which already exists; "
             "pass a new path or move the old report away."
         )
+    key = os.path.realpath(path)
+    holder = _CLAIMS.get(key)
+    holder = None if holder is None else holder()
+    if holder is not None and holder is not owner:
+        raise ValueError(
+            f"NaNGuard received report_path={path!r}, which another NaNGuard "
+            "in this process already writes to (each would overwrite the "
+            "other's events); give each guard its own report_path."
+        )
     check_writable_folder(
         path, "NaNGuard", "report_path",
         folder=os.path.dirname(os.path.abspath(path)),
     )
+    if owner is not None:
+        _CLAIMS[key] = weakref.ref(owner)
 
 
 def write_json_atomically(path: str, payload: dict) -> None:
     """Writes JSON to a temporary file beside `path`, then renames it.
 
-    A reader (or a crash) never sees a half-written report.
+    A reader (or a crash) never sees a half-written report; a failed write
+    raises an `OSError` naming `path` and leaves no file behind. The file gets
+    the mode `open()` would give it (0666 less the umask), not the private
+    0600 of a `tempfile`.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    tmp = os.path.join(
+        folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    )
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, default=_plain)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError):  # a full disk, a folder gone read-only
+            raise OSError(error.errno, (
+                f"NaNGuard could not write its report {path!r}: "
+                f"{error.strerror or error}; free space or pass another report_path."
+            )) from None
         raise
 
 

@@ -33,7 +33,13 @@ def write_row(ring, count, head, weights_flag, step, status, norm_vector) -> Non
     n = count.value
     slot = ops.mod(n, ring.shape[0])
     ring.assign(ops.slice_update(ring.value, [slot, 0], ops.reshape(values, (1, -1))))
-    count.assign(n + 1)
+    # The count must depend on the row's data: in a TensorFlow graph two
+    # assignments to different variables are not ordered, and when the
+    # batch never comes (the end of a dataset of unknown length raises
+    # OutOfRange inside the step) a count that depends on nothing else
+    # would still advance, over a row that was never written.
+    one = ops.cast(ops.isnan(values[0]) | ops.logical_not(ops.isnan(values[0])), "int32")
+    count.assign(n + one)
 
 
 def running_median(ring, count, window):

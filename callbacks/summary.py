@@ -6,11 +6,20 @@ graph constants on every call and grows the process (about 17 MiB per 1000 x
 that takes `Summary` protocol buffers: one `Event` per step carrying every
 scalar costs one small proto, written by a background thread, and needs no
 TensorFlow at all (so it also works under `KERAS_BACKEND=jax` or `torch`).
+
+Writing can fail in two ways the writer itself does not report well: the
+folder is deleted while the run goes on (the open file then writes into a
+deleted inode: every later event is lost without a word), and the disk fills
+up (TensorFlow's file system raises its own `ResourceExhaustedError` from the
+writer's thread). `SummaryWriter` notices the first (`vanished`) so that the
+logger can start a new event file, and turns the second into one
+`LogWriteError` naming the folder, after which it writes nothing more.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Sequence
 
@@ -19,6 +28,36 @@ import numpy as np
 from .validation import check_writable_folder
 
 TAG_PREFIX = "gradients/"
+
+
+def os_reason(error: BaseException) -> str:
+    """The operating system's words in an error: `No space left on device`.
+
+    TensorFlow's file errors prefix them with the file's path (`'<path>;
+    No space left on device'`); the path is dropped.
+    """
+    reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    reason = str(reason).strip()
+    if "; " in reason and reason.startswith(("/", "\\")):
+        reason = reason.rsplit("; ", 1)[1]
+    return reason or type(error).__name__
+
+
+class LogWriteError(OSError):
+    """TensorBoard events could not be written; the message names the folder.
+
+    `log_dir` is the folder and `reason` the operating system's words (for
+    example `No space left on device`).
+    """
+
+    def __init__(self, owner: str, log_dir: str, error: BaseException):
+        self.log_dir = log_dir
+        self.reason = os_reason(error)
+        super().__init__(
+            f"{owner} could not write TensorBoard events to {log_dir!r}: "
+            f"{self.reason}. Free space there (or pass another log_dir); "
+            "training goes on without TensorBoard events."
+        )
 
 
 class SummaryWriter:
@@ -31,16 +70,23 @@ class SummaryWriter:
     `histogram_every` steps, the histogram `gradients/layer_norms` of the
     per-layer norms is added.
 
+    A failed write (a full disk) does not stop training: `error` holds a
+    `LogWriteError` naming the folder and nothing more is written; the
+    caller warns once.
+
     Args:
         log_dir: folder for the event files (created if missing).
         histogram_every: int, steps between histograms.
+        owner: the class named in messages. Defaults to
+            `"GradientNormLogger"`.
 
     Raises:
         ImportError: if `tensorboard` is not installed.
         ValueError: if `log_dir` cannot be created or written, naming it.
     """
 
-    def __init__(self, log_dir: str, histogram_every: int = 100):
+    def __init__(self, log_dir: str, histogram_every: int = 100,
+                 owner: str = "GradientNormLogger"):
         try:
             from tensorboard.compat.proto import event_pb2, summary_pb2
             from tensorboard.summary.writer.event_file_writer import (
@@ -52,10 +98,46 @@ class SummaryWriter:
                 "needs the `tensorboard` package: pip install tensorboard."
             ) from error
         self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+        self._writer_class = EventFileWriter
         self.log_dir = str(log_dir)
-        check_writable_folder(self.log_dir, "GradientNormLogger", "log_dir")
-        self._writer = EventFileWriter(self.log_dir, flush_secs=30)
+        self.owner = owner
         self.histogram_every = int(histogram_every)
+        self.error: LogWriteError | None = None  # what stopped the writing
+        self._writer = None
+        check_writable_folder(self.log_dir, owner, "log_dir")
+        self.reopen()
+
+    @property
+    def vanished(self) -> bool:
+        """True when the event file is gone (its folder was deleted)."""
+        if self._writer is None:
+            return False
+        return not os.path.exists(getattr(self._writer, "_file_name", self.log_dir))
+
+    def reopen(self) -> None:
+        """Starts a new event file in `log_dir`, creating the folder again."""
+        self._close_quietly()
+        self._guard(lambda: setattr(
+            self, "_writer", self._writer_class(self.log_dir, flush_secs=30)
+        ))
+
+    def _guard(self, action) -> None:
+        """Runs a write; a failure becomes `self.error` and ends the writing."""
+        if self.error is not None:
+            return
+        try:
+            action()
+        except Exception as error:  # OSError, or TensorFlow's file errors
+            self.error = LogWriteError(self.owner, self.log_dir, error)
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # the error is already known, or moot
+                pass
 
     def write(
         self,
@@ -66,6 +148,8 @@ class SummaryWriter:
         layer_norms: np.ndarray | None,
     ) -> None:
         """Writes one event per step (and a histogram every few steps)."""
+        if self._writer is None:
+            return
         Value = self._summary_pb2.Summary.Value
         tags = [f"{TAG_PREFIX}layer/{name}" for name in layer_names]
         now = time.time()
@@ -88,10 +172,13 @@ class SummaryWriter:
                         tag=TAG_PREFIX + "layer_norms",
                         histo=self._histogram(layer_norms[i]),
                     ))
-            self._writer.add_event(self._event_pb2.Event(
+            event = self._event_pb2.Event(
                 wall_time=now, step=int(step),
                 summary=self._summary_pb2.Summary(value=values),
-            ))
+            )
+            self._guard(lambda: self._writer.add_event(event))
+            if self._writer is None:
+                return
 
     def _histogram(self, values: np.ndarray):
         finite = values[np.isfinite(values)].astype(np.float64)
@@ -106,10 +193,13 @@ class SummaryWriter:
         )
 
     def flush(self) -> None:
-        self._writer.flush()
+        if self._writer is not None:
+            self._guard(self._writer.flush)
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._guard(self._writer.close)
+        self._writer = None
 
 
 def _log10(value: float) -> float:

@@ -18,15 +18,23 @@ layout has no log-scale setting, so the chart plots log10 of the unclipped
 global norm, on which an explosion from 1 to 1e5 climbs five units while
 every stable row stays near 0. Every row's run carries the same layout;
 TensorBoard merges identical charts into one.
+
+A write that fails (a full disk) ends the row with a `RunFolderError` naming
+the folder, instead of TensorFlow's raw `ResourceExhaustedError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import time
 
 import keras
+
+from gradguard.callbacks.summary import os_reason
+
+from .run_files import RunFolderError
 
 LOSS_TAG = "epoch_loss"
 LOG10_NORM_TAG = "gradients/global_norm_log10"
@@ -83,9 +91,21 @@ class EpochSummary(keras.callbacks.Callback):
         from tensorboard.compat.proto import event_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        if self._writer is None:
-            self._writer = EventFileWriter(str(self.log_dir))
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+        with self._naming_the_folder():
+            if self._writer is None:
+                self._writer = EventFileWriter(str(self.log_dir))
+            self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    @contextlib.contextmanager
+    def _naming_the_folder(self):
+        """Turns any write failure (TensorFlow's own file errors too) into a `RunFolderError`."""
+        try:
+            yield
+        except Exception as error:
+            raise RunFolderError(
+                f"could not write TensorBoard events to {str(self.log_dir)!r}: "
+                f"{os_reason(error)}; free space or fix the folder's permissions (this row "
+                "is trained again).") from None
 
     def on_train_begin(self, logs=None):
         self._add(layout_summary(), 0)
@@ -101,9 +121,10 @@ class EpochSummary(keras.callbacks.Callback):
             self._add(summary_pb2.Summary(value=values), epoch)
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with self._naming_the_folder():
+                writer.close()
 
 
 def _finite_or_nan(value) -> float:

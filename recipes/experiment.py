@@ -18,7 +18,11 @@ the same way for every recipe:
 So `results.csv` always holds exactly the finished rows. An interrupted run
 is finished with `--resume DIR`, which skips them; every row seeds itself,
 so the table is the same as an uninterrupted run's. Every file is written to
-a temporary name and renamed (`run_files.write_atomic`).
+a temporary name and renamed (`run_files.write_atomic`). A damaged folder is
+never made worse: a row cut short in `results.csv` is trained again, a
+`results.csv` that cannot be read ends the run with one line naming it, and
+the folder is locked while rows are trained (`resume.run_lock`), so a
+second run of it is refused.
 
 The same code runs under `KERAS_BACKEND=tensorflow`, `jax` and `torch`:
 `set_determinism` makes each backend's kernels deterministic, and every row
@@ -33,6 +37,7 @@ import os
 import pathlib
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import keras
@@ -43,6 +48,7 @@ from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .console import progress_line
 from .epoch_summary import EpochSummary
+from .resume import read_results, run_lock
 from .run_files import RunFolderError, write_atomic
 from .variants import make_optimizer
 
@@ -130,16 +136,35 @@ class Experiment:
         self.epochs, self.batch_size, self.trivial_mse = epochs, batch_size, trivial_mse
         self.device, self.printer = device, printer
         self.results_csv = self.out_dir / "results.csv"
+        self._told = False  # the cut-short row is reported once
 
     def finished(self) -> pd.DataFrame:
-        """The rows already in `results.csv` (an empty table before the first)."""
-        if not self.results_csv.exists():
-            return pd.DataFrame()
-        return pd.read_csv(self.results_csv, dtype={c: "Int64" for c in INT_COLUMNS},
-                           keep_default_na=False, na_values=[""])
+        """The rows already in `results.csv` (an empty table before the first).
+
+        A row cut short (a truncated last line) is not finished: it is left
+        out, with one line saying so, and trained again.
+
+        Raises:
+            RunFolderError: If `results.csv` is damaged beyond a cut-short row.
+        """
+        table, dropped = read_results(self.results_csv, {c: "Int64" for c in INT_COLUMNS})
+        if dropped and not self._told:
+            self._told = True
+            self.printer(f"  {self.results_csv}: {dropped} row{'s' * (dropped != 1)} cut short "
+                         "(not finished); training again")
+        return table
 
     def run(self) -> pd.DataFrame:
-        """Trains every row not in `results.csv` yet; returns all rows in order."""
+        """Trains every row not in `results.csv` yet; returns all rows in order.
+
+        The run folder is locked meanwhile (`resume.run_lock`): a second
+        run of the same folder is refused instead of removing this one's
+        rows in progress.
+        """
+        with run_lock(self.out_dir):
+            return self._run()
+
+    def _run(self) -> pd.DataFrame:
         for leftover in sorted(self.out_dir.glob(f"*/*{INCOMPLETE}")):
             self.printer(f"  removing {leftover}: a row interrupted before it finished")
             shutil.rmtree(leftover)
@@ -198,13 +223,20 @@ class Experiment:
                          report_path=row_dir / "nan_guard.json", verbose=False)
         curves = _Curves(row.name, self.epochs, self.printer)
         start = time.perf_counter()
-        history = model.fit(
-            x, y, validation_data=(x_val, y_val), epochs=self.epochs,
-            batch_size=self.batch_size, shuffle=True, verbose=0,
-            callbacks=[logger, *setup.callbacks, guard,
-                       EpochSummary(tb_dir), curves],
-        ).history
+        with warnings.catch_warnings():  # a failed TensorBoard write ends the row instead
+            warnings.filterwarnings("ignore", message=".*could not write TensorBoard events")
+            history = model.fit(
+                x, y, validation_data=(x_val, y_val), epochs=self.epochs,
+                batch_size=self.batch_size, shuffle=True, verbose=0,
+                callbacks=[logger, *setup.callbacks, guard,
+                           EpochSummary(tb_dir), curves],
+            ).history
         wall = time.perf_counter() - start
+        if logger.write_error is not None:
+            raise RunFolderError(
+                f"could not write TensorBoard events to {str(tb_dir)!r}: "
+                f"{logger.write_error.reason}; free space or fix the folder's permissions (this "
+                "row is trained again).")
         for event in guard.events:
             self.printer(f"  {row.name:<36} NaNGuard: {event['action']} at step "
                          f"{event['step']}: {event['detail']}")

@@ -15,16 +15,19 @@ quietly (`console.quiet_start`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from .common import new_run_dir, parse_config
 from .console import console_table, quiet_start
+from .experiment import LEARNED_RATIO
+from .resume import RunFolderBusy, count_rows, interrupted_advice, read_run_config
 from .run_files import markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
@@ -108,8 +111,33 @@ class _Interrupted(KeyboardInterrupt):
     """Raised by the SIGTERM handler, so SIGTERM ends a run like Ctrl-C."""
 
 
+# "requested": a SIGTERM came; "now": run_main is handling the interrupt.
+_STOPPING = {"requested": False, "now": False}
+
+
 def _on_sigterm(signum, frame):
-    raise _Interrupted()
+    # A second SIGTERM while the first is being handled must not cut that
+    # short (a raw traceback); one that comes earlier raises again, in case
+    # the first was swallowed (raised inside a garbage-collector callback).
+    _STOPPING["requested"] = True
+    if not _STOPPING["now"]:
+        raise _Interrupted()
+
+
+def _redeliver(unraisable):
+    """Sends SIGTERM again when Python swallowed its exception (in a gc callback)."""
+    if isinstance(unraisable.exc_value, _Interrupted):
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
+    _STOPPING["hook"](unraisable)
+
+
+def _interrupted(out_dir, prog: str) -> None:
+    _STOPPING["now"] = True
+    done = count_rows(out_dir / "results.csv") if out_dir else 0
+    print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
+          f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 def _fail(prog: str, message: str, code: int) -> None:
@@ -122,13 +150,10 @@ def resume_config(config_cls: type, config, prog: str):
     if dataclasses.replace(config, resume=None) != config_cls():
         _fail(prog, f"--resume takes every setting from {config.resume}/config.json; "
                     "drop the other flags.", 2)
-    path = pathlib.Path(config.resume) / "config.json"
-    if not path.is_file():
-        _fail(prog, f"--resume received {config.resume!r}, which has no config.json; "
-                    "pass the folder of an interrupted run.", 2)
-    saved = json.loads(path.read_text())
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    try:
+        values = read_run_config(config.resume, config_cls, prog)
+    except ValueError as error:
+        _fail(prog, str(error), 2)
     return dataclasses.replace(config_cls(**values), resume=config.resume)
 
 
@@ -141,10 +166,13 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
     written (naming the path).
     """
     prog = f"python -m recipes.{name}"
+    command = f"{_python_command()} -m recipes.{name}"  # what to type to resume
     config = parse_config(config_cls, argv, description=doc, prog=prog)
     if config.resume:
         config = resume_config(config_cls, config, prog)
+    _STOPPING["now"] = _STOPPING["requested"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
     out_dir = None
     try:
         quiet_start()  # TensorFlow loads here, after the flags were read
@@ -160,13 +188,17 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         plot_report(table)
         return table
     except KeyboardInterrupt:
-        done = len(pd.read_csv(out_dir / "results.csv")) if out_dir and (out_dir / "results.csv").exists() else 0
-        print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
-              f"finish the run with: {_python_command()} -m recipes.{name} --resume {out_dir}",
-              file=sys.stderr)
-        raise SystemExit(130) from None
-    except OSError as error:  # RunFolderError, or a row's own folder or TensorBoard files
-        kept = f" Finished rows stay in {out_dir}/results.csv; --resume {out_dir} finishes the run." if out_dir else ""
+        _interrupted(out_dir, command)
+    except Exception as error:
+        # A SIGTERM's exception raised inside a C extension (TensorFlow's)
+        # can come out as another exception: after a SIGTERM, any is one.
+        if _STOPPING["requested"]:
+            _interrupted(out_dir, command)
+        if not isinstance(error, OSError):
+            raise
+        # RunFolderError, or a row's own folder or TensorBoard files
+        kept = "" if isinstance(error, RunFolderBusy) else interrupted_advice(out_dir, prog)
         _fail(prog, f"{error}{kept}", 1)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = _STOPPING["hook"]

@@ -275,3 +275,4 @@ def check_out_dir(out: str | os.PathLike, *, who: str = "--out") -> str | None:
             "get a new folder under runs/."
         )
     return None
+

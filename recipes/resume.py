@@ -1,0 +1,163 @@
+"""Resuming a run folder safely: its lock, its saved settings, its finished rows.
+
+`--resume DIR` trusts three things in `DIR`, and each can be damaged on a
+real machine: `config.json` (cut short, or another recipe's), `results.csv`
+(a last row cut short by a copy, stray bytes) and the folder itself (a
+second run of it, still training). These helpers check each and answer with
+one line naming the file and the fix, so that a fault never turns into a
+traceback or a damaged folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import os
+import pathlib
+
+import pandas as pd
+
+from .run_files import RunFolderError
+
+
+class RunFolderBusy(RunFolderError):
+    """Another process holds the run folder's lock."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | os.PathLike):
+    """Holds an exclusive lock on a run folder while rows are trained in it.
+
+    `fcntl.flock` on `<out_dir>/.lock`: the operating system releases it
+    when the process ends, however it ends, so a killed run never leaves a
+    stale lock. Two runs (a run and a `--resume` of it, or two resumes)
+    would otherwise each remove the other's rows in progress.
+
+    Raises:
+        RunFolderBusy: If another process holds the lock, naming the folder.
+    """
+    import fcntl
+
+    path = pathlib.Path(out_dir) / LOCK_NAME
+    try:
+        file = open(path, "a")
+    except OSError as error:
+        raise RunFolderError(
+            f"could not open the lock file {os.fspath(path)!r}: {error.strerror or error}; "
+            "fix the folder's permissions."
+        ) from error
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunFolderBusy(
+                f"{os.fspath(out_dir)!r} is in use by another run (it holds "
+                f"{os.fspath(path)!r}); wait for that run to end, then --resume "
+                "the folder if rows are missing."
+            ) from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def read_run_config(folder: str | os.PathLike, config_cls: type, prog: str) -> dict:
+    """The settings saved in `<folder>/config.json`, checked for `config_cls`.
+
+    Args:
+        folder: The run folder being resumed.
+        config_cls: The recipe's Config dataclass.
+        prog: The command, for messages (`python -m recipes.<name>`).
+
+    Returns:
+        The saved settings, as keyword arguments of `config_cls`.
+
+    Raises:
+        ValueError: With one line naming the file and the fix, if the file
+            is missing, unreadable or damaged, or was written by another
+            recipe (it holds settings `config_cls` does not have).
+    """
+    path = pathlib.Path(folder) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--resume received {os.fspath(folder)!r}, which has no config.json; "
+                         "pass the folder of an interrupted run.")
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"expected an object, found {type(saved).__name__}")
+    except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise ValueError(f"--resume cannot read {os.fspath(path)!r} ({reason}); restore it from "
+                         "a copy, or start a new run with --out.") from None
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    foreign = sorted(set(saved) - names)
+    if foreign:
+        raise ValueError(
+            f"--resume received {os.fspath(folder)!r}, a run of another recipe (its config.json "
+            f"has {', '.join(foreign)}, which {prog} does not); resume it with the recipe that "
+            "made it.")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+
+
+def interrupted_advice(out_dir: str | os.PathLike | None, prog: str) -> str:
+    """What a failed run's last line adds: what is kept and how to finish, if anything."""
+    if out_dir is None or not (pathlib.Path(out_dir) / "config.json").is_file():
+        return ""
+    kept = pathlib.Path(out_dir) / "results.csv"
+    rows = f" Finished rows stay in {os.fspath(kept)};" if kept.is_file() else ""
+    return f"{rows} --resume {os.fspath(out_dir)} finishes the run."
+
+
+def read_results(path: str | os.PathLike, dtype: dict | None = None) -> tuple[pd.DataFrame, int]:
+    """The complete rows of a results CSV, and how many damaged rows were left out.
+
+    `write_atomic` never leaves a partial file, but a copy, a sync or an
+    editor can: a last line cut short (no newline at its end, or fewer
+    fields than the header) is not a finished row, so it is left out, and
+    the row is trained again.
+
+    Args:
+        path: The CSV file (`results.csv`).
+        dtype: Column types for `pandas.read_csv`. Defaults to `None`.
+
+    Returns:
+        `(table, dropped)`; an empty table when the file does not exist.
+
+    Raises:
+        RunFolderError: With one line naming the file and the fix, if it
+            cannot be read or is not a results table.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        return pd.DataFrame(), 0
+    try:
+        text = path.read_bytes().decode("utf-8")
+        lines = text.splitlines(keepends=True)
+        header = next(csv.reader(lines[:1]), [])
+        rows = [line for line in lines[1:] if line.strip()]
+        complete = [line for line in rows if line.endswith("\n")
+                    and len(next(csv.reader([line]), [])) == len(header)]
+        if not header:
+            raise ValueError("no header line")
+        table = pd.read_csv(io.StringIO("".join(lines[:1] + complete)), dtype=dtype,
+                            keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as error:  # UnicodeDecodeError too
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise RunFolderError(
+            f"{os.fspath(path)!r} is damaged ({reason[:120]}); restore it from a copy, or move "
+            "it away to train every row again.") from None
+    return table, len(rows) - len(complete)
+
+
+def count_rows(path: str | os.PathLike) -> int:
+    """Finished rows in a results CSV (0 when missing or unreadable)."""
+    try:
+        return len(read_results(path)[0])
+    except RunFolderError:
+        return 0
