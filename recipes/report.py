@@ -26,7 +26,6 @@ import pandas as pd
 
 from .common import new_run_dir, parse_config
 from .console import console_table, quiet_start
-from .experiment import LEARNED_RATIO
 from .resume import RunFolderBusy, count_rows, interrupted_advice, read_run_config
 from .run_files import markdown_table, write_atomic
 

@@ -151,10 +151,10 @@ def test_full_disk_at_the_tensorboard_writers_is_one_line(tmp_path, capsys):
     _mount_tmpfs(disk, "size=64k")
     try:
         out = disk / "run"
-        # Room for config.json, the logger's event file and one more (a
-        # tmpfs file takes whole 4 KiB pages).
+        # Room for config.json and one page more (a tmpfs file takes whole
+        # 4 KiB pages): the row's TensorBoard run (one per row) fills it.
         with open(disk / "filler", "wb", buffering=0) as f:
-            f.write(b"\0" * (64 - 12) * 1024)
+            f.write(b"\0" * (64 - 8) * 1024)
         with pytest.raises(SystemExit) as info:
             deep_dense.main([*TINY, "--variants", "standardize", "--out", str(out)])
         assert info.value.code == 1
