@@ -327,6 +327,63 @@ def relu_rnn(
     return keras.Model(inputs, outputs, name=f"relu_rnn_{recurrent_init}")
 
 
+def attention_regressor(
+    seq_len: int,
+    n_features: int,
+    *,
+    d_model: int = 32,
+    heads: int = 2,
+    blocks: int = 2,
+) -> keras.Model:
+    """Builds a small post-LayerNorm Transformer encoder -> mean pool -> Dense(1).
+
+    `embed` (a `Dense(d_model)` of each step) plus a learned position
+    embedding `positions`, then `blocks` blocks of self-attention
+    (`attention_{i}`, `heads` heads) and a ReLU feed-forward layer
+    (`ffn_{i}`), each with a residual connection followed by
+    `LayerNormalization` (the original Transformer's post-LN, the variant
+    that needs a learning-rate warm-up: without one, a high learning rate
+    makes its gradients spike), then `GlobalAveragePooling1D` and a linear
+    `head`.
+
+    Args:
+        seq_len: Number of time steps, an int >= 1.
+        n_features: Features per step, an int >= 1.
+        d_model: Width of the model, an int >= 1. Defaults to 32.
+        heads: Attention heads, an int >= 1. Defaults to 2.
+        blocks: Encoder blocks, an int >= 1. Defaults to 2.
+
+    Returns:
+        An uncompiled `keras.Model` named `"attention"` mapping
+        `(batch, seq_len, n_features)` to `(batch, 1)`.
+
+    References:
+        - Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+        - Xiong et al., "On Layer Normalization in the Transformer
+          Architecture", ICML 2020, https://arxiv.org/abs/2002.04745.
+    """
+    func = "attention_regressor"
+    seq_len = _check_int(func, "seq_len", seq_len, 1)
+    n_features = _check_int(func, "n_features", n_features, 1)
+    d_model = _check_int(func, "d_model", d_model, 1)
+    heads = _check_int(func, "heads", heads, 1)
+    blocks = _check_int(func, "blocks", blocks, 1)
+    inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
+    h = keras.layers.Dense(d_model, name="embed")(inputs)
+    h = h + keras.layers.Embedding(seq_len, d_model, name="positions")(
+        keras.ops.arange(seq_len)
+    )
+    for i in range(blocks):
+        a = keras.layers.MultiHeadAttention(heads, d_model // heads, name=f"attention_{i}")(h, h)
+        h = keras.layers.LayerNormalization(name=f"ln_attention_{i}")(h + a)
+        f = keras.layers.Dense(2 * d_model, activation="relu", name=f"ffn_{i}")(h)
+        f = keras.layers.Dense(d_model, name=f"ffn_out_{i}")(f)
+        h = keras.layers.LayerNormalization(name=f"ln_ffn_{i}")(h + f)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    outputs = keras.layers.Dense(1, name="head")(h)
+    return keras.Model(inputs, outputs, name="attention")
+
+
 def linear_chain(a: float, depth: int, *, units: int = 2) -> keras.Model:
     """Builds `depth` bias-free linear layers whose kernels are all `a * I`.
 
