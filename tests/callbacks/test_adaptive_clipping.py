@@ -176,6 +176,9 @@ def test_one_clipping_mode_only():
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     with pytest.raises(ValueError, match="use one clipping mode only"):
         model.fit(x, y, verbose=0, callbacks=[ZClip(), AutoClip()])
+    with pytest.raises(ValueError, match=r"GradientClipping\(clipnorm=1.0\) cannot be combined "
+                       r"with AGC\(clipping=0.01\): use one clipping mode only"):
+        model.fit(x, y, verbose=0, callbacks=[AGC(), GradientClipping(clipnorm=1.0)])
 
 
 @pytest.mark.parametrize("cls,kwargs,message", [
