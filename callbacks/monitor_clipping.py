@@ -166,6 +166,8 @@ class MonitorClipping:
             limit = ops.where(ratio > 0, ratio, float("inf"))
             if scale is not None:  # the scaled gradient against scale x lambda
                 limit = limit * ops.cast(scale, "float32")
+            # A sparse gradient (Embedding) is clipped per unit densified.
+            grads = [ops.convert_to_tensor(g) if clipping.is_sparse(g) else g for g in grads]
             grads = adaptive_grad_clip(grads, weights, limit, eps)
             after = clipping.global_norm(ops.sqrt(ops.stack(clipping.squared_norms(grads))))
             if scale is not None:
