@@ -1,5 +1,6 @@
 """Keras 3 callbacks that see, guard against and clip exploding gradients."""
 
+from .agc import AGC
 from .attach import remove_monitor
 from .auto_clip import AutoClip
 from .gradient_clipping import GradientClipping
@@ -7,8 +8,10 @@ from .gradient_monitor import GradientMonitor
 from .gradient_record import GradientRecord
 from .gradient_norm_logger import GradientNormLogger
 from .nan_guard import NaNGuard, NonFiniteTrainingError
+from .zclip import ZClip
 
 __all__ = [
+    "AGC",
     "AutoClip",
     "GradientClipping",
     "GradientMonitor",
@@ -17,4 +20,5 @@ __all__ = [
     "NaNGuard",
     "NonFiniteTrainingError",
     "remove_monitor",
+    "ZClip",
 ]

@@ -167,7 +167,9 @@ def _new_monitor(model, old: GradientMonitor | None, min_history) -> GradientMon
             autoclip_history=old.autoclip_history,
             skip_nonfinite=old.skip_nonfinite,
             check_weights=old.check_weights,
+            **old.adaptive.base,
         )
+        monitor.adaptive.copy_settings(old.adaptive)
     if monitor.inner_optimizer.built:
         monitor.build(model.trainable_variables)
     return monitor
@@ -220,6 +222,13 @@ def end_fit(monitor: GradientMonitor) -> None:
     """Ends a `fit` call: per-fit settings (AutoClip, spike gate) go back to the monitor's own."""
     if (monitor.autoclip_percentile, monitor.autoclip_history) != monitor._base_autoclip:
         monitor.set_autoclip(*monitor._base_autoclip)
+    adaptive = monitor.adaptive  # AGC's and ZClip's settings are per fit too
+    if adaptive.config() != adaptive.base:
+        monitor.set_agc(None)
+        monitor.set_zclip(None)
+        base = adaptive.base
+        monitor.set_agc(base["agc"], base["agc_eps"])
+        monitor.set_zclip(base["zclip"], base["zclip_alpha"], base["zclip_warmup"])
     if monitor._spike_setting[0]:  # NaNGuard's spike gate is per fit too
         monitor.set_spike_gate(None)
 

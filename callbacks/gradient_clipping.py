@@ -102,6 +102,11 @@ class GradientClipping(keras.callbacks.Callback):
                 f"GradientClipping({self.mode}={self.value}) cannot be "
                 "combined with AutoClip: use one clipping mode only."
             )
+        if monitor is not None and monitor.adaptive.mode is not None:
+            raise ValueError(
+                f"GradientClipping({self.mode}={self.value}) cannot be "
+                f"combined with {monitor.adaptive.mode}: use one clipping mode only."
+            )
         if current and current != {self.mode: self.value}:
             raise ValueError(
                 f"GradientClipping({self.mode}={self.value}) cannot be applied: "

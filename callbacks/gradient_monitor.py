@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from . import clipping, distributed
+from .monitor_clipping import MonitorClipping
 from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
 )
@@ -27,6 +28,21 @@ DOUBLE_LOSS_SCALE = (
     "and let Keras add the LossScaleOptimizer around it; or compile with the "
     "plain optimizer and let a gradguard callback install the monitor."
 )
+
+
+def _check_one_mode(mode, percentile, keras_clip, other=None) -> None:
+    """Refuses a second clipping mode next to AGC or ZClip."""
+    if mode is None:
+        return
+    taken = [f"autoclip_percentile={percentile}" if percentile is not None else None,
+             str(keras_clip) if keras_clip else None,
+             "the other of AGC and ZClip" if other is not None else None]
+    taken = [t for t in taken if t]
+    if taken:
+        raise ValueError(
+            f"GradientMonitor cannot clip with {mode}: it already clips with "
+            f"{taken[0]}; use one clipping mode only."
+        )
 
 
 def _check_window(window, history: int) -> None:
@@ -126,6 +142,16 @@ class GradientMonitor(keras.optimizers.Optimizer):
         check_weights: bool, also record whether all weights are finite after
             each update (one more pass over the weights; `NaNGuard` turns it
             on). Defaults to `False`.
+        agc: float > 0 or `None`. When set, adaptive gradient clipping
+            (AGC, Brock et al. 2021): each output unit's gradient is clipped
+            to `agc` times its weight norm (see `adaptive_clipping.py`).
+            Defaults to `None`.
+        agc_eps: float >= 0, AGC's floor on the weight norm. Defaults to 1e-3.
+        zclip: float > 0 or `None`. When set, ZClip: the global norm is
+            clipped when its z-score against an EMA of past norms exceeds
+            `zclip`. Defaults to `None` (2.5 is the paper's choice).
+        zclip_alpha: float in [0, 1), ZClip's EMA factor. Defaults to 0.97.
+        zclip_warmup: int >= 1, steps before ZClip clips. Defaults to 25.
         name: optional name.
 
     Example:
@@ -151,6 +177,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
         autoclip_history: int | None = None,
         skip_nonfinite: bool = True,
         check_weights: bool = False,
+        agc: float | None = None,
+        agc_eps: float = 1e-3,
+        zclip: float | None = None,
+        zclip_alpha: float = 0.97,
+        zclip_warmup: int = 25,
         name: str | None = None,
         **kwargs,
     ):
@@ -177,6 +208,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
             autoclip_history = history
         _check_window(autoclip_history, history)
         self._check_autoclip(autoclip_percentile, optimizer)
+        # AGC and ZClip: their settings and ZClip's statistics (telemetry,
+        # not saved), in variables that `adaptive` creates and writes.
+        adaptive = MonitorClipping(agc, agc_eps, zclip, zclip_alpha, zclip_warmup)
+        _check_one_mode(adaptive.mode, autoclip_percentile, clip_settings(optimizer))
         for key in kwargs:
             raise ValueError(
                 f"GradientMonitor does not support `{key}`; set it on the "
@@ -190,6 +225,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         # AutoClip's code is compiled into the step once it is first asked
         # for; after that it is switched by a variable, with no retrace.
         self.autoclip_compiled = autoclip_percentile is not None
+        self.adaptive = adaptive
         # What `fit` calls go back to (see attach.begin_fit).
         self._base_autoclip = (autoclip_percentile, self.autoclip_history)
         self._fit_params = None
@@ -242,6 +278,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
             True when the caller must rebuild the train function.
         """
         self._check_autoclip(percentile, self.inner_optimizer)
+        if percentile is not None:
+            _check_one_mode(self.adaptive.mode, percentile, {})
         window = self.history if window is None else window
         _check_window(window, self.history)
         self.autoclip_percentile = percentile
@@ -256,6 +294,34 @@ class GradientMonitor(keras.optimizers.Optimizer):
     def _autoclip_setting(self):
         percentile = self.autoclip_percentile or 0.0  # 0: off
         return np.array([percentile, self.autoclip_history], "float32")
+
+    def set_agc(self, clipping: float | None, eps: float = 1e-3) -> bool:
+        """Turns AGC on with ratio `clipping` (or off with `None`).
+
+        Returns:
+            True when the caller must rebuild the train function (the first
+            time it is turned on).
+        """
+        if clipping is not None:
+            _check_one_mode(f"AGC(clipping={clipping})", self.autoclip_percentile,
+                            clip_settings(self.inner_optimizer), self.adaptive.zclip)
+        return self.adaptive.set_agc(clipping, eps)
+
+    def set_zclip(
+        self, z_threshold: float | None, alpha: float = 0.97, warmup_steps: int = 25
+    ) -> bool:
+        """Turns ZClip on (or off with `z_threshold=None`).
+
+        Its statistics carry over from earlier fits while they are on
+        (`adaptive.reset_statistics()` forgets them).
+
+        Returns:
+            True when the caller must rebuild the train function.
+        """
+        if z_threshold is not None:
+            _check_one_mode(f"ZClip(z_threshold={z_threshold})", self.autoclip_percentile,
+                            clip_settings(self.inner_optimizer), self.adaptive.agc)
+        return self.adaptive.set_zclip(z_threshold, alpha, warmup_steps)
 
     def set_spike_gate(
         self, factor: float | None, window: int = 50, min_history: int = 5,
@@ -359,6 +425,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             ),
             dtype="float32", aggregation="only_first_replica", name="gg_gate",
         )
+        self.adaptive.build(self)
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
@@ -402,8 +469,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
         scaler = loss_scaler(self.inner_optimizer)
         return None if scaler is None else scaler.dynamic_scale.value
 
-    def _measure(self, grads, trainable_variables):
-        """This step's norms and clipping; returns (ok, grads, row)."""
+    def _measure(self, grads, trainable_variables, weights=None):
+        """This step's norms and clipping; returns (ok, grads, row).
+
+        `weights`: the weight values (JAX's stateless step passes them);
+        `None` reads the variables.
+        """
         n_vars = len(self.variable_paths)
         # An IndexedSlices may repeat an index: sum those rows first, so that
         # norms, clipping (ours and Keras') and the update all see the
@@ -457,6 +528,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 ]
             norm_clipped = clipping.clipped_global_norm(
                 unscaled, norm_vector, norm, **settings
+            )
+        if self.adaptive.agc_compiled or self.adaptive.zclip_compiled:
+            if weights is None:
+                weights = [v.value for v in trainable_variables]
+            grads, norm_clipped, threshold = self.adaptive.clip(
+                grads, weights, ok, norm, norm_clipped, threshold, scale
             )
         grads, apply, status, norm_clipped = self._spike_gate(
             ok, grads, norm, norm_clipped
@@ -601,8 +678,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
         n_own = len(self._variables)
         own, inner_values = optimizer_variables[:n_own], optimizer_variables[n_own:]
         mapping = list(zip(self._variables, own))
-        with keras.StatelessScope(state_mapping=mapping):
-            ok, grads, row = self._measure(list(grads), self._trainable_variables)
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            ok, grads, row = self._measure(
+                list(grads), self._trainable_variables, list(trainable_variables)
+            )
+        # What `_measure` wrote (ZClip's statistics) goes on to the write.
+        mapping = [(v, scope.get_current_value(v)) for v in self._variables]
         inner = self.inner_optimizer
         counter = step_counter(inner)
         it = next(i for i, v in enumerate(inner.variables) if v is counter)
@@ -701,6 +782,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             "autoclip_history": self.autoclip_history,
             "skip_nonfinite": self.skip_nonfinite,
             "check_weights": self.check_weights,
+            **self.adaptive.base,
         }
 
     @classmethod

@@ -7,6 +7,7 @@ import os
 
 import keras
 
+from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
@@ -102,6 +103,17 @@ class NaNGuard(keras.callbacks.Callback):
             every 50 steps. Defaults to `None`.
         keep_snapshots: int >= 1, how many copies are kept. Defaults to 4.
         verbose: print a message on each event. Defaults to `True`.
+        reset_moments: bool, whenever training goes on after an event (a
+            rollback, or a skipped bad batch), set the optimizer's moment
+            slots (Adam's momentum and velocity, RMSprop's velocity, ...)
+            back to zero, as SPAM does (`guard_actions.reset_moments`; the
+            event lists them under `"moments_reset"`). Defaults to `False`.
+        skip_batches: int >= 0, with `action="rollback"`: after each
+            rollback, the next `skip_batches` batches are consumed but not
+            learned from (PaLM's recipe for loss spikes), instead of
+            training on them; their update is undone and their indices are
+            reported (`guard.skipped_batches`, and each event's
+            `"skipped_batches"`). Defaults to 0.
 
     Example:
 
@@ -130,6 +142,8 @@ class NaNGuard(keras.callbacks.Callback):
         snapshot_every: int | None = None,
         keep_snapshots: int = 4,
         verbose: bool = True,
+        reset_moments: bool = False,
+        skip_batches: int = 0,
     ):
         super().__init__()
         for name, value, allowed in [("action", action, ACTIONS),
@@ -152,6 +166,14 @@ class NaNGuard(keras.callbacks.Callback):
             ("keep_snapshots", keep_snapshots, 1),
         ]:
             check_int("NaNGuard", name, value, low)
+        check_int("NaNGuard", "skip_batches", skip_batches, 0)
+        if skip_batches and action != "rollback":
+            raise ValueError(
+                f"NaNGuard received skip_batches={skip_batches!r} with "
+                f"action={action!r}; batches are skipped after a rollback "
+                "only: pass action='rollback'."
+            )
+        self.reset_moments, self.skip_batches = bool(reset_moments), skip_batches
         if snapshot_every is not None:
             check_int("NaNGuard", "snapshot_every", snapshot_every, 1)
         check(
@@ -208,6 +230,17 @@ class NaNGuard(keras.callbacks.Callback):
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
+        self._skipper = BatchSkipper(self.skip_batches)
+
+    @property
+    def skipped_batches(self) -> list[dict]:
+        """`{"epoch", "batch", "steps"}` of every batch skipped after a rollback."""
+        skipper = getattr(self, "_skipper", None)
+        return [] if skipper is None else list(skipper.skipped)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._skipper.left:
+            self._skipper.before_batch(self.model, find_monitor(self.model.optimizer))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -222,6 +255,12 @@ class NaNGuard(keras.callbacks.Callback):
         logs = logs or {}
         model = self.model  # syncs the JAX state
         monitor = find_monitor(model.optimizer)
+        if self._skipper.after_batch(model, monitor, self._epoch, int(batch)):
+            self._last_index = monitor.read().count  # its update is undone
+            self._step = int(monitor.iterations.numpy())
+            if not self._skipper.left:
+                self._write_report()  # with the batches skipped
+            return
         record = monitor.read()
         new = record.since(self._last_index)
         self._last_index = record.count
@@ -291,6 +330,10 @@ class NaNGuard(keras.callbacks.Callback):
             self.retries += 1
             monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
             event["new_learning_rate"] = event["learning_rate"] * self.lr_factor
+        if action in ("rollback", "skip") and self.reset_moments:
+            event["moments_reset"] = reset_moments(monitor)
+        if action == "rollback" and self.skip_batches:
+            event["skipped_batches"] = self._skipper.start()  # filled as they pass
         self.loss_scale.reset()
         if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean

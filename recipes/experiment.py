@@ -87,6 +87,7 @@ class Setup:
     callbacks: list = dataclasses.field(default_factory=list)  # e.g. clip_callbacks(...)
     model: str = ""  # the model as the table shows it
     kernel: str = ""  # the recurrent kernel that runs (`rnn_kernel`); "" for no RNN
+    guard: dict = dataclasses.field(default_factory=dict)  # NaNGuard arguments over the stop (Variant.guard)
 
 
 class _Curves(keras.callbacks.Callback):
@@ -219,8 +220,9 @@ class Experiment:
         model.optimizer.build(model.trainable_variables)  # trace the train step once
         row_dir.mkdir(parents=True)
         logger = GradientNormLogger(log_dir=str(tb_dir))
-        guard = NaNGuard(action="stop", spike_factor=SPIKE_FACTOR,
-                         report_path=row_dir / "nan_guard.json", verbose=False)
+        guard = NaNGuard(**{"action": "stop", "spike_factor": SPIKE_FACTOR,
+                            "report_path": row_dir / "nan_guard.json", "verbose": False,
+                            **setup.guard})
         curves = _Curves(row.name, self.epochs, self.printer)
         start = time.perf_counter()
         with warnings.catch_warnings():  # a failed TensorBoard write ends the row instead

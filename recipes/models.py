@@ -249,6 +249,141 @@ def sequence_model(
     return keras.Model(inputs, outputs, name=f"sequence_{cell}")
 
 
+RELU_RNN_INITS = ("identity", "orthogonal")
+
+
+def relu_rnn(
+    seq_len: int | None,
+    n_features: int,
+    *,
+    recurrent_init: str = "identity",
+    units: int = 32,
+    input_std: float = 0.001,
+    standardize: keras.layers.Normalization | np.ndarray | None = None,
+) -> keras.Model:
+    """Builds a ReLU SimpleRNN -> Dense(1) with a norm-preserving recurrent init.
+
+    The IRNN of Le, Jaitly & Hinton (2015): `SimpleRNN(activation="relu")`
+    whose recurrent kernel starts as the identity, biases at zero and input
+    weights drawn from N(0, `input_std`**2), so that at the start the state
+    carries each input forward unchanged and the backward signal neither
+    grows nor shrinks through time. `recurrent_init="orthogonal"` starts
+    the recurrent kernel from a random orthogonal matrix instead (also
+    norm-preserving; Keras' SimpleRNN default, there with tanh). Layers are
+    named as in `sequence_model`: `standardize` (optional), `rnn`, `head`.
+    Train it with gradient clipping, as the paper does.
+
+    Args:
+        seq_len: Number of time steps, an int >= 1, or `None`.
+        n_features: Features per time step, an int >= 1.
+        recurrent_init: `"identity"` (default, the IRNN) or `"orthogonal"`.
+        units: Size of the recurrent state, an int >= 1. Defaults to 32.
+        input_std: Standard deviation of the input weights. Defaults to
+            0.001, the paper's.
+        standardize: As in `sequence_model`. Defaults to `None`.
+
+    Returns:
+        An uncompiled `keras.Model` named `"relu_rnn_<recurrent_init>"`.
+
+    Raises:
+        ValueError: If `recurrent_init` is unknown or a size is out of range.
+
+    Example:
+
+    >>> model = relu_rnn(100, 2, units=4)
+    >>> keras.ops.convert_to_numpy(model.get_layer("rnn").cell.recurrent_kernel).tolist()[0]
+    [1.0, 0.0, 0.0, 0.0]
+
+    References:
+        - Le, Jaitly & Hinton, "A Simple Way to Initialize Recurrent
+          Networks of Rectified Linear Units", 2015,
+          https://arxiv.org/abs/1504.00941.
+        - Saxe, McClelland & Ganguli, "Exact solutions to the nonlinear
+          dynamics of learning in deep linear neural networks", ICLR 2014.
+    """
+    func = "relu_rnn"
+    if recurrent_init not in RELU_RNN_INITS:
+        raise ValueError(
+            f"{func} received recurrent_init={recurrent_init!r}; expected one of "
+            f"{', '.join(repr(i) for i in RELU_RNN_INITS)}."
+        )
+    if seq_len is not None:
+        seq_len = _check_int(func, "seq_len", seq_len, 1)
+    n_features = _check_int(func, "n_features", n_features, 1)
+    units = _check_int(func, "units", units, 1)
+    inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
+    h = inputs
+    norm = _standardize_layer(func, standardize, n_features)
+    if norm is not None:
+        h = norm(h)
+    recurrent = (keras.initializers.Identity() if recurrent_init == "identity"
+                 else keras.initializers.Orthogonal(gain=1.0))
+    h = keras.layers.SimpleRNN(
+        units, activation="relu", recurrent_initializer=recurrent,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=input_std),
+        bias_initializer="zeros", name="rnn",
+    )(h)
+    outputs = keras.layers.Dense(1, name="head")(h)
+    return keras.Model(inputs, outputs, name=f"relu_rnn_{recurrent_init}")
+
+
+def attention_regressor(
+    seq_len: int,
+    n_features: int,
+    *,
+    d_model: int = 32,
+    heads: int = 2,
+    blocks: int = 2,
+) -> keras.Model:
+    """Builds a small post-LayerNorm Transformer encoder -> mean pool -> Dense(1).
+
+    `embed` (a `Dense(d_model)` of each step) plus a learned position
+    embedding `positions`, then `blocks` blocks of self-attention
+    (`attention_{i}`, `heads` heads) and a ReLU feed-forward layer
+    (`ffn_{i}`), each with a residual connection followed by
+    `LayerNormalization` (the original Transformer's post-LN, the variant
+    that needs a learning-rate warm-up: without one, a high learning rate
+    makes its gradients spike), then `GlobalAveragePooling1D` and a linear
+    `head`.
+
+    Args:
+        seq_len: Number of time steps, an int >= 1.
+        n_features: Features per step, an int >= 1.
+        d_model: Width of the model, an int >= 1. Defaults to 32.
+        heads: Attention heads, an int >= 1. Defaults to 2.
+        blocks: Encoder blocks, an int >= 1. Defaults to 2.
+
+    Returns:
+        An uncompiled `keras.Model` named `"attention"` mapping
+        `(batch, seq_len, n_features)` to `(batch, 1)`.
+
+    References:
+        - Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+        - Xiong et al., "On Layer Normalization in the Transformer
+          Architecture", ICML 2020, https://arxiv.org/abs/2002.04745.
+    """
+    func = "attention_regressor"
+    seq_len = _check_int(func, "seq_len", seq_len, 1)
+    n_features = _check_int(func, "n_features", n_features, 1)
+    d_model = _check_int(func, "d_model", d_model, 1)
+    heads = _check_int(func, "heads", heads, 1)
+    blocks = _check_int(func, "blocks", blocks, 1)
+    inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
+    h = keras.layers.Dense(d_model, name="embed")(inputs)
+    h = h + keras.layers.Embedding(seq_len, d_model, name="positions")(
+        keras.ops.arange(seq_len)
+    )
+    for i in range(blocks):
+        a = keras.layers.MultiHeadAttention(heads, d_model // heads, name=f"attention_{i}")(h, h)
+        h = keras.layers.LayerNormalization(name=f"ln_attention_{i}")(h + a)
+        f = keras.layers.Dense(2 * d_model, activation="relu", name=f"ffn_{i}")(h)
+        f = keras.layers.Dense(d_model, name=f"ffn_out_{i}")(f)
+        h = keras.layers.LayerNormalization(name=f"ln_ffn_{i}")(h + f)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    outputs = keras.layers.Dense(1, name="head")(h)
+    return keras.Model(inputs, outputs, name="attention")
+
+
 def linear_chain(a: float, depth: int, *, units: int = 2) -> keras.Model:
     """Builds `depth` bias-free linear layers whose kernels are all `a * I`.
 

@@ -28,7 +28,13 @@ Variants (`--variants`) are `baseline` or modifiers joined with `+`:
 `clipnorm`, `clipvalue`, `global_clipnorm` (Keras' clipping modes via
 `GradientClipping`), `autoclip` (`AutoClip(percentile=10)`), `batchnorm`
 (`BatchNormalization` after the RNN), `standardize` (a `Normalization`
-layer adapted on the training inputs) and `lower_lr` (a fifth of the lr);
+layer adapted on the training inputs) and `lower_lr` (a fifth of the lr), `agc` (`AGC(clipping=0.01)`), `zclip`
+(`ZClip(z_threshold=2.5)`), the guard actions `rollback`, `rollback_skip`
+and `rollback_reset` (NaNGuard rolls back instead of stopping; then skips
+10 batches, or resets the optimizer's moments), and the SimpleRNN cures
+`irnn` (ReLU, identity recurrent init, Le et al. 2015; combine it with a
+clipping mode, e.g. `irnn+global_clipnorm`) and `orthogonal` (ReLU, random
+orthogonal recurrent init), which replace the cell by `models.relu_rnn`;
 `@adam` (or `@sgd`, `@momentum`, `@rmsprop`) trains that variant with
 another optimizer at its default lr. Every variant is trained for every cell
 of `--cells` and every seed of `--seeds`: one row each. `--optimizer` sets
@@ -123,8 +129,9 @@ class Config:
     # for another optimizer (baseline first: it is the reference).
     variants: tuple[str, ...] = field(default=VARIANTS, metadata={"help": (
         "variants to train: baseline, or modifiers joined by + (clipnorm, clipvalue, "
-        "global_clipnorm, autoclip, batchnorm, standardize, lower_lr), optionally "
-        "@optimizer (e.g. global_clipnorm+batchnorm@adam)")})
+        "global_clipnorm, autoclip, agc, zclip, batchnorm, standardize, lower_lr, rollback, "
+        "rollback_skip, rollback_reset, irnn, orthogonal), optionally "
+        "@optimizer (e.g. global_clipnorm+batchnorm@adam, irnn+global_clipnorm)")})
     # 2x2 BatchNormalization x standardization instead of --variants.
     factorial: bool = field(default=False, metadata={"help": (
         "train BatchNormalization on/off x input standardization on/off instead of --variants")})
@@ -166,6 +173,10 @@ class Config:
     global_clipnorm: float = field(default=1.0, metadata={"help": "threshold of global_clipnorm"})
     # Percentile of past norms the autoclip modifier clips to (the paper's 10).
     autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of autoclip"})
+    # AGC's ratio lambda of the agc modifier (the paper's 0.01).
+    agc: float = field(default=0.01, metadata={"help": "clipping ratio of agc"})
+    # ZClip's z-score threshold of the zclip modifier (the paper's 2.5).
+    zclip: float = field(default=2.5, metadata={"help": "z-score threshold of zclip"})
     # Seed of the data and of the first row's weights and shuffles.
     seed: int = field(default=0, metadata={"help": "random seed"})
     # Rows per variant and cell, with seeds seed, seed + 1, ...
@@ -186,7 +197,8 @@ class Config:
                 return f"--{name.replace('_', '-')} received {getattr(self, name)}; expected an int >= 1."
         if self.seq_len < 2:
             return f"--seq-len received {self.seq_len}; expected an int >= 2 (one marker per half)."
-        for name in ("lr", "lower_lr", "input_scale", "clipnorm", "clipvalue", "global_clipnorm"):
+        for name in ("lr", "lower_lr", "input_scale", "clipnorm", "clipvalue", "global_clipnorm",
+                     "agc", "zclip"):
             value = getattr(self, name)
             if value is not None and (not value > 0 or value == float("inf")):
                 return f"--{name.replace('_', '-')} received {value}; expected a finite number > 0."
@@ -235,7 +247,7 @@ def make_data(config: Config):
 def setup(row: Row, config: Config, x_train) -> Setup:
     """How to train one row: its model, optimizer, learning rate and callbacks."""
     from .experiment import Setup
-    from .models import sequence_model
+    from .models import relu_rnn, sequence_model
 
     variant = Variant.parse(row.variant)
     optimizer = variant.optimizer or config.optimizer
@@ -244,15 +256,22 @@ def setup(row: Row, config: Config, x_train) -> Setup:
         lr = config.lower_lr if config.lower_lr is not None else lr / 5
     threshold = {"clipnorm": config.clipnorm, "clipvalue": config.clipvalue,
                  "global_clipnorm": config.global_clipnorm,
-                 "autoclip": config.autoclip_percentile}.get(variant.clip)
+                 "autoclip": config.autoclip_percentile, "agc": config.agc,
+                 "zclip": config.zclip}.get(variant.clip)
     batch_norm, standardize = "batchnorm" in variant.mods, "standardize" in variant.mods
+    build = lambda: sequence_model(config.seq_len, 2, cell=row.cell, units=config.units,  # noqa: E731
+                                   batch_norm=batch_norm,
+                                   standardize=x_train if standardize else None)
+    model = f"{'standardize+' * standardize}{row.cell}({config.units}){'+bn' * batch_norm}"
+    if variant.rnn_init:  # a ReLU SimpleRNN whatever the cell (IRNN or orthogonal)
+        init = "identity" if variant.rnn_init == "irnn" else "orthogonal"
+        build = lambda: relu_rnn(config.seq_len, 2, recurrent_init=init, units=config.units,  # noqa: E731
+                                 standardize=x_train if standardize else None)
+        model = f"{'standardize+' * standardize}relu_rnn_{init}({config.units})"
     return Setup(
-        build=lambda: sequence_model(config.seq_len, 2, cell=row.cell, units=config.units,
-                                     batch_norm=batch_norm,
-                                     standardize=x_train if standardize else None),
-        optimizer=optimizer, learning_rate=lr, callbacks=clip_callbacks(variant.clip, threshold),
-        kernel=rnn_kernel(row.cell),
-        model=f"{'standardize+' * standardize}{row.cell}({config.units}){'+bn' * batch_norm}",
+        build=build, optimizer=optimizer, learning_rate=lr,
+        callbacks=clip_callbacks(variant.clip, threshold), kernel=rnn_kernel(row.cell),
+        model=model, guard=variant.guard,
     )
 
 
