@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import keras
+import numpy as np
 
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
-from .nan_event import (
-    choose_action, describe_event, detect_in_record, initial_gains, must_restore,
-    to_float, weights_held,
-)
+from .diagnosis import LOSS_GROWTH, NaNEvent, diagnose, find_event, kernel_gains
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
-    NonFiniteTrainingError, check_report_path, closing_line, format_message,
-    write_json_atomically,
+    NonFiniteTrainingError, check_report_path, format_message, write_json_atomically,
 )
+from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .snapshots import Snapshots, all_finite, default_cadence
 from .validation import check, check_int, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
+EINSUM_KERNELS = ("query", "key", "value", "attention_output")
 SPIKE_ACTIONS = ("skip", "clip")
 
 
@@ -201,10 +201,13 @@ class NaNGuard(keras.callbacks.Callback):
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._last_index = monitor.read().count if monitor.built else 0
-        self._step = monitor.last_step
+        self._step = int(monitor.iterations.numpy())
         self._start_step = self._step
         # As this fit found them, not as a divergence left them.
         self._gains, self._recurrent_gain = initial_gains(model)
+        self._input_columns = None
+        self._start_norm = weights_norm(model)
+        self._first_loss = self._best_loss = None
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
@@ -214,9 +217,6 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
-        line = closing_line(self.events, self.max_retries)
-        if self.verbose and line:
-            print(line)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -225,88 +225,114 @@ class NaNGuard(keras.callbacks.Callback):
         record = monitor.read()
         new = record.since(self._last_index)
         self._last_index = record.count
+        iterations = int(monitor.iterations.numpy())
         if len(new.steps):
             self._step = int(new.steps[-1])
-        event = detect_in_record(record, new, self.window, monitor.loss_scaled)
-        found = self.loss_scale.update(self._epoch, int(batch),
-                                        monitor.last_step)
-        if event is None and found is not None:
-            event = {"trigger": "loss_scale", "step": self._step,
-                     "detail": describe_skips(found), "loss_scale": found}
-        if event is None:
-            loss = logs.get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                event = {"trigger": "nonfinite_loss", "step": self._step,
-                         "detail": f"the running loss is {float(loss)}"}
-        if event is None:
+        found = find_event(record, new, self.window, monitor.loss_scaled)
+        scale = self.loss_scale.update(self._epoch, int(batch), iterations)
+        if found is None and scale is not None:
+            found = {"trigger": "loss_scale", "step": self._step,
+                     "detail": describe_skips(scale)}
+        if found is None:
+            found = self._watch_loss(logs.get("loss"))
+        if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
             return
-        self._handle(event, record, int(batch))
+        # With steps_per_execution > 1 this call comes once per execution,
+        # with its last batch: the event's own batch is earlier by the steps
+        # that ran after it.
+        found["batch"] = max(int(batch) - max(iterations - found["step"], 0), 0)
+        self._handle(found, record, scale)
+
+    def _watch_loss(self, loss) -> dict | None:
+        """A non-finite running loss, or one `LOSS_GROWTH` x above its best."""
+        if loss is None:
+            return None
+        loss = float(loss)
+        if not math.isfinite(loss):
+            return {"trigger": "nonfinite_loss", "step": self._step,
+                    "detail": f"the running loss is {loss}"}
+        if self._first_loss is None:
+            self._first_loss = loss
+        if (self.spike_factor is not None  # off with the spike gate: non-finite only
+                and self._best_loss is not None and self._best_loss > 0
+                and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss):
+            return {"trigger": "loss_growth", "step": self._step,
+                    "detail": f"the running loss {loss:.4g} is {loss / self._best_loss:.0f}x "
+                              f"its best {self._best_loss:.4g} and above its first "
+                              f"{self._first_loss:.4g}"}
+        self._best_loss = loss if self._best_loss is None else min(self._best_loss, loss)
+        return None
 
     # -- actions -----------------------------------------------------------
 
-    def _handle(self, event, record, batch):
+    def _handle(self, found, record, scale):
         model = self.model
         monitor = find_monitor(model.optimizer)
         if self._columns is None:
             self._layer_names, self._columns = layer_of_paths(
                 model, record.variable_paths
             )
-        lr = to_float(monitor.learning_rate) * monitor.lr_multiplier
-        describe_event(
-            event, record, model=model,
-            layers=[self._layer_names[c] for c in self._columns],
-            window=self.window, min_history=self.min_history,
-            start_step=self._start_step, learning_rate=lr,
+            self._input_columns = input_columns(model, record.variable_paths)
+        layers = [self._layer_names[c] for c in self._columns]
+        batch = found["batch"]
+        event = diagnose(
+            found, record, layers=layers, window=self.window,
+            min_history=self.min_history, start_step=self._start_step,
+            learning_rate=to_float(monitor.learning_rate) * monitor.lr_multiplier,
             epoch=self._epoch, batch=batch,
             repeated=any(b == batch and e < self._epoch for e, b in self._failed),
             gains=self._gains, recurrent_gain=self._recurrent_gain,
-            loss_scale=event.get("loss_scale"),
+            input_columns=self._input_columns,
+            weight_growth=weights_norm(model) / self._start_norm
+            if self._start_norm else None,
+            loss_scale=scale if found["trigger"] == "loss_scale" else None,
         )
-        action = self.action
-        if action == "rollback" and event["cause"] == "bad_data":
+        if event.cause == "bad_data" and self.action == "rollback":
             self.bad_batches += 1
         action, used_up = choose_action(
-            action, event["cause"], self.retries, self.max_retries,
-            self.bad_batches, self.max_bad_batches,
+            self.action, event.cause, self.retries, self.max_retries,
+            self.bad_batches, self.max_bad_batches, self.spike_action,
         )
-        event["detail"] += used_up
         weights_ok = all_finite(model.get_weights())
-        restore = must_restore(event, weights_ok, action, self.restore_weights)
         restored = None
-        if restore:
-            restored = self._snapshots.restore(model, monitor, event["onset_step"])
+        if must_restore(event, weights_ok, action, self.restore_weights):
+            restored = self._snapshots.restore(model, monitor, event.onset_step)
         if restored is not None:
             monitor.mark_discarded(restored + 1, self._step)
             self._snapshot_step = self._step
             held = restored
-            if event["trigger"] == "loss_scale":  # the scale those weights had
+            if event.trigger == "loss_scale":  # the scale those weights had
                 self.loss_scale.restore_scale()
         else:
             held = weights_held(record, self._step, self._start_step)
-        event["weights"] = {"step": held, "restored": restored is not None,
-                            "kept_last": not self.restore_weights and restored is None}
+        new_lr = None
         if action == "rollback":
             self.retries += 1
             monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
-            event["new_learning_rate"] = event["learning_rate"] * self.lr_factor
+            new_lr = event.learning_rate * self.lr_factor
+            self._best_loss = None  # the loss starts again from the snapshot
         self.loss_scale.reset()
         if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean
         self._failed.add((self._epoch, batch))
-        event["action"] = action
-        event["restored_step"] = restored
-        event["message"] = format_message(event)
+        event = dataclasses.replace(
+            event, detail=event.detail + used_up, action=action,
+            restored_step=restored, new_learning_rate=new_lr,
+            weights={"step": held, "restored": restored is not None,
+                     "kept_last": not self.restore_weights and restored is None},
+        )
+        event = dataclasses.replace(event, message=format_message(event))
         self.events.append(event)
         self._write_report()
-        if self.verbose:  # on its own lines, never after Keras' progress bar
-            print("\n" + event["message"])
+        if self.verbose:
+            print("\n" + event.message)  # on a fresh line, not after the progress bar
         if action == "stop":
             model.stop_training = True
         elif action == "raise":
             end_fit(monitor)  # on_train_end will not run
-            raise NonFiniteTrainingError(event["message"], event)
+            raise NonFiniteTrainingError(event.message, event)
 
     def _take_snapshot(self):
         monitor = find_monitor(self.model.optimizer)
@@ -316,6 +342,97 @@ class NaNGuard(keras.callbacks.Callback):
     def _write_report(self):
         if self.report_path is None:
             return
-        write_json_atomically(self.report_path, {"events": self.events})
+        write_json_atomically(self.report_path,
+                              {"events": [e.to_dict() for e in self.events]})
         self._written = True
 
+
+
+def choose_action(action: str, cause: str, retries: int, max_retries: int,
+                  bad_batches: int, max_bad_batches: int,
+                  spike_action: str = "skip") -> tuple[str, str]:
+    """What NaNGuard does: `action`, `"skip"`/`"clip"`, or `"stop"`.
+
+    A transient spike was skipped (or clipped) by the monitor already:
+    training goes on. With `"rollback"`, bad data is skipped (`bad_batches`
+    counts this one) until `max_bad_batches` are used up; other causes roll
+    back until `max_retries` are used up. Returns the action and a note for
+    the detail.
+    """
+    if cause == "transient_spike":
+        return spike_action, ""
+    if action == "rollback" and cause == "bad_data":
+        if bad_batches <= max_bad_batches:
+            return "skip", ""
+        return "stop", f"; {max_bad_batches} bad batches used up"
+    if action == "rollback" and retries >= max_retries:
+        return "stop", f"; {max_retries} rollbacks used up"
+    return action, ""
+
+
+def must_restore(event: NaNEvent, weights_ok: bool, action: str,
+                 restore_weights: bool) -> bool:
+    """Whether to go back to the snapshot before the event's onset.
+
+    Always when the weights are non-finite; for a divergence (the norms
+    left their median before the event, or the loss scaler kept skipping:
+    its skips changed nothing, the update before them led there) on
+    rollback, and on stop/raise unless `restore_weights=False`.
+    """
+    diverging = event.trigger == "loss_scale" or (
+        event.cause not in ("bad_data", "transient_spike")
+        and event.onset_step < event.step
+    )
+    return not weights_ok or (diverging and (
+        action == "rollback" or (action in ("stop", "raise") and restore_weights)
+    ))
+
+
+def weights_held(record, step: int, start_step: int) -> int:
+    """The step whose weights a model holds when nothing was restored."""
+    kept = (record.steps <= step) & np.isin(record.status, (APPLIED, CLIPPED_SPIKE))
+    return int(record.steps[kept][-1]) if kept.any() else start_step
+
+
+def initial_gains(model) -> tuple[list[float], float | None]:
+    """The kernels' gains and the recurrent kernels' largest singular value.
+
+    Taken when a fit starts: the `depth` and `recurrence` evidence. Dense
+    and convolution kernels count; attention's einsum kernels (whose fan-in
+    is not "every axis but the last") and embeddings do not.
+    """
+    variables = model.trainable_variables
+    gains = kernel_gains([
+        keras.ops.convert_to_numpy(v) for v in variables
+        if v.path.endswith("kernel") and "recurrent" not in v.path
+        and not any(f"/{p}/" in f"/{v.path}" for p in EINSUM_KERNELS)
+    ])
+    recurrent = max([
+        float(np.linalg.norm(keras.ops.convert_to_numpy(v), 2))
+        for v in variables if v.path.endswith("recurrent_kernel")
+    ], default=None)
+    return gains, recurrent
+
+
+def input_columns(model, paths) -> tuple[int, int, int] | None:
+    """`(kernel, bias, fan_in)` of the model's first kernel in the record's columns."""
+    first = next((v for v in model.trainable_variables
+                  if v.path.endswith("kernel") and len(v.shape) >= 2
+                  and "recurrent" not in v.path), None)
+    if first is None or first.path not in paths:
+        return None
+    bias = first.path[: -len("kernel")] + "bias"
+    if bias not in paths:
+        return None
+    return paths.index(first.path), paths.index(bias), int(np.prod(first.shape[:-1]))
+
+
+def weights_norm(model) -> float:
+    """The global norm of the trainable weights (a host copy)."""
+    return float(np.sqrt(sum(
+        np.sum(np.square(keras.ops.convert_to_numpy(v).astype(np.float64)))
+        for v in model.trainable_variables)))
+
+
+def to_float(value) -> float:
+    return float(keras.ops.convert_to_numpy(value))
