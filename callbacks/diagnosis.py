@@ -358,22 +358,24 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     Decided in this order, the first that holds:
 
     1. `loss_scale`: the loss scaler kept skipping or its scale collapsed.
-    2. Is it diverging? The recent norms rose `GROWTH_FACTOR` x their median,
+    2. For a spike whose batch spiked in an earlier epoch too: `bad_data`
+       (an outlier; the spike gate already skipped or clipped it).
+    3. Is it diverging? The recent norms rose `GROWTH_FACTOR` x their median,
        or a variable left its median (`SUSPECT_FACTOR`) before the event, or
        the weights overflowed, or several spikes fell within the window, or
        (with too little history for a median) the weights' norm grew
        `WEIGHT_GROWTH` x since the fit began, or the loss grew (`loss_growth`).
-    3. `transient_spike`: a spike that is none of that (recorded and
+    4. `transient_spike`: a spike that is none of that (recorded and
        skipped or clipped, training goes on).
-    4. `bad_data`: the same batch failed in an earlier epoch, or the loss
+    5. `bad_data`: the same batch failed in an earlier epoch, or the loss
        or gradient turned non-finite while nothing was diverging, unless a
        structural sign below explains an overflow within the first
        `min_history` steps (an early overflow).
-    5. `recurrence`: the recurrent kernel's gain exceeds `RECURRENT_GAIN`.
-    6. `depth`: `MIN_DEPTH` kernels or more whose gains multiply past `DEPTH_GAIN`.
-    7. `input_scale`: the first layer's `input_ratio` exceeds `INPUT_SCALE`.
-    8. `learning_rate`: diverging on a network with none of those signs.
-    9. `unknown`.
+    6. `recurrence`: the recurrent kernel's gain exceeds `RECURRENT_GAIN`.
+    7. `depth`: `MIN_DEPTH` kernels or more whose gains multiply past `DEPTH_GAIN`.
+    8. `input_scale`: the first layer's `input_ratio` exceeds `INPUT_SCALE`.
+    9. `learning_rate`: diverging on a network with none of those signs.
+    10. `unknown`.
     """
     clip_text = (f"clip the global norm at ~{clip:.3g} (the {CLIP_PERCENTILE:.0f}th "
                  f"percentile of the norms before the onset), e.g. "
@@ -396,6 +398,11 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
         "depth" if len(gains) >= MIN_DEPTH and total > DEPTH_GAIN else
         "input_scale" if ratio is not None and ratio > INPUT_SCALE else None
     )
+    if trigger == "gradient_spike" and repeated:
+        return ("bad_data",
+                f"the spike's batch {batch} spiked in an earlier epoch too ({where})",
+                f"check the rows of {where} for outliers; the guard "
+                "skipped (or clipped) that step each time")
     if trigger == "gradient_spike" and not diverging:
         return ("transient_spike",
                 f"one spike, with no growth before it and no other spike in "

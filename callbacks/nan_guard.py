@@ -294,6 +294,7 @@ class NaNGuard(keras.callbacks.Callback):
         action, used_up = choose_action(
             self.action, event.cause, self.retries, self.max_retries,
             self.bad_batches, self.max_bad_batches, self.spike_action,
+            event.trigger,
         )
         weights_ok = all_finite(model.get_weights())
         restored = None
@@ -350,17 +351,19 @@ class NaNGuard(keras.callbacks.Callback):
 
 def choose_action(action: str, cause: str, retries: int, max_retries: int,
                   bad_batches: int, max_bad_batches: int,
-                  spike_action: str = "skip") -> tuple[str, str]:
+                  spike_action: str = "skip",
+                  trigger: str = "") -> tuple[str, str]:
     """What NaNGuard does: `action`, `"skip"`/`"clip"`, or `"stop"`.
 
-    A transient spike was skipped (or clipped) by the monitor already:
-    training goes on. With `"rollback"`, bad data is skipped (`bad_batches`
+    A transient spike, or a spike from a batch that spiked in an earlier
+    epoch too, was skipped (or clipped) by the monitor already: training
+    goes on. With `"rollback"`, bad data is skipped (`bad_batches`
     counts this one) until `max_bad_batches` are used up; other causes roll
     back until `max_retries` are used up. Returns the action and a note for
     the detail.
     """
-    if cause == "transient_spike":
-        return spike_action, ""
+    if cause == "transient_spike" or (trigger == "gradient_spike" and cause == "bad_data"):
+        return spike_action, ""  # the monitor skipped or clipped it already
     if action == "rollback" and cause == "bad_data":
         if bad_batches <= max_bad_batches:
             return "skip", ""
