@@ -410,11 +410,29 @@ def main(argv=None) -> pd.DataFrame:
                         help="run only the first N cases")
     parser.add_argument("--only", default=None,
                         help="run only cases whose label or family is this")
+    parser.add_argument("--shard", default=None,
+                        help="i/n: run every n-th case from the i-th (0-based) "
+                             "and write diagnosis_<tag>_<i>of<n>.csv; "
+                             "--merge reads the shards back")
+    parser.add_argument("--merge", type=int, default=None,
+                        help="n: summarize the n shards of --tag")
     args = parser.parse_args(argv)
+    folder = os.path.join(os.path.dirname(__file__), "results")
+    if args.merge:
+        df = pd.concat([pd.read_csv(os.path.join(
+            folder, f"diagnosis_{args.tag}_{i}of{args.merge}.csv"),
+            keep_default_na=False, na_values=[""])
+            for i in range(args.merge)])
+        for column in ("error", "cause", "trigger"):
+            df[column] = df[column].fillna("")
+        return _report(df, args.tag, folder)
     cases = population(args.quick)
     if args.only:
         cases = [c for c in cases if args.only in (c.label, c.family, c.variant)]
     cases = cases[: args.limit]
+    if args.shard:
+        i, n = (int(v) for v in args.shard.split("/"))
+        cases = cases[i::n]
     rows = []
     for i, case in enumerate(cases):
         row = run_case(case)
@@ -425,14 +443,22 @@ def main(argv=None) -> pd.DataFrame:
               f"{row.get('error', '')} ({row.get('seconds', 0):.1f}s)",
               flush=True)
     df = pd.DataFrame(rows)
+    if args.shard:
+        os.makedirs(folder, exist_ok=True)
+        i, n = args.shard.split("/")
+        df.to_csv(os.path.join(folder, f"diagnosis_{args.tag}_{i}of{n}.csv"), index=False)
+        return df
+    return _report(df, args.tag, folder)
+
+
+def _report(df: pd.DataFrame, tag: str | None, folder: str) -> pd.DataFrame:
     text = summarize(df)
     print(text)
-    if args.tag:
-        folder = os.path.join(os.path.dirname(__file__), "results")
+    if tag:
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"diagnosis_{args.tag}.txt"), "w") as f:
+        with open(os.path.join(folder, f"diagnosis_{tag}.txt"), "w") as f:
             f.write(text + "\n")
-        df.to_csv(os.path.join(folder, f"diagnosis_{args.tag}.csv"), index=False)
+        df.to_csv(os.path.join(folder, f"diagnosis_{tag}.csv"), index=False)
     return df
 
 

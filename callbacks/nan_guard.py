@@ -39,12 +39,23 @@ class NaNGuard(keras.callbacks.Callback):
        (`spike_action="skip"`) or applied with its norm clipped to that
        median (`"clip"`);
 
-    and fires on those, on non-finite weights after an update, and on a
-    non-finite loss. Each event names a **cause** (see `cause.name_cause`:
-    `learning_rate`, `input_scale`, `depth`, `recurrence`, `bad_data`,
-    `loss_scale` or `unknown`), the evidence and a cure, the variables whose
-    norms crossed 10x their own running medians first, and which weights the
-    model holds afterwards.
+    and fires on those, on non-finite weights after an update, on a
+    non-finite loss, and on a running loss `LOSS_GROWTH` (1e4) times above
+    its best (a divergence that stays finite; off with `spike_factor=None`).
+    Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
+    as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
+    `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
+    `transient_spike` or `unknown`; the rules are `diagnosis.name_cause`),
+    the evidence and a cure, the variables whose norms crossed 10x their own
+    running medians first, and which weights the model holds afterwards.
+
+    **Transient spikes do not stop training.** A spike with no growth before
+    it and no other spike among the last `window` steps is a
+    `transient_spike`: the gate skipped (or clipped) it, the event records
+    it with that action, and training goes on, whatever `action`. So does a
+    spike from a batch that spiked in an earlier epoch too (`bad_data`, an
+    outlier). `action` applies to non-finite values, repeated spikes and
+    sustained growth.
 
     Actions: `"stop"` ends training, `"raise"` raises
     `NonFiniteTrainingError`. Both leave the last good weights: those before
@@ -59,7 +70,11 @@ class NaNGuard(keras.callbacks.Callback):
     learning rate; events report the rate in use. **Bad data** is not
     divergence: with `"rollback"` a step named `bad_data` is skipped and
     training goes on, with no restore, no cut and no retry used (at most
-    `max_bad_batches` of them).
+    `max_bad_batches` of them). It is decided from the failing batch itself:
+    its loss or gradient turned non-finite while the weights were finite
+    and nothing grew before it (under `mixed_float16`, where the loss
+    scaler skips that step, from its non-finite loss: the same name as in
+    float32).
 
     **Mixed precision.** Keras' `LossScaleOptimizer` skips a step whose
     float16 gradients overflow without calling the monitor inside it. The
@@ -72,7 +87,9 @@ class NaNGuard(keras.callbacks.Callback):
     Numbering: `step` is the global step (the optimizer's iterations after
     it: 1 for the first step, continuing across epochs and `fit` calls);
     `epoch` and `batch` are 0-based, as Keras passes them to callbacks and
-    as `GradientNormLogger.to_dataframe()` holds them, in messages too.
+    as `GradientNormLogger.to_dataframe()` holds them, in messages too
+    (with `steps_per_execution > 1`, the event's own batch, not the last
+    of its execution).
 
     Args:
         action: `"stop"`, `"raise"` or `"rollback"`. Defaults to `"stop"`.
@@ -108,7 +125,7 @@ class NaNGuard(keras.callbacks.Callback):
     ```python
     guard = NaNGuard(action="rollback", report_path="nan_report.json")
     model.fit(x, y, callbacks=[guard])
-    guard.events[0]["cause"], guard.events[0]["cure"]
+    guard.events[0].cause, guard.events[0].cure  # or events[0]["cause"]
     ```
     """
 
@@ -173,7 +190,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
-        self.events: list[dict] = []
+        self.events: list[NaNEvent] = []
 
     # -- Keras hooks -------------------------------------------------------
 
