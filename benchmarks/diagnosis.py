@@ -430,9 +430,10 @@ def main(argv=None) -> pd.DataFrame:
     if args.only:
         cases = [c for c in cases if args.only in (c.label, c.family, c.variant)]
     cases = cases[: args.limit]
-    if args.shard:
+    if args.shard:  # in a fixed random order: a shard cut short is still a sample
         i, n = (int(v) for v in args.shard.split("/"))
-        cases = cases[i::n]
+        order = np.random.default_rng(0).permutation(len(cases))
+        cases = [cases[j] for j in order][i::n]
     rows = []
     for i, case in enumerate(cases):
         row = run_case(case)
@@ -442,6 +443,11 @@ def main(argv=None) -> pd.DataFrame:
               f"{row.get('cause', '') or '-':13s} {row.get('trigger', '')} "
               f"{row.get('error', '')} ({row.get('seconds', 0):.1f}s)",
               flush=True)
+        if args.shard:  # written as it goes
+            i_, n_ = args.shard.split("/")
+            os.makedirs(folder, exist_ok=True)
+            pd.DataFrame(rows).to_csv(os.path.join(
+                folder, f"diagnosis_{args.tag}_{i_}of{n_}.csv"), index=False)
     df = pd.DataFrame(rows)
     if args.shard:
         os.makedirs(folder, exist_ok=True)

@@ -37,7 +37,7 @@ MIN_DEPTH = 4  # kernels needed to call a failure `depth`
 RECURRENT_GAIN = 1.05
 # A running loss this many times its best (and above the fit's first) is
 # divergence even when every value stays finite (Adam at a rate far too high).
-LOSS_GROWTH = 1e4
+LOSS_GROWTH = 1e3
 CLIP_PERCENTILE = 90.0  # the cure's clipping threshold: this percentile of the norms before the onset
 
 
@@ -276,7 +276,9 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     """Describes an event `find_event` (or the guard) found: a `NaNEvent`.
 
     Args:
-        found: `trigger`, `step`, `detail` and maybe `variable_index`.
+        found: `trigger`, `step`, `detail` and maybe `variable_index` (the
+            first non-finite variable) and `best_step` (a `loss_growth`'s
+            step of the best loss).
         record: the monitor's whole `GradientRecord` (numpy arrays).
         layers: the layer name of each of the record's variables.
         window: steps in the running median.
@@ -316,6 +318,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         onset = min(onset, int(recent_steps[np.argmax(high)]))
     if trigger == "loss_scale":  # the skips changed nothing; the update before did
         onset = min(onset, max(step, start_step + 1))
+    if "best_step" in found:  # loss_growth: it grew after its best
+        onset = min(onset, found["best_step"] + 1)
     spikes = np.isin(record.status, (SKIPPED_SPIKE, CLIPPED_SPIKE)) & upto
     signs = {
         "growth": g, "short": bool(short),

@@ -10,18 +10,18 @@ import keras
 import numpy as np
 
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .diagnosis import LOSS_GROWTH, NaNEvent, diagnose, find_event
+from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
-from .diagnosis import LOSS_GROWTH, NaNEvent, diagnose, find_event, kernel_gains
+from .model_evidence import initial_gains, input_columns, to_float, weights_norm
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
     NonFiniteTrainingError, check_report_path, format_message, write_json_atomically,
 )
-from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .snapshots import Snapshots, all_finite, default_cadence
 from .validation import check, check_int, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
-EINSUM_KERNELS = ("query", "key", "value", "attention_output")
 SPIKE_ACTIONS = ("skip", "clip")
 
 
@@ -40,7 +40,7 @@ class NaNGuard(keras.callbacks.Callback):
        median (`"clip"`);
 
     and fires on those, on non-finite weights after an update, on a
-    non-finite loss, and on a running loss `LOSS_GROWTH` (1e4) times above
+    non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
     its best (a divergence that stays finite; off with `spike_factor=None`).
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
@@ -276,10 +276,12 @@ class NaNGuard(keras.callbacks.Callback):
                 and self._best_loss is not None and self._best_loss > 0
                 and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss):
             return {"trigger": "loss_growth", "step": self._step,
+                    "best_step": self._best_step,
                     "detail": f"the running loss {loss:.4g} is {loss / self._best_loss:.0f}x "
-                              f"its best {self._best_loss:.4g} and above its first "
-                              f"{self._first_loss:.4g}"}
-        self._best_loss = loss if self._best_loss is None else min(self._best_loss, loss)
+                              f"its best {self._best_loss:.4g} (step {self._best_step}) "
+                              f"and above its first {self._first_loss:.4g}"}
+        if self._best_loss is None or loss <= self._best_loss:
+            self._best_loss, self._best_step = loss, self._step
         return None
 
     # -- actions -----------------------------------------------------------
@@ -412,47 +414,3 @@ def weights_held(record, step: int, start_step: int) -> int:
     """The step whose weights a model holds when nothing was restored."""
     kept = (record.steps <= step) & np.isin(record.status, (APPLIED, CLIPPED_SPIKE))
     return int(record.steps[kept][-1]) if kept.any() else start_step
-
-
-def initial_gains(model) -> tuple[list[float], float | None]:
-    """The kernels' gains and the recurrent kernels' largest singular value.
-
-    Taken when a fit starts: the `depth` and `recurrence` evidence. Dense
-    and convolution kernels count; attention's einsum kernels (whose fan-in
-    is not "every axis but the last") and embeddings do not.
-    """
-    variables = model.trainable_variables
-    gains = kernel_gains([
-        keras.ops.convert_to_numpy(v) for v in variables
-        if v.path.endswith("kernel") and "recurrent" not in v.path
-        and not any(f"/{p}/" in f"/{v.path}" for p in EINSUM_KERNELS)
-    ])
-    recurrent = max([
-        float(np.linalg.norm(keras.ops.convert_to_numpy(v), 2))
-        for v in variables if v.path.endswith("recurrent_kernel")
-    ], default=None)
-    return gains, recurrent
-
-
-def input_columns(model, paths) -> tuple[int, int, int] | None:
-    """`(kernel, bias, fan_in)` of the model's first kernel in the record's columns."""
-    first = next((v for v in model.trainable_variables
-                  if v.path.endswith("kernel") and len(v.shape) >= 2
-                  and "recurrent" not in v.path), None)
-    if first is None or first.path not in paths:
-        return None
-    bias = first.path[: -len("kernel")] + "bias"
-    if bias not in paths:
-        return None
-    return paths.index(first.path), paths.index(bias), int(np.prod(first.shape[:-1]))
-
-
-def weights_norm(model) -> float:
-    """The global norm of the trainable weights (a host copy)."""
-    return float(np.sqrt(sum(
-        np.sum(np.square(keras.ops.convert_to_numpy(v).astype(np.float64)))
-        for v in model.trainable_variables)))
-
-
-def to_float(value) -> float:
-    return float(keras.ops.convert_to_numpy(value))

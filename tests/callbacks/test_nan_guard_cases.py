@@ -138,3 +138,18 @@ def test_mixed_precision_names_a_nan_sample_bad_data_as_float32_does():
     assert not event.weights["restored"] and guard.retries == 0
     assert find_monitor(model.optimizer).lr_multiplier == 1.0
     assert keep.step == 8
+
+
+def test_adam_at_a_rate_far_too_high_diverges_finite_and_is_caught():
+    # Adam's steps do not grow with the gradient: the norms stay finite
+    # and never spike, but the loss climbs by orders of magnitude.
+    x, y = _data(n=256)
+    guard = NaNGuard(verbose=False)
+    model = _dense(8)
+    keep, _ = _fit(model, keras.optimizers.Adam(3.0), x, y, guard, epochs=3)
+    event = guard.events[0]
+    assert (event.trigger, event.cause, event.action) == ("loss_growth", "learning_rate", "stop")
+    held = event.weights["step"]
+    assert event.weights["restored"] and held < event.onset_step <= event.step
+    for a, b in zip(model.get_weights(), keep.weights[held]):
+        np.testing.assert_array_equal(a, b)
