@@ -29,6 +29,7 @@ def _fit(model, optimizer, x, y, guard, *, batch_size=32, epochs=2, **compile_kw
     return keep, history
 
 
+@pytest.mark.slow  # a few seconds on an idle machine
 def test_a_gru_at_a_rate_far_too_high_is_the_learning_rate():
     # Keras' orthogonal recurrent kernel measures 1.0000001, not > 1.
     model = _rnn(keras.layers.GRU(16, name="gru"))
@@ -42,6 +43,7 @@ def test_a_gru_at_a_rate_far_too_high_is_the_learning_rate():
     assert "orthogonal" not in event.cure
 
 
+@pytest.mark.slow  # a few seconds on an idle machine
 def test_a_relu_rnn_that_overflows_at_once_is_named_from_its_recurrent_gain():
     layer = keras.layers.SimpleRNN(16, activation="relu", name="rnn",
                                    recurrent_initializer=keras.initializers.Orthogonal(gain=3.0))
@@ -54,6 +56,7 @@ def test_a_relu_rnn_that_overflows_at_once_is_named_from_its_recurrent_gain():
     assert "largest singular value is 3" in event.evidence
 
 
+@pytest.mark.slow  # a few seconds on an idle machine
 def test_one_nan_cell_in_badly_scaled_features_is_bad_data():
     x, y = _data(n=256, scales=np.logspace(-2, 3, 8))
     x[5 * 32 + 7, 2] = np.nan  # batch 5
@@ -98,6 +101,7 @@ def test_an_isolated_spike_in_a_healthy_run_is_skipped_and_training_goes_on():
     assert np.isfinite(history.history["loss"]).all()
 
 
+@pytest.mark.slow  # a few seconds on an idle machine
 def test_plain_keras_on_a_nan_row_is_why_the_guard_exists():
     x, y = _data(n=256)
     x[100, 3] = np.nan
