@@ -355,6 +355,11 @@ def summarize(df: pd.DataFrame) -> str:
     lines.append(f"cause accuracy (of all broken): {correct.sum()}/{len(broken)} = "
                  f"{correct.mean():.1%}; of detected: "
                  f"{correct[detected].mean() if detected.any() else 0:.1%}")
+    missed = broken[~detected]
+    stuck = missed["final_loss"] <= 1.1 * missed["constant_loss"]
+    lines.append(f"undetected broken runs: {len(missed)}; of them stuck at the constant "
+                 f"prediction's loss (final loss <= 1.1x the targets' variance, "
+                 f"nothing exploded): {int(stuck.sum())}")
     lines.append(f"healthy runs with a false event: {(healthy['events'] > 0).sum()}"
                  f"/{len(healthy)}; stopped: {(healthy['stops'] > 0).sum()}; "
                  f"skip-only: {((healthy['skips'] > 0) & (healthy['stops'] == 0)).sum()}"
