@@ -218,7 +218,7 @@ class NaNGuard(keras.callbacks.Callback):
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._last_index = monitor.read().count if monitor.built else 0
-        self._step = int(monitor.iterations.numpy())
+        self._step = monitor.last_step
         self._start_step = self._step
         # As this fit found them, not as a divergence left them.
         self._gains, self._recurrent_gain = initial_gains(model)
@@ -242,7 +242,7 @@ class NaNGuard(keras.callbacks.Callback):
         record = monitor.read()
         new = record.since(self._last_index)
         self._last_index = record.count
-        iterations = int(monitor.iterations.numpy())
+        iterations = monitor.last_step
         if len(new.steps):
             self._step = int(new.steps[-1])
         found = find_event(record, new, self.window, monitor.loss_scaled)
