@@ -10,7 +10,9 @@ import keras
 import numpy as np
 
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
-from .diagnosis import LOSS_GROWTH, NaNEvent, diagnose, find_event
+from .diagnosis import (
+    GROWTH_FACTOR, LOSS_GROWTH, NaNEvent, diagnose, find_event, measure_growth,
+)
 from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
@@ -41,7 +43,8 @@ class NaNGuard(keras.callbacks.Callback):
 
     and fires on those, on non-finite weights after an update, on a
     non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
-    its best (a divergence that stays finite; off with `spike_factor=None`).
+    its best while the gradient norms are flat (a divergence that stays
+    finite, as Adam's at a rate far too high; off with `spike_factor=None`).
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
     `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
@@ -251,7 +254,7 @@ class NaNGuard(keras.callbacks.Callback):
             found = {"trigger": "loss_scale", "step": self._step,
                      "detail": describe_skips(scale)}
         if found is None:
-            found = self._watch_loss(logs.get("loss"))
+            found = self._watch_loss(logs.get("loss"), record)
         if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
@@ -262,8 +265,13 @@ class NaNGuard(keras.callbacks.Callback):
         found["batch"] = max(int(batch) - max(iterations - found["step"], 0), 0)
         self._handle(found, record, scale)
 
-    def _watch_loss(self, loss) -> dict | None:
-        """A non-finite running loss, or one `LOSS_GROWTH` x above its best."""
+    def _watch_loss(self, loss, record) -> dict | None:
+        """A non-finite running loss, or one `LOSS_GROWTH` x above its best.
+
+        The growth counts only while the gradient norms are not growing
+        (`GROWTH_FACTOR`): when they are, the spike gate and the non-finite
+        checks decide, with the suspects and onset they give.
+        """
         if loss is None:
             return None
         loss = float(loss)
@@ -272,9 +280,12 @@ class NaNGuard(keras.callbacks.Callback):
                     "detail": f"the running loss is {loss}"}
         if self._first_loss is None:
             self._first_loss = loss
+        applied = (record.status == APPLIED) & np.isfinite(record.norm)
+        growth = measure_growth(record.norm[applied], self.window)["growth"]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and self._best_loss is not None and self._best_loss > 0
-                and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss):
+                and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss
+                and (growth is None or growth < GROWTH_FACTOR)):
             return {"trigger": "loss_growth", "step": self._step,
                     "best_step": self._best_step,
                     "detail": f"the running loss {loss:.4g} is {loss / self._best_loss:.0f}x "
