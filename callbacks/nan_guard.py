@@ -18,7 +18,8 @@ from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
 from .model_evidence import initial_gains, input_columns, to_float, weights_norm
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
-    NonFiniteTrainingError, check_report_path, format_message, write_json_atomically,
+    NonFiniteTrainingError, check_report_path, closing_line, format_message,
+    write_json_atomically,
 )
 from .snapshots import Snapshots, all_finite, default_cadence
 from .validation import check, check_int, is_number
@@ -237,6 +238,9 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
+        line = closing_line(self.events, self.max_retries)
+        if self.verbose and line:
+            print(line)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -358,7 +362,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.events.append(event)
         self._write_report()
         if self.verbose:
-            print("\n" + event.message)  # on a fresh line, not after the progress bar
+            print("\n" + event.message)  # on its own lines, never after Keras' progress bar
         if action == "stop":
             model.stop_training = True
         elif action == "raise":
