@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import keras
+import numpy as np
 
 from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .diagnosis import (
+    GROWTH_FACTOR, LOSS_GROWTH, NaNEvent, diagnose, find_event, measure_growth,
+)
+from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
-from .nan_event import (
-    choose_action, describe_event, detect_in_record, initial_gains, must_restore,
-    to_float, weights_held,
-)
+from .model_evidence import initial_gains, input_columns, to_float, weights_norm
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
     NonFiniteTrainingError, check_report_path, closing_line, format_message,
     write_json_atomically,
@@ -40,12 +43,24 @@ class NaNGuard(keras.callbacks.Callback):
        (`spike_action="skip"`) or applied with its norm clipped to that
        median (`"clip"`);
 
-    and fires on those, on non-finite weights after an update, and on a
-    non-finite loss. Each event names a **cause** (see `cause.name_cause`:
-    `learning_rate`, `input_scale`, `depth`, `recurrence`, `bad_data`,
-    `loss_scale` or `unknown`), the evidence and a cure, the variables whose
-    norms crossed 10x their own running medians first, and which weights the
-    model holds afterwards.
+    and fires on those, on non-finite weights after an update, on a
+    non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
+    its best while the gradient norms are flat (a divergence that stays
+    finite, as Adam's at a rate far too high; off with `spike_factor=None`).
+    Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
+    as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
+    `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
+    `transient_spike` or `unknown`; the rules are `diagnosis.name_cause`),
+    the evidence and a cure, the variables whose norms crossed 10x their own
+    running medians first, and which weights the model holds afterwards.
+
+    **Transient spikes do not stop training.** A spike with no growth before
+    it and no other spike among the last `window` steps is a
+    `transient_spike`: the gate skipped (or clipped) it, the event records
+    it with that action, and training goes on, whatever `action`. So does a
+    spike from a batch that spiked in an earlier epoch too (`bad_data`, an
+    outlier). `action` applies to non-finite values, repeated spikes and
+    sustained growth.
 
     Actions: `"stop"` ends training, `"raise"` raises
     `NonFiniteTrainingError`. Both leave the last good weights: those before
@@ -60,7 +75,11 @@ class NaNGuard(keras.callbacks.Callback):
     learning rate; events report the rate in use. **Bad data** is not
     divergence: with `"rollback"` a step named `bad_data` is skipped and
     training goes on, with no restore, no cut and no retry used (at most
-    `max_bad_batches` of them).
+    `max_bad_batches` of them). It is decided from the failing batch itself:
+    its loss or gradient turned non-finite while the weights were finite
+    and nothing grew before it (under `mixed_float16`, where the loss
+    scaler skips that step, from its non-finite loss: the same name as in
+    float32).
 
     **Mixed precision.** Keras' `LossScaleOptimizer` skips a step whose
     float16 gradients overflow without calling the monitor inside it. The
@@ -73,7 +92,9 @@ class NaNGuard(keras.callbacks.Callback):
     Numbering: `step` is the global step (the optimizer's iterations after
     it: 1 for the first step, continuing across epochs and `fit` calls);
     `epoch` and `batch` are 0-based, as Keras passes them to callbacks and
-    as `GradientNormLogger.to_dataframe()` holds them, in messages too.
+    as `GradientNormLogger.to_dataframe()` holds them, in messages too
+    (with `steps_per_execution > 1`, the event's own batch, not the last
+    of its execution).
 
     Args:
         action: `"stop"`, `"raise"` or `"rollback"`. Defaults to `"stop"`.
@@ -120,7 +141,7 @@ class NaNGuard(keras.callbacks.Callback):
     ```python
     guard = NaNGuard(action="rollback", report_path="nan_report.json")
     model.fit(x, y, callbacks=[guard])
-    guard.events[0]["cause"], guard.events[0]["cure"]
+    guard.events[0].cause, guard.events[0].cure  # or events[0]["cause"]
     ```
     """
 
@@ -195,7 +216,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
-        self.events: list[dict] = []
+        self.events: list[NaNEvent] = []
 
     # -- Keras hooks -------------------------------------------------------
 
@@ -227,6 +248,9 @@ class NaNGuard(keras.callbacks.Callback):
         self._start_step = self._step
         # As this fit found them, not as a divergence left them.
         self._gains, self._recurrent_gain = initial_gains(model)
+        self._input_columns = None
+        self._start_norm = weights_norm(model)
+        self._first_loss = self._best_loss = None
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
@@ -257,99 +281,138 @@ class NaNGuard(keras.callbacks.Callback):
         monitor = find_monitor(model.optimizer)
         if self._skipper.after_batch(model, monitor, self._epoch, int(batch)):
             self._last_index = monitor.read().count  # its update is undone
-            self._step = int(monitor.iterations.numpy())
+            self._step = monitor.last_step
             if not self._skipper.left:
                 self._write_report()  # with the batches skipped
             return
         record = monitor.read()
         new = record.since(self._last_index)
         self._last_index = record.count
+        iterations = monitor.last_step
         if len(new.steps):
             self._step = int(new.steps[-1])
-        event = detect_in_record(record, new, self.window, monitor.loss_scaled)
-        found = self.loss_scale.update(self._epoch, int(batch),
-                                        monitor.last_step)
-        if event is None and found is not None:
-            event = {"trigger": "loss_scale", "step": self._step,
-                     "detail": describe_skips(found), "loss_scale": found}
-        if event is None:
-            loss = logs.get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                event = {"trigger": "nonfinite_loss", "step": self._step,
-                         "detail": f"the running loss is {float(loss)}"}
-        if event is None:
+        found = find_event(record, new, self.window, monitor.loss_scaled)
+        scale = self.loss_scale.update(self._epoch, int(batch), iterations)
+        if found is None and scale is not None:
+            found = {"trigger": "loss_scale", "step": self._step,
+                     "detail": describe_skips(scale)}
+        if found is None:
+            found = self._watch_loss(logs.get("loss"), record)
+        if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
             return
-        self._handle(event, record, int(batch))
+        # With steps_per_execution > 1 this call comes once per execution,
+        # with its last batch: the event's own batch is earlier by the steps
+        # that ran after it.
+        found["batch"] = max(int(batch) - max(iterations - found["step"], 0), 0)
+        self._handle(found, record, scale)
+
+    def _watch_loss(self, loss, record) -> dict | None:
+        """A non-finite running loss, or one `LOSS_GROWTH` x above its best.
+
+        The growth counts only while the gradient norms are not growing
+        (`GROWTH_FACTOR`): when they are, the spike gate and the non-finite
+        checks decide, with the suspects and onset they give.
+        """
+        if loss is None:
+            return None
+        loss = float(loss)
+        if not math.isfinite(loss):
+            return {"trigger": "nonfinite_loss", "step": self._step,
+                    "detail": f"the running loss is {loss}"}
+        if self._first_loss is None:
+            self._first_loss = loss
+        applied = (record.status == APPLIED) & np.isfinite(record.norm)
+        growth = measure_growth(record.norm[applied], self.window)["growth"]
+        if (self.spike_factor is not None  # off with the spike gate: non-finite only
+                and self._best_loss is not None and self._best_loss > 0
+                and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss
+                and (growth is None or growth < GROWTH_FACTOR)):
+            return {"trigger": "loss_growth", "step": self._step,
+                    "best_step": self._best_step,
+                    "detail": f"the running loss {loss:.4g} is {loss / self._best_loss:.0f}x "
+                              f"its best {self._best_loss:.4g} (step {self._best_step}) "
+                              f"and above its first {self._first_loss:.4g}"}
+        if self._best_loss is None or loss <= self._best_loss:
+            self._best_loss, self._best_step = loss, self._step
+        return None
 
     # -- actions -----------------------------------------------------------
 
-    def _handle(self, event, record, batch):
+    def _handle(self, found, record, scale):
         model = self.model
         monitor = find_monitor(model.optimizer)
         if self._columns is None:
             self._layer_names, self._columns = layer_of_paths(
                 model, record.variable_paths
             )
-        lr = to_float(monitor.learning_rate) * monitor.lr_multiplier
-        describe_event(
-            event, record, model=model,
-            layers=[self._layer_names[c] for c in self._columns],
-            window=self.window, min_history=self.min_history,
-            start_step=self._start_step, learning_rate=lr,
+            self._input_columns = input_columns(model, record.variable_paths)
+        layers = [self._layer_names[c] for c in self._columns]
+        batch = found["batch"]
+        event = diagnose(
+            found, record, layers=layers, window=self.window,
+            min_history=self.min_history, start_step=self._start_step,
+            learning_rate=to_float(monitor.learning_rate) * monitor.lr_multiplier,
             epoch=self._epoch, batch=batch,
             repeated=any(b == batch and e < self._epoch for e, b in self._failed),
             gains=self._gains, recurrent_gain=self._recurrent_gain,
-            loss_scale=event.get("loss_scale"),
+            input_columns=self._input_columns,
+            weight_growth=weights_norm(model) / self._start_norm
+            if self._start_norm else None,
+            loss_scale=scale if found["trigger"] == "loss_scale" else None,
         )
-        action = self.action
-        if action == "rollback" and event["cause"] == "bad_data":
+        if event.cause == "bad_data" and self.action == "rollback":
             self.bad_batches += 1
         action, used_up = choose_action(
-            action, event["cause"], self.retries, self.max_retries,
-            self.bad_batches, self.max_bad_batches,
+            self.action, event.cause, self.retries, self.max_retries,
+            self.bad_batches, self.max_bad_batches, self.spike_action,
+            event.trigger,
         )
-        event["detail"] += used_up
         weights_ok = all_finite(model.get_weights())
-        restore = must_restore(event, weights_ok, action, self.restore_weights)
         restored = None
-        if restore:
-            restored = self._snapshots.restore(model, monitor, event["onset_step"])
+        if must_restore(event, weights_ok, action, self.restore_weights):
+            restored = self._snapshots.restore(model, monitor, event.onset_step)
         if restored is not None:
             monitor.mark_discarded(restored + 1, self._step)
             self._snapshot_step = self._step
             held = restored
-            if event["trigger"] == "loss_scale":  # the scale those weights had
+            if event.trigger == "loss_scale":  # the scale those weights had
                 self.loss_scale.restore_scale()
         else:
             held = weights_held(record, self._step, self._start_step)
-        event["weights"] = {"step": held, "restored": restored is not None,
-                            "kept_last": not self.restore_weights and restored is None}
+        new_lr = None
         if action == "rollback":
             self.retries += 1
             monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
-            event["new_learning_rate"] = event["learning_rate"] * self.lr_factor
+            new_lr = event.learning_rate * self.lr_factor
+            self._best_loss = None  # the loss starts again from the snapshot
+        moments = skipped = None
         if action in ("rollback", "skip") and self.reset_moments:
-            event["moments_reset"] = reset_moments(monitor)
+            moments = reset_moments(monitor)
         if action == "rollback" and self.skip_batches:
-            event["skipped_batches"] = self._skipper.start()  # filled as they pass
+            skipped = self._skipper.start()  # filled as they pass
         self.loss_scale.reset()
         if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean
         self._failed.add((self._epoch, batch))
-        event["action"] = action
-        event["restored_step"] = restored
-        event["message"] = format_message(event)
+        event = dataclasses.replace(
+            event, detail=event.detail + used_up, action=action,
+            restored_step=restored, new_learning_rate=new_lr,
+            moments_reset=moments, skipped_batches=skipped,
+            weights={"step": held, "restored": restored is not None,
+                     "kept_last": not self.restore_weights and restored is None},
+        )
+        event = dataclasses.replace(event, message=format_message(event))
         self.events.append(event)
         self._write_report()
-        if self.verbose:  # on its own lines, never after Keras' progress bar
-            print("\n" + event["message"])
+        if self.verbose:
+            print("\n" + event.message)  # on its own lines, never after Keras' progress bar
         if action == "stop":
             model.stop_training = True
         elif action == "raise":
             end_fit(monitor)  # on_train_end will not run
-            raise NonFiniteTrainingError(event["message"], event)
+            raise NonFiniteTrainingError(event.message, event)
 
     def _take_snapshot(self):
         monitor = find_monitor(self.model.optimizer)
@@ -359,6 +422,55 @@ class NaNGuard(keras.callbacks.Callback):
     def _write_report(self):
         if self.report_path is None:
             return
-        write_json_atomically(self.report_path, {"events": self.events})
+        write_json_atomically(self.report_path,
+                              {"events": [e.to_dict() for e in self.events]})
         self._written = True
 
+
+
+def choose_action(action: str, cause: str, retries: int, max_retries: int,
+                  bad_batches: int, max_bad_batches: int,
+                  spike_action: str = "skip",
+                  trigger: str = "") -> tuple[str, str]:
+    """What NaNGuard does: `action`, `"skip"`/`"clip"`, or `"stop"`.
+
+    A transient spike, or a spike from a batch that spiked in an earlier
+    epoch too, was skipped (or clipped) by the monitor already: training
+    goes on. With `"rollback"`, bad data is skipped (`bad_batches`
+    counts this one) until `max_bad_batches` are used up; other causes roll
+    back until `max_retries` are used up. Returns the action and a note for
+    the detail.
+    """
+    if cause == "transient_spike" or (trigger == "gradient_spike" and cause == "bad_data"):
+        return spike_action, ""  # the monitor skipped or clipped it already
+    if action == "rollback" and cause == "bad_data":
+        if bad_batches <= max_bad_batches:
+            return "skip", ""
+        return "stop", f"; {max_bad_batches} bad batches used up"
+    if action == "rollback" and retries >= max_retries:
+        return "stop", f"; {max_retries} rollbacks used up"
+    return action, ""
+
+
+def must_restore(event: NaNEvent, weights_ok: bool, action: str,
+                 restore_weights: bool) -> bool:
+    """Whether to go back to the snapshot before the event's onset.
+
+    Always when the weights are non-finite; for a divergence (the norms
+    left their median before the event, or the loss scaler kept skipping:
+    its skips changed nothing, the update before them led there) on
+    rollback, and on stop/raise unless `restore_weights=False`.
+    """
+    diverging = event.trigger == "loss_scale" or (
+        event.cause not in ("bad_data", "transient_spike")
+        and event.onset_step < event.step
+    )
+    return not weights_ok or (diverging and (
+        action == "rollback" or (action in ("stop", "raise") and restore_weights)
+    ))
+
+
+def weights_held(record, step: int, start_step: int) -> int:
+    """The step whose weights a model holds when nothing was restored."""
+    kept = (record.steps <= step) & np.isin(record.status, (APPLIED, CLIPPED_SPIKE))
+    return int(record.steps[kept][-1]) if kept.any() else start_step

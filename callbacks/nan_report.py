@@ -99,8 +99,10 @@ def format_message(event: dict) -> str:
     if action == "rollback":
         done = (f"rollback, learning rate {event['learning_rate']:.4g} -> "
                 f"{event['new_learning_rate']:.4g}")
-    elif action == "skip":
-        done = "skipped as bad data, learning rate unchanged"
+    elif event["cause"] == "transient_spike":
+        done = f"{action} the spike and go on"
+    elif action in ("skip", "clip"):
+        done = f"{'skipped' if action == 'skip' else 'clipped'} as bad data, learning rate unchanged"
     else:
         done = action
     evidence = [f"Cause: {event['cause']} ({event['evidence']})."]

@@ -113,7 +113,11 @@ def test_diverging_rnn_is_caught_at_the_spike_before_nan(snapshot_every):
     # the last 8 kept).
     restored = event["restored_step"]
     onset = event["onset_step"]
-    assert event["cause"] == "recurrence"
+    # The recurrent kernel left its median first, but its gain at the start
+    # is Keras' orthogonal 1.0000001: the recurrence does not amplify, the
+    # rate does (rolled back at lower rates it trains: next test).
+    assert event["cause"] == "learning_rate"
+    assert "rnn_cell/recurrent_kernel left its median first" in event["evidence"]
     taken = [t for t in range(0, event["step"], snapshot_every)][-8:]
     assert restored == max([t for t in taken if t < onset], default=taken[0])
     for a, b in zip(model.get_weights(), keep.weights[restored]):

@@ -1,0 +1,477 @@
+"""NaNGuard judged on a population: broken set-ups and healthy runs that look alarming.
+
+Every run is labelled by construction: a set-up broken on purpose carries
+the cause that was built into it (`learning_rate`, `input_scale`, `depth`,
+`recurrence`, `bad_data`, `loss_scale`); a healthy run carries `healthy`.
+Each trains once, tiny (a few hundred samples, a few epochs), with the
+default `NaNGuard()` (action `"stop"`). The table reports:
+
+- detection: the share of broken runs with at least one event;
+- the cause confusion matrix (built cause x named cause, of the decisive
+  event: the first that stopped training, else the first);
+- false events on healthy runs, stops and skips apart;
+- the step of the decisive event (time to detection; for bad data, how
+  many steps after the first bad batch);
+- on a stop, whether the model holds finite weights from before the event's
+  step (compared exactly with an independent per-step copy).
+
+Run from the repository root (writes benchmarks/results/diagnosis_<tag>.txt):
+
+    python -m benchmarks.diagnosis --tag after          # the whole population
+    python -m benchmarks.diagnosis --quick --tag quick  # one seed, a few runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from gradguard.callbacks import NaNGuard  # noqa: E402
+
+CAUSES = ("learning_rate", "input_scale", "depth", "recurrence", "bad_data",
+          "loss_scale")
+FAMILIES = ("mlp", "conv1d", "conv2d", "simplernn", "gru", "lstm", "attention",
+            "embedding")
+SEQUENTIAL = ("simplernn", "gru", "lstm", "attention", "conv1d")
+N, T, D, VOCAB = 256, 16, 4, 50  # samples, sequence length, features, tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One run of the population: what was built, and its label."""
+
+    label: str  # the cause built in, or "healthy"
+    family: str  # model family (FAMILIES)
+    variant: str  # how the label was built (e.g. "nan_in_y", "cosine")
+    optimizer: str  # "sgd", "momentum" or "adam"
+    seed: int
+
+
+# -- data ----------------------------------------------------------------
+
+
+def make_data(family: str, seed: int, n: int = N, seq_len: int = T):
+    """Inputs for `family` and a learnable regression target (numpy)."""
+    rng = np.random.default_rng(seed)
+    if family == "embedding":
+        x = rng.integers(0, VOCAB, size=(n, T))
+        table = rng.normal(size=VOCAB)
+        y = np.tanh(table[x].mean(axis=1, keepdims=True) * 2)
+        return x.astype("int32"), y.astype("float32")
+    shape = {"mlp": (8,), "conv2d": (8, 8, 1)}.get(family, (seq_len, D))
+    x = rng.normal(size=(n, *shape)).astype("float32")
+    flat = x.reshape(n, -1)
+    w = rng.normal(size=(flat.shape[1], 1)) / np.sqrt(flat.shape[1])
+    y = np.tanh(flat @ w) + 0.1 * rng.normal(size=(n, 1))
+    return x, y.astype("float32")
+
+
+# -- models --------------------------------------------------------------
+
+
+def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
+               act: str = "tanh", recurrent_gain: float | None = None,
+               rnn_act: str = "tanh", dropout: float = 0.0,
+               batchnorm: bool = False) -> keras.Model:
+    """A small model of `family`; `gain` scales every kernel's init (1: Glorot-like)."""
+    init = keras.initializers.VarianceScaling(gain**2, "fan_in", "truncated_normal")
+    rec = ("orthogonal" if recurrent_gain is None
+           else keras.initializers.Orthogonal(gain=recurrent_gain))
+    inputs = keras.Input(input_shape, dtype="int32" if family == "embedding" else None)
+    h = inputs
+    if family == "embedding":
+        h = keras.layers.Embedding(VOCAB, 16)(h)
+        h = keras.layers.GlobalAveragePooling1D()(h)
+    elif family == "conv1d":
+        for _ in range(depth):
+            h = keras.layers.Conv1D(8, 3, padding="same", activation=act,
+                                    kernel_initializer=init)(h)
+            if batchnorm:
+                h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.GlobalAveragePooling1D()(h)
+        depth = 0
+    elif family == "conv2d":
+        for _ in range(depth):
+            h = keras.layers.Conv2D(8, 3, padding="same", activation=act,
+                                    kernel_initializer=init)(h)
+            if batchnorm:
+                h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        depth = 0
+    elif family in ("simplernn", "gru", "lstm"):
+        layer = {"simplernn": keras.layers.SimpleRNN, "gru": keras.layers.GRU,
+                 "lstm": keras.layers.LSTM}[family]
+        h = layer(16, activation=rnn_act, recurrent_initializer=rec)(h)
+        depth -= 1
+    elif family == "attention":
+        h = keras.layers.Dense(16, kernel_initializer=init)(h)
+        a = keras.layers.MultiHeadAttention(2, 8, kernel_initializer=init)(h, h)
+        h = keras.layers.LayerNormalization()(h + a)
+        h = keras.layers.GlobalAveragePooling1D()(h)
+        depth -= 1
+    for _ in range(max(depth, 0)):
+        h = keras.layers.Dense(16, activation=act, kernel_initializer=init)(h)
+        if batchnorm:
+            h = keras.layers.BatchNormalization()(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout)(h)
+    out = keras.layers.Dense(1, dtype="float32")(h)
+    return keras.Model(inputs, out)
+
+
+def make_optimizer(name: str, lr):
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "momentum":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    return keras.optimizers.SGD(lr)
+
+
+# -- the population ------------------------------------------------------
+
+
+def build(case: Case):
+    """(x, y, model, optimizer, batch_size, epochs, policy) of a case."""
+    keras.utils.set_random_seed(case.seed)
+    f, v, opt = case.family, case.variant, case.optimizer
+    x, y = make_data(f, case.seed)
+    shape = x.shape[1:]
+    sane = {"adam": 1e-3, "sgd": 1e-2, "momentum": 1e-2}[opt]
+    kw, lr, batch, epochs, policy = {"depth": 2}, sane, 32, 3, "float32"
+    rng = np.random.default_rng(case.seed + 100)
+    if case.label == "learning_rate":  # a sane net, a rate 100-3000x too high
+        lr = {"adam": 3.0, "sgd": 30.0, "momentum": 10.0}[opt]
+        if v == "early":
+            lr *= 100
+    elif case.label == "input_scale":  # features spanning 1e-2 .. 1e3
+        scales = np.logspace(-2, 3, x.shape[-1]).astype("float32")
+        if v == "early":
+            scales *= 30
+        x = x * scales
+        kw["act"] = "relu"
+    elif case.label == "depth":  # 8 layers at init gain 3
+        kw.update(depth=8, gain=3.0 if v != "early" else 6.0, act="linear")
+        if f in ("simplernn", "gru", "lstm", "attention", "embedding"):
+            kw["depth"] = 9
+    elif case.label == "recurrence":  # recurrent gain above 1, 40-step sequences
+        x, y = make_data(f, case.seed, seq_len=40)
+        shape = x.shape[1:]
+        kw.update(recurrent_gain={"tanh": 1.5, "relu": 1.3, "early": 2.0}[v],
+                  rnn_act="tanh" if v == "tanh" else "relu")
+        lr = sane * 10 if opt != "adam" else sane
+    elif case.label == "bad_data":
+        row = int(rng.integers(N // 2, N))
+        if v == "nan_in_x":
+            if f == "embedding":  # integer tokens cannot hold NaN
+                y[row, 0] = np.nan
+            else:
+                x.reshape(N, -1)[row, int(rng.integers(x[0].size))] = np.nan
+        elif v == "inf_in_x":
+            if f == "embedding":
+                y[row, 0] = np.inf
+            else:
+                x.reshape(N, -1)[row, int(rng.integers(x[0].size))] = np.inf
+        elif v == "nan_in_y":
+            y[row, 0] = np.nan
+        elif v == "nan_in_sequence":  # a whole time step of one sequence
+            if x.ndim == 3:
+                x[row, int(rng.integers(T))] = np.nan
+            elif f == "embedding":
+                y[row, 0] = np.nan
+            else:
+                x.reshape(N, -1)[row] = np.nan
+    elif case.label == "loss_scale":  # float16 overflow at every scale
+        policy = "mixed_float16"
+        lr = {"adam": 3.0, "sgd": 30.0, "momentum": 10.0}[opt]
+    # healthy, but alarming
+    elif v == "heavy_tailed":
+        y = (y + 0.3 * rng.standard_t(1.5, size=y.shape)).astype("float32")
+    elif v == "warmup_cosine":
+        peak = sane * 10 if opt != "adam" else 1e-2
+        lr = keras.optimizers.schedules.CosineDecay(
+            peak / 100, decay_steps=16, warmup_target=peak, warmup_steps=8)
+    elif v == "batch_size_2":
+        x, y, batch, epochs = x[:64], y[:64], 2, 2
+    elif v == "high_momentum":
+        opt = "momentum_099"
+    elif v == "dropout":
+        kw.update(dropout=0.5, depth=3)
+        batch = 8
+        x, y = x[:128], y[:128]
+    elif v == "batchnorm":
+        kw.update(batchnorm=True, depth=3, act="relu")
+    elif v == "large_initial_loss":
+        y = y * 30.0 + 100.0
+        lr = 1e-2 if opt == "adam" else 1e-4
+    elif v == "mixed_precision":
+        policy = "mixed_float16"
+    keras.config.set_dtype_policy(policy)
+    model = make_model(f, shape, **kw)
+    if opt == "momentum_099":
+        optimizer = keras.optimizers.SGD(sane / 10, momentum=0.99, nesterov=True)
+    else:
+        optimizer = make_optimizer(opt, lr)
+    return x, y, model, optimizer, batch, epochs, policy
+
+
+def population(quick: bool = False) -> list[Case]:
+    """The broken set-ups (>= 120) and the healthy runs (>= 40)."""
+    cases = []
+    seeds = (0,) if quick else (0, 1)
+    optimizers = ("sgd", "momentum", "adam")
+    broken = {
+        "learning_rate": (FAMILIES, ("plain", "early")),
+        "input_scale": (tuple(f for f in FAMILIES if f != "embedding"),
+                        ("plain",)),
+        "depth": (("mlp", "conv1d", "conv2d", "embedding", "attention"),
+                  ("plain", "early")),
+        "recurrence": (("simplernn", "gru", "lstm"), ("tanh", "relu", "early")),
+        "bad_data": (FAMILIES, ("nan_in_x", "nan_in_y", "inf_in_x",
+                                "nan_in_sequence")),
+        "loss_scale": (("mlp", "conv1d", "conv2d"), ("plain",)),
+    }
+    for cause, (families, variants) in broken.items():
+        for i, (f, v) in enumerate(itertools.product(families, variants)):
+            # bad data: one seed per set-up (x, y, inf, sequences x families)
+            for seed in seeds if cause != "bad_data" else (i % 2,):
+                opt = optimizers[(i + seed) % 3]
+                if cause == "loss_scale" and opt == "adam":
+                    opt = "sgd"
+                cases.append(Case(cause, f, v, opt, seed))
+    healthy = ("heavy_tailed", "warmup_cosine", "batch_size_2",
+               "high_momentum", "dropout", "batchnorm", "large_initial_loss",
+               "mixed_precision")
+    families = ("mlp", "conv1d", "conv2d", "gru", "lstm", "attention",
+                "embedding", "simplernn")
+    for i, v in enumerate(healthy):
+        fams = families[i % 3::3][:3] if v != "batchnorm" else ("mlp", "conv1d", "conv2d")
+        for j, f in enumerate(fams if not quick else fams[:1]):
+            for seed in seeds:
+                cases.append(Case("healthy", f, v, optimizers[(i + j + seed) % 3], seed))
+    if quick:  # one of each cause and a few healthy runs
+        keep, seen = [], set()
+        for c in cases:
+            key = (c.label, c.variant if c.label in ("healthy", "bad_data") else "")
+            if key not in seen:
+                seen.add(key)
+                keep.append(c)
+        cases = keep
+    return cases
+
+
+# -- one run -------------------------------------------------------------
+
+
+class _Weights(keras.callbacks.Callback):
+    """Host copies of the weights before training and after every batch."""
+
+    def on_train_begin(self, logs=None):
+        self.copies = [self.model.get_weights()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.copies.append(self.model.get_weights())
+
+
+def _get(event, key):
+    return event[key] if isinstance(event, dict) else getattr(event, key)
+
+
+def decisive(events):
+    """The first event that stopped or rolled back training, else the first."""
+    for e in events:
+        if _get(e, "action") in ("stop", "raise", "rollback"):
+            return e
+    return events[0] if events else None
+
+
+def run_case(case: Case) -> dict:
+    """Trains one case with the default `NaNGuard()`; one row of results."""
+    keras.backend.clear_session()
+    start = time.perf_counter()
+    row = dataclasses.asdict(case)
+    try:
+        x, y, model, optimizer, batch, epochs, policy = build(case)
+        # Eager where the model has no recurrent loop: the same numbers as
+        # the compiled step, without seconds of tracing for a few steps.
+        model.compile(optimizer=optimizer, loss="mse",
+                      run_eagerly=case.family not in ("simplernn", "gru", "lstm"))
+        guard, copies = NaNGuard(verbose=False), _Weights()
+        history = model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
+                            callbacks=[copies, guard])
+    except Exception as error:  # noqa: BLE001  (a row, not a crash)
+        row.update(error=f"{type(error).__name__}: {error}"[:200])
+        return row
+    finally:
+        keras.config.set_dtype_policy("float32")
+    events = guard.events
+    e = decisive(events)
+    actions = [_get(x_, "action") for x_ in events]
+    row.update(
+        error="",
+        events=len(events),
+        stops=sum(a in ("stop", "raise", "rollback") for a in actions),
+        skips=sum(a not in ("stop", "raise", "rollback") for a in actions),
+        trigger=_get(e, "trigger") if e else "",
+        cause=_get(e, "cause") if e else "",
+        step=_get(e, "step") if e else -1,
+        final_loss=float(history.history["loss"][-1]),
+        constant_loss=float(np.nanvar(np.where(np.isfinite(y), y, np.nan))),
+        seconds=time.perf_counter() - start,
+    )
+    if e is not None and _get(e, "action") == "stop":
+        final = model.get_weights()
+        before = copies.copies[: max(int(_get(e, "step")), 1)]
+        same = [all(np.array_equal(a, b) for a, b in zip(final, c)) for c in before]
+        row["held_finite"] = all(np.isfinite(w).all() for w in final)
+        row["held_pre_event"] = bool(any(same)) and row["held_finite"]
+    return row
+
+
+# -- report --------------------------------------------------------------
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """The report: detection, confusion matrix, healthy runs' false events."""
+    lines = []
+    ok = df[df["error"] == ""]
+    broken = ok[ok["label"] != "healthy"]
+    healthy = ok[ok["label"] == "healthy"]
+    detected = broken["events"] > 0
+    correct = broken["cause"] == broken["label"]
+    lines.append(f"runs: {len(df)} ({len(broken)} broken, {len(healthy)} healthy, "
+                 f"{int((df['error'] != '').sum())} errors)")
+    lines.append(f"detection: {detected.sum()}/{len(broken)} = "
+                 f"{detected.mean():.1%}")
+    lines.append(f"cause accuracy (of all broken): {correct.sum()}/{len(broken)} = "
+                 f"{correct.mean():.1%}; of detected: "
+                 f"{correct[detected].mean() if detected.any() else 0:.1%}")
+    missed = broken[~detected]
+    stuck = missed["final_loss"] <= 1.1 * missed["constant_loss"]
+    lines.append(f"undetected broken runs: {len(missed)}; of them stuck at the constant "
+                 f"prediction's loss (final loss <= 1.1x the targets' variance, "
+                 f"nothing exploded): {int(stuck.sum())}")
+    lines.append(f"healthy runs with a false event: {(healthy['events'] > 0).sum()}"
+                 f"/{len(healthy)}; stopped: {(healthy['stops'] > 0).sum()}; "
+                 f"skip-only: {((healthy['skips'] > 0) & (healthy['stops'] == 0)).sum()}"
+                 f" (skipped steps in all: {int(healthy['skips'].sum())})")
+    stopped = broken[broken.get("held_pre_event").notna()] if "held_pre_event" in broken else broken.iloc[:0]
+    if len(stopped):
+        lines.append(f"stops that left finite pre-event weights: "
+                     f"{int(stopped['held_pre_event'].sum())}/{len(stopped)}")
+    lines.append("")
+    lines.append("cause confusion matrix (rows: built, columns: named; '' = no event)")
+    matrix = pd.crosstab(broken["label"], broken["cause"].replace("", "(none)"))
+    lines.append(matrix.to_string())
+    lines.append("")
+    lines.append("step of the decisive event (median, max) by built cause")
+    steps = broken[detected].groupby("label")["step"].agg(["median", "max"])
+    lines.append(steps.to_string())
+    lines.append("")
+    lines.append("detection and cause accuracy by family")
+    fam = broken.assign(detected=detected, correct=correct).groupby("family")[
+        ["detected", "correct"]].mean()
+    lines.append(fam.to_string(float_format="%.2f"))
+    misses = broken[~correct]
+    if len(misses):
+        lines.append("")
+        lines.append("misses (no event or another cause)")
+        cols = ["label", "family", "variant", "optimizer", "seed", "trigger",
+                "cause", "step", "final_loss", "constant_loss"]
+        lines.append(misses[cols].to_string(index=False, float_format="%.3g"))
+    false = healthy[healthy["events"] > 0]
+    if len(false):
+        lines.append("")
+        lines.append("healthy runs with events")
+        cols = ["family", "variant", "optimizer", "seed", "trigger", "cause",
+                "step", "stops", "skips", "final_loss", "constant_loss"]
+        lines.append(false[cols].to_string(index=False, float_format="%.3g"))
+    errors = df[df["error"] != ""]
+    if len(errors):
+        lines.append("")
+        lines.append("errors")
+        lines.append(errors[["label", "family", "variant", "error"]].to_string(index=False))
+    lines.append("")
+    lines.append(f"total seconds: {df['seconds'].sum():.0f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, one run per cause and healthy variant")
+    parser.add_argument("--tag", default=None,
+                        help="results file suffix (none: print only)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="run only the first N cases")
+    parser.add_argument("--only", default=None,
+                        help="run only cases whose label or family is this")
+    parser.add_argument("--shard", default=None,
+                        help="i/n: run every n-th case from the i-th (0-based) "
+                             "and write diagnosis_<tag>_<i>of<n>.csv; "
+                             "--merge reads the shards back")
+    parser.add_argument("--merge", type=int, default=None,
+                        help="n: summarize the n shards of --tag")
+    args = parser.parse_args(argv)
+    folder = os.path.join(os.path.dirname(__file__), "results")
+    if args.merge:
+        df = pd.concat([pd.read_csv(os.path.join(
+            folder, f"diagnosis_{args.tag}_{i}of{args.merge}.csv"),
+            keep_default_na=False, na_values=[""])
+            for i in range(args.merge)])
+        for column in ("error", "cause", "trigger"):
+            df[column] = df[column].fillna("")
+        return _report(df, args.tag, folder)
+    cases = population(args.quick)
+    if args.only:
+        cases = [c for c in cases if args.only in (c.label, c.family, c.variant)]
+    cases = cases[: args.limit]
+    if args.shard:  # in a fixed random order: a shard cut short is still a sample
+        i, n = (int(v) for v in args.shard.split("/"))
+        order = np.random.default_rng(0).permutation(len(cases))
+        cases = [cases[j] for j in order][i::n]
+    rows = []
+    for i, case in enumerate(cases):
+        row = run_case(case)
+        rows.append(row)
+        print(f"[{i + 1}/{len(cases)}] {case.label:13s} {case.family:9s} "
+              f"{case.variant:16s} {case.optimizer:8s} s{case.seed} -> "
+              f"{row.get('cause', '') or '-':13s} {row.get('trigger', '')} "
+              f"{row.get('error', '')} ({row.get('seconds', 0):.1f}s)",
+              flush=True)
+        if args.shard:  # written as it goes
+            i_, n_ = args.shard.split("/")
+            os.makedirs(folder, exist_ok=True)
+            pd.DataFrame(rows).to_csv(os.path.join(
+                folder, f"diagnosis_{args.tag}_{i_}of{n_}.csv"), index=False)
+    df = pd.DataFrame(rows)
+    if args.shard:
+        os.makedirs(folder, exist_ok=True)
+        i, n = args.shard.split("/")
+        df.to_csv(os.path.join(folder, f"diagnosis_{args.tag}_{i}of{n}.csv"), index=False)
+        return df
+    return _report(df, args.tag, folder)
+
+
+def _report(df: pd.DataFrame, tag: str | None, folder: str) -> pd.DataFrame:
+    text = summarize(df)
+    print(text)
+    if tag:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"diagnosis_{tag}.txt"), "w") as f:
+            f.write(text + "\n")
+        df.to_csv(os.path.join(folder, f"diagnosis_{tag}.csv"), index=False)
+    return df
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

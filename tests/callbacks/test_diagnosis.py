@@ -1,0 +1,222 @@
+"""NaNGuard's judgment on small arrays: measures, suspects, cause rules, the event."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from gradguard.callbacks import diagnosis as dg
+from gradguard.callbacks.gradient_record import (
+    APPLIED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
+)
+
+
+def _record(norms, status=None, variable_norms=None, first_nonfinite=None,
+            weights_finite=None, paths=("d/kernel", "d/bias")):
+    norms = np.asarray(norms, dtype=np.float32)
+    t = len(norms)
+    steps = np.arange(1, t + 1)
+    status = np.full(t, APPLIED) if status is None else np.asarray(status)
+    if variable_norms is None:
+        variable_norms = np.stack([norms / np.sqrt(2)] * len(paths), axis=1)
+    return GradientRecord(
+        count=t, index=steps, steps=steps, norm=norms, norm_clipped=norms,
+        threshold=np.full(t, np.inf, np.float32),
+        variable_norms=np.asarray(variable_norms, np.float32),
+        first_nonfinite=np.full(t, -1) if first_nonfinite is None else np.asarray(first_nonfinite),
+        weights_finite=np.ones(t, bool) if weights_finite is None else np.asarray(weights_finite),
+        status=status, variable_paths=tuple(paths),
+    )
+
+
+def _diagnose(record, **kw):
+    found = dg.find_event(record, record, window=50, loss_scaled=False)
+    if found is None:
+        found = kw.pop("found")
+    defaults = dict(layers=["d"] * len(record.variable_paths), window=50,
+                    min_history=5, start_step=0, learning_rate=0.1, epoch=0,
+                    batch=found["step"] - 1)
+    return dg.diagnose(found, record, **{**defaults, **kw})
+
+
+# -- measures --------------------------------------------------------------
+
+
+def test_running_median_matches_a_loop():
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(size=(30, 2))
+    values[7, 0] = np.nan
+    values[12, 1] = np.inf
+    ratio, median = dg.running_median(values, window=5)
+    for t in range(30):
+        for v in range(2):
+            earlier = values[max(t - 5, 0):t, v]
+            earlier = earlier[np.isfinite(earlier)]
+            if len(earlier) < dg.MIN_PERIODS:
+                assert np.isnan(median[t, v])
+                continue
+            assert median[t, v] == pytest.approx(np.median(earlier))
+            if np.isfinite(values[t, v]):
+                assert ratio[t, v] == pytest.approx(values[t, v] / np.median(earlier))
+            else:
+                assert np.isnan(ratio[t, v])
+
+
+def test_measure_growth_is_the_recent_max_over_the_earlier_median():
+    norms = [1.0, 2.0, 1.0, 3.0, 1.0, 4.0, 9.0, 2.0]
+    got = dg.measure_growth(norms, window=50)
+    assert got["median"] == np.median(norms[:-3])
+    assert got["growth"] == pytest.approx(9.0 / np.median(norms[:-3]))
+    assert got["recent"] == [4.0, 9.0, 2.0]
+    # Short histories keep at least one norm for the median.
+    assert dg.measure_growth([1.0, 5.0], window=50)["growth"] == 5.0
+    assert dg.measure_growth([1.0], window=50)["growth"] is None
+
+
+def test_kernel_gains_are_std_times_sqrt_fan_in():
+    rng = np.random.default_rng(0)
+    dense = rng.normal(scale=3 / np.sqrt(64), size=(64, 32))
+    conv = rng.normal(scale=1 / np.sqrt(3 * 8), size=(3, 8, 16))
+    gains = dg.kernel_gains([dense, conv, np.ones(1)])
+    assert gains == pytest.approx([np.std(dense) * 8, np.std(conv) * np.sqrt(24)])
+    assert gains == pytest.approx([3.0, 1.0], rel=0.1)
+
+
+def test_input_ratio_scales_with_the_inputs():
+    # For x @ W + b with one output, dL/dW = x^T d and dL/db = sum(d): the
+    # ratio is linear in the inputs' scale, and of the order of their rms.
+    rng = np.random.default_rng(0)
+    fan_in = 16
+    x = rng.normal(size=(5, 64, fan_in))
+    d = rng.normal(size=(5, 64, 1))
+
+    def rows(scale):
+        return np.array([[np.linalg.norm((scale * xi).T @ di), np.linalg.norm(di.sum(0))]
+                         for xi, di in zip(x, d)])
+
+    unit, big = dg.input_ratio(rows(1.0), 0, 1, fan_in), dg.input_ratio(rows(100.0), 0, 1, fan_in)
+    assert big == pytest.approx(100 * unit, rel=1e-9)
+    assert 0.3 < unit < 3 and big > dg.INPUT_SCALE
+    assert dg.input_ratio(np.array([[np.inf, 1.0]]), 0, 1, 4) is None
+
+
+def test_suspects_rank_who_left_the_median_first_not_who_is_largest():
+    t = 12
+    norms = np.ones((t, 3))
+    norms[8:, 1] = [20, 40, 80, 160]  # left first, at step 9
+    norms[10:, 2] = [1e3, 1e5]  # largest, but later
+    suspects = dg.rank_suspects(np.arange(1, t + 1), norms, ["a", "b", "c"],
+                                ["la", "lb", "lc"], window=5)
+    assert [s["variable"] for s in suspects] == ["b", "c"]
+    assert suspects[0]["first_step"] == 9 and suspects[1]["first_step"] == 11
+    assert suspects[1]["ratio"] == pytest.approx(1e5)
+
+
+@pytest.mark.parametrize("spike", [3e4, 1e3, 200.0])
+def test_the_suggested_clip_comes_from_before_the_onset_and_stays_below_the_spike(spike):
+    stable = np.array([100.0, 120.0, 150.0, 170.0, 190.0, 250.0])
+    clip = dg.suggest_clip(stable, spike)
+    assert clip < spike
+    assert clip <= np.percentile(stable, dg.CLIP_PERCENTILE)
+    assert dg.suggest_clip(stable, 101.0) is None  # even the median reaches it
+    assert dg.suggest_clip([], 1.0) is None
+
+
+# -- cause rules -----------------------------------------------------------
+
+
+def _signs(**kw):
+    base = dict(growth=1.0, short=False, earlier_suspects=[], spikes=0,
+                weight_growth=1.0, gains=[1.0, 1.0], recurrent_gain=None,
+                input_ratio=1.0)
+    return {**base, **kw}
+
+
+def _cause(trigger, repeated=False, **kw):
+    return dg.name_cause(trigger, _signs(**kw), suspects=[], repeated=repeated,
+                         clip=5.0, learning_rate=0.1, epoch=1, batch=3)[0]
+
+
+def test_cause_rules_one_by_one():
+    grown = {"growth": 10.0}
+    assert _cause("nonfinite_gradient") == "bad_data"
+    assert _cause("nonfinite_loss") == "bad_data"
+    assert _cause("nonfinite_gradient", repeated=True, **grown) == "bad_data"
+    assert _cause("nonfinite_gradient", **grown) == "learning_rate"
+    assert _cause("nonfinite_weights") == "learning_rate"
+    assert _cause("loss_growth") == "learning_rate"
+    assert _cause("nonfinite_gradient", recurrent_gain=1.5, **grown) == "recurrence"
+    assert _cause("nonfinite_gradient", gains=[3.0] * 8, **grown) == "depth"
+    assert _cause("nonfinite_gradient", gains=[3.0] * 3, **grown) == "learning_rate"
+    assert _cause("nonfinite_gradient", input_ratio=300.0, **grown) == "input_scale"
+
+
+def test_orthogonal_recurrent_kernels_are_not_blamed():
+    # Keras' orthogonal GRU kernel measures 1.0000001 in float32.
+    grown = {"growth": 10.0}
+    assert _cause("nonfinite_gradient", recurrent_gain=1.0000001, **grown) == "learning_rate"
+    assert _cause("nonfinite_gradient", recurrent_gain=dg.RECURRENT_GAIN * 1.01,
+                  **grown) == "recurrence"
+
+
+def test_early_overflows_are_named_from_what_was_known_before_step_1():
+    early = {"growth": None, "short": True}
+    assert _cause("nonfinite_gradient", recurrent_gain=2.0, **early) == "recurrence"
+    assert _cause("nonfinite_gradient", gains=[3.0] * 8, **early) == "depth"
+    assert _cause("nonfinite_gradient", input_ratio=1e3, **early) == "input_scale"
+    # The weights grew in the few steps before: the rate.
+    assert _cause("nonfinite_gradient", weight_growth=50.0, **early) == "learning_rate"
+    # Nothing structural and nothing grew: the batch itself.
+    assert _cause("nonfinite_gradient", **early) == "bad_data"
+    # Late in a run, a structural sign alone does not make bad data a divergence.
+    assert _cause("nonfinite_gradient", recurrent_gain=2.0) == "bad_data"
+
+
+def test_an_isolated_spike_is_transient_and_repeated_ones_are_not():
+    assert _cause("gradient_spike", spikes=1) == "transient_spike"
+    assert _cause("gradient_spike", spikes=2) == "learning_rate"
+    assert _cause("gradient_spike", spikes=1, growth=5.0) == "learning_rate"
+
+
+# -- the event -------------------------------------------------------------
+
+
+def test_diagnose_a_divergence_on_a_record():
+    norms = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 1.1, 4.0, 16.0, np.inf]
+    status = [APPLIED] * 9 + [NONFINITE]
+    record = _record(norms, status=status, first_nonfinite=[-1] * 9 + [0])
+    event = _diagnose(record)
+    assert isinstance(event, dg.NaNEvent)
+    assert (event.trigger, event.step, event.cause) == ("nonfinite_gradient", 10, "learning_rate")
+    assert event.onset_step == 8  # the first recent norm 3x above the median
+    assert event.growth == pytest.approx(16.0 / np.median(norms[:6]))
+    assert event.first_nonfinite_variable == "d/kernel"
+    # The clip comes from the norms before step 8, below the norm at onset.
+    assert "global_clipnorm=" in event.cure
+    clip = float(event.cure.split("global_clipnorm=")[1].split()[0].rstrip(","))
+    assert clip == pytest.approx(np.percentile(norms[:7], 90), rel=1e-3) and clip < 4.0
+    # Readable as a mapping, frozen, and JSON-ready.
+    assert event["cause"] == event.cause and event.get("missing") is None
+    with pytest.raises(KeyError):
+        event["missing"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.cause = "depth"
+    assert json.loads(json.dumps(event.to_dict()))["step"] == 10
+
+
+def test_diagnose_bad_data_on_a_flat_record():
+    norms = [1.0, 1.1, 0.9, 1.0, 1.2, np.nan]
+    record = _record(norms, status=[APPLIED] * 5 + [NONFINITE],
+                     first_nonfinite=[-1] * 5 + [0])
+    event = _diagnose(record)
+    assert event.cause == "bad_data" and event.onset_step == event.step == 6
+    assert "batch 5" in event.evidence
+
+
+def test_diagnose_a_lone_spike_as_transient():
+    norms = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 100.0]
+    record = _record(norms, status=[APPLIED] * 6 + [SKIPPED_SPIKE])
+    event = _diagnose(record)
+    assert (event.trigger, event.cause) == ("gradient_spike", "transient_spike")
+    assert event.onset_step == event.step
