@@ -65,7 +65,8 @@ class SummaryWriter:
 
     Per step, one event holds `gradients/global_norm`,
     `gradients/global_norm_clipped`, `gradients/global_norm_log10` (an
-    explosion stays visible on TensorBoard's default linear axis) and one
+    explosion of 1e5 climbs five units on a linear axis, visible once
+    TensorBoard's default "Ignore outliers" is unticked) and one
     `gradients/layer/<name>` per layer (about 14 bytes each). Every
     `histogram_every` steps, the histogram `gradients/layer_norms` of the
     per-layer norms is added.
