@@ -278,6 +278,19 @@ def test_broken_setup_is_named_and_repaired(name):
     assert val_over_trivial(found.model, x, y) <= 0.1
 
 
+@pytest.mark.slow
+def test_loss_scale_under_mixed_precision_is_named_and_repaired():
+    # SGD at lr 5 under mixed_float16: the loss scaler skips step after step
+    # (the float16 gradients overflow), which NaNGuard calls loss_scale.
+    keras.config.set_dtype_policy("mixed_float16")  # conftest resets it
+    x, y = linear_data()
+    found = examine(mlp(keras.optimizers.SGD(5.0)), x, y, **SLOW)
+    print(found.trials.to_string(index=False))
+    assert found.cause == "loss_scale" and found.problem == "exploding"
+    assert found.cure is not None and found.trials["learned"].iloc[-1]
+    assert val_over_trivial(found.model, x, y) <= 0.1
+
+
 def classification_data(n=320, *, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 8)).astype("float32")
