@@ -6,6 +6,7 @@ full or read-only disk, two SIGTERMs) and checks the one line the recipe
 answers with, and that the folder is as it was or repaired.
 """
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -66,8 +67,11 @@ def test_resume_refuses_another_recipes_folder(tmp_path, capsys):
     (folder / "results.csv").write_text("variant,cell,seed\nbaseline,lstm,0\n")
     before = _snapshot(folder)
     line = _resume(folder, capsys, 2)
+    foreign = sorted({f.name for f in dataclasses.fields(rnn_long_seq.Config)}
+                     - {f.name for f in dataclasses.fields(deep_dense.Config)})
+    assert {"cell", "cells", "seq_len", "units"} <= set(foreign)
     assert line == (f"{PROG}: error: --resume received {str(folder)!r}, a run of another recipe "
-                    "(its config.json has cell, cells, input_scale, seq_len, units, which "
+                    f"(its config.json has {', '.join(foreign)}, which "
                     f"{PROG} does not); resume it with the recipe that made it.")
     assert _snapshot(folder) == before
 
