@@ -48,7 +48,7 @@ from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .console import progress_line
 from .epoch_summary import EpochSummary
-from .resume import read_results, run_lock
+from .resume import check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
 from .variants import make_optimizer
 
@@ -177,6 +177,7 @@ class Experiment:
                          f"already in {self.results_csv}")
         start, epochs = time.perf_counter(), 0
         for i, row in enumerate(todo):
+            check_stop()
             self.printer(progress_line(len(self.rows) - len(todo) + i + 1, len(self.rows), row.name,
                                        time.perf_counter() - start, epochs, (len(todo) - i) * self.epochs))
             epochs += self.train(row)["epochs_run"]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .common import new_run_dir, parse_config
 from .console import console_table, quiet_start
-from .resume import RunFolderBusy, count_rows, interrupted_advice, read_run_config
+from .resume import STOPPING, RunFolderBusy, check_stop, count_rows, interrupted_advice, read_run_config
 from .run_files import markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
@@ -110,16 +110,13 @@ class _Interrupted(KeyboardInterrupt):
     """Raised by the SIGTERM handler, so SIGTERM ends a run like Ctrl-C."""
 
 
-# "requested": a SIGTERM came; "now": run_main is handling the interrupt.
-_STOPPING = {"requested": False, "now": False}
-
 
 def _on_sigterm(signum, frame):
     # A second SIGTERM while the first is being handled must not cut that
     # short (a raw traceback); one that comes earlier raises again, in case
     # the first was swallowed (raised inside a garbage-collector callback).
-    _STOPPING["requested"] = True
-    if not _STOPPING["now"]:
+    STOPPING["requested"] = True
+    if not STOPPING["now"]:
         raise _Interrupted()
 
 
@@ -128,11 +125,11 @@ def _redeliver(unraisable):
     if isinstance(unraisable.exc_value, _Interrupted):
         threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
-    _STOPPING["hook"](unraisable)
+    STOPPING["hook"](unraisable)
 
 
 def _interrupted(out_dir, prog: str) -> None:
-    _STOPPING["now"] = True
+    STOPPING["now"] = True
     done = count_rows(out_dir / "results.csv") if out_dir else 0
     print(f"\nInterrupted: {done} finished row{'s' * (done != 1)} saved in {out_dir}/results.csv; "
           f"finish the run with: {prog} --resume {out_dir}", file=sys.stderr)
@@ -169,14 +166,15 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
     config = parse_config(config_cls, argv, description=doc, prog=prog)
     if config.resume:
         config = resume_config(config_cls, config, prog)
-    _STOPPING["now"] = _STOPPING["requested"] = False
+    STOPPING["now"] = STOPPING["requested"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    _STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
+    STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
     out_dir = None
     try:
         quiet_start()  # TensorFlow loads here, after the flags were read
         out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, name)
         table = run(config, out_dir)
+        check_stop()  # a SIGTERM during the last row: resume writes the report
         print("\n" + console_table(table))
         if table["seed"].nunique() > 1:
             print("\nMean and min..max over seeds:")
@@ -191,7 +189,7 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
     except Exception as error:
         # A SIGTERM's exception raised inside a C extension (TensorFlow's)
         # can come out as another exception: after a SIGTERM, any is one.
-        if _STOPPING["requested"]:
+        if STOPPING["requested"]:
             _interrupted(out_dir, command)
         if not isinstance(error, OSError):
             raise
@@ -200,4 +198,5 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         _fail(prog, f"{error}{kept}", 1)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = _STOPPING["hook"]
+        sys.unraisablehook = STOPPING["hook"]
+        STOPPING["now"] = STOPPING["requested"] = False

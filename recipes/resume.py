@@ -29,6 +29,18 @@ class RunFolderBusy(RunFolderError):
 
 LOCK_NAME = ".lock"
 
+# "requested": a SIGTERM came; "now": the recipe is handling the interrupt.
+# Set by `report.run_main`'s handler and read between rows: an exception a
+# C extension swallowed (cleared instead of raised) still stops the run at
+# the next row boundary instead of letting it finish as if no signal came.
+STOPPING = {"requested": False, "now": False}
+
+
+def check_stop() -> None:
+    """Raises KeyboardInterrupt when a SIGTERM came and was swallowed."""
+    if STOPPING["requested"] and not STOPPING["now"]:
+        raise KeyboardInterrupt
+
 
 @contextlib.contextmanager
 def run_lock(out_dir: str | os.PathLike):

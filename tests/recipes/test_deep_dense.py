@@ -112,6 +112,30 @@ def test_interrupted_run_resumes_to_the_same_table(sig, tmp_path):
     assert (out / "grad_norms.png").is_file() and (out / "loss.png").is_file()
 
 
+def test_a_swallowed_sigterm_stops_the_run_at_the_next_row(tmp_path, monkeypatch, capsys):
+    # A C extension can clear the handler's exception instead of raising it
+    # (CI once saw a SIGTERM after row 1 end in exit code 0 with every row
+    # trained). The flag the handler sets must still stop the run between rows.
+    from gradguard.recipes import experiment, resume
+
+    train = experiment.Experiment.train
+
+    def train_then_swallowed_sigterm(self, row):
+        result = train(self, row)
+        resume.STOPPING["requested"] = True  # what the handler sets before raising
+        return result
+
+    monkeypatch.setattr(experiment.Experiment, "train", train_then_swallowed_sigterm)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        deep_dense.main([*RESUME, "--out", str(out)])
+    assert info.value.code == 130
+    assert len(pd.read_csv(out / "results.csv")) == 1
+    assert "Interrupted: 1 finished row saved in" in capsys.readouterr().err
+    assert not resume.STOPPING["requested"], "the next run in this process starts clean"
+    assert not (out / "results.md").exists()
+
+
 def test_resume_refuses_other_flags_and_non_run_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         deep_dense.main(["--resume", str(tmp_path), "--epochs", "3"])
