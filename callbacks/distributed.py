@@ -31,7 +31,7 @@ import contextlib
 import keras
 from keras import ops
 
-from . import clipping
+from . import norms
 from .optimizer_chain import accumulation_steps, innermost_optimizer, step_counter
 
 SUPPORTED = ("_DefaultDistributionStrategy", "OneDeviceStrategy",
@@ -72,7 +72,7 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
     if not monitor.skip_nonfinite or monitor.loss_scaled:
         ok = ops.convert_to_tensor(True)
     replicas = context.num_replicas_in_sync
-    shares = [clipping.map_values(g, lambda v: v / replicas) for g in grads]
+    shares = [norms.map_values(g, lambda v: v / replicas) for g in grads]
 
     def apply_share(shares):
         with contextlib.nullcontext() if accumulating else clipping_off(inner):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import clipping, distributed
+from . import distributed, norms
 from .monitor_clipping import MonitorClipping
 from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
@@ -99,7 +99,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
     **Sparse gradients.** Under TensorFlow an `Embedding`'s gradient is a
     `tf.IndexedSlices` whose indices repeat once per occurrence of a token.
-    The monitor sums repeated rows first (`clipping.combine_duplicates`), so
+    The monitor sums repeated rows first (`norms.combine_duplicates`), so
     norms, clipping (its own and the inner optimizer's), skipping and the
     spike gate all see the densified gradient, and the update is the same.
 
@@ -479,9 +479,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
         # An IndexedSlices may repeat an index: sum those rows first, so that
         # norms, clipping (ours and Keras') and the update all see the
         # densified gradient.
-        grads = [clipping.combine_duplicates(g) for g in grads]
+        grads = [norms.combine_duplicates(g) for g in grads]
         columns = [self._get_variable_index(v) for v in trainable_variables]
-        squares = clipping.squared_norms(grads)
+        squares = norms.squared_norms(grads)
         # Place them by variable index, zeros for variables without grads.
         by_column = [ops.zeros((), "float32")] * max(n_vars, 1)
         for column, n in zip(columns, squares):
@@ -490,11 +490,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
         scale = self._loss_scale()
         if scale is not None:
             norm_vector = norm_vector / ops.cast(scale, "float32")
-        norm = clipping.global_norm(norm_vector)
+        norm = norms.global_norm(norm_vector)
         # A NaN/inf gradient has a NaN/inf norm. A finite gradient whose
         # norm overflows float32 (> 3e38) is no better: Keras'
         # global_clipnorm would turn it into NaN. Either way, skip.
-        bad = clipping.first_nonfinite_index(norm_vector)
+        bad = norms.first_nonfinite_index(norm_vector)
         ok = ops.logical_and(bad < 0, ops.isfinite(norm))
 
         if self.autoclip_compiled:
@@ -506,12 +506,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 ops.reshape(norm, (1,)),
             )
             percentile, window = self._autoclip.value[0], self._autoclip.value[1]
-            threshold = clipping.ring_percentile(
+            threshold = norms.ring_percentile(
                 ring, count + 1, ops.cast(window, "int32"), percentile,
             )
             threshold = ops.where(percentile > 0, threshold, float("inf"))
             # The factor threshold / norm is the same for loss-scaled grads.
-            grads = clipping.scale_by_threshold(grads, norm, threshold)
+            grads = norms.scale_by_threshold(grads, norm, threshold)
             norm_clipped = ops.minimum(norm, threshold)
         else:
             threshold = ops.convert_to_tensor(float("inf"), "float32")
@@ -523,10 +523,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
             unscaled = grads
             if scale is not None and settings.get("clipvalue"):
                 unscaled = [
-                    clipping.map_values(g, lambda v: v / ops.cast(scale, v.dtype))
+                    norms.map_values(g, lambda v: v / ops.cast(scale, v.dtype))
                     for g in grads
                 ]
-            norm_clipped = clipping.clipped_global_norm(
+            norm_clipped = norms.clipped_global_norm(
                 unscaled, norm_vector, norm, **settings
             )
         if self.adaptive.agc_compiled or self.adaptive.zclip_compiled:
@@ -556,7 +556,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         )
         clipped = spike & (clip > 0)
         limit = ops.where(clipped, median, float("inf"))
-        grads = clipping.scale_by_threshold(grads, norm, limit)
+        grads = norms.scale_by_threshold(grads, norm, limit)
         status = ops.where(
             ok, ops.where(spike, ops.where(clipped, float(CLIPPED_SPIKE),
                                            float(SKIPPED_SPIKE)), applied),

@@ -157,7 +157,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         if self.log_dir is not None and (
             self._writer is None or self._writer.error is not None
         ):
-            from .summary import SummaryWriter
+            from .tensorboard_writer import SummaryWriter
 
             self._writer = SummaryWriter(self.log_dir, self.histogram_every)
             self._warn_write_error()

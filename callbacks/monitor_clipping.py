@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from . import clipping
+from . import norms
 from .adaptive_clipping import ZClipState, adaptive_grad_clip, zclip_boundary, zclip_update
 from .validation import check, is_int, is_number
 
@@ -167,9 +167,9 @@ class MonitorClipping:
             if scale is not None:  # the scaled gradient against scale x lambda
                 limit = limit * ops.cast(scale, "float32")
             # A sparse gradient (Embedding) is clipped per unit densified.
-            grads = [ops.convert_to_tensor(g) if clipping.is_sparse(g) else g for g in grads]
+            grads = [ops.convert_to_tensor(g) if norms.is_sparse(g) else g for g in grads]
             grads = adaptive_grad_clip(grads, weights, limit, eps)
-            after = clipping.global_norm(ops.sqrt(ops.stack(clipping.squared_norms(grads))))
+            after = norms.global_norm(ops.sqrt(ops.stack(norms.squared_norms(grads))))
             if scale is not None:
                 after = after / ops.cast(scale, "float32")
             norm_clipped = ops.where(ratio > 0, after, norm_clipped)
@@ -186,7 +186,7 @@ class MonitorClipping:
             self._count.assign(new.count)
             self._mean.assign(new.mean)
             self._var.assign(new.var)
-            grads = clipping.scale_by_threshold(grads, norm, clip_to)
+            grads = norms.scale_by_threshold(grads, norm, clip_to)
             norm_clipped = ops.minimum(norm_clipped, clip_to)
             bound = ops.where(ops.isfinite(clip_to), clip_to,
                               zclip_boundary(state, z, warmup))

@@ -32,7 +32,7 @@ import time
 
 import keras
 
-from gradguard.callbacks.summary import os_reason
+from gradguard.callbacks.tensorboard_writer import os_reason
 
 from .run_files import RunFolderError
 

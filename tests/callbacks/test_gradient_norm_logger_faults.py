@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from gradguard.callbacks import GradientMonitor, GradientNormLogger, NaNGuard
-from gradguard.callbacks.summary import LogWriteError
+from gradguard.callbacks.tensorboard_writer import LogWriteError
 from tests.callbacks.helpers import dense_model, global_norm, regression_data
 
 LR = 0.05

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from gradguard.callbacks import (
-    AutoClip, GradientClipping, GradientMonitor, GradientNormLogger, NaNGuard, clipping,
+    AutoClip, GradientClipping, GradientMonitor, GradientNormLogger, NaNGuard, norms,
 )
 from gradguard.callbacks.attach import find_monitor
 from tests.callbacks.dense_tape import (
@@ -31,11 +31,11 @@ def _slices():
 
 def test_combine_duplicates_keeps_the_densified_gradient():
     g = _slices()
-    combined = clipping.combine_duplicates(g)
+    combined = norms.combine_duplicates(g)
     np.testing.assert_allclose(tf.convert_to_tensor(combined), tf.convert_to_tensor(g))
     assert sorted(combined.indices.numpy()[:3]) == [0, 1, 3]
     dense = tf.convert_to_tensor(g).numpy()
-    (squared,) = clipping.squared_norms([combined])
+    (squared,) = norms.squared_norms([combined])
     np.testing.assert_allclose(float(squared), np.sum(dense ** 2), rtol=1e-6)
     # The values' own norm is not the gradient's (index 3 repeats).
     assert abs(float(tf.reduce_sum(g.values ** 2)) - np.sum(dense ** 2)) > 10
@@ -45,13 +45,13 @@ def test_combine_duplicates_keeps_the_densified_gradient():
     ("clipnorm", 2.0), ("global_clipnorm", 2.0), ("clipvalue", 1.0),
 ])
 def test_clipped_norm_and_scaling_of_slices_match_the_dense_gradient(mode, value):
-    g = clipping.combine_duplicates(_slices())
+    g = norms.combine_duplicates(_slices())
     dense = tf.convert_to_tensor(g).numpy()
-    norms = tf.sqrt(tf.stack(clipping.squared_norms([g])))
-    norm = clipping.global_norm(norms)
-    clipped = clipping.clipped_global_norm([g], norms, norm, **{mode: value})
+    per_variable = tf.sqrt(tf.stack(norms.squared_norms([g])))
+    norm = norms.global_norm(per_variable)
+    clipped = norms.clipped_global_norm([g], per_variable, norm, **{mode: value})
     np.testing.assert_allclose(float(clipped), global_norm(clip([dense], mode, value)), rtol=1e-6)
-    (scaled,) = clipping.scale_by_threshold([g], norm, 1.0)
+    (scaled,) = norms.scale_by_threshold([g], norm, 1.0)
     np.testing.assert_allclose(np.linalg.norm(tf.convert_to_tensor(scaled)), 1.0, rtol=1e-6)
 
 

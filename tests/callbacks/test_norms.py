@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks import AutoClip, GradientClipping, GradientNormLogger
-from gradguard.callbacks import clipping
+from gradguard.callbacks import norms
 from tests.callbacks.helpers import LastRecord, dense_model, global_norm, regression_data
 
 LR = 0.01
@@ -52,11 +52,11 @@ def test_clip_by_threshold_is_idempotent():
     rng = np.random.default_rng(0)
     grads = [rng.normal(size=(4, 3)).astype("float32") * 10, rng.normal(size=3).astype("float32")]
     for threshold in [0.1, 1.0, 5.0, 1e3]:
-        norm = clipping.global_norm(clipping.variable_norms(grads))
-        once = clipping.scale_by_threshold(grads, norm, threshold)
-        norm_once = clipping.global_norm(clipping.variable_norms(once))
+        norm = norms.global_norm(norms.variable_norms(grads))
+        once = norms.scale_by_threshold(grads, norm, threshold)
+        norm_once = norms.global_norm(norms.variable_norms(once))
         assert float(norm_once) <= threshold * (1 + 1e-6)
-        twice = clipping.scale_by_threshold(once, norm_once, threshold)
+        twice = norms.scale_by_threshold(once, norm_once, threshold)
         for a, b in zip(once, twice):
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6)
 
@@ -69,7 +69,7 @@ def test_ring_percentile_matches_numpy():
         newest = [(count - 1 - k) % 16 for k in range(min(count, window))]
         values = ring[newest]
         want = np.percentile(values[np.isfinite(values)], q)
-        got = clipping.ring_percentile(keras.ops.convert_to_tensor(ring), count, window, q)
+        got = norms.ring_percentile(keras.ops.convert_to_tensor(ring), count, window, q)
         np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
