@@ -56,24 +56,6 @@ def test_input_scale_scales_channel_0_only_and_keeps_the_target():
     np.testing.assert_array_equal(y1000, y1)
 
 
-def test_same_seed_same_data_and_different_seed_different_data():
-    xa, ya = adding_problem(20, 30, seed=7)
-    xb, yb = adding_problem(20, 30, seed=7)
-    xc, yc = adding_problem(20, 30, seed=8)
-    np.testing.assert_array_equal(xa, xb)
-    np.testing.assert_array_equal(ya, yb)
-    assert not np.array_equal(xa, xc)
-    assert not np.array_equal(ya, yc)
-
-
-def test_does_not_touch_global_random_state():
-    np.random.seed(123)
-    expected = np.random.rand()
-    np.random.seed(123)
-    adding_problem(10, 10, seed=0)
-    assert np.random.rand() == expected
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -37,16 +37,6 @@ def test_every_feature_matters_equally_once_standardized():
     np.testing.assert_allclose(residual.std(), 0.1, rtol=0.05)
 
 
-def test_same_seed_same_data_and_different_seed_different_data():
-    xa, ya = poorly_scaled_regression(30, 4, seed=5)
-    xb, yb = poorly_scaled_regression(30, 4, seed=5)
-    xc, yc = poorly_scaled_regression(30, 4, seed=6)
-    np.testing.assert_array_equal(xa, xb)
-    np.testing.assert_array_equal(ya, yb)
-    assert not np.array_equal(xa, xc)
-    assert not np.array_equal(ya, yc)
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
