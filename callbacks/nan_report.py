@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import weakref
 
 import numpy as np
 
+from .atomic_write import write_atomic
 from .validation import check_writable_folder
 
 
@@ -54,32 +54,20 @@ def check_report_path(path: str, owner=None) -> None:
 
 
 def write_json_atomically(path: str, payload: dict) -> None:
-    """Writes JSON to a temporary file beside `path`, then renames it.
+    """Writes JSON through `write_atomic` (a temporary file, then a rename).
 
     A reader (or a crash) never sees a half-written report; a failed write
     raises an `OSError` naming `path` and leaves no file behind. The file gets
     the mode `open()` would give it (0666 less the umask), not the private
     0600 of a `tempfile`.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(
-        folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    )
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_plain)
-        os.replace(tmp, path)
-    except BaseException as error:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(error, OSError):  # a full disk, a folder gone read-only
-            raise OSError(error.errno, (
-                f"NaNGuard could not write its report {path!r}: "
-                f"{error.strerror or error}; free space or pass another report_path."
-            )) from None
-        raise
+        write_atomic(path, json.dumps(payload, indent=2, default=_plain))
+    except OSError as error:  # a full disk, a folder gone read-only
+        raise OSError(error.errno, (
+            f"NaNGuard could not write its report {path!r}: "
+            f"{error.strerror or error}; free space or pass another report_path."
+        )) from None
 
 
 def _plain(value):

@@ -181,6 +181,12 @@ class SummaryWriter:
             if self._writer is None:
                 return
 
+    def add(self, summary, step: int) -> None:
+        """Writes one `Summary` proto at `step` (the recipes' losses and layout)."""
+        if self._writer is not None:
+            event = self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
+            self._guard(lambda: self._writer.add_event(event))
+
     def _histogram(self, values: np.ndarray):
         finite = values[np.isfinite(values)].astype(np.float64)
         if not finite.size:

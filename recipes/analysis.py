@@ -161,8 +161,8 @@ def suggest_clip_threshold(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame
         Playbook", 2023, https://github.com/google-research/tuning_playbook.
     """
     stable = [r for _, r in table.iterrows() if not exploded(r)]
-    unclipped = [r for r in stable if Variant.parse(r["variant"]).clip is None]
-    names = [Row(r["variant"], r["cell"], int(r["seed"])).name for r in unclipped or stable]
+    rows = [Row(r["variant"], r["cell"], int(r["seed"])) for r in stable]
+    names = [row.name for row in [row for row in rows if row.spec.clip is None] or rows]
     values = np.concatenate([norms[n]["grad_norm"].to_numpy(np.float64) for n in names] or [[]])
     values = values[np.isfinite(values)]
     return (float(np.percentile(values, percentile)) if values.size else math.nan), names

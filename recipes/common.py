@@ -25,10 +25,10 @@ a `metadata={"help": ...}`, and gets its command line from it:
         print(table.to_string(index=False))
         write_table(table, out_dir, caption=f"Device: {device_name()}")
 
-Bad flags exit with argparse's usage message and exit code 2 before any
-training starts.
+Bad flags exit with a message naming the value and the fix, and exit code
+2, before any training starts.
 
-The flag helpers live in `config_flags.py`, the output helpers in
+The command line lives in `cli.py` (tyro), the output helpers in
 `run_files.py`; this module re-exports them, so recipes import everything
 from `.common`. It also holds `device_name` and `rnn_kernel`, for result
 tables.
@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import functools
 
-from .config_flags import config_parser, parse_config
-from .run_files import check_out_dir, markdown_table, new_run_dir, write_config, write_table
+from .cli import help_text, parse_config
+from .run_files import check_out_dir, new_run_dir, write_config, write_table
 
 __all__ = [
     "check_out_dir",
-    "config_parser",
     "device_name",
-    "markdown_table",
+    "help_text",
     "new_run_dir",
     "parse_config",
     "rnn_kernel",

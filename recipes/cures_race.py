@@ -57,7 +57,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import sys
 from dataclasses import field
 
 import keras
@@ -67,12 +66,13 @@ import pandas as pd
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem, poorly_scaled_regression
 
 from .analysis import compare, exploded
-from .common import device_name, markdown_table, new_run_dir, parse_config, write_config
+from .common import device_name, write_config
 from .experiment import Experiment, Row, Setup
 from .models import attention_regressor, deep_dense, sequence_model
-from .report import resume_config, write_report
-from .run_files import write_atomic
-from .variants import Variant, clip_callbacks
+from .report import run_main, write_report
+from .run_files import markdown_table, write_atomic
+from .sweep import RunConfig
+from .variants import clip_callbacks
 
 NAME = "cures_race"
 METHODS = ("baseline", "clipnorm", "clipvalue", "global_clipnorm", "autoclip", "agc", "zclip",
@@ -91,14 +91,12 @@ THRESHOLDS = {"clipnorm": 1.0, "clipvalue": 0.5, "global_clipnorm": 1.0, "autocl
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RunConfig):
     """Settings of the cures race."""
 
-    # Methods to race (variants of variants.py; baseline first: the reference).
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods to race"})
-    # Broken set-ups to race them on.
-    setups: tuple[str, ...] = field(default=SETUPS, metadata={"help": (
-        "set-ups: rnn_long_seq, deep_dense, attention")})
+    NAME = NAME
+    QUICK_SIZES = (128, 64)  # 128 training and 64 validation examples, 1 epoch
+
     # Training examples per set-up: 32 steps per epoch at batch 32.
     n_train: int = field(default=1024, metadata={"help": "training examples per set-up"})
     # Validation examples.
@@ -107,33 +105,25 @@ class Config:
     epochs: int = field(default=3, metadata={"help": "epochs per row"})
     # Mini-batch size (deep_dense uses twice this).
     batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
-    # Seed of the data and of the first row's weights.
-    seed: int = field(default=0, metadata={"help": "random seed"})
     # Rows per method and set-up, seeds seed, seed + 1, ...
     seeds: int = field(default=3, metadata={"help": "seeds per method and set-up (spread)"})
-    # Smoke test: 128 examples, 1 epoch.
-    quick: bool = field(default=False, metadata={"help": "small, fast run"})
-    # Results folder; None makes a new runs/cures_race-<timestamp>.
-    out: str | None = field(default=None, metadata={"help": "new or empty results folder"})
-    # Folder of an interrupted run to finish.
-    resume: str | None = field(default=None, metadata={"help": "finish the run in this folder"})
+    # Methods to race (variants of variants.py; baseline first: the reference).
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods to race"})
+    # Broken set-ups to race them on.
+    setups: tuple[str, ...] = field(default=SETUPS, metadata={"help": (
+        "set-ups: rnn_long_seq, deep_dense, attention")})
 
     def validate(self) -> str | None:
         """Returns what is wrong with the settings, or None."""
-        for name in ("n_train", "n_val", "epochs", "batch_size", "seeds"):
-            if getattr(self, name) < 1:
-                return f"--{name.replace('_', '-')} received {getattr(self, name)}; expected an int >= 1."
         for name in self.setups:
             if name not in SETUPS:
                 return f"--setups received {name!r}; expected some of {', '.join(SETUPS)}."
-        for name in self.methods:
-            Variant.parse(name)  # raises ValueError with the message
-        return None
+        self.rows(self.setups[0])  # every method parsed: a ValueError names the bad one
+        return super().validate()
 
-    @property
-    def sizes(self) -> tuple[int, int, int]:
-        """`(n_train, n_val, epochs)`, reduced under `--quick`."""
-        return (128, 64, 1) if self.quick else (self.n_train, self.n_val, self.epochs)
+    def rows(self, setup: str) -> list[Row]:
+        """Every method x seed of one set-up."""
+        return [Row(m, setup, self.seed + i) for m in self.methods for i in range(self.seeds)]
 
 
 # ---------------------------------------------------------------------------
@@ -156,7 +146,7 @@ def make_data(name: str, config: Config):
 
 def setup(row: Row) -> Setup:
     """One row: the set-up's model at its breaking lr, with the method's callbacks and guard."""
-    variant = Variant.parse(row.variant)
+    variant = row.spec
     optimizer, lr = BROKEN[row.cell]
     build = {
         "rnn_long_seq": lambda: sequence_model(100, 2, cell="simple_rnn", units=32),
@@ -214,7 +204,7 @@ def run(config: Config, out_dir: str | pathlib.Path) -> pd.DataFrame:
     tables = []
     for name in config.setups:
         *data, trivial = make_data(name, config)
-        rows = [Row(m, name, config.seed + i) for m in config.methods for i in range(config.seeds)]
+        rows = config.rows(name)
         optimizer, lr = BROKEN[name]
         print(f"[{NAME}] {name}: {len(data[0])} examples, {optimizer} lr {lr:g}, {len(rows)} rows; "
               f"{backend} on {device}")
@@ -257,19 +247,17 @@ def summarize(race: pd.DataFrame, budget_s: float) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
-    """Parses flags (or resumes), runs, prints the race table and summary."""
-    prog = f"python -m recipes.{NAME}"
-    config = parse_config(Config, argv, description=__doc__, prog=prog)
-    if config.resume:
-        config = resume_config(Config, config, prog)
-    out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, NAME)
-    table = run(config, out_dir)
+def show(table: pd.DataFrame, out_dir: pathlib.Path) -> None:
+    """Prints the race table and its summary."""
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(table.attrs["race"].to_string(index=False))
     print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-    print(f"Results written to {out_dir}", file=sys.stdout)
-    return table
+    print(f"Results written to {out_dir}")
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """Parses flags (or resumes), runs, prints the race table and summary."""
+    return run_main(Config, argv, run, __doc__, show=show)
 
 
 if __name__ == "__main__":

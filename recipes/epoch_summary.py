@@ -3,7 +3,8 @@
 `keras.callbacks.TensorBoard` writes through `tf.summary` and so needs
 TensorFlow, which a JAX or PyTorch install may not have. tensorboard ships
 an event-file writer that takes `Summary` protocol buffers and needs no
-TensorFlow (the logger's `SummaryWriter` uses it for the gradient norms).
+TensorFlow; `callbacks.tensorboard_writer.SummaryWriter` wraps it, for the
+logger's gradient norms and for these losses alike.
 
 `EpochSummary` writes what the recipes read from Keras' callback into the
 row's own run, beside the gradient norms: `epoch_loss/train` and
@@ -25,14 +26,12 @@ the folder, instead of TensorFlow's raw `ResourceExhaustedError`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import pathlib
-import time
 
 import keras
 
-from gradguard.callbacks.tensorboard_writer import os_reason
+from gradguard.callbacks.tensorboard_writer import LogWriteError, SummaryWriter, os_reason
 
 from .run_files import RunFolderError
 
@@ -88,24 +87,24 @@ class EpochSummary(keras.callbacks.Callback):
         self._writer = None
 
     def _add(self, summary, step: int) -> None:
-        from tensorboard.compat.proto import event_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        with self._naming_the_folder():
-            if self._writer is None:
-                self._writer = EventFileWriter(str(self.log_dir))
-            self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-
-    @contextlib.contextmanager
-    def _naming_the_folder(self):
-        """Turns any write failure (TensorFlow's own file errors too) into a `RunFolderError`."""
         try:
-            yield
-        except Exception as error:
-            raise RunFolderError(
-                f"could not write TensorBoard events to {str(self.log_dir)!r}: "
-                f"{os_reason(error)}; free space or fix the folder's permissions (this row "
-                "is trained again).") from None
+            if self._writer is None:
+                self._writer = SummaryWriter(str(self.log_dir), owner="EpochSummary")
+            self._writer.add(summary, step)
+        except ValueError as error:  # the folder cannot be created or written
+            self._raise(error)
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._writer is not None and self._writer.error is not None:
+            self._raise(self._writer.error)
+
+    def _raise(self, error: BaseException) -> None:
+        reason = error.reason if isinstance(error, LogWriteError) else os_reason(error)
+        raise RunFolderError(
+            f"could not write TensorBoard events to {str(self.log_dir)!r}: "
+            f"{reason}; free space or fix the folder's permissions (this row "
+            "is trained again).") from None
 
     def on_train_begin(self, logs=None):
         self._add(layout_summary(), 0)
@@ -123,8 +122,9 @@ class EpochSummary(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         writer, self._writer = self._writer, None
         if writer is not None:
-            with self._naming_the_folder():
-                writer.close()
+            writer.close()
+            if writer.error is not None:
+                self._raise(writer.error)
 
 
 def _finite_or_nan(value) -> float:

@@ -50,7 +50,7 @@ from .console import progress_line
 from .epoch_summary import EpochSummary
 from .resume import check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
-from .variants import make_optimizer
+from .variants import Row, make_optimizer
 
 # A model learned when its validation loss is at most this fraction of the
 # constant prediction's (the issue's bar: 10x better than predicting the mean).
@@ -61,20 +61,6 @@ LEARNED_RATIO = 0.1
 SPIKE_FACTOR = 1000.0
 INCOMPLETE = ".incomplete"
 INT_COLUMNS = ("seed", "learned_epoch", "exploded_step", "epochs_run")
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One row of the table: a variant of a cell trained with one seed."""
-
-    variant: str
-    cell: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        """Folder and TensorBoard run name, e.g. `baseline-lstm-seed0`."""
-        return f"{self.variant}-{self.cell}-seed{self.seed}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ quietly (`console.quiet_start`).
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import os
 import signal
@@ -26,7 +25,7 @@ import pandas as pd
 
 from .common import new_run_dir, parse_config
 from .console import console_table, quiet_start
-from .resume import STOPPING, RunFolderBusy, check_stop, count_rows, interrupted_advice, read_run_config
+from .resume import STOPPING, RunFolderBusy, check_stop, count_rows, interrupted_advice
 from .run_files import markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
@@ -46,10 +45,10 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
     threshold, used = analysis.suggest_clip_threshold(table, norms)
     summary = analysis.summarize(table, threshold, used, analysis.guard_reports(out_dir, table))
     spread = analysis.spread_table(table)
-    shown = _blank_missing(table[SHOWN])
+    shown = table[SHOWN]
     text = f"{caption}\n\n"
     if table["seed"].nunique() > 1:
-        text += f"Mean and min..max over seeds:\n\n{markdown_table(_blank_missing(spread))}\n"
+        text += f"Mean and min..max over seeds:\n\n{markdown_table(spread)}\n"
     text += (f"Every row:\n\n{markdown_table(shown)}\nSummary:\n\n"
              + "".join(f"- {line}\n" for line in summary))
     if table["seed"].nunique() == 1 and analysis.effects(table):
@@ -74,15 +73,6 @@ def plot_report(table: pd.DataFrame) -> None:
                           threshold=table.attrs["threshold"])
     plots.plot_losses(table, losses, out_dir / "loss.png", title=table.attrs["title"],
                       trivial_mse=float(table["trivial_mse"].iloc[0]), learned_ratio=LEARNED_RATIO)
-
-
-def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
-    """Missing integers (pd.NA) as empty cells in Markdown."""
-    frame = frame.copy()
-    for column in frame.columns:
-        if frame[column].dtype == "Int64" and frame[column].isna().any():
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-    return frame
 
 
 def _python_command() -> str:
@@ -141,31 +131,32 @@ def _fail(prog: str, message: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def resume_config(config_cls: type, config, prog: str):
-    """The settings of the run in `config.resume` (its config.json), resuming it."""
-    if dataclasses.replace(config, resume=None) != config_cls():
-        _fail(prog, f"--resume takes every setting from {config.resume}/config.json; "
-                    "drop the other flags.", 2)
-    try:
-        values = read_run_config(config.resume, config_cls, prog)
-    except ValueError as error:
-        _fail(prog, str(error), 2)
-    return dataclasses.replace(config_cls(**values), resume=config.resume)
+def show_rows(table: pd.DataFrame, out_dir: pathlib.Path) -> None:
+    """Prints a sweep's table (and spread) and summary, then draws its figures."""
+    print("\n" + console_table(table))
+    if table["seed"].nunique() > 1:
+        print("\nMean and min..max over seeds:")
+        print(console_table(table.attrs["spread"]))
+    print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
+    print(f"Results written to {out_dir} (see {out_dir / 'results.md'}; TensorBoard: "
+          f"{_tensorboard_command()} --logdir {out_dir / 'tensorboard'})")
+    plot_report(table)
 
 
-def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
-             run: Callable[..., pd.DataFrame], doc: str | None) -> pd.DataFrame:
-    """Parses flags, runs, prints table and summary, then plots.
+def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd.DataFrame],
+             doc: str | None, *, show: Callable[[pd.DataFrame, pathlib.Path], None] = show_rows,
+             ) -> pd.DataFrame:
+    """Parses flags (`cli.parse_config`), runs, then shows the table (`show_rows`).
 
-    Exits with code 2 on a bad flag, 130 after SIGINT or SIGTERM (with one
-    line saying how to resume), and 1 when the results folder cannot be
-    written (naming the path).
+    `run(config, out_dir)` trains and returns the table; `config_cls.NAME`
+    names the recipe. Exits with code 2 on a bad flag, 130 after SIGINT or
+    SIGTERM (with one line saying how to resume), and 1 when the results
+    folder cannot be written (naming the path).
     """
+    name = config_cls.NAME
     prog = f"python -m recipes.{name}"
     command = f"{_python_command()} -m recipes.{name}"  # what to type to resume
-    config = parse_config(config_cls, argv, description=doc, prog=prog)
-    if config.resume:
-        config = resume_config(config_cls, config, prog)
+    config = parse_config(config_cls, argv, description=doc, prog=prog)  # resumes with --resume
     STOPPING["now"] = STOPPING["requested"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
@@ -175,14 +166,7 @@ def run_main(name: str, config_cls: type, argv: Sequence[str] | None,
         out_dir = pathlib.Path(config.resume) if config.resume else new_run_dir(config.out, name)
         table = run(config, out_dir)
         check_stop()  # a SIGTERM during the last row: resume writes the report
-        print("\n" + console_table(table))
-        if table["seed"].nunique() > 1:
-            print("\nMean and min..max over seeds:")
-            print(console_table(table.attrs["spread"]))
-        print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-        print(f"Results written to {out_dir} (see {out_dir / 'results.md'}; TensorBoard: "
-              f"{_tensorboard_command()} --logdir {out_dir / 'tensorboard'})")
-        plot_report(table)
+        show(table, out_dir)
         return table
     except KeyboardInterrupt:
         _interrupted(out_dir, command)

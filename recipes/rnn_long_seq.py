@@ -87,18 +87,16 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 from dataclasses import field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pandas as pd
 
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem
 
-from .common import device_name, new_run_dir, rnn_kernel, write_config
-from .variants import OPTIMIZERS, Variant, clip_callbacks, factorial_variants
-from .report import run_main, write_report
-
-if TYPE_CHECKING:
-    from .experiment import Row, Setup
+from .common import rnn_kernel
+from .report import run_main
+from .sweep import SweepConfig, run_sweep
+from .variants import Row
 
 # Keras (and so TensorFlow) loads inside the functions that train, not at
 # import: `--help` and a bad flag answer at once, and `run_main` loads the
@@ -113,31 +111,34 @@ VARIANTS = ("baseline", "global_clipnorm", "autoclip", "batchnorm", "standardize
 # usually tried first for them.
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.01, "rmsprop": 0.001}
 Cell = Literal["simple_rnn", "lstm", "gru"]
-ClipMode = Literal["none", "clipnorm", "clipvalue", "global_clipnorm", "autoclip"]
 
 
 # ---------------------------------------------------------------------------
-# Config
+# Config: the sweep's settings (sweep.SweepConfig) with this recipe's defaults
 # ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SweepConfig):
     """Settings of the long-sequence RNN recipe."""
 
-    # Variants to train, in this order: modifiers joined by "+", "@adam" etc.
-    # for another optimizer (baseline first: it is the reference).
+    NAME, DEFAULT_LR = NAME, DEFAULT_LR
+    QUICK_SIZES = (512, 256)  # 512 training and 256 validation sequences, 1 epoch
+    AT_LEAST_ONE = (*SweepConfig.AT_LEAST_ONE, "units")
+    POSITIVE = (*SweepConfig.POSITIVE, "input_scale", "agc", "zclip")
+
+    # The variants of the default run (baseline first: it is the reference).
     variants: tuple[str, ...] = field(default=VARIANTS, metadata={"help": (
         "variants to train: baseline, or modifiers joined by + (clipnorm, clipvalue, "
         "global_clipnorm, autoclip, agc, zclip, batchnorm, standardize, lower_lr, rollback, "
         "rollback_skip, rollback_reset, irnn, orthogonal), optionally "
         "@optimizer (e.g. global_clipnorm+batchnorm@adam, irnn+global_clipnorm)")})
-    # 2x2 BatchNormalization x standardization instead of --variants.
-    factorial: bool = field(default=False, metadata={"help": (
-        "train BatchNormalization on/off x input standardization on/off instead of --variants")})
-    # With --factorial, a clipping mode as a third on/off factor.
-    factorial_clip: ClipMode = field(default="none", metadata={"help": (
-        "with --factorial, also a clipping mode on/off (2x2x2 variants)")})
+    # Validation sequences (drawn with seed + 1).
+    n_val: int = field(default=512, metadata={"help": "validation sequences"})
+    # Mini-batch size: 128 steps per epoch of 4096 sequences.
+    batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
+    # Epochs per row: the Adam LSTM learns in about 6.
+    epochs: int = field(default=8, metadata={"help": "epochs per row"})
     # Recurrent cells to train every variant with; the old --cell still works.
     cells: tuple[Cell, ...] = field(default=("simple_rnn", "lstm"), metadata={"help": "recurrent cells"})
     # One cell (the old flag): the same as --cells CELL.
@@ -146,88 +147,28 @@ class Config:
     units: int = field(default=32, metadata={"help": "recurrent units"})
     # Time steps per sequence; the gradient crosses all of them.
     seq_len: int = field(default=100, metadata={"help": "sequence length (>= 2)"})
-    # Training sequences: 128 steps per epoch at batch 32.
-    n_train: int = field(default=4096, metadata={"help": "training sequences"})
-    # Validation sequences (drawn with seed + 1).
-    n_val: int = field(default=512, metadata={"help": "validation sequences"})
-    # Mini-batch size.
-    batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
-    # Epochs per row: the Adam LSTM learns in about 6.
-    epochs: int = field(default=8, metadata={"help": "epochs per row"})
-    # Optimizer of every variant without an @optimizer.
-    optimizer: Literal[OPTIMIZERS] = field(default="sgd", metadata={"help": (
-        "optimizer (momentum: SGD with momentum 0.9)")})
-    # None: DEFAULT_LR[optimizer]; SGD at 0.1 is the step size that explodes.
-    lr: float | None = field(default=None, metadata={"help": (
-        "learning rate of --optimizer; none: sgd 0.1, momentum 0.01, adam 0.01, rmsprop 0.001")})
-    # None: a fifth of the optimizer's learning rate (0.02 for SGD).
-    lower_lr: float | None = field(default=None, metadata={"help": (
-        "learning rate of the lower_lr modifier; none: a fifth of the learning rate")})
     # Multiplies the value channel of the inputs (1.0: values in [0, 1)).
     input_scale: float = field(default=1.0, metadata={"help": "scale of the value channel"})
-    # Per-variable norm limit of the clipnorm modifier.
-    clipnorm: float = field(default=1.0, metadata={"help": "threshold of clipnorm"})
-    # Element-wise limit of the clipvalue modifier.
-    clipvalue: float = field(default=0.5, metadata={"help": "threshold of clipvalue"})
-    # Global norm limit of the global_clipnorm modifier.
-    global_clipnorm: float = field(default=1.0, metadata={"help": "threshold of global_clipnorm"})
-    # Percentile of past norms the autoclip modifier clips to (the paper's 10).
-    autoclip_percentile: float = field(default=10.0, metadata={"help": "percentile of autoclip"})
     # AGC's ratio lambda of the agc modifier (the paper's 0.01).
     agc: float = field(default=0.01, metadata={"help": "clipping ratio of agc"})
     # ZClip's z-score threshold of the zclip modifier (the paper's 2.5).
     zclip: float = field(default=2.5, metadata={"help": "z-score threshold of zclip"})
-    # Seed of the data and of the first row's weights and shuffles.
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    # Rows per variant and cell, with seeds seed, seed + 1, ...
-    seeds: int = field(default=1, metadata={"help": "seeds per variant and cell (spread)"})
-    # Smoke test: 512 training and 256 validation sequences, 1 epoch.
-    quick: bool = field(default=False, metadata={"help": "small, fast run (512 sequences, 1 epoch)"})
-    # Results folder; None makes a new runs/rnn_long_seq-<timestamp>.
-    out: str | None = field(default=None, metadata={"help": (
-        "new or empty folder for the results; default: runs/rnn_long_seq-<time>")})
-    # Folder of an interrupted run to finish (its config.json gives the settings).
-    resume: str | None = field(default=None, metadata={"help": (
-        "finish the interrupted run in this folder, skipping its finished rows")})
+
+    def lower_lr_of(self, lr: float) -> float:
+        """A fifth of the learning rate (0.02 for SGD)."""
+        return lr / 5
+
+    def row_cells(self) -> tuple[str, ...]:
+        """`--cell` if given, else `--cells`."""
+        return (self.cell,) if self.cell else self.cells
 
     def validate(self) -> str | None:
         """Returns what is wrong with the settings, or None."""
-        for name in ("units", "n_train", "n_val", "batch_size", "epochs", "seeds"):
-            if getattr(self, name) < 1:
-                return f"--{name.replace('_', '-')} received {getattr(self, name)}; expected an int >= 1."
         if self.seq_len < 2:
             return f"--seq-len received {self.seq_len}; expected an int >= 2 (one marker per half)."
-        for name in ("lr", "lower_lr", "input_scale", "clipnorm", "clipvalue", "global_clipnorm",
-                     "agc", "zclip"):
-            value = getattr(self, name)
-            if value is not None and (not value > 0 or value == float("inf")):
-                return f"--{name.replace('_', '-')} received {value}; expected a finite number > 0."
-        if not 0 < self.autoclip_percentile <= 100:
-            return f"--autoclip-percentile received {self.autoclip_percentile}; expected a number in (0, 100]."
-        if self.seed < 0:
-            return f"--seed received {self.seed}; expected an int >= 0."
-        for names, flag in ((self.variants, "--variants"), (self.cells, "--cells")):
-            if len(set(names)) != len(names):
-                return f"{flag} received {' '.join(names)}; name each once."
-        for name in self.variants:
-            Variant.parse(name)  # raises ValueError with the message
-        return None
-
-    @property
-    def sizes(self) -> tuple[int, int, int]:
-        """`(n_train, n_val, epochs)`, reduced under `--quick`."""
-        if self.quick:
-            return min(self.n_train, 512), min(self.n_val, 256), 1
-        return self.n_train, self.n_val, self.epochs
-
-    def rows(self) -> list[Row]:
-        """Every variant x cell x seed, in table order."""
-        from .experiment import Row
-
-        variants = factorial_variants(None if self.factorial_clip == "none" else self.factorial_clip) \
-            if self.factorial else self.variants
-        cells = (self.cell,) if self.cell else self.cells
-        return [Row(v, c, self.seed + i) for v in variants for c in cells for i in range(self.seeds)]
+        if len(set(self.cells)) != len(self.cells):
+            return f"--cells received {' '.join(self.cells)}; name each once."
+        return super().validate()
 
 
 # ---------------------------------------------------------------------------
@@ -244,35 +185,21 @@ def make_data(config: Config):
     return x, y, x_val, y_val
 
 
-def setup(row: Row, config: Config, x_train) -> Setup:
-    """How to train one row: its model, optimizer, learning rate and callbacks."""
-    from .experiment import Setup
+def setup(row: Row, config: Config, x_train):
+    """How to train one row: the recurrent model its variant asks for, through `Config.setup`."""
     from .models import relu_rnn, sequence_model
 
-    variant = Variant.parse(row.variant)
-    optimizer = variant.optimizer or config.optimizer
-    lr = config.lr if config.lr is not None and optimizer == config.optimizer else DEFAULT_LR[optimizer]
-    if "lower_lr" in variant.mods:
-        lr = config.lower_lr if config.lower_lr is not None else lr / 5
-    threshold = {"clipnorm": config.clipnorm, "clipvalue": config.clipvalue,
-                 "global_clipnorm": config.global_clipnorm,
-                 "autoclip": config.autoclip_percentile, "agc": config.agc,
-                 "zclip": config.zclip}.get(variant.clip)
-    batch_norm, standardize = "batchnorm" in variant.mods, "standardize" in variant.mods
+    batch_norm, standardize = "batchnorm" in row.spec.mods, "standardize" in row.spec.mods
     build = lambda: sequence_model(config.seq_len, 2, cell=row.cell, units=config.units,  # noqa: E731
                                    batch_norm=batch_norm,
                                    standardize=x_train if standardize else None)
     model = f"{'standardize+' * standardize}{row.cell}({config.units}){'+bn' * batch_norm}"
-    if variant.rnn_init:  # a ReLU SimpleRNN whatever the cell (IRNN or orthogonal)
-        init = "identity" if variant.rnn_init == "irnn" else "orthogonal"
+    if row.spec.rnn_init:  # a ReLU SimpleRNN whatever the cell (IRNN or orthogonal)
+        init = "identity" if row.spec.rnn_init == "irnn" else "orthogonal"
         build = lambda: relu_rnn(config.seq_len, 2, recurrent_init=init, units=config.units,  # noqa: E731
                                  standardize=x_train if standardize else None)
         model = f"{'standardize+' * standardize}relu_rnn_{init}({config.units})"
-    return Setup(
-        build=build, optimizer=optimizer, learning_rate=lr,
-        callbacks=clip_callbacks(variant.clip, threshold), kernel=rnn_kernel(row.cell),
-        model=model, guard=variant.guard,
-    )
+    return config.setup(row, build=build, model=model, kernel=rnn_kernel(row.cell))
 
 
 # ---------------------------------------------------------------------------
@@ -281,51 +208,20 @@ def setup(row: Row, config: Config, x_train) -> Setup:
 
 
 def run(config: Config, out_dir: str | pathlib.Path | None = None) -> pd.DataFrame:
-    """Trains every row not yet in `out_dir/results.csv` and writes the report.
-
-    Args:
-        config: The settings.
-        out_dir: The run folder (new, or the one being resumed). Defaults to
-            `None`: `config.resume`, or a new folder from `config.out`.
-
-    Returns:
-        The results table, one row per variant x cell x seed; `table.attrs`
-        holds `"summary"`, `"spread"`, `"threshold"` and `"out_dir"`.
-    """
-    import keras
-
-    from .experiment import Experiment
-
-    if out_dir is None:
-        out_dir = config.resume or new_run_dir(config.out, NAME)
-    out_dir = pathlib.Path(out_dir)
-    if not config.resume:
-        write_config(config, out_dir)
+    """Trains every row not yet in `out_dir/results.csv` and writes the report (`sweep.run_sweep`)."""
     data = make_data(config)
-    _, _, epochs = config.sizes
-    device, backend = device_name(), keras.backend.backend()
-    rows = config.rows()
-    cells = dict.fromkeys(row.cell for row in rows)
-    kernels = ", ".join(f"{cell} {rnn_kernel(cell)}" for cell in cells)
-    print(f"[{NAME}] adding problem, seq_len {config.seq_len}, {len(data[0])} training sequences, "
-          f"{len(rows)} rows (variant x cell x seed); {backend} on {device} (kernels: {kernels}); "
-          f"results in {out_dir}")
-    table = Experiment(
-        out_dir, rows, lambda row: setup(row, config, data[0]), data, epochs=epochs,
-        batch_size=config.batch_size, trivial_mse=ADDING_PROBLEM_BASELINE_MSE, device=device,
-    ).run()
-    return write_report(
-        table, out_dir,
+    cells = dict.fromkeys(row.cell for row in config.rows())
+    return run_sweep(
+        config, out_dir, data, trivial_mse=ADDING_PROBLEM_BASELINE_MSE,
+        setup=lambda row: setup(row, config, data[0]),
+        about=f"adding problem, seq_len {config.seq_len}, {len(data[0])} training sequences",
         title=f"adding problem, seq_len {config.seq_len}, {config.units} units",
-        caption=f"{NAME}: adding problem, seq_len {config.seq_len}, {len(data[0])} training "
-                f"sequences, {epochs} epochs, batch {config.batch_size}, data seed {config.seed}. "
-                f"Backend {backend}, device {device}, recurrent kernels: {kernels}.",
-    )
+        kernels=", ".join(f"{cell} {rnn_kernel(cell)}" for cell in cells))
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Parses flags (or resumes), runs, prints the table and summary, then plots."""
-    return run_main(NAME, Config, argv, run, __doc__)
+    return run_main(Config, argv, run, __doc__)
 
 
 if __name__ == "__main__":

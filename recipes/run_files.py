@@ -2,10 +2,10 @@
 
 A run never overwrites another: `new_run_dir` makes a new timestamped folder
 (or takes the user's `--out` only if it is new or empty), and `write_table`
-writes the results as CSV for analysis and as Markdown for reading, with a
-small formatter so that `tabulate` is not needed. Every file goes through
-`write_atomic` (a temporary name, then a rename), so an interrupted or failed
-write never leaves a truncated file, and a failed write names the path.
+writes the results as CSV for analysis and as Markdown for reading
+(`DataFrame.to_markdown`). Every file goes through `write_atomic` (a
+temporary name, then a rename), so an interrupted or failed write never
+leaves a truncated file, and a failed write names the path.
 Import these through `recipes.common`.
 """
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
-import numbers
 import os
 import pathlib
 import time
@@ -29,43 +27,23 @@ class RunFolderError(OSError):
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
-    """Writes `data` to `path` through a temporary file and a rename.
-
-    Readers see the old file or the new one, never a partial one: the data go
-    to `.<name>.tmp-<pid>` in the same folder, are flushed to disk, and the
-    temporary file is renamed over `path` (`os.replace`, atomic on POSIX).
-
-    Args:
-        path: The file to write; its folder is created if missing.
-        data: Text (written as UTF-8) or bytes.
-
-    Returns:
-        `path` as a `pathlib.Path`.
+    """`atomic_write.write_atomic`, whose failure names the path and the fix.
 
     Raises:
         RunFolderError: If the folder or file cannot be written (read-only,
             full disk, a folder in the way), naming `path`; `path` itself is
             left as it was.
     """
-    path = pathlib.Path(path)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Imported here: gradguard.callbacks loads Keras, which --help need not wait for.
+    from gradguard.callbacks.atomic_write import write_atomic as write_whole
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as file:
-            file.write(data.encode("utf-8") if isinstance(data, str) else data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
+        return write_whole(path, data)
     except OSError as error:
-        try:
-            temp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise RunFolderError(
             f"could not write {os.fspath(path)!r}: {error.strerror or error}; free space "
             "or fix the folder's permissions (nothing already written was changed)."
         ) from error
-    return path
 
 
 def new_run_dir(
@@ -154,7 +132,7 @@ def write_table(
     >>> csv, md = write_table(pd.DataFrame({"a": [1.5]}), tempfile.mkdtemp())
     >>> print(md.read_text(), end="")
     |   a |
-    | --: |
+    |----:|
     | 1.5 |
     """
     out_dir = pathlib.Path(out_dir)
@@ -171,11 +149,10 @@ def write_table(
 
 
 def markdown_table(table: pd.DataFrame, *, float_format: str = ".6g") -> str:
-    """Formats a DataFrame as a GitHub-flavoured Markdown table.
+    """`DataFrame.to_markdown` without the index, `|` escaped, missing cells blank.
 
-    A small stand-in for `DataFrame.to_markdown`, which needs the optional
-    `tabulate` package. Numeric columns are right-aligned; `|` in text is
-    escaped; the index is not written.
+    Float columns keep `nan`; a missing value elsewhere (`None`, `pd.NA`)
+    is an empty cell.
 
     Args:
         table: The DataFrame to format.
@@ -187,29 +164,17 @@ def markdown_table(table: pd.DataFrame, *, float_format: str = ".6g") -> str:
     Example:
 
     >>> print(markdown_table(pd.DataFrame({"gain": [0.5], "regime": ["vanishing"]})), end="")
-    | gain | regime    |
-    | ---: | --------- |
-    |  0.5 | vanishing |
+    |   gain | regime    |
+    |-------:|:----------|
+    |    0.5 | vanishing |
     """
-    headers = [_markdown_cell(str(c)) for c in table.columns]
-    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
-    rows = [
-        [_format_value(v, float_format) for v in row]
-        for row in table.itertuples(index=False, name=None)
-    ]
-    widths = [
-        max([3, len(h)] + [len(r[j]) for r in rows]) for j, h in enumerate(headers)
-    ]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            c.rjust(w) if is_num else c.ljust(w)
-            for c, w, is_num in zip(cells, widths, numeric)
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = line(["-" * (w - 1) + ":" if is_num else "-" * w for w, is_num in zip(widths, numeric)])
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)]) + "\n"
+    cells = table.copy()
+    for column in cells.columns:
+        if not pd.api.types.is_float_dtype(cells[column]):
+            values = cells[column].astype(object)
+            cells[column] = values.where(values.notna(), None).map(
+                lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+    return cells.to_markdown(index=False, floatfmt=float_format) + "\n"
 
 
 def write_config(config: Any, out_dir: str | os.PathLike, stem: str = "config") -> pathlib.Path:
@@ -225,21 +190,6 @@ def write_config(config: Any, out_dir: str | os.PathLike, stem: str = "config") 
     """
     path = pathlib.Path(out_dir) / f"{stem}.json"
     return write_atomic(path, json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _format_value(value: Any, float_format: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
-        value = float(value)
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return format(value, float_format)
-    return _markdown_cell(str(value))
 
 
 def check_out_dir(out: str | os.PathLike, *, who: str = "--out") -> str | None:

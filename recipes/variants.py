@@ -7,8 +7,9 @@ A variant is `baseline` or modifiers joined with `+` (`clipnorm`,
 followed by `@optimizer`:
 `global_clipnorm+batchnorm@adam` is BatchNormalization, clipping of the
 global norm and Adam at its default learning rate. The recipes build the
-model from the modifiers; this module parses the names, lists the
-factorial design and makes the optimizers and clipping callbacks.
+model from the modifiers; this module parses the names (once, into each
+`Row`), lists the factorial design and makes the optimizers and clipping
+callbacks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SKIP_BATCHES = 10  # batches rollback_skip skips after each rollback
 RNN_INITS = ("irnn", "orthogonal")
 MODIFIERS = (*CLIP_MODES, "batchnorm", "standardize", "lower_lr", *GUARD_MODES, *RNN_INITS)
 DEFAULT_THRESHOLD = {"agc": 0.01, "zclip": 2.5}  # the papers' values
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A variant name parsed: `"global_clipnorm+batchnorm@adam"`.
@@ -83,6 +86,28 @@ class Variant:
     def rnn_init(self) -> str | None:
         """`irnn`, `orthogonal` or None."""
         return next((m for m in RNN_INITS if m in self.mods), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of a table: a variant of a cell trained with one seed.
+
+    The variant name is parsed once, here: `spec` is its `Variant`, and a
+    bad name raises `ValueError` naming it when the row is made.
+    """
+
+    variant: str
+    cell: str
+    seed: int
+    spec: Variant = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "spec", Variant.parse(self.variant))
+
+    @property
+    def name(self) -> str:
+        """Folder and TensorBoard run name, e.g. `baseline-lstm-seed0`."""
+        return f"{self.variant}-{self.cell}-seed{self.seed}"
 
 
 def factorial_variants(clip: str | None = None) -> tuple[str, ...]:

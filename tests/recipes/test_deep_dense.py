@@ -151,7 +151,7 @@ def test_resume_refuses_other_flags_and_non_run_folders(tmp_path, capsys):
     (["--depth", "-1"], "--depth received -1"),
     (["--variants", "nope"], "--variants received 'nope'"),
     (["--scale-range", "10", "1"], "--scale-range received 10 1"),
-    (["--optimizer", "sgdd"], "invalid choice: 'sgdd'"),
+    (["--optimizer", "sgdd"], "invalid choice 'sgdd'"),
 ])
 def test_bad_flags_exit_2_before_training(flags, message, tmp_path, capsys):
     out = tmp_path / "r"

@@ -106,7 +106,7 @@ def test_main_quick_writes_the_results(tmp_path, capsys):
             ["--gains", "1e39", "--depths", "1"],
             "Use a gain closer to 1: this one is beyond float32 itself.",
         ),
-        (["--gains", "big"], "error: argument --gains: invalid float value: 'big'"),
+        (["--gains", "big"], "Error parsing --gains"),
         (["--units", "0"], "error: --units received 0; expected an int >= 1."),
     ],
 )

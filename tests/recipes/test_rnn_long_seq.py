@@ -144,7 +144,7 @@ def test_one_threshold_in_summary_and_markdown(quick_run):
     (["--lr", "0.05"], "sgd", 0.05),
 ])
 def test_optimizer_flag_and_its_default_learning_rate(flags, optimizer, lr):
-    from gradguard.recipes.common import parse_config
+    from gradguard.recipes.cli import parse_config
 
     config = parse_config(Config, flags)
     for row in config.rows():
@@ -176,8 +176,8 @@ def test_cells_and_cell_and_seeds_and_factorial_make_the_rows():
 @pytest.mark.parametrize("flags, message", [
     (["--seq-len", "-5"], "--seq-len received -5"),
     (["--variants", "baseline", "nope"], "--variants received 'nope': modifiers 'nope'"),
-    (["--cell", "transformer"], "invalid choice: 'transformer'"),
-    (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
+    (["--cell", "transformer"], "invalid choice 'transformer'"),
+    (["--optimizer", "adagrad"], "invalid choice 'adagrad'"),
     (["--lr", "0"], "--lr received 0.0"),
     (["--seeds", "0"], "--seeds received 0; expected an int >= 1."),
     (["--variants", "baseline", "baseline"], "name each once"),
