@@ -139,22 +139,17 @@ def deep_dense(
     if norm is not None:
         h = norm(h)
     for i in range(depth):
+        # With BatchNormalization: Dense (no bias: BN's beta is one) -> BN -> activation.
+        h = keras.layers.Dense(
+            width,
+            activation=None if batch_norm else activation,
+            use_bias=not batch_norm,
+            kernel_initializer=kernel_initializer,
+            name=f"dense_{i}",
+        )(h)
         if batch_norm:
-            h = keras.layers.Dense(
-                width,
-                use_bias=False,
-                kernel_initializer=kernel_initializer,
-                name=f"dense_{i}",
-            )(h)
             h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
             h = keras.layers.Activation(activation, name=f"act_{i}")(h)
-        else:
-            h = keras.layers.Dense(
-                width,
-                activation=activation,
-                kernel_initializer=kernel_initializer,
-                name=f"dense_{i}",
-            )(h)
     outputs = keras.layers.Dense(output_units, name="head")(h)
     return keras.Model(inputs, outputs, name="deep_dense")
 
@@ -219,16 +214,7 @@ def sequence_model(
         raise ValueError(
             f"{func} received cell={cell!r}; expected one of {sorted(_CELLS)}."
         )
-    if seq_len is not None:
-        seq_len = _check_int(func, "seq_len", seq_len, 1)
-    n_features = _check_int(func, "n_features", n_features, 1)
-    units = _check_int(func, "units", units, 1)
-
-    inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
-    h = inputs
-    norm = _standardize_layer(func, standardize, n_features)
-    if norm is not None:
-        h = norm(h)
+    inputs, h, units = _sequence_input(func, seq_len, n_features, units, standardize)
     if cell == "simple_rnn":
         rnn = keras.layers.SimpleRNN(units, activation="tanh", name="rnn")
     else:
@@ -250,6 +236,17 @@ def sequence_model(
 
 
 RELU_RNN_INITS = ("identity", "orthogonal")
+
+
+def _sequence_input(func: str, seq_len, n_features, units, standardize):
+    """`(inputs, h, units)`: the checked sizes, the sequence `Input`, and `h` standardized if asked."""
+    if seq_len is not None:
+        seq_len = _check_int(func, "seq_len", seq_len, 1)
+    n_features = _check_int(func, "n_features", n_features, 1)
+    units = _check_int(func, "units", units, 1)
+    inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
+    norm = _standardize_layer(func, standardize, n_features)
+    return inputs, (inputs if norm is None else norm(inputs)), units
 
 
 def relu_rnn(
@@ -307,15 +304,7 @@ def relu_rnn(
             f"{func} received recurrent_init={recurrent_init!r}; expected one of "
             f"{', '.join(repr(i) for i in RELU_RNN_INITS)}."
         )
-    if seq_len is not None:
-        seq_len = _check_int(func, "seq_len", seq_len, 1)
-    n_features = _check_int(func, "n_features", n_features, 1)
-    units = _check_int(func, "units", units, 1)
-    inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
-    h = inputs
-    norm = _standardize_layer(func, standardize, n_features)
-    if norm is not None:
-        h = norm(h)
+    inputs, h, units = _sequence_input(func, seq_len, n_features, units, standardize)
     recurrent = (keras.initializers.Identity() if recurrent_init == "identity"
                  else keras.initializers.Orthogonal(gain=1.0))
     h = keras.layers.SimpleRNN(

@@ -155,10 +155,7 @@ def plot_grad_norms(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame],
     for ax in axes.values():
         if math.isfinite(threshold):
             ax.axhline(threshold, linestyle="--", color="gray", linewidth=1)
-        ax.set_yscale("log" if log else "linear")
-        ax.set_ylim(low, top)
-        ax.grid(True, alpha=0.3)
-    _label_panels(table, axes, colours)
+    _finish_axes(table, axes, colours, log, low, top)
     handles = [Line2D([], [], color=c) for c in colours.values()]
     labels = [f"{cell}: unclipped norm" for cell in colours]
     if clipped_any:
@@ -167,14 +164,31 @@ def plot_grad_norms(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame],
     if math.isfinite(threshold):
         handles.append(Line2D([], [], linestyle="--", color="gray"))
         labels.append(f"suggested clip {threshold:.3g}")
-    if stopped_any:
-        handles.append(Line2D([], [], marker="x", linestyle="", color="gray", ms=8, mew=2))
-        labels.append("NaNGuard stop")
-    if nonfinite_any:
-        handles.append(Line2D([], [], marker="^", linestyle="", color="gray"))
-        labels.append("non-finite (drawn at the top)")
+    marks = _marker_handles(stopped_any, nonfinite_any)
+    handles, labels = handles + [h for h, _ in marks], labels + [l for _, l in marks]
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize="small")
     return _save(plt, fig, path)
+
+
+def _marker_handles(stopped_any: bool, nonfinite_any: bool) -> list:
+    """Legend entries `(handle, label)` of the NaNGuard-stop and non-finite markers drawn."""
+    from matplotlib.lines import Line2D
+
+    marks = []
+    if stopped_any:
+        marks.append((Line2D([], [], marker="x", linestyle="", color="gray", ms=8, mew=2), "NaNGuard stop"))
+    if nonfinite_any:
+        marks.append((Line2D([], [], marker="^", linestyle="", color="gray"), "non-finite (drawn at the top)"))
+    return marks
+
+
+def _finish_axes(table, axes, colours, log: bool, low: float, top: float) -> None:
+    """One y scale and range for every panel, a grid, and the panels' labels."""
+    for ax in axes.values():
+        ax.set_yscale("log" if log else "linear")
+        ax.set_ylim(low, top)
+        ax.grid(True, alpha=0.3)
+    _label_panels(table, axes, colours)
 
 
 def plot_losses(table: pd.DataFrame, losses: Mapping[str, pd.DataFrame],
@@ -213,20 +227,13 @@ def plot_losses(table: pd.DataFrame, losses: Mapping[str, pd.DataFrame],
     for ax in axes.values():
         ax.axhline(trivial_mse, linestyle=":", color="black", linewidth=1)
         ax.axhline(learned_ratio * trivial_mse, linestyle="-.", color="green", linewidth=1)
-        ax.set_yscale("log" if log else "linear")
-        ax.set_ylim(low, top)
-        ax.grid(True, alpha=0.3)
-    _label_panels(table, axes, colours)
+    _finish_axes(table, axes, colours, log, low, top)
     handles = [Line2D([], [], color=c) for c in colours.values()]
     labels = [f"{cell}: training loss" for cell in colours]
     handles.append(Line2D([], [], marker="s", linestyle="", color="gray", markeredgecolor="black"))
     labels.append("validation loss (per epoch)")
-    if stopped_any:
-        handles.append(Line2D([], [], marker="x", linestyle="", color="gray", ms=8, mew=2))
-        labels.append("NaNGuard stop")
-    if nonfinite_any:
-        handles.append(Line2D([], [], marker="^", linestyle="", color="gray"))
-        labels.append("non-finite (drawn at the top)")
+    marks = _marker_handles(stopped_any, nonfinite_any)
+    handles, labels = handles + [h for h, _ in marks], labels + [l for _, l in marks]
     handles += [Line2D([], [], linestyle=":", color="black"), Line2D([], [], linestyle="-.", color="green")]
     labels += [f"constant prediction {trivial_mse:.3g}", f"learned below {learned_ratio * trivial_mse:.3g}"]
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize="small")

@@ -182,13 +182,8 @@ def test_cells_and_cell_and_seeds_and_factorial_make_the_rows():
     (["--seeds", "0"], "--seeds received 0; expected an int >= 1."),
     (["--variants", "baseline", "baseline"], "name each once"),
 ])
-def test_bad_flags_exit_2_before_training(flags, message, tmp_path, capsys):
-    out = tmp_path / "r"
-    with pytest.raises(SystemExit) as info:
-        rnn_long_seq.main([*flags, "--out", str(out)])
-    assert info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not out.exists()
+def test_bad_flags_exit_2_before_training(flags, message, refused):
+    assert message in refused(rnn_long_seq.main, flags)
 
 
 def test_existing_out_folder_is_refused_untouched(tmp_path, capsys):
