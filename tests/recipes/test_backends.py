@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from gradguard.recipes import deep_dense
-from gradguard.recipes.common import rnn_kernel
+from gradguard.recipes.common import device_name, rnn_kernel
 from gradguard.recipes.epoch_summary import EpochSummary
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def test_epoch_summary_writes_train_and_validation_losses(tmp_path):
 
 def test_rnn_kernel_names_the_generic_loop_without_a_gpu():
     # This suite runs on CPU: TensorFlow's LSTM and GRU only take cuDNN on a GPU.
-    if keras.backend.backend() != "tensorflow" or deep_dense.device_name() != "CPU":
+    if keras.backend.backend() != "tensorflow" or device_name() != "CPU":
         pytest.skip("checks TensorFlow on a CPU-only machine")
     assert [rnn_kernel(c) for c in ("simple_rnn", "lstm", "gru")] == ["generic"] * 3
 
