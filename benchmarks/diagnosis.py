@@ -154,10 +154,13 @@ def build(case: Case):
         if v == "early":
             lr *= 100
     elif case.label == "input_scale":  # features spanning 1e-2 .. 1e3
-        scales = np.logspace(-2, 3, x.shape[-1]).astype("float32")
+        # Per feature: the last axis, or every pixel of a one-channel image
+        # (logspace over one channel gave a single scale of 1e-2: no spread).
+        features = x.shape[-1] if x.shape[-1] > 1 else x[0].size
+        scales = np.logspace(-2, 3, features).astype("float32")
         if v == "early":
             scales *= 30
-        x = x * scales
+        x = (x.reshape(len(x), -1, features) * scales).reshape(x.shape)
         kw["act"] = "relu"
     elif case.label == "depth":  # 8 layers at init gain 3
         kw.update(depth=8, gain=3.0 if v != "early" else 6.0, act="linear")
@@ -282,6 +285,53 @@ class _Weights(keras.callbacks.Callback):
         self.copies.append(self.model.get_weights())
 
 
+class _Trace(keras.callbacks.Callback):
+    """Per-step running loss and the monitor's record, saved for offline study.
+
+    Passive: reads what the guard reads. `save` writes one `.npz` per run
+    (`--traces DIR`), so rules can be replayed on the runs without training.
+    """
+
+    def on_train_begin(self, logs=None):
+        from gradguard.callbacks.model_evidence import initial_gains, weights_norm
+
+        self.gains, self.recurrent_gain = initial_gains(self.model)
+        self.start_norm = weights_norm(self.model)
+        self.losses, self.loss_steps, self.rows, self._seen = [], [], [], 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        from gradguard.callbacks.attach import find_monitor
+
+        monitor = find_monitor(self.model.optimizer)
+        record = monitor.read()
+        new = record.since(self._seen)
+        self._seen = record.count
+        self.rows.append(new)
+        self.record = record
+        self.losses.append(float((logs or {}).get("loss", np.nan)))
+        self.loss_steps.append(int(monitor.last_step))
+
+    def save(self, path):
+        from gradguard.callbacks.model_evidence import input_columns
+
+        rows = [r for r in getattr(self, "rows", []) if len(r.steps)]
+        if not rows:
+            return
+        paths = self.record.variable_paths
+        columns = input_columns(self.model, paths)
+        np.savez(
+            path, loss=np.asarray(self.losses), loss_steps=np.asarray(self.loss_steps),
+            steps=np.concatenate([r.steps for r in rows]),
+            norm=np.concatenate([r.norm for r in rows]),
+            status=np.concatenate([r.status for r in rows]),
+            variable_norms=np.concatenate([r.variable_norms for r in rows]),
+            weights_finite=np.concatenate([r.weights_finite for r in rows]),
+            paths=np.asarray(paths), gains=np.asarray(self.gains, dtype=float),
+            recurrent_gain=np.nan if self.recurrent_gain is None else self.recurrent_gain,
+            input_columns=np.asarray(columns if columns else (-1, -1, 0)),
+        )
+
+
 def _get(event, key):
     return event[key] if isinstance(event, dict) else getattr(event, key)
 
@@ -294,8 +344,12 @@ def decisive(events):
     return events[0] if events else None
 
 
-def run_case(case: Case) -> dict:
-    """Trains one case with the default `NaNGuard()`; one row of results."""
+def run_case(case: Case, traces: str | None = None) -> dict:
+    """Trains one case with the default `NaNGuard()`; one row of results.
+
+    With `traces`, a folder: the run's per-step loss and record go to
+    `<traces>/<label>-<family>-<variant>-<optimizer>-s<seed>.npz`.
+    """
     keras.backend.clear_session()
     start = time.perf_counter()
     row = dataclasses.asdict(case)
@@ -305,9 +359,13 @@ def run_case(case: Case) -> dict:
         # the compiled step, without seconds of tracing for a few steps.
         model.compile(optimizer=optimizer, loss="mse",
                       run_eagerly=case.family not in ("simplernn", "gru", "lstm"))
-        guard, copies = NaNGuard(verbose=False), _Weights()
+        guard, copies, trace = NaNGuard(verbose=False), _Weights(), _Trace()
         history = model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
-                            callbacks=[copies, guard])
+                            callbacks=[copies, guard, trace])
+        if traces:
+            os.makedirs(traces, exist_ok=True)
+            trace.save(os.path.join(traces, "-".join(
+                str(v) for v in dataclasses.astuple(case)) + ".npz"))
     except Exception as error:  # noqa: BLE001  (a row, not a crash)
         row.update(error=f"{type(error).__name__}: {error}"[:200])
         return row
@@ -419,6 +477,9 @@ def main(argv=None) -> pd.DataFrame:
                         help="i/n: run every n-th case from the i-th (0-based) "
                              "and write diagnosis_<tag>_<i>of<n>.csv; "
                              "--merge reads the shards back")
+    parser.add_argument("--traces", default=None,
+                        help="folder: save each run's per-step loss and "
+                             "gradient record (.npz) for offline study")
     parser.add_argument("--merge", type=int, default=None,
                         help="n: summarize the n shards of --tag")
     args = parser.parse_args(argv)
@@ -441,7 +502,7 @@ def main(argv=None) -> pd.DataFrame:
         cases = [cases[j] for j in order][i::n]
     rows = []
     for i, case in enumerate(cases):
-        row = run_case(case)
+        row = run_case(case, args.traces)
         rows.append(row)
         print(f"[{i + 1}/{len(cases)}] {case.label:13s} {case.family:9s} "
               f"{case.variant:16s} {case.optimizer:8s} s{case.seed} -> "

@@ -39,6 +39,19 @@ RECURRENT_GAIN = 1.05
 # divergence even when every value stays finite (Adam at a rate far too high).
 LOSS_GROWTH = 1e3
 CLIP_PERCENTILE = 90.0  # the cure's clipping threshold: this percentile of the norms before the onset
+# Absolute evidence, for a net broken from its first step that stays finite
+# (a running median only compares a run with itself). Set on the population
+# of `python -m benchmarks.diagnosis` (docs/nan_guard.md).
+# A running loss this many times its best, for `RECENT` steps in a row, is a
+# divergence that stays finite (Adam at a rate far too high: 20-400x); the
+# healthy runs' running loss stayed within 1.6x its best.
+LOSS_RISE = 10.0
+# Steps of loss history before a stall is judged: one epoch of the population.
+STALL_STEPS = 8
+# A model with a structural sign (`structural_sign`) whose running loss has
+# not fallen below this share of its first value after `STALL_STEPS` steps
+# is not learning; no healthy run of the population has a structural sign.
+STALL_LOSS = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +239,72 @@ def suggest_clip(stable_norms: np.ndarray, spike: float | None) -> float | None:
     return None
 
 
+def structural_sign(gains, recurrent_gain: float | None,
+                    input_ratio: float | None) -> str | None:
+    """The structural cause a model shows before its first step, or `None`.
+
+    `recurrence` (a recurrent gain above `RECURRENT_GAIN`), `depth`
+    (`MIN_DEPTH` kernels or more whose gains multiply past `DEPTH_GAIN`) or
+    `input_scale` (an `input_ratio` above `INPUT_SCALE`), in that order.
+    """
+    gains = list(gains)
+    if recurrent_gain is not None and recurrent_gain > RECURRENT_GAIN:
+        return "recurrence"
+    if len(gains) >= MIN_DEPTH and float(np.prod(gains)) > DEPTH_GAIN:
+        return "depth"
+    if input_ratio is not None and input_ratio > INPUT_SCALE:
+        return "input_scale"
+    return None
+
+
+def find_loss_rise(losses) -> int | None:
+    """Where the running loss has stayed `LOSS_RISE` x its best for `RECENT` steps.
+
+    A divergence that stays finite and below `LOSS_GROWTH`: Adam at a rate
+    far too high on a GRU or a Conv2D climbs to 20-400x its first loss
+    while its norms grow too slowly for the spike gate. Requiring `RECENT`
+    steps in a row leaves a fast explosion to the spike gate and the
+    non-finite checks, which name its onset and suspects.
+
+    Args:
+        losses: the running losses since the fit began, one per step,
+            oldest first (non-finite values are left to the other triggers).
+
+    Returns:
+        The index in `losses` where the rule fires, or `None`.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if len(losses) <= RECENT:
+        return None
+    clean = np.where(np.isfinite(losses), losses, np.inf)
+    best = np.minimum.accumulate(clean)
+    above = np.isfinite(losses) & (best > 0) & (losses > LOSS_RISE * best)
+    run = 0
+    for i, flag in enumerate(above):
+        run = run + 1 if flag else 0
+        if run >= RECENT:
+            return i
+    return None
+
+
+def find_stall(losses, structure: str | None) -> bool:
+    """A model with a structural sign whose loss has not fallen: broken from step 1.
+
+    Its norms never spike against their own history, so only absolute
+    evidence catches it: the structure measured before step 1, and a
+    running loss that, after `STALL_STEPS` steps, has not fallen below
+    `STALL_LOSS` x its first value.
+
+    Args:
+        losses: the running losses since the fit began, one per step.
+        structure: `structural_sign` of the model, or `None`.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if structure is None or len(losses) < STALL_STEPS or not np.isfinite(losses).all():
+        return False
+    return bool(losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0])
+
+
 # -- finding an event ----------------------------------------------------
 
 
@@ -320,8 +399,10 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         onset = min(onset, int(recent_steps[np.argmax(high)]))
     if trigger == "loss_scale":  # the skips changed nothing; the update before did
         onset = min(onset, max(step, start_step + 1))
-    if "best_step" in found:  # loss_growth: it grew after its best
+    if "best_step" in found:  # loss_growth, loss_rise: it grew after its best
         onset = min(onset, found["best_step"] + 1)
+    if trigger == "stalled":  # broken from the first step
+        onset = min(onset, start_step + 1)
     spikes = np.isin(record.status, (SKIPPED_SPIKE, CLIPPED_SPIKE)) & upto
     signs = {
         "growth": g, "short": bool(short),
@@ -370,7 +451,9 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
        or a variable left its median (`SUSPECT_FACTOR`) before the event, or
        the weights overflowed, or several spikes fell within the window, or
        (with too little history for a median) the weights' norm grew
-       `WEIGHT_GROWTH` x since the fit began, or the loss grew (`loss_growth`).
+       `WEIGHT_GROWTH` x since the fit began, or the loss grew (`loss_growth`,
+       `loss_rise`), or the loss has not fallen on a model with a
+       structural sign (`stalled`, `find_stall`).
     4. `transient_spike`: a spike that is none of that (recorded and
        skipped or clipped, training goes on).
     5. `bad_data`: the same batch failed in an earlier epoch, or the loss
@@ -395,15 +478,12 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     wg = signs.get("weight_growth")
     weights_grew = early and wg is not None and wg >= WEIGHT_GROWTH
     diverging = (grew or weights_grew or bool(signs["earlier_suspects"])
-                 or trigger in ("nonfinite_weights", "loss_growth")
+                 or trigger in ("nonfinite_weights", "loss_growth", "loss_rise",
+                                "stalled")
                  or (trigger == "gradient_spike" and signs["spikes"] > 1))
     rg, gains, ratio = signs["recurrent_gain"], signs["gains"], signs["input_ratio"]
     total = float(np.prod(gains)) if gains else 0.0
-    structure = (
-        "recurrence" if rg is not None and rg > RECURRENT_GAIN else
-        "depth" if len(gains) >= MIN_DEPTH and total > DEPTH_GAIN else
-        "input_scale" if ratio is not None and ratio > INPUT_SCALE else None
-    )
+    structure = structural_sign(gains, rg, ratio)
     if trigger == "gradient_spike" and repeated:
         return ("bad_data",
                 f"the spike's batch {batch} spiked in an earlier epoch too ({where})",
@@ -427,7 +507,10 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     first = signs["earlier_suspects"][0] if signs["earlier_suspects"] else None
     led = (f"; {first['variable']} left its median first ({first['ratio']:.3g}x "
            f"at step {first['step']})" if first else "")
-    when = "an overflow within the first steps" if early and not grew else "the norms grew"
+    when = ("the loss has not fallen since the first step" if trigger == "stalled" else
+            "an overflow within the first steps" if early and not grew else
+            "the loss rose far above its best" if trigger == "loss_rise" else
+            "the norms grew")
     if structure == "recurrence":
         return ("recurrence",
                 f"{when} and the recurrent kernel's largest singular value is "
@@ -452,7 +535,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
         evidence = (f"the global norm rose to {g:.3g}x its median in the {RECENT} steps before"
                     if grew else
                     f"the weights' norm grew {wg:.3g}x in the first steps" if weights_grew
-                    else "the loss grew far above its best" if trigger == "loss_growth"
+                    else "the loss grew far above its best" if trigger in (
+                        "loss_growth", "loss_rise")
                     else "repeated spikes" if trigger == "gradient_spike"
                     else "a variable left its median first" if first
                     else "the weights overflowed after an update")

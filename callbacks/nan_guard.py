@@ -12,7 +12,9 @@ import numpy as np
 from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .diagnosis import (
-    GROWTH_FACTOR, LOSS_GROWTH, NaNEvent, diagnose, find_event, measure_growth,
+    GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, STALL_LOSS, STALL_STEPS, NaNEvent,
+    diagnose, find_event, find_loss_rise, find_stall, input_ratio,
+    measure_growth, structural_sign,
 )
 from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .layer_names import layer_of_paths
@@ -45,8 +47,13 @@ class NaNGuard(keras.callbacks.Callback):
 
     and fires on those, on non-finite weights after an update, on a
     non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
-    its best while the gradient norms are flat (a divergence that stays
-    finite, as Adam's at a rate far too high; off with `spike_factor=None`).
+    its best while the gradient norms are flat, or `LOSS_RISE` (10) times
+    for 3 steps in a row (a divergence that stays finite, as Adam's at a
+    rate far too high), and on a model with a structural sign (a recurrent
+    gain, a gains product or an input scale far from 1) whose loss has not
+    fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps
+    (`stalled`: broken from step 1 but finite). The loss rules are off with
+    `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
     `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
@@ -251,6 +258,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._input_columns = None
         self._start_norm = weights_norm(model)
         self._first_loss = self._best_loss = None
+        self._losses, self._loss_steps, self._stall_judged = [], [], False
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
@@ -309,7 +317,8 @@ class NaNGuard(keras.callbacks.Callback):
         self._handle(found, record, scale)
 
     def _watch_loss(self, loss, record) -> dict | None:
-        """A non-finite running loss, or one `LOSS_GROWTH` x above its best.
+        """A non-finite running loss, one `LOSS_GROWTH` x above its best, or
+        the absolute rules (`_watch_absolute`).
 
         The growth counts only while the gradient norms are not growing
         (`GROWTH_FACTOR`): when they are, the spike gate and the non-finite
@@ -325,6 +334,13 @@ class NaNGuard(keras.callbacks.Callback):
             self._first_loss = loss
         applied = (record.status == APPLIED) & np.isfinite(record.norm)
         growth = measure_growth(record.norm[applied], self.window)["growth"]
+        self._losses.append(loss)
+        self._loss_steps.append(self._step)
+        if self._stall_judged and len(self._losses) > RECENT + 1:
+            # Bounded: the best loss before the last RECENT, and those.
+            head = int(np.argmin(self._losses[:-RECENT]))
+            self._losses = self._losses[head:head + 1] + self._losses[-RECENT:]
+            self._loss_steps = self._loss_steps[head:head + 1] + self._loss_steps[-RECENT:]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and self._best_loss is not None and self._best_loss > 0
                 and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss
@@ -336,7 +352,36 @@ class NaNGuard(keras.callbacks.Callback):
                               f"and above its first {self._first_loss:.4g}"}
         if self._best_loss is None or loss <= self._best_loss:
             self._best_loss, self._best_step = loss, self._step
+        if self.spike_factor is not None:
+            return self._watch_absolute(record)
         return None
+
+    def _watch_absolute(self, record) -> dict | None:
+        """`loss_rise` and `stalled`: the rules that need no running median."""
+        losses = np.asarray(self._losses)
+        rise = find_loss_rise(losses)
+        if rise is not None and rise == len(losses) - 1:
+            best = int(np.argmin(losses[: rise + 1]))
+            return {"trigger": "loss_rise", "step": self._step,
+                    "best_step": self._loss_steps[best],
+                    "detail": f"the running loss {losses[-1]:.4g} has stayed above "
+                              f"{LOSS_RISE:g}x its best {losses[best]:.4g} (step "
+                              f"{self._loss_steps[best]}) for {RECENT} steps"}
+        if self._stall_judged or len(losses) < STALL_STEPS:
+            return None
+        self._stall_judged = True  # once a fit, after its first STALL_STEPS steps
+        if self._input_columns is None:
+            self._input_columns = input_columns(self.model, record.variable_paths)
+        ratio = (None if self._input_columns is None else
+                 input_ratio(record.variable_norms[record.status == APPLIED],
+                             *self._input_columns))
+        structure = structural_sign(self._gains, self._recurrent_gain, ratio)
+        if not find_stall(losses, structure):
+            return None
+        return {"trigger": "stalled", "step": self._step,
+                "detail": f"the running loss {losses[-1]:.4g} has not fallen below "
+                          f"{STALL_LOSS:g}x its first {losses[0]:.4g} in "
+                          f"{len(losses)} steps"}
 
     # -- actions -----------------------------------------------------------
 
@@ -387,6 +432,7 @@ class NaNGuard(keras.callbacks.Callback):
             monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
             new_lr = event.learning_rate * self.lr_factor
             self._best_loss = None  # the loss starts again from the snapshot
+            self._losses, self._loss_steps = [], []
         moments = skipped = None
         if action in ("rollback", "skip") and self.reset_moments:
             moments = reset_moments(monitor)

@@ -220,3 +220,73 @@ def test_diagnose_a_lone_spike_as_transient():
     event = _diagnose(record)
     assert (event.trigger, event.cause) == ("gradient_spike", "transient_spike")
     assert event.onset_step == event.step
+
+
+# -- absolute evidence: broken from the first step, but finite --------------
+
+
+def test_structural_sign_in_its_order():
+    assert dg.structural_sign([1.0] * 3, None, 1.0) is None
+    # Keras' orthogonal kernel (1.0000001) and Glorot gains are no sign.
+    assert dg.structural_sign([1.0] * 8, 1.0000001, 2.0) is None
+    assert dg.structural_sign([1.0] * 3, 1.5, 1e3) == "recurrence"
+    assert dg.structural_sign([3.0] * 8, None, 1e3) == "depth"  # 3**8 = 6561
+    assert dg.structural_sign([3.0] * 3, None, 1e3) == "input_scale"  # too few kernels
+    assert dg.structural_sign([], None, dg.INPUT_SCALE) is None  # at the limit: not above
+
+
+def _rise_by_loop(losses):
+    run = 0
+    for i in range(len(losses)):
+        best = min(v for v in losses[: i + 1] if np.isfinite(v))
+        run = run + 1 if losses[i] > dg.LOSS_RISE * best else 0
+        if run >= dg.RECENT:
+            return i
+    return None
+
+
+@pytest.mark.parametrize("losses", [
+    [0.5, 0.4, 0.45, 0.42, 0.4],  # healthy: never rises
+    [0.5, 0.4, 5.0, 6.0, 7.0, 8.0],  # 12.5x..20x its best from index 2: fires at 4
+    [0.5, 0.4, 5.0, 0.5, 6.0, 7.0],  # interrupted: not RECENT in a row
+    [0.5, 0.4, 3.9, 4.1, 4.2, 4.3, 4.4],  # just past 10x from index 3
+    [1e4, 5e3, 2e3, 1e3, 500.0],  # a large initial loss that falls
+])
+def test_find_loss_rise_matches_a_loop(losses):
+    assert dg.find_loss_rise(losses) == _rise_by_loop(losses)
+
+
+def test_find_loss_rise_needs_recent_steps_in_a_row():
+    assert dg.find_loss_rise([0.5, 0.4, 5.0, 6.0, 7.0]) == 4
+    assert dg.find_loss_rise([0.5, 0.4, 5.0, 6.0]) is None
+    assert dg.find_loss_rise([1.0, 9.0, 9.0, 9.0, 9.0]) is None  # 9x: below LOSS_RISE
+
+
+def test_find_stall_needs_a_structural_sign_and_a_loss_that_did_not_fall():
+    flat = np.full(dg.STALL_STEPS, 4e7) * np.linspace(1.0, 0.95, dg.STALL_STEPS)
+    learning = np.full(dg.STALL_STEPS, 0.5) * np.linspace(1.0, 0.6, dg.STALL_STEPS)
+    assert dg.find_stall(flat, "depth")
+    assert not dg.find_stall(flat, None)  # a healthy net's loss may stay flat too
+    assert not dg.find_stall(learning, "depth")
+    assert not dg.find_stall(flat[:-1], "depth")  # too few steps
+    # At the limit: a loss at exactly STALL_LOSS x its first has not fallen below it.
+    at = np.r_[1.0, np.full(dg.STALL_STEPS - 1, dg.STALL_LOSS)]
+    assert dg.find_stall(at, "input_scale")
+    assert not dg.find_stall(at * np.r_[1.0, np.full(dg.STALL_STEPS - 1, 0.99)], "input_scale")
+
+
+def test_absolute_triggers_are_named_by_the_structure_or_the_rate():
+    assert _cause("stalled", gains=[3.0] * 8) == "depth"
+    assert _cause("stalled", recurrent_gain=2.0) == "recurrence"
+    assert _cause("stalled", input_ratio=100.0) == "input_scale"
+    assert _cause("loss_rise") == "learning_rate"
+    assert _cause("loss_rise", recurrent_gain=1.5) == "recurrence"
+
+
+def test_diagnose_a_stall_starts_at_the_first_step():
+    norms = [1e4, 1.1e4, 0.9e4, 1e4, 1.2e4, 1e4, 1.1e4, 1e4]
+    record = _record(norms)
+    event = _diagnose(record, found={"trigger": "stalled", "step": 8, "detail": "flat"},
+                      gains=(3.0,) * 8)
+    assert (event.trigger, event.cause, event.onset_step) == ("stalled", "depth", 1)
+    assert "has not fallen since the first step" in event.evidence

@@ -6,7 +6,7 @@ import pytest
 
 from gradguard.callbacks import NaNGuard
 from gradguard.callbacks.attach import find_monitor
-from gradguard.callbacks.diagnosis import RECURRENT_GAIN
+from gradguard.callbacks.diagnosis import RECURRENT_GAIN, STALL_STEPS
 from tests.callbacks.helpers import WeightsPerStep
 from tests.callbacks.test_nan_guard_causes import _data, _dense
 
@@ -156,4 +156,27 @@ def test_adam_at_a_rate_far_too_high_diverges_finite_and_is_caught():
     held = event.weights["step"]
     assert event.weights["restored"] and held < event.onset_step <= event.step
     for a, b in zip(model.get_weights(), keep.weights[held]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_net_broken_from_step_1_but_finite_is_caught_by_absolute_evidence():
+    # Eight tanh layers at init gain 3 (gains product ~3**8): saturated from
+    # the first step, the loss stays finite and flat under Adam at a sane
+    # rate. Its norms never spike against their own history; the gains
+    # measured before step 1 and a loss that has not fallen catch it.
+    keras.utils.set_random_seed(0)
+    x, y = _data(n=256)
+    init = keras.initializers.VarianceScaling(9.0, "fan_in", "truncated_normal")
+    model = _dense(8, depth=8, act="tanh", init=init)
+    guard = NaNGuard(verbose=False)
+    keep, history = _fit(model, keras.optimizers.Adam(1e-3), x, y, guard, epochs=2)
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["loss"][0] > np.var(y)  # worse than predicting the mean
+    event = guard.events[0]
+    assert (event.trigger, event.step, event.cause) == ("stalled", STALL_STEPS, "depth")
+    assert "multiply to" in event.evidence and event.onset_step == 1
+    # Stopped at once, back to the weights it started from.
+    assert event.action == "stop" and keep.step == STALL_STEPS
+    assert event.weights == {"step": 0, "restored": True, "kept_last": False}
+    for a, b in zip(model.get_weights(), keep.weights[0]):
         np.testing.assert_array_equal(a, b)
