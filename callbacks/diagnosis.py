@@ -257,34 +257,25 @@ def structural_sign(gains, recurrent_gain: float | None,
     return None
 
 
-def find_loss_rise(losses) -> int | None:
-    """Where the running loss has stayed `LOSS_RISE` x its best for `RECENT` steps.
+def loss_has_risen(losses) -> bool:
+    """Whether the last `RECENT` running losses all exceed `LOSS_RISE` x the best.
 
     A divergence that stays finite and below `LOSS_GROWTH`: Adam at a rate
     far too high on a GRU or a Conv2D climbs to 20-400x its first loss
     while its norms grow too slowly for the spike gate. Requiring `RECENT`
-    steps in a row leaves a fast explosion to the spike gate and the
-    non-finite checks, which name its onset and suspects.
+    steps in a row (and, in the guard, norms that are not growing) leaves a
+    fast explosion to the spike gate and the non-finite checks, which name
+    its onset and suspects.
 
     Args:
         losses: the running losses since the fit began, one per step,
-            oldest first (non-finite values are left to the other triggers).
-
-    Returns:
-        The index in `losses` where the rule fires, or `None`.
+            oldest first.
     """
     losses = np.asarray(losses, dtype=np.float64)
-    if len(losses) <= RECENT:
-        return None
-    clean = np.where(np.isfinite(losses), losses, np.inf)
-    best = np.minimum.accumulate(clean)
-    above = np.isfinite(losses) & (best > 0) & (losses > LOSS_RISE * best)
-    run = 0
-    for i, flag in enumerate(above):
-        run = run + 1 if flag else 0
-        if run >= RECENT:
-            return i
-    return None
+    if len(losses) <= RECENT or not np.isfinite(losses).all():
+        return False
+    best = losses[:-RECENT].min()
+    return bool(best > 0 and (losses[-RECENT:] > LOSS_RISE * best).all())
 
 
 def find_stall(losses, structure: str | None) -> bool:

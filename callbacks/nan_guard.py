@@ -13,7 +13,7 @@ from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .diagnosis import (
     GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, STALL_LOSS, STALL_STEPS, NaNEvent,
-    diagnose, find_event, find_loss_rise, find_stall, input_ratio,
+    diagnose, find_event, find_stall, loss_has_risen, input_ratio,
     measure_growth, structural_sign,
 )
 from .gradient_record import APPLIED, CLIPPED_SPIKE
@@ -52,8 +52,8 @@ class NaNGuard(keras.callbacks.Callback):
     rate far too high), and on a model with a structural sign (a recurrent
     gain, a gains product or an input scale far from 1) whose loss has not
     fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps
-    (`stalled`: broken from step 1 but finite). The loss rules are off with
-    `spike_factor=None`.
+    of a fit that starts at step 0 (`stalled`: broken from step 1 but
+    finite). The loss rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
     `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
@@ -353,15 +353,18 @@ class NaNGuard(keras.callbacks.Callback):
         if self._best_loss is None or loss <= self._best_loss:
             self._best_loss, self._best_step = loss, self._step
         if self.spike_factor is not None:
-            return self._watch_absolute(record)
+            return self._watch_absolute(record, growth)
         return None
 
-    def _watch_absolute(self, record) -> dict | None:
-        """`loss_rise` and `stalled`: the rules that need no running median."""
+    def _watch_absolute(self, record, growth) -> dict | None:
+        """`loss_rise` and `stalled`: the rules that need no running median.
+
+        `loss_rise` counts only while the gradient norms are not growing
+        (`growth` < `GROWTH_FACTOR`), as `loss_growth` does.
+        """
         losses = np.asarray(self._losses)
-        rise = find_loss_rise(losses)
-        if rise is not None and rise == len(losses) - 1:
-            best = int(np.argmin(losses[: rise + 1]))
+        if loss_has_risen(losses) and (growth is None or growth < GROWTH_FACTOR):
+            best = int(np.argmin(losses))
             return {"trigger": "loss_rise", "step": self._step,
                     "best_step": self._loss_steps[best],
                     "detail": f"the running loss {losses[-1]:.4g} has stayed above "
@@ -370,6 +373,8 @@ class NaNGuard(keras.callbacks.Callback):
         if self._stall_judged or len(losses) < STALL_STEPS:
             return None
         self._stall_judged = True  # once a fit, after its first STALL_STEPS steps
+        if self._start_step != 0:  # only a model trained from its first step:
+            return None  # a resumed one may have learned all it can already
         if self._input_columns is None:
             self._input_columns = input_columns(self.model, record.variable_paths)
         ratio = (None if self._input_columns is None else

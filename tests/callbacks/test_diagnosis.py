@@ -235,31 +235,22 @@ def test_structural_sign_in_its_order():
     assert dg.structural_sign([], None, dg.INPUT_SCALE) is None  # at the limit: not above
 
 
-def _rise_by_loop(losses):
-    run = 0
-    for i in range(len(losses)):
-        best = min(v for v in losses[: i + 1] if np.isfinite(v))
-        run = run + 1 if losses[i] > dg.LOSS_RISE * best else 0
-        if run >= dg.RECENT:
-            return i
-    return None
-
-
-@pytest.mark.parametrize("losses", [
-    [0.5, 0.4, 0.45, 0.42, 0.4],  # healthy: never rises
-    [0.5, 0.4, 5.0, 6.0, 7.0, 8.0],  # 12.5x..20x its best from index 2: fires at 4
-    [0.5, 0.4, 5.0, 0.5, 6.0, 7.0],  # interrupted: not RECENT in a row
-    [0.5, 0.4, 3.9, 4.1, 4.2, 4.3, 4.4],  # just past 10x from index 3
-    [1e4, 5e3, 2e3, 1e3, 500.0],  # a large initial loss that falls
+@pytest.mark.parametrize("losses, risen", [
+    ([0.5, 0.4, 0.45, 0.42, 0.4], False),  # healthy: never rises
+    ([0.5, 0.4, 5.0, 6.0, 7.0], True),  # 12.5x..17.5x its best, 3 steps in a row
+    ([0.5, 0.4, 5.0, 6.0], False),  # the best is among the last 3: too short
+    ([0.5, 0.4, 5.0, 0.5, 6.0, 7.0], False),  # interrupted
+    ([0.5, 0.4, 4.1, 4.2, 4.3], True),  # just past 10x
+    ([1.0, 9.0, 9.0, 9.0, 9.0], False),  # 9x: below LOSS_RISE
+    ([1e4, 5e3, 2e3, 1e3, 500.0], False),  # a large initial loss that falls
+    ([0.5, 0.4, 5.0, 6.0, np.nan], False),  # non-finite: another trigger's
 ])
-def test_find_loss_rise_matches_a_loop(losses):
-    assert dg.find_loss_rise(losses) == _rise_by_loop(losses)
-
-
-def test_find_loss_rise_needs_recent_steps_in_a_row():
-    assert dg.find_loss_rise([0.5, 0.4, 5.0, 6.0, 7.0]) == 4
-    assert dg.find_loss_rise([0.5, 0.4, 5.0, 6.0]) is None
-    assert dg.find_loss_rise([1.0, 9.0, 9.0, 9.0, 9.0]) is None  # 9x: below LOSS_RISE
+def test_loss_has_risen_matches_its_definition(losses, risen):
+    assert dg.loss_has_risen(losses) is risen
+    finite = np.isfinite(losses).all() and len(losses) > dg.RECENT
+    by_hand = finite and all(v > dg.LOSS_RISE * min(losses[:-dg.RECENT])
+                             for v in losses[-dg.RECENT:])
+    assert by_hand == risen
 
 
 def test_find_stall_needs_a_structural_sign_and_a_loss_that_did_not_fall():
