@@ -336,7 +336,7 @@ class NaNGuard(keras.callbacks.Callback):
         growth = measure_growth(record.norm[applied], self.window)["growth"]
         self._losses.append(loss)
         self._loss_steps.append(self._step)
-        if self._stall_judged and len(self._losses) > RECENT + 1:
+        if len(self._losses) > STALL_STEPS + RECENT:  # the stall was judged at STALL_STEPS
             # Bounded: the best loss before the last RECENT, and those.
             head = int(np.argmin(self._losses[:-RECENT]))
             self._losses = self._losses[head:head + 1] + self._losses[-RECENT:]
