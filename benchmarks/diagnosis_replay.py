@@ -3,9 +3,11 @@
 `python -m benchmarks.diagnosis --traces DIR` saves each run's running loss
 and gradient record. Up to a run's first event the guard only watches, so
 the rules that need no running median (`loss_rise`, `stalled`) can be
-replayed on those traces exactly: a run that had no event gets the first
-new event its whole trace holds; a run that had one gets a new event only
-where a rule fires before it. Causes are named by `diagnosis.name_cause`
+replayed on those traces exactly: a run that had no event gets the new
+events its whole trace holds (a `stalled` warning lets training go on, so
+a later `loss_rise` is the decisive one); a run that had one gets a new
+decisive event only where `loss_rise` stops it earlier (a warning before
+its own stop leaves the stop decisive; the events are not recounted). Causes are named by `diagnosis.name_cause`
 as the guard would, from the structure measured on the record.
 
     python -m benchmarks.diagnosis_replay --traces DIR --results 'benchmarks/results/diagnosis_TAG_*of2.csv' --tag TAG_replayed
@@ -58,7 +60,8 @@ def replay(trace) -> dict | None:
     fired = [(i, t) for i, t in ((rise, "loss_rise"), (stall, "stalled")) if i is not None]
     if not fired:
         return None
-    i, trigger = min(fired)
+    # A stall is warned about and training goes on: a later rise still stops.
+    i, trigger = (rise, "loss_rise") if rise is not None else min(fired)
     k = min(i + 1, len(vn))
     ratio = None if kernel < 0 else dg.input_ratio(vn[:k][status[:k] == 0],
                                                    kernel, bias, fan_in)
@@ -67,7 +70,8 @@ def replay(trace) -> dict | None:
              "input_ratio": ratio}
     cause = dg.name_cause(trigger, signs, suspects=[], repeated=False, clip=None,
                           learning_rate=0.0, epoch=0, batch=0)[0]
-    return {"step": int(steps[i]), "trigger": trigger, "cause": cause}
+    return {"step": int(steps[i]), "trigger": trigger, "cause": cause,
+            "events": len(fired), "stops": int(trigger == "loss_rise")}
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -87,11 +91,13 @@ def main(argv=None) -> pd.DataFrame:
         if row["error"] or not os.path.exists(path):
             continue
         new = replay(np.load(path))
-        if new is None or (row["events"] > 0 and new["step"] >= row["step"]):
-            continue
+        if new is None or (row["events"] > 0 and (
+                new["step"] >= row["step"] or not new["stops"])):
+            continue  # the run's own event came first, or a warning before its stop
         changed += 1
         df.loc[i, ["trigger", "cause", "step"]] = new["trigger"], new["cause"], new["step"]
-        df.loc[i, ["events", "stops", "skips"]] = max(int(row["events"]), 1), 1, 0
+        df.loc[i, ["events", "stops", "skips"]] = (
+            new["events"], new["stops"], new["events"] - new["stops"])
     text = summarize(df) + f"\nruns whose decisive event the replay changed: {changed}"
     print(text)
     if args.tag:

@@ -80,7 +80,7 @@ class NaNEvent:
     first_nonfinite_variable: str | None = None
     first_nonfinite_layer: str | None = None
     loss_scale: dict | None = None  # `LossScaleWatch`'s finding
-    action: str = ""  # stop, raise, rollback, skip or clip
+    action: str = ""  # stop, raise, rollback, skip, clip or warn
     weights: dict | None = None  # step held, restored, kept_last
     restored_step: int | None = None
     new_learning_rate: float | None = None

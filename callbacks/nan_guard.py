@@ -53,7 +53,8 @@ class NaNGuard(keras.callbacks.Callback):
     gain, a gains product or an input scale far from 1) whose loss has not
     fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps
     of a fit that starts at step 0 (`stalled`: broken from step 1 but
-    finite). The loss rules are off with `spike_factor=None`.
+    finite; recorded with action `"warn"` and training goes on). The loss
+    rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
     `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
@@ -483,7 +484,11 @@ def choose_action(action: str, cause: str, retries: int, max_retries: int,
                   bad_batches: int, max_bad_batches: int,
                   spike_action: str = "skip",
                   trigger: str = "") -> tuple[str, str]:
-    """What NaNGuard does: `action`, `"skip"`/`"clip"`, or `"stop"`.
+    """What NaNGuard does: `action`, `"skip"`/`"clip"`, `"warn"` or `"stop"`.
+
+    A `stalled` model is warned about (recorded, training goes on): its
+    weights are finite and a healthy model's loss can stay flat for a few
+    steps too; only its structure marks it.
 
     A transient spike, or a spike from a batch that spiked in an earlier
     epoch too, was skipped (or clipped) by the monitor already: training
@@ -492,6 +497,8 @@ def choose_action(action: str, cause: str, retries: int, max_retries: int,
     back until `max_retries` are used up. Returns the action and a note for
     the detail.
     """
+    if trigger == "stalled":  # finite weights, evidence short of a divergence
+        return "warn", ""
     if cause == "transient_spike" or (trigger == "gradient_spike" and cause == "bad_data"):
         return spike_action, ""  # the monitor skipped or clipped it already
     if action == "rollback" and cause == "bad_data":

@@ -87,6 +87,8 @@ def format_message(event: dict) -> str:
     if action == "rollback":
         done = (f"rollback, learning rate {event['learning_rate']:.4g} -> "
                 f"{event['new_learning_rate']:.4g}")
+    elif action == "warn":
+        done = "warn (recorded; training goes on)"
     elif event["cause"] == "transient_spike":
         done = f"{action} the spike and go on"
     elif action in ("skip", "clip"):

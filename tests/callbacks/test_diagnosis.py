@@ -281,3 +281,12 @@ def test_diagnose_a_stall_starts_at_the_first_step():
                       gains=(3.0,) * 8)
     assert (event.trigger, event.cause, event.onset_step) == ("stalled", "depth", 1)
     assert "has not fallen since the first step" in event.evidence
+
+
+def test_a_stall_is_warned_about_and_a_loss_rise_acts():
+    from gradguard.callbacks.nan_guard import choose_action
+
+    for action in ("stop", "raise", "rollback"):
+        assert choose_action(action, "depth", 0, 3, 0, 10, trigger="stalled") == ("warn", "")
+        assert choose_action(action, "learning_rate", 0, 3, 0, 10,
+                             trigger="loss_rise") == (action, "")

@@ -172,11 +172,10 @@ def test_a_net_broken_from_step_1_but_finite_is_caught_by_absolute_evidence():
     keep, history = _fit(model, keras.optimizers.Adam(1e-3), x, y, guard, epochs=2)
     assert np.isfinite(history.history["loss"]).all()
     assert history.history["loss"][0] > np.var(y)  # worse than predicting the mean
-    event = guard.events[0]
+    [event] = guard.events  # judged once a fit
     assert (event.trigger, event.step, event.cause) == ("stalled", STALL_STEPS, "depth")
     assert "multiply to" in event.evidence and event.onset_step == 1
-    # Stopped at once, back to the weights it started from.
-    assert event.action == "stop" and keep.step == STALL_STEPS
-    assert event.weights == {"step": 0, "restored": True, "kept_last": False}
-    for a, b in zip(model.get_weights(), keep.weights[0]):
-        np.testing.assert_array_equal(a, b)
+    # Warned, not stopped: the weights are finite and nothing was undone.
+    assert event.action == "warn" and "training goes on" in event.message
+    assert keep.step == 16 and event.weights == {
+        "step": STALL_STEPS, "restored": False, "kept_last": False}
