@@ -42,9 +42,9 @@ CLIP_PERCENTILE = 90.0  # the cure's clipping threshold: this percentile of the 
 # Absolute evidence, for a net broken from its first step that stays finite
 # (a running median only compares a run with itself). Set on the population
 # of `python -m benchmarks.diagnosis` (docs/nan_guard.md).
-# A running loss this many times its best, for `RECENT` steps in a row, is a
-# divergence that stays finite (Adam at a rate far too high: 20-400x); the
-# healthy runs' running loss stayed within 1.6x its best.
+# A running loss this many times its early level (`loss_has_risen`), for
+# `RECENT` steps in a row, is a divergence that stays finite (Adam at a rate
+# far too high: 20-400x its first loss).
 LOSS_RISE = 10.0
 # Steps of loss history before a stall is judged: one epoch of the population.
 STALL_STEPS = 8
@@ -258,24 +258,39 @@ def structural_sign(gains, recurrent_gain: float | None,
 
 
 def loss_has_risen(losses) -> bool:
-    """Whether the last `RECENT` running losses all exceed `LOSS_RISE` x the best.
+    """Whether the last `RECENT` running losses all exceed `LOSS_RISE` x the early level.
 
     A divergence that stays finite and below `LOSS_GROWTH`: Adam at a rate
     far too high on a GRU or a Conv2D climbs to 20-400x its first loss
-    while its norms grow too slowly for the spike gate. Requiring `RECENT`
-    steps in a row (and, in the guard, norms that are not growing) leaves a
-    fast explosion to the spike gate and the non-finite checks, which name
-    its onset and suspects.
+    while its norms grow too slowly for the spike gate, from step 2 on. The
+    early level is the first running loss, or the median of the fit's first
+    `STALL_STEPS` (those before the last `RECENT`) if lower: not the best
+    loss so far, because at a later epoch's start the running loss is one
+    batch's, and with batch size 2 one batch read 0.05 where the epoch's
+    mean was 0.49 (a healthy run, 9.7x "its best" for 20 steps). Requiring `RECENT` steps in a row (and,
+    in the guard, norms that are not growing) leaves a fast explosion to the
+    spike gate and the non-finite checks, which name its onset and suspects.
 
     Args:
         losses: the running losses since the fit began, one per step,
-            oldest first.
+            oldest first (the guard keeps the first `STALL_STEPS` and the
+            last `RECENT`).
     """
     losses = np.asarray(losses, dtype=np.float64)
     if len(losses) <= RECENT or not np.isfinite(losses).all():
         return False
-    best = losses[:-RECENT].min()
-    return bool(best > 0 and (losses[-RECENT:] > LOSS_RISE * best).all())
+    early = early_level(losses)
+    return bool(early > 0 and (losses[-RECENT:] > LOSS_RISE * early).all())
+
+
+def early_level(losses) -> float:
+    """The first running loss, or the median of the first `STALL_STEPS` if lower.
+
+    Only the losses before the last `RECENT` count (`loss_has_risen`).
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    early = losses[:max(min(STALL_STEPS, len(losses) - RECENT), 1)]
+    return float(min(early[0], np.median(early)))
 
 
 def find_stall(losses, structure: str | None) -> bool:

@@ -13,7 +13,7 @@ from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .diagnosis import (
     GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, STALL_LOSS, STALL_STEPS, NaNEvent,
-    diagnose, find_event, find_stall, loss_has_risen, input_ratio,
+    diagnose, early_level, find_event, find_stall, loss_has_risen, input_ratio,
     measure_growth, structural_sign,
 )
 from .gradient_record import APPLIED, CLIPPED_SPIKE
@@ -48,6 +48,7 @@ class NaNGuard(keras.callbacks.Callback):
     and fires on those, on non-finite weights after an update, on a
     non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
     its best while the gradient norms are flat, or `LOSS_RISE` (10) times
+    its early level (its first, or the median of the first 8 if lower)
     for 3 steps in a row (a divergence that stays finite, as Adam's at a
     rate far too high), and on a model with a structural sign (a recurrent
     gain, a gains product or an input scale far from 1) whose loss has not
@@ -337,11 +338,9 @@ class NaNGuard(keras.callbacks.Callback):
         growth = measure_growth(record.norm[applied], self.window)["growth"]
         self._losses.append(loss)
         self._loss_steps.append(self._step)
-        if len(self._losses) > STALL_STEPS + RECENT:  # the stall was judged at STALL_STEPS
-            # Bounded: the best loss before the last RECENT, and those.
-            head = int(np.argmin(self._losses[:-RECENT]))
-            self._losses = self._losses[head:head + 1] + self._losses[-RECENT:]
-            self._loss_steps = self._loss_steps[head:head + 1] + self._loss_steps[-RECENT:]
+        if len(self._losses) > STALL_STEPS + RECENT:
+            # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
+            del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and self._best_loss is not None and self._best_loss > 0
                 and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss
@@ -365,12 +364,14 @@ class NaNGuard(keras.callbacks.Callback):
         """
         losses = np.asarray(self._losses)
         if loss_has_risen(losses) and (growth is None or growth < GROWTH_FACTOR):
-            best = int(np.argmin(losses))
+            best = int(np.argmin(losses[:-RECENT]))
+            early = early_level(losses)
             return {"trigger": "loss_rise", "step": self._step,
                     "best_step": self._loss_steps[best],
                     "detail": f"the running loss {losses[-1]:.4g} has stayed above "
-                              f"{LOSS_RISE:g}x its best {losses[best]:.4g} (step "
-                              f"{self._loss_steps[best]}) for {RECENT} steps"}
+                              f"{LOSS_RISE:g}x its early level {early:.4g} (its first, "
+                              f"or the median of the first {STALL_STEPS} if lower) "
+                              f"for {RECENT} steps"}
         if self._stall_judged or len(losses) < STALL_STEPS:
             return None
         self._stall_judged = True  # once a fit, after its first STALL_STEPS steps
