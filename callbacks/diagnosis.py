@@ -44,7 +44,8 @@ CLIP_PERCENTILE = 90.0  # the cure's clipping threshold: this percentile of the 
 # of `python -m benchmarks.diagnosis` (docs/nan_guard.md).
 # A running loss this many times its early level (`loss_has_risen`), for
 # `RECENT` steps in a row, is a divergence that stays finite (Adam at a rate
-# far too high: 20-400x its first loss).
+# far too high: 20-400x its first loss); no healthy run of the population
+# stayed above 4.9x for 3 steps.
 LOSS_RISE = 10.0
 # Steps of loss history before a stall is judged: one epoch of the population.
 STALL_STEPS = 8
