@@ -55,7 +55,10 @@ def replay(trace) -> dict | None:
         ratio = None if kernel < 0 else dg.input_ratio(vn[:k][status[:k] == 0],
                                                        kernel, bias, fan_in)
         structure = dg.structural_sign(gains, rg, ratio)
-        if dg.find_stall(loss[:k], structure):
+        first = trace["steps"] == 1
+        sensitivity = (dg.first_step_sensitivity(float(trace["norm"][first][0]), loss[0])
+                       if first.any() else None)
+        if dg.find_stall(loss[:k], structure, sensitivity):
             stall = k - 1
     fired = [(i, t) for i, t in ((rise, "loss_rise"), (stall, "stalled")) if i is not None]
     if not fired:

@@ -53,6 +53,14 @@ STALL_STEPS = 8
 # not fallen below this share of its first value after `STALL_STEPS` steps
 # is not learning; no healthy run of the population has a structural sign.
 STALL_LOSS = 0.9
+# The first step's global gradient norm over the square root of its loss:
+# for a squared error both scale with the residual, so the ratio measures
+# how sensitive the output is to the weights, whatever the targets' scale.
+# The population's healthy runs read at most 7.7; its deep nets at gain
+# 3-6 and its unscaled inputs 234 to 3e7 (even where Adam lowers their
+# astronomical loss by half in 8 steps). With a structural sign, above this
+# is a stall too.
+SENSITIVITY = 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,22 +302,40 @@ def early_level(losses) -> float:
     return float(min(early[0], np.median(early)))
 
 
-def find_stall(losses, structure: str | None) -> bool:
-    """A model with a structural sign whose loss has not fallen: broken from step 1.
+def first_step_sensitivity(norm: float, loss: float) -> float | None:
+    """The first step's global gradient norm over the square root of its loss.
+
+    Both scale with the residual under a squared error, so the ratio is
+    about the output's sensitivity to the weights: a few units for a
+    Glorot-initialized net, hundreds to millions for one whose gains
+    multiply past `DEPTH_GAIN` or whose inputs are far from unit scale.
+    `None` where either is non-finite or the loss is not positive.
+    """
+    if not (np.isfinite(norm) and np.isfinite(loss)) or loss <= 0:
+        return None
+    return float(norm / np.sqrt(loss))
+
+
+def find_stall(losses, structure: str | None,
+               sensitivity: float | None = None) -> bool:
+    """A model with a structural sign that is not learning: broken from step 1.
 
     Its norms never spike against their own history, so only absolute
-    evidence catches it: the structure measured before step 1, and a
-    running loss that, after `STALL_STEPS` steps, has not fallen below
-    `STALL_LOSS` x its first value.
+    evidence catches it: the structure measured before step 1, and after
+    `STALL_STEPS` steps either a running loss that has not fallen below
+    `STALL_LOSS` x its first value, or a `first_step_sensitivity` above
+    `SENSITIVITY` (an astronomical loss that Adam lowers, but from 1e7).
 
     Args:
         losses: the running losses since the fit began, one per step.
         structure: `structural_sign` of the model, or `None`.
+        sensitivity: `first_step_sensitivity`, or `None`. Defaults to `None`.
     """
     losses = np.asarray(losses, dtype=np.float64)
     if structure is None or len(losses) < STALL_STEPS or not np.isfinite(losses).all():
         return False
-    return bool(losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0])
+    flat = losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0]
+    return bool(flat or (sensitivity is not None and sensitivity > SENSITIVITY))
 
 
 # -- finding an event ----------------------------------------------------

@@ -12,9 +12,10 @@ import numpy as np
 from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .diagnosis import (
-    GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, STALL_LOSS, STALL_STEPS, NaNEvent,
-    diagnose, early_level, find_event, find_stall, loss_has_risen, input_ratio,
-    measure_growth, structural_sign,
+    GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, SENSITIVITY, STALL_LOSS,
+    STALL_STEPS, NaNEvent, diagnose, early_level, find_event, find_stall,
+    first_step_sensitivity, input_ratio, loss_has_risen, measure_growth,
+    structural_sign,
 )
 from .gradient_record import APPLIED, CLIPPED_SPIKE
 from .layer_names import layer_of_paths
@@ -52,8 +53,9 @@ class NaNGuard(keras.callbacks.Callback):
     for 3 steps in a row (a divergence that stays finite, as Adam's at a
     rate far too high), and on a model with a structural sign (a recurrent
     gain, a gains product or an input scale far from 1) whose loss has not
-    fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps
-    of a fit that starts at step 0 (`stalled`: broken from step 1 but
+    fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps,
+    or whose first gradient norm is `SENSITIVITY` (100) x the square root
+    of its first loss, in a fit that starts at step 0 (`stalled`: broken from step 1 but
     finite; recorded with action `"warn"` and training goes on). The loss
     rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
@@ -383,12 +385,19 @@ class NaNGuard(keras.callbacks.Callback):
                  input_ratio(record.variable_norms[record.status == APPLIED],
                              *self._input_columns))
         structure = structural_sign(self._gains, self._recurrent_gain, ratio)
-        if not find_stall(losses, structure):
+        first = record.steps == self._start_step + 1
+        sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
+                       if first.any() else None)
+        if not find_stall(losses, structure, sensitivity):
             return None
+        flat = losses.min() >= STALL_LOSS * losses[0]
         return {"trigger": "stalled", "step": self._step,
-                "detail": f"the running loss {losses[-1]:.4g} has not fallen below "
-                          f"{STALL_LOSS:g}x its first {losses[0]:.4g} in "
-                          f"{len(losses)} steps"}
+                "detail": (f"the running loss {losses[-1]:.4g} has not fallen below "
+                           f"{STALL_LOSS:g}x its first {losses[0]:.4g} in "
+                           f"{len(losses)} steps" if flat else
+                           f"the first step's gradient norm is {sensitivity:.3g}x the "
+                           f"square root of its loss (> {SENSITIVITY:g}; a few units "
+                           "for a well-initialized net)")}
 
     # -- actions -----------------------------------------------------------
 

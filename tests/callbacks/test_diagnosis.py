@@ -295,3 +295,32 @@ def test_a_stall_is_warned_about_and_a_loss_rise_acts():
         assert choose_action(action, "depth", 0, 3, 0, 10, trigger="stalled") == ("warn", "")
         assert choose_action(action, "learning_rate", 0, 3, 0, 10,
                              trigger="loss_rise") == (action, "")
+
+
+def test_first_step_sensitivity_does_not_depend_on_the_targets_scale():
+    # x @ w with a squared error: the gradient and sqrt(loss) both scale
+    # with the residual, so scaling the targets leaves the ratio alone.
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(32, 8)), rng.normal(size=8) / np.sqrt(8)
+
+    def ratio(y, gain=1.0):
+        residual = x @ (gain * w) - y
+        loss = np.mean(residual**2)
+        grad = 2 * x.T @ residual / len(x) * gain  # d loss / d w through gain * w
+        return dg.first_step_sensitivity(np.linalg.norm(grad), loss)
+
+    y = rng.normal(size=32)
+    assert ratio(1e3 * y) == pytest.approx(ratio(1e4 * y), rel=1e-2)
+    assert ratio(y) < dg.SENSITIVITY and ratio(30 * y + 100) < dg.SENSITIVITY
+    # A weight path amplified 1e3x (a deep stack's gains) reads 1e3x higher.
+    assert ratio(y, gain=1e3) > dg.SENSITIVITY
+    assert dg.first_step_sensitivity(np.inf, 1.0) is None
+    assert dg.first_step_sensitivity(1.0, 0.0) is None
+
+
+def test_a_falling_astronomical_loss_stalls_by_its_sensitivity():
+    falling = 2.7e8 * np.linspace(1.0, 0.47, dg.STALL_STEPS)  # Adam halves it
+    assert not dg.find_stall(falling, "depth")
+    assert dg.find_stall(falling, "depth", sensitivity=1.4e5)
+    assert not dg.find_stall(falling, "depth", sensitivity=7.7)  # the healthy runs' most
+    assert not dg.find_stall(falling, None, sensitivity=1.4e5)  # no structural sign
