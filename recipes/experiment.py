@@ -283,14 +283,16 @@ def judge(history: dict, norms: pd.DataFrame, events: list[dict], trivial_mse: f
         (final `val/trivial <= LEARNED_RATIO`), `learned_epoch` (first 1-based
         epoch that met it, or None), `max_grad_norm`, `median_grad_norm`
         (finite steps), `exploded_step` (first non-finite norm or NaNGuard
-        event, or None), `nan_guard` and `epochs_run`.
+        event other than a warning, or None), `nan_guard` and `epochs_run`.
     """
     val = [float(v) for v in history.get("val_loss", [])]
     ratios = [v / trivial_mse if math.isfinite(v) else math.inf for v in val]
     values = norms["grad_norm"].to_numpy(dtype=np.float64)
     finite = values[np.isfinite(values)]
     bad = [int(s) for s in norms["step"][~np.isfinite(values)]][:1]
-    exploded = min(bad + [int(e["step"]) for e in events], default=None)
+    # A `stalled` warning (action "warn") let training go on: not an explosion.
+    exploded = min(bad + [int(e["step"]) for e in events if e["action"] != "warn"],
+                   default=None)
     final = ratios[-1] if ratios else math.nan
     return {
         "train_loss": float(history["loss"][-1]) if history.get("loss") else math.nan,
