@@ -590,10 +590,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if scale is not None:
             norm_vector = norm_vector / ops.cast(scale, "float32")
             norm = norm / ops.cast(scale, "float32")
-        # A NaN/inf gradient has a NaN/inf norm. A finite gradient whose
-        # norm overflows float32 (> 3e38) is no better: Keras'
-        # global_clipnorm would turn it into NaN. Either way, skip.
-        bad = norms.first_nonfinite_index(norm_vector)
+        # A NaN/inf gradient has a NaN/inf norm, and so has the global norm
+        # (a sum of squares). A finite gradient whose norm overflows float32
+        # (> 3e38) is no better: Keras' global_clipnorm would turn it into
+        # NaN. Either way, skip (`decide_step`). The ring's per-variable
+        # norms show which variable it was (`ring.first_nonfinite`).
 
         if self.autoclip_compiled:
             # The current norm takes part in its own threshold, as in the
@@ -631,7 +632,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if self.adaptive.agc_compiled or self.adaptive.zclip_compiled:
             if weights is None:
                 weights = [v.value for v in trainable_variables]
-            ok = ops.logical_and(bad < 0, ops.isfinite(norm))
+            ok = ops.isfinite(norm)
             grads, norm_clipped, threshold = self.adaptive.clip(
                 grads, weights, ok, norm, norm_clipped, threshold, scale
             )
@@ -642,14 +643,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
             gate = SpikeGate(self._spike_factor.value, median, n,
                              self._spike_min_history.value, self._spike_clip.value)
         decision = decide_step(
-            norm, bad, skip_nonfinite=self.skip_nonfinite,
+            norm, skip_nonfinite=self.skip_nonfinite,
             loss_scaled=self.loss_scaled, gate=gate,
         )
         if gate is not None:  # a clipped spike goes down to the median
             grads = norms.scale_by_threshold(grads, norm, decision.limit)
             norm_clipped = ops.minimum(norm_clipped, decision.limit)
         row = {"norm": norm, "norm_clipped": norm_clipped, "threshold": threshold,
-               "first_nonfinite": bad, "status": decision.status,
+               "status": decision.status,
                "variable_norms": norm_vector}
         return decision, grads, row
 

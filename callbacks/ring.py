@@ -19,17 +19,18 @@ from .gradient_record import APPLIED, GradientRecord
 NORM = 0  # global norm before clipping (unscaled)
 NORM_CLIPPED = 1  # global norm after the clipping that applies
 THRESHOLD = 2  # the adaptive threshold (AutoClip, ZClip), inf when none
-FIRST_NONFINITE = 3  # index of the first non-finite variable, -1 when none
-WEIGHTS_FINITE = 4  # 1: all weights finite after the step, 0: not, -1: unchecked
-STEP_HIGH = 5  # step // STEP_BASE
-STEP_LOW = 6  # step % STEP_BASE
-STATUS = 7  # what the monitor did with the step (gradient_record.APPLIED ...)
-FIXED = 8  # columns before the per-variable norms
+WEIGHTS_FINITE = 3  # 1: all weights finite after the step, 0: not, -1: unchecked
+STEP_HIGH = 4  # step // STEP_BASE
+STEP_LOW = 5  # step % STEP_BASE
+STATUS = 6  # what the monitor did with the step (gradient_record.APPLIED ...)
+FIXED = 7  # columns before the per-variable norms
+# The first non-finite variable is not a column: `decode` finds it in the
+# per-variable norms (a NaN/inf gradient has a NaN/inf norm), on the host.
 STEP_BASE = 2**20
 
 
-def write_row(ring, count, *, norm, norm_clipped, threshold, first_nonfinite,
-              weights_finite, step, status, variable_norms) -> None:
+def write_row(ring, count, *, norm, norm_clipped, threshold, weights_finite,
+              step, status, variable_norms) -> None:
     """Writes one step's row at slot `count % len(ring)` and counts it.
 
     The row is assembled in column order (`NORM` ... `STATUS`, then the
@@ -39,7 +40,6 @@ def write_row(ring, count, *, norm, norm_clipped, threshold, first_nonfinite,
     high = ops.floor_divide(step, STEP_BASE)
     fixed = [None] * FIXED
     fixed[NORM], fixed[NORM_CLIPPED], fixed[THRESHOLD] = norm, norm_clipped, threshold
-    fixed[FIRST_NONFINITE] = first_nonfinite
     fixed[WEIGHTS_FINITE] = weights_finite
     fixed[STEP_HIGH], fixed[STEP_LOW] = high, step - high * STEP_BASE
     fixed[STATUS] = status
@@ -54,7 +54,8 @@ def write_row(ring, count, *, norm, norm_clipped, threshold, first_nonfinite,
     # batch never comes (the end of a dataset of unknown length raises
     # OutOfRange inside the step) a count that depends on nothing else
     # would still advance, over a row that was never written.
-    one = ops.cast(ops.isnan(values[0]) | ops.logical_not(ops.isnan(values[0])), "int32")
+    # (A status is >= 0: `one` is 1, computed from the row.)
+    one = ops.cast(values[STATUS] >= 0, "int32")
     count.assign(n + one)
 
 
@@ -116,6 +117,14 @@ def mark_rows(ring: np.ndarray, first_step: int, last_step: int, status: int) ->
     return bool(hit.any())
 
 
+def first_nonfinite(variable_norms: np.ndarray) -> np.ndarray:
+    """Per row, the index of the first non-finite variable norm, -1 when none."""
+    bad = ~np.isfinite(variable_norms)
+    if not bad.shape[-1]:
+        return np.full(len(variable_norms), -1, np.int64)
+    return np.where(bad.any(axis=-1), bad.argmax(axis=-1), -1).astype(np.int64)
+
+
 def decode(ring: np.ndarray, count: int, variable_paths: tuple) -> GradientRecord:
     """The rows still in a numpy copy of the ring, oldest first."""
     history = len(ring)
@@ -129,7 +138,7 @@ def decode(ring: np.ndarray, count: int, variable_paths: tuple) -> GradientRecor
         norm=rows[:, NORM],
         norm_clipped=rows[:, NORM_CLIPPED],
         threshold=rows[:, THRESHOLD],
-        first_nonfinite=rows[:, FIRST_NONFINITE].astype(np.int64),
+        first_nonfinite=first_nonfinite(rows[:, FIXED:FIXED + len(variable_paths)]),
         weights_finite=rows[:, WEIGHTS_FINITE] != 0,
         status=rows[:, STATUS].astype(np.int64),
         variable_norms=rows[:, FIXED:FIXED + len(variable_paths)],

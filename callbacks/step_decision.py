@@ -48,7 +48,7 @@ class StepDecision(NamedTuple):
             by its own branch.
         status: float32 scalar for the ring (`gradient_record.APPLIED` ...).
         limit: float32 scalar, the global norm a clipped spike is scaled
-            down to (`inf`: no clipping).
+            down to (`inf`: no clipping); `None` without a spike gate.
     """
 
     update: object
@@ -58,13 +58,13 @@ class StepDecision(NamedTuple):
 
 
 def decide_step(
-    norm, first_nonfinite, *, skip_nonfinite: bool, loss_scaled: bool,
-    gate: SpikeGate | None = None,
+    norm, *, skip_nonfinite: bool, loss_scaled: bool, gate: SpikeGate | None = None,
 ) -> StepDecision:
     """Decides one step from its global norm, before the update.
 
-    - A step whose gradient holds NaN or inf (`first_nonfinite >= 0`), or
-      whose global norm overflows, is `NONFINITE`. It is skipped when
+    - A step whose gradient holds NaN or inf (its global norm is then NaN
+      or inf, as a sum of squares), or whose global norm overflows, is
+      `NONFINITE`. It is skipped when
       `skip_nonfinite` is set and no `LossScaleOptimizer` is inside; with
       one, the loss scaler skips it and the monitor only counts it.
     - With a spike gate, a finite step whose norm exceeds `factor` times
@@ -74,8 +74,6 @@ def decide_step(
 
     Args:
         norm: float32 scalar, the global norm (unscaled).
-        first_nonfinite: int scalar, the first non-finite variable, -1 when
-            none.
         skip_nonfinite: skip non-finite steps (Python bool, decided when the
             step is traced).
         loss_scaled: a `LossScaleOptimizer` inside handles non-finite steps.
@@ -85,10 +83,9 @@ def decide_step(
         A `StepDecision`. Elementwise: `norm` and the gate's fields may be
         arrays of equal shape (the unit tests decide many steps at once).
     """
-    finite = ops.logical_and(first_nonfinite < 0, ops.isfinite(norm))
+    finite = ops.isfinite(norm)
     status = ops.where(finite, float(APPLIED), float(NONFINITE))
-    limit = ops.full_like(norm, float("inf"))
-    skipped_spike = None
+    limit = skipped_spike = None
     if gate is not None:
         spike = (
             finite & (gate.factor > 0)
@@ -97,20 +94,21 @@ def decide_step(
         )
         clipped = spike & (gate.clip > 0)
         skipped_spike = spike & ops.logical_not(clipped)
-        limit = ops.where(clipped, gate.median, limit)
+        limit = ops.where(clipped, gate.median, float("inf"))
         status = ops.where(
             spike,
             ops.where(clipped, float(CLIPPED_SPIKE), float(SKIPPED_SPIKE)),
             status,
         )
-    skip = None  # what the monitor itself skips
+    update = None  # None: always; no condition is traced
     if skip_nonfinite and not loss_scaled:
-        skip = ops.logical_not(finite)
+        update = finite
     if skipped_spike is not None:
-        skip = skipped_spike if skip is None else skip | skipped_spike
-    update = None if skip is None else ops.logical_not(skip)
+        keep = ops.logical_not(skipped_spike)
+        update = keep if update is None else update & keep
     count_skip = None
     if loss_scaled:  # the loss scaler skipped it, uncounted
         count_skip = ops.logical_not(finite)
-    return StepDecision(update, count_skip, ops.cast(status, "float32"),
-                        ops.cast(limit, "float32"))
+    if limit is not None:
+        limit = ops.cast(limit, "float32")
+    return StepDecision(update, count_skip, ops.cast(status, "float32"), limit)
