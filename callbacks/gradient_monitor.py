@@ -109,7 +109,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
     `LossScaleOptimizer`), so later `fit` calls reuse the compiled train
     function. `remove_monitor(model)` takes it out again. What callbacks
     switch per `fit` (AutoClip's percentile, NaNGuard's spike gate and lr
-    multiplier) are variables read by the compiled step, not retraces.
+    multiplier, AGC, ZClip) are named variables (`gg_spike_factor`, ...)
+    that only the monitor's setters write and the compiled step reads. A
+    feature's code enters the step the first time it is switched on (the
+    callback rebuilds the train function once); until then the step holds
+    none of its ops. `step_decision.decide_step` decides every step.
 
     **Data parallel.** Under `tf.distribute.MirroredStrategy` and
     `MultiWorkerMirroredStrategy` the monitor all-reduces the gradients
