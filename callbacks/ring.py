@@ -62,13 +62,19 @@ def write_row(ring, count, *, norm, norm_clipped, threshold, weights_finite,
 def _assign_row(ring, slot, values) -> None:
     """`ring[slot] = values`, in place where the backend allows it.
 
-    Under TensorFlow (no `tf.distribute` strategy) a sliced assignment to
-    the variable writes one row; elsewhere the ring is rebuilt with
-    `slice_update` and assigned (under JAX's jit, XLA updates it in place).
+    Under TensorFlow (no `tf.distribute` strategy) one scatter into the
+    variable writes the row (a sliced assignment would not do: under XLA
+    its start must be a compile-time constant, and every slot would compile
+    the step again); elsewhere the ring is rebuilt with `slice_update` and
+    assigned (under JAX's jit, XLA updates it in place).
     """
     target = ring.value
     if keras.backend.backend() == "tensorflow" and _plain_tf_variable(target):
-        target[slot].assign(values)
+        import tensorflow as tf
+
+        target.scatter_update(tf.IndexedSlices(
+            ops.reshape(values, (1, -1)), ops.reshape(ops.cast(slot, "int32"), (1,))
+        ))
         return
     ring.assign(ops.slice_update(target, [slot, 0], ops.reshape(values, (1, -1))))
 
