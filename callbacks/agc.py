@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import keras
-
-from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .clipping_callback import ClippingCallback
 from .monitor_clipping import check_agc
 
 
-class AGC(keras.callbacks.Callback):
+class AGC(ClippingCallback):
     """Adaptive gradient clipping, unit-wise (AGC, Brock et al. 2021).
 
     Each step, inside the compiled train step, every output unit's gradient
@@ -61,19 +59,8 @@ class AGC(keras.callbacks.Callback):
         check_agc("AGC", clipping, eps)
         self.clipping, self.eps = float(clipping), float(eps)
 
-    def on_train_begin(self, logs=None):
-        monitor = ensure_monitor(self.model, "AGC")
-        begin_fit(monitor, self.params)
-        try:
-            rebuild = monitor.set_agc(self.clipping, self.eps)
-        except ValueError as error:
-            raise ValueError(
-                f"AGC(clipping={self.clipping}) cannot be applied: {error}"
-            ) from None
-        if rebuild:
-            rebuild_train_function(self.model)
+    def configure(self, monitor) -> bool:
+        return monitor.set_agc(self.clipping, self.eps)
 
-    def on_train_end(self, logs=None):
-        monitor = find_monitor(self.model.optimizer)
-        if monitor is not None:
-            end_fit(monitor)
+    def describe(self) -> str:
+        return f"AGC(clipping={self.clipping})"

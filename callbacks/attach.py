@@ -1,4 +1,9 @@
-"""Finding, installing and removing the `GradientMonitor` behind a model."""
+"""Installing and removing the `GradientMonitor` behind a model.
+
+Finding it in an optimizer chain is `optimizer_chain.find_monitor`; what a
+`fit` call switches on and off is the monitor's own (`begin_fit`,
+`end_fit`).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,15 @@ import numpy as np
 
 from . import distributed
 from .gradient_monitor import DOUBLE_LOSS_SCALE, GradientMonitor
-from .optimizer_chain import step_counter
+from .optimizer_chain import find_monitor, step_counter
 
 DEFAULT_HISTORY = 1024
+__all__ = ["begin_fit", "end_fit", "ensure_monitor", "find_monitor",
+           "rebuild_train_function", "remove_monitor", "require_compiled"]
 
-
-def find_monitor(optimizer) -> GradientMonitor | None:
-    """Returns the `GradientMonitor` in an optimizer chain, or `None`.
-
-    The monitor may be the optimizer itself or sit inside a wrapper such as
-    `LossScaleOptimizer(GradientMonitor(...))`.
-    """
-    while optimizer is not None:
-        if isinstance(optimizer, GradientMonitor):
-            return optimizer
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return None
+# The monitor's own methods, under the names callbacks import them by.
+begin_fit = GradientMonitor.begin_fit
+end_fit = GradientMonitor.end_fit
 
 
 def require_compiled(model, caller: str) -> None:
@@ -84,8 +82,7 @@ def ensure_monitor(
             monitor = _new_monitor(model, monitor, min_history)
         _place(model, monitor, caller)
         rebuild = True
-    if check_weights and not monitor.check_weights:
-        monitor.check_weights = True
+    if check_weights and monitor.require_weight_check():
         rebuild = True
     if _continue_steps(model, monitor):
         rebuild = True
@@ -133,9 +130,7 @@ def _continue_steps(model, monitor: GradientMonitor) -> bool:
     if before is not None and before.monitor() is not monitor and not (
         monitor.built and monitor.read().count
     ):
-        offset = max(0, before.last_step() - _count(step_counter(monitor)))
-        changed = offset != monitor.step_offset
-        monitor.step_offset = offset
+        changed = monitor.continue_steps_from(before.last_step())
     # Past Keras' attribute tracking: not a layer, variable or saved state.
     object.__setattr__(model, "_gradguard_steps", _StepCount(monitor))
     return changed
@@ -160,16 +155,7 @@ def _new_monitor(model, old: GradientMonitor | None, min_history) -> GradientMon
     if old is None:
         monitor = GradientMonitor(_updater(model.optimizer), history=history)
     else:  # a longer ring around the same optimizer
-        monitor = GradientMonitor(
-            old.inner_optimizer,
-            history=history,
-            autoclip_percentile=old.autoclip_percentile,
-            autoclip_history=old.autoclip_history,
-            skip_nonfinite=old.skip_nonfinite,
-            check_weights=old.check_weights,
-            **old.adaptive.base,
-        )
-        monitor.adaptive.copy_settings(old.adaptive)
+        monitor = old.with_history(history)
     if monitor.inner_optimizer.built:
         monitor.build(model.trainable_variables)
     return monitor
@@ -201,36 +187,6 @@ def _place(model, monitor: GradientMonitor, caller: str) -> None:
             f"shorter monitor inside {type(optimizer).__name__}; create it "
             f"with GradientMonitor(..., history={monitor.history})."
         )
-
-
-def begin_fit(monitor: GradientMonitor, params: dict) -> None:
-    """Starts a `fit` call: per-fit settings go back to the monitor's own.
-
-    Every gradguard callback calls this in `on_train_begin` with its
-    `self.params` (one dict shared by all callbacks of a `fit` call), so the
-    first one of each `fit` resets what an earlier `fit` switched on and
-    could not switch off (an exception skips `on_train_end`).
-    """
-    if monitor._fit_params is params:
-        return
-    # Set past Keras' attribute tracking, which would store a copy of the dict.
-    object.__setattr__(monitor, "_fit_params", params)
-    end_fit(monitor)
-
-
-def end_fit(monitor: GradientMonitor) -> None:
-    """Ends a `fit` call: per-fit settings (AutoClip, spike gate) go back to the monitor's own."""
-    if (monitor.autoclip_percentile, monitor.autoclip_history) != monitor._base_autoclip:
-        monitor.set_autoclip(*monitor._base_autoclip)
-    adaptive = monitor.adaptive  # AGC's and ZClip's settings are per fit too
-    if adaptive.config() != adaptive.base:
-        monitor.set_agc(None)
-        monitor.set_zclip(None)
-        base = adaptive.base
-        monitor.set_agc(base["agc"], base["agc_eps"])
-        monitor.set_zclip(base["zclip"], base["zclip_alpha"], base["zclip_warmup"])
-    if monitor._spike_setting[0]:  # NaNGuard's spike gate is per fit too
-        monitor.set_spike_gate(None)
 
 
 def remove_monitor(model: keras.Model) -> bool:

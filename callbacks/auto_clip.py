@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import keras
-
-from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .clipping_callback import ClippingCallback
 from .validation import check, check_int, is_number
 
 
-class AutoClip(keras.callbacks.Callback):
+class AutoClip(ClippingCallback):
     """Adaptive gradient clipping (AutoClip, Seetharaman et al. 2020).
 
     Each step the global gradient norm is clipped to the `percentile`-th
@@ -54,20 +52,12 @@ class AutoClip(keras.callbacks.Callback):
         self.percentile = float(percentile)
         self.history = int(history)
 
-    def on_train_begin(self, logs=None):
-        monitor = ensure_monitor(self.model, "AutoClip", self.history)
-        begin_fit(monitor, self.params)
-        try:
-            rebuild = monitor.set_autoclip(self.percentile, self.history)
-        except ValueError as error:
-            raise ValueError(
-                f"AutoClip(percentile={self.percentile}) cannot be applied: "
-                f"{error}"
-            ) from None
-        if rebuild:
-            rebuild_train_function(self.model)
+    @property
+    def min_history(self) -> int:
+        return self.history
 
-    def on_train_end(self, logs=None):
-        monitor = find_monitor(self.model.optimizer)
-        if monitor is not None:
-            end_fit(monitor)
+    def configure(self, monitor) -> bool:
+        return monitor.set_autoclip(self.percentile, self.history)
+
+    def describe(self) -> str:
+        return f"AutoClip(percentile={self.percentile})"

@@ -62,21 +62,24 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
     """
     inner = monitor.inner_optimizer
     grads = all_reduce_sum(context, grads)
-    ok, grads, row = monitor._measure(grads, trainable_variables)
+    decision, grads, row = monitor.measure(grads, trainable_variables)
     # Under gradient accumulation Keras clips the averaged update, later:
     # leave it to the inner optimizer.
     accumulating = bool(accumulation_steps(inner))
     if not monitor.autoclip_compiled and not accumulating:
         # clip once, the reduced gradients
         grads = innermost_optimizer(inner)._clip_gradients(grads)
-    if not monitor.skip_nonfinite or monitor.loss_scaled:
+    # The same decision as on one device (step_decision.py); a step the
+    # loss scaler skips is not counted again here.
+    ok = decision.update
+    if ok is None:
         ok = ops.convert_to_tensor(True)
     replicas = context.num_replicas_in_sync
     shares = [norms.map_values(g, lambda v: v / replicas) for g in grads]
 
     def apply_share(shares):
         with contextlib.nullcontext() if accumulating else clipping_off(inner):
-            monitor._scale_update(
+            monitor.scaled_update(
                 lambda: inner.apply(shares, trainable_variables),
                 trainable_variables,
             )
@@ -86,16 +89,14 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
             strategy.extended.call_for_each_replica(apply_share, args=(shares,))
 
         def count_skipped():
-            monitor._skip_update(trainable_variables)
+            monitor.count_skipped(trainable_variables)
 
         # A cond around the inner optimizer's all-reduce is legal only here,
         # in cross-replica context.
         ops.cond(first_replica(strategy, ok), run, count_skipped)
 
     context.merge_call(update, args=(shares, ok))
-    monitor._write(
-        row, monitor._weights_flag(trainable_variables), step_counter(inner).value
-    )
+    monitor.record(row, trainable_variables, step_counter(inner).value)
 
 
 def all_reduce_sum(context, grads: list) -> list:

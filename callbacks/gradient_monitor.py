@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
 import numpy as np
 from keras import ops
@@ -11,10 +13,11 @@ from .monitor_clipping import MonitorClipping
 from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
 )
-from .ring import FIXED, decode, mark_rows, running_median, write_row
+from .ring import FIXED, NORM, decode, mark_rows, running_median, write_row
 from .optimizer_chain import (
     accumulation_steps, clip_settings, innermost_optimizer, loss_scaler, step_counter,
 )
+from .step_decision import SpikeGate, decide_step
 from .validation import check, check_int, is_int, is_number
 
 # Under mixed_float16, compile() wraps GradientMonitor(LossScaleOptimizer(...))
@@ -28,6 +31,23 @@ DOUBLE_LOSS_SCALE = (
     "and let Keras add the LossScaleOptimizer around it; or compile with the "
     "plain optimizer and let a gradguard callback install the monitor."
 )
+
+
+class SpikeSetting(NamedTuple):
+    """NaNGuard's spike gate as set on the monitor (`set_spike_gate`)."""
+
+    factor: float  # 0: off
+    window: int
+    min_history: int
+    clip: float  # 1: clip a spike to the median, 0: skip it
+
+
+_SPIKE_OFF = SpikeSetting(0.0, 2, 1, 0.0)
+
+
+def _constant(value):
+    """An initializer that fills a variable with `value`."""
+    return lambda shape, dtype: ops.full(shape, value, dtype)
 
 
 def _check_one_mode(mode, percentile, keras_clip, other=None) -> None:
@@ -89,7 +109,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
     `LossScaleOptimizer`), so later `fit` calls reuse the compiled train
     function. `remove_monitor(model)` takes it out again. What callbacks
     switch per `fit` (AutoClip's percentile, NaNGuard's spike gate and lr
-    multiplier) are variables read by the compiled step, not retraces.
+    multiplier, AGC, ZClip) are named variables (`gg_spike_factor`, ...)
+    that only the monitor's setters write and the compiled step reads. A
+    feature's code enters the step the first time it is switched on (the
+    callback rebuilds the train function once); until then the step holds
+    none of its ops. `step_decision.decide_step` decides every step.
 
     **Data parallel.** Under `tf.distribute.MirroredStrategy` and
     `MultiWorkerMirroredStrategy` the monitor all-reduces the gradients
@@ -226,17 +250,18 @@ class GradientMonitor(keras.optimizers.Optimizer):
         # for; after that it is switched by a variable, with no retrace.
         self.autoclip_compiled = autoclip_percentile is not None
         self.adaptive = adaptive
-        # What `fit` calls go back to (see attach.begin_fit).
+        # What `fit` calls go back to (see `begin_fit`).
         self._base_autoclip = (autoclip_percentile, self.autoclip_history)
         self._fit_params = None
         self.skip_nonfinite = bool(skip_nonfinite)
         self.check_weights = bool(check_weights)
         self.variable_paths: tuple = ()
         # The spike gate and the learning-rate multiplier (NaNGuard's): code
-        # compiled in once asked for, then switched by the `_gate` variable.
+        # compiled in once asked for, then switched by their variables.
         self.spike_compiled = False
         self.lr_scale_compiled = False
-        self._spike_setting = (0.0, 2, 1, 0.0)  # factor (0: off), window, min_history, clip
+        self.spike_setting = _SPIKE_OFF
+        self.lr_multiplier = 1.0
         # Added to the inner optimizer's step count in the ring, so that a
         # model recompiled with a new optimizer goes on counting (attach.py).
         self.step_offset = 0
@@ -284,16 +309,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
         _check_window(window, self.history)
         self.autoclip_percentile = percentile
         self.autoclip_history = int(window)
-        if self.built:
-            self._autoclip.assign(self._autoclip_setting())
+        self._assign_settings()
         if percentile is not None and not self.autoclip_compiled:
             self.autoclip_compiled = True
             return True
         return False
-
-    def _autoclip_setting(self):
-        percentile = self.autoclip_percentile or 0.0  # 0: off
-        return np.array([percentile, self.autoclip_history], "float32")
 
     def set_agc(self, clipping: float | None, eps: float = 1e-3) -> bool:
         """Turns AGC on with ratio `clipping` (or off with `None`).
@@ -341,11 +361,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
             True when the caller must rebuild the train function (the first
             time the gate is turned on).
         """
-        self._spike_setting = (
+        self.spike_setting = SpikeSetting(
             0.0 if factor is None else float(factor), int(window),
             int(min_history), 1.0 if mode == "clip" else 0.0,
         )
-        self._assign_gate()
+        self._assign_settings()
         if factor is not None and not self.spike_compiled:
             self.spike_compiled = True
             return True
@@ -365,24 +385,106 @@ class GradientMonitor(keras.optimizers.Optimizer):
         Returns:
             True when the caller must rebuild the train function.
         """
-        self._lr_multiplier = float(multiplier)
-        self._assign_gate()
-        if multiplier != 1.0 and not self.lr_scale_compiled:
-            self.lr_scale_compiled = True
-            return True
+        self.lr_multiplier = float(multiplier)
+        self._assign_settings()
+        if multiplier != 1.0:
+            return self.compile_lr_multiplier()
         return False
 
-    @property
-    def lr_multiplier(self) -> float:
-        """The factor on the inner optimizer's learning rate (1.0: none)."""
-        return getattr(self, "_lr_multiplier", 1.0)
+    def compile_lr_multiplier(self) -> bool:
+        """Compiles the learning-rate multiplier into the step now, at 1.0.
 
-    def _gate_setting(self):
-        return np.array([*self._spike_setting, self.lr_multiplier], "float32")
+        NaNGuard calls it before a `fit` whose rollbacks may cut the rate,
+        so that the cut needs no retrace mid-fit.
 
-    def _assign_gate(self):
+        Returns:
+            True when the caller must rebuild the train function.
+        """
+        if self.lr_scale_compiled:
+            return False
+        self.lr_scale_compiled = True
+        return True
+
+    def _settings(self) -> dict:
+        """The per-fit settings the compiled step reads, by variable name."""
+        spike = self.spike_setting
+        return {
+            "autoclip_percentile": self.autoclip_percentile or 0.0,  # 0: off
+            "autoclip_window": self.autoclip_history,
+            "spike_factor": spike.factor,  # 0: off
+            "spike_window": spike.window,
+            "spike_min_history": spike.min_history,
+            "spike_clip": spike.clip,
+            "lr_multiplier": self.lr_multiplier,
+        }
+
+    def _assign_settings(self):
         if self.built:
-            self._gate.assign(self._gate_setting())
+            for name, value in self._settings().items():
+                getattr(self, f"_{name}").assign(np.float32(value))
+
+    # -- per fit -----------------------------------------------------------
+
+    def begin_fit(self, params: dict) -> None:
+        """Starts a `fit` call: per-fit settings go back to the monitor's own.
+
+        Every gradguard callback calls this in `on_train_begin` with its
+        `self.params` (one dict shared by all callbacks of a `fit` call), so
+        the first one of each `fit` resets what an earlier `fit` switched on
+        and could not switch off (an exception skips `on_train_end`).
+        """
+        if self._fit_params is params:
+            return
+        # Set past Keras' attribute tracking, which would store a copy of the dict.
+        object.__setattr__(self, "_fit_params", params)
+        self.end_fit()
+
+    def end_fit(self) -> None:
+        """Ends a `fit` call: per-fit settings (AutoClip, AGC, ZClip, spike gate) go back."""
+        if (self.autoclip_percentile, self.autoclip_history) != self._base_autoclip:
+            self.set_autoclip(*self._base_autoclip)
+        adaptive = self.adaptive
+        if adaptive.config() != adaptive.base:
+            self.set_agc(None)
+            self.set_zclip(None)
+            base = adaptive.base
+            self.set_agc(base["agc"], base["agc_eps"])
+            self.set_zclip(base["zclip"], base["zclip_alpha"], base["zclip_warmup"])
+        if self.spike_setting.factor:  # NaNGuard's spike gate is per fit too
+            self.set_spike_gate(None)
+
+    def require_weight_check(self) -> bool:
+        """Turns the weight check on; True when the step must be retraced."""
+        if self.check_weights:
+            return False
+        self.check_weights = True
+        return True
+
+    def continue_steps_from(self, last_step: int) -> bool:
+        """Numbers this monitor's next step `last_step + 1` (after a recompile).
+
+        Returns:
+            True when the step offset changed (the step must be retraced).
+        """
+        counter = step_counter(self.inner_optimizer)
+        offset = max(0, int(last_step) - int(np.asarray(ops.convert_to_numpy(counter.value))))
+        changed = offset != self.step_offset
+        self.step_offset = offset
+        return changed
+
+    def with_history(self, history: int) -> GradientMonitor:
+        """A new monitor around the same optimizer, with a longer ring and these settings."""
+        monitor = GradientMonitor(
+            self.inner_optimizer,
+            history=history,
+            autoclip_percentile=self.autoclip_percentile,
+            autoclip_history=self.autoclip_history,
+            skip_nonfinite=self.skip_nonfinite,
+            check_weights=self.check_weights,
+            **self.adaptive.base,
+        )
+        monitor.adaptive.copy_settings(self.adaptive)
+        return monitor
 
     def mark_discarded(self, first_step: int, last_step: int) -> None:
         """Marks the ring rows of steps a rollback undid (`DISCARDED`).
@@ -411,20 +513,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
             shape=(self.history, FIXED + max(n_vars, 1)), initializer="zeros",
             dtype="float32", aggregation="only_first_replica", name="gg_ring",
         )
-        setting = self._autoclip_setting()
-        self._autoclip = self.add_variable(
-            shape=(2,), initializer=lambda shape, dtype: ops.convert_to_tensor(
-                setting, dtype
-            ),
-            dtype="float32", aggregation="only_first_replica", name="gg_autoclip",
-        )
-        gate = self._gate_setting()
-        self._gate = self.add_variable(
-            shape=(5,), initializer=lambda shape, dtype: ops.convert_to_tensor(
-                gate, dtype
-            ),
-            dtype="float32", aggregation="only_first_replica", name="gg_gate",
-        )
+        # One named scalar per setting (`_autoclip_percentile`,
+        # `_spike_factor`, `_lr_multiplier`, ...), written only by the
+        # setters above through `_assign_settings`.
+        for name, value in self._settings().items():
+            setattr(self, f"_{name}", self.add_variable(
+                shape=(), initializer=_constant(value), dtype="float32",
+                aggregation="only_first_replica", name=f"gg_{name}",
+            ))
         self.adaptive.build(self)
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
@@ -469,11 +565,15 @@ class GradientMonitor(keras.optimizers.Optimizer):
         scaler = loss_scaler(self.inner_optimizer)
         return None if scaler is None else scaler.dynamic_scale.value
 
-    def _measure(self, grads, trainable_variables, weights=None):
-        """This step's norms and clipping; returns (ok, grads, row).
+    def measure(self, grads, trainable_variables, weights=None):
+        """This step's norms, clipping and decision, inside the compiled step.
 
         `weights`: the weight values (JAX's stateless step passes them);
         `None` reads the variables.
+
+        Returns:
+            `(decision, grads, row)`: the `StepDecision`, the gradients to
+            apply (clipped) and what `record` writes to the ring.
         """
         n_vars = len(self.variable_paths)
         # An IndexedSlices may repeat an index: sum those rows first, so that
@@ -486,28 +586,32 @@ class GradientMonitor(keras.optimizers.Optimizer):
         by_column = [ops.zeros((), "float32")] * max(n_vars, 1)
         for column, n in zip(columns, squares):
             by_column[column] = n
-        norm_vector = ops.sqrt(ops.stack(by_column))  # one sqrt for all
+        # One fused pass: the squared norms are the terms of the global norm.
+        squares = ops.stack(by_column)
+        norm_vector = ops.sqrt(squares)
+        norm = ops.sqrt(ops.sum(squares))
         scale = self._loss_scale()
         if scale is not None:
             norm_vector = norm_vector / ops.cast(scale, "float32")
-        norm = norms.global_norm(norm_vector)
-        # A NaN/inf gradient has a NaN/inf norm. A finite gradient whose
-        # norm overflows float32 (> 3e38) is no better: Keras'
-        # global_clipnorm would turn it into NaN. Either way, skip.
-        bad = norms.first_nonfinite_index(norm_vector)
-        ok = ops.logical_and(bad < 0, ops.isfinite(norm))
+            norm = norm / ops.cast(scale, "float32")
+        # A NaN/inf gradient has a NaN/inf norm, and so has the global norm
+        # (a sum of squares). A finite gradient whose norm overflows float32
+        # (> 3e38) is no better: Keras' global_clipnorm would turn it into
+        # NaN. Either way, skip (`decide_step`). The ring's per-variable
+        # norms show which variable it was (`ring.first_nonfinite`).
 
         if self.autoclip_compiled:
             # The current norm takes part in its own threshold, as in the
             # AutoClip reference implementation.
             count = self._count.value
             ring = ops.slice_update(
-                self._ring.value[:, 0], [ops.mod(count, self.history)],
+                self._ring.value[:, NORM], [ops.mod(count, self.history)],
                 ops.reshape(norm, (1,)),
             )
-            percentile, window = self._autoclip.value[0], self._autoclip.value[1]
+            percentile = self._autoclip_percentile.value
             threshold = norms.ring_percentile(
-                ring, count + 1, ops.cast(window, "int32"), percentile,
+                ring, count + 1, ops.cast(self._autoclip_window.value, "int32"),
+                percentile,
             )
             threshold = ops.where(percentile > 0, threshold, float("inf"))
             # The factor threshold / norm is the same for loss-scaled grads.
@@ -532,46 +636,36 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if self.adaptive.agc_compiled or self.adaptive.zclip_compiled:
             if weights is None:
                 weights = [v.value for v in trainable_variables]
+            ok = ops.isfinite(norm)
             grads, norm_clipped, threshold = self.adaptive.clip(
                 grads, weights, ok, norm, norm_clipped, threshold, scale
             )
-        grads, apply, status, norm_clipped = self._spike_gate(
-            ok, grads, norm, norm_clipped
+        gate = None
+        if self.spike_compiled:
+            median, n = running_median(self._ring, self._count,
+                                       self._spike_window.value)
+            gate = SpikeGate(self._spike_factor.value, median, n,
+                             self._spike_min_history.value, self._spike_clip.value)
+        decision = decide_step(
+            norm, skip_nonfinite=self.skip_nonfinite,
+            loss_scaled=self.loss_scaled, gate=gate,
         )
-        head = [norm, norm_clipped, threshold, ops.cast(bad, "float32")]
-        return apply, grads, (ops.stack(head), status, norm_vector)
+        if gate is not None:  # a clipped spike goes down to the median
+            grads = norms.scale_by_threshold(grads, norm, decision.limit)
+            norm_clipped = ops.minimum(norm_clipped, decision.limit)
+        row = {"norm": norm, "norm_clipped": norm_clipped, "threshold": threshold,
+               "status": decision.status,
+               "variable_norms": norm_vector}
+        return decision, grads, row
 
-    def _spike_gate(self, ok, grads, norm, norm_clipped):
-        """Decides a spike before the update; returns (grads, apply, status, norm_clipped)."""
-        nonfinite = ops.convert_to_tensor(float(NONFINITE), "float32")
-        applied = ops.convert_to_tensor(float(APPLIED), "float32")
-        if not self.spike_compiled:
-            return grads, ok, ops.where(ok, applied, nonfinite), norm_clipped
-        gate = self._gate.value
-        factor, window, min_history, clip = gate[0], gate[1], gate[2], gate[3]
-        median, n = running_median(self._ring, self._count, window)
-        spike = (
-            ok & (factor > 0) & (ops.cast(n, "float32") >= min_history)
-            & (median > 0) & (norm > factor * median)
-        )
-        clipped = spike & (clip > 0)
-        limit = ops.where(clipped, median, float("inf"))
-        grads = norms.scale_by_threshold(grads, norm, limit)
-        status = ops.where(
-            ok, ops.where(spike, ops.where(clipped, float(CLIPPED_SPIKE),
-                                           float(SKIPPED_SPIKE)), applied),
-            nonfinite,
-        )
-        apply = ok & ops.logical_not(spike & ops.logical_not(clipped))
-        return grads, apply, status, ops.minimum(norm_clipped, limit)
-
-    def _scale_update(self, update, variables):
+    def scaled_update(self, update, variables) -> None:
         """Runs `update()` with its change to `variables` times the lr multiplier."""
         if not self.lr_scale_compiled:
-            return update()
+            update()
+            return
         before = [ops.copy(v.value) for v in variables]
         update()
-        multiplier = self._gate.value[4]
+        multiplier = self._lr_multiplier.value
         for v, old in zip(variables, before):
             v.assign(old + ops.cast(multiplier, v.dtype) * (v.value - old))
 
@@ -584,14 +678,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
         total = ops.sum(ops.stack([ops.sum(ops.cast(w, "float32")) for w in weights]))
         return ops.cast(ops.isfinite(total), "float32")
 
-    def _write(self, row, weights_flag, step):
-        head, status, norm_vector = row
+    def record(self, row: dict, weights, step) -> None:
+        """Writes this step's row to the ring (after the update)."""
         if self.step_offset:  # after a recompile (attach.py)
             step = step + self.step_offset
-        write_row(self._ring, self._count, head, weights_flag, step, status,
-                  norm_vector)
+        write_row(self._ring, self._count, weights_finite=self._weights_flag(weights),
+                  step=step, **row)
 
-    def _skip_update(self, trainable_variables):
+    def count_skipped(self, trainable_variables) -> None:
         """Counts a skipped step (its number is not reused).
 
         Under `gradient_accumulation_steps` a skipped micro-batch counts as
@@ -629,37 +723,25 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if context is not None:
             distributed.apply(self, context, list(grads), trainable_variables)
             return
-        ok, grads, row = self._measure(list(grads), trainable_variables)
+        decision, grads, row = self.measure(list(grads), trainable_variables)
         inner = self.inner_optimizer
 
         def count_skipped():
-            # A skipped step is still a step: its number is not reused.
-            self._skip_update(trainable_variables)
+            self.count_skipped(trainable_variables)
 
         def update():
-            self._scale_update(
+            self.scaled_update(
                 lambda: inner.apply(grads, trainable_variables),
                 trainable_variables,
             )
 
-        def noop():
-            pass
-
-        spike_skip = ops.logical_and(ops.logical_not(ok), ops.isfinite(row[0][0]))
-        if self.skip_nonfinite and not self.loss_scaled:
-            ops.cond(ok, update, count_skipped)
-        elif self.spike_compiled:
-            ops.cond(spike_skip, count_skipped, update)
-            if self.loss_scaled:  # the loss scaler skipped it uncounted
-                ops.cond(ok | spike_skip, noop, count_skipped)
-        else:
+        if decision.update is None:
             update()
-            if self.loss_scaled:  # the loss scaler skipped it uncounted
-                ops.cond(ok, noop, count_skipped)
-        self._write(
-            row, self._weights_flag(trainable_variables),
-            step_counter(inner).value,
-        )
+        else:
+            ops.cond(decision.update, update, count_skipped)
+        if decision.count_skip is not None:
+            ops.cond(decision.count_skip, count_skipped, lambda: None)
+        self.record(row, trainable_variables, step_counter(inner).value)
 
     # -- stateless (JAX) ---------------------------------------------------
 
@@ -679,10 +761,10 @@ class GradientMonitor(keras.optimizers.Optimizer):
         own, inner_values = optimizer_variables[:n_own], optimizer_variables[n_own:]
         mapping = list(zip(self._variables, own))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            ok, grads, row = self._measure(
+            decision, grads, row = self.measure(
                 list(grads), self._trainable_variables, list(trainable_variables)
             )
-        # What `_measure` wrote (ZClip's statistics) goes on to the write.
+        # What `measure` wrote (ZClip's statistics) goes on to the write.
         mapping = [(v, scope.get_current_value(v)) for v in self._variables]
         inner = self.inner_optimizer
         counter = step_counter(inner)
@@ -694,7 +776,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
             )
             if self.lr_scale_compiled:
                 with keras.StatelessScope(state_mapping=mapping):
-                    multiplier = self._gate.value[4]
+                    multiplier = self._lr_multiplier.value
                 new_tv = [
                     old + ops.cast(multiplier, old.dtype) * (new - old)
                     for old, new in zip(trainable_variables, new_tv)
@@ -711,23 +793,16 @@ class GradientMonitor(keras.optimizers.Optimizer):
             new_inner[it] = new_inner[it] + 1
             return list(trainable_variables), new_inner
 
-        spike_skip = ops.logical_and(ops.logical_not(ok), ops.isfinite(row[0][0]))
-        if self.skip_nonfinite and not self.loss_scaled:
-            new_tv, new_inner = ops.cond(ok, update, skip)
-        elif self.spike_compiled:
-            new_tv, new_inner = ops.cond(spike_skip, skip, update)
-            if self.loss_scaled:
-                new_inner[it] = new_inner[it] + ops.cast(
-                    ops.logical_not(ok | spike_skip), new_inner[it].dtype
-                )
-        else:
+        if decision.update is None:
             new_tv, new_inner = update()
-            if self.loss_scaled:  # the loss scaler skipped it uncounted
-                new_inner[it] = new_inner[it] + ops.cast(
-                    ops.logical_not(ok), new_inner[it].dtype
-                )
+        else:
+            new_tv, new_inner = ops.cond(decision.update, update, skip)
+        if decision.count_skip is not None:  # the loss scaler's skip, uncounted
+            new_inner[it] = new_inner[it] + ops.cast(
+                decision.count_skip, new_inner[it].dtype
+            )
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._write(row, self._weights_flag(new_tv), new_inner[it])
+            self.record(row, new_tv, new_inner[it])
         new_own = [scope.get_current_value(v) for v in self._variables]
         return new_tv, new_own + list(new_inner)
 

@@ -119,19 +119,21 @@ class MonitorClipping:
         return {"count": int(self._count.numpy()), "mean": float(self._mean.numpy()),
                 "std": float(np.sqrt(max(float(self._var.numpy()), 0.0)))}
 
-    def _settings(self):
-        return (np.array([self.agc or 0.0, self.agc_eps], "float32"),
-                np.array([self.zclip or 0.0, self.zclip_alpha, self.zclip_warmup], "float32"))
+    def _settings(self) -> dict:
+        """The settings the compiled step reads, by variable name."""
+        return {"agc_ratio": self.agc or 0.0,  # 0: off
+                "agc_eps": self.agc_eps,
+                "zclip_z": self.zclip or 0.0,  # 0: off
+                "zclip_alpha": self.zclip_alpha,
+                "zclip_warmup": self.zclip_warmup}
 
     def _assign(self):
         if self.built:
-            agc, zclip = self._settings()
-            self._agc.assign(agc)
-            self._zclip.assign(zclip)
+            for name, value in self._settings().items():
+                getattr(self, f"_{name}").assign(np.float32(value))
 
     def build(self, monitor) -> None:
         """Creates the variables, through `monitor.add_variable`."""
-        agc, zclip = self._settings()
 
         def add(name, value, dtype="float32"):
             return monitor.add_variable(
@@ -140,8 +142,9 @@ class MonitorClipping:
                 initializer=lambda shape, dtype: ops.convert_to_tensor(value, dtype),
             )
 
-        self._agc = add("gg_agc", agc)  # [lambda (0: off), eps]
-        self._zclip = add("gg_zclip", zclip)  # [z threshold (0: off), alpha, warm-up]
+        # One named scalar per setting (`_agc_ratio`, `_zclip_z`, ...).
+        for name, value in self._settings().items():
+            setattr(self, f"_{name}", add(f"gg_{name}", np.float32(value)))
         self._count = add("gg_zclip_count", np.int32(0), "int32")
         self._mean = add("gg_zclip_mean", np.float32(0))
         self._var = add("gg_zclip_var", np.float32(0))
@@ -162,7 +165,7 @@ class MonitorClipping:
             `(grads, norm_clipped, threshold)`.
         """
         if self.agc_compiled:
-            ratio, eps = self._agc.value[0], self._agc.value[1]
+            ratio, eps = self._agc_ratio.value, self._agc_eps.value
             limit = ops.where(ratio > 0, ratio, float("inf"))
             if scale is not None:  # the scaled gradient against scale x lambda
                 limit = limit * ops.cast(scale, "float32")
@@ -174,8 +177,8 @@ class MonitorClipping:
                 after = after / ops.cast(scale, "float32")
             norm_clipped = ops.where(ratio > 0, after, norm_clipped)
         if self.zclip_compiled:
-            z, alpha = self._zclip.value[0], self._zclip.value[1]
-            warmup = ops.cast(self._zclip.value[2], "int32")
+            z, alpha = self._zclip_z.value, self._zclip_alpha.value
+            warmup = ops.cast(self._zclip_warmup.value, "int32")
             on = z > 0
             state = ZClipState(self._count.value, self._mean.value, self._var.value)
             fed = ops.where(ok & on, norm, float("nan"))  # NaN: statistics unchanged

@@ -242,9 +242,8 @@ class NaNGuard(keras.callbacks.Callback):
         rebuild = monitor.set_spike_gate(
             self.spike_factor, self.window, self.min_history, self.spike_action
         )
-        if self.action == "rollback" and self.lr_factor < 1 and not monitor.lr_scale_compiled:
-            monitor.lr_scale_compiled = True  # compiled now, not mid-fit
-            rebuild = True
+        if self.action == "rollback" and self.lr_factor < 1:
+            rebuild |= monitor.compile_lr_multiplier()  # now, not mid-fit
         if rebuild:
             rebuild_train_function(model)
         self.retries = self.bad_batches = 0

@@ -112,27 +112,6 @@ def global_norm(norms) -> object:
     return ops.sqrt(ops.sum(ops.square(norms)))
 
 
-def first_nonfinite_index(norms) -> object:
-    """Returns the index of the first NaN or inf in a vector of norms, else -1.
-
-    A gradient holding NaN or inf has a NaN or inf norm, so the per-variable
-    norms locate it without another pass over the gradients.
-
-    Args:
-        norms: 1-D float tensor of per-variable norms.
-
-    Returns:
-        An int32 scalar.
-    """
-    n = norms.shape[0]
-    index = ops.arange(n, dtype="int32")
-    candidates = ops.where(
-        ops.isfinite(norms), ops.full((n,), n, dtype="int32"), index
-    )
-    first = ops.min(candidates)
-    return ops.where(first >= n, -1, first)
-
-
 def clipped_global_norm(
     grads: Sequence,
     norms,

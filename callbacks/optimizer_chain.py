@@ -1,4 +1,9 @@
-"""Walking an optimizer chain: wrappers (monitor, loss scaler) around the one that updates."""
+"""Walking an optimizer chain: wrappers (monitor, loss scaler) around the one that updates.
+
+The one place that follows `inner_optimizer` links: to the updating
+optimizer, its clipping, its step counter, the loss scaler and the
+`GradientMonitor`.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,21 @@ def clip_settings(optimizer) -> dict:
     """The clipping arguments set on the optimizer that does the update."""
     inner = innermost_optimizer(optimizer)
     return {a: getattr(inner, a) for a in _CLIP_ATTRS if getattr(inner, a)}
+
+
+def find_monitor(optimizer):
+    """Returns the `GradientMonitor` in an optimizer chain, or `None`.
+
+    The monitor may be the optimizer itself or sit inside a wrapper such as
+    `LossScaleOptimizer(GradientMonitor(...))`.
+    """
+    from .gradient_monitor import GradientMonitor  # it imports this module
+
+    while optimizer is not None:
+        if isinstance(optimizer, GradientMonitor):
+            return optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return None
 
 
 def loss_scaler(optimizer):

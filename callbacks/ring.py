@@ -1,45 +1,88 @@
 """The monitor's ring buffer: one float32 row per step, written in the compiled step.
 
-A row is `FIXED` columns, then one norm per trainable variable:
-norm, norm_clipped, threshold, first_nonfinite, weights_finite, step_high,
-step_low, status. The step is stored as two float32 parts (exact to 2**44);
+A row is `FIXED` columns, then one norm per trainable variable. The
+columns are named once, here (`NORM` ... `STATUS`); every reader and writer
+uses these names. The step is stored as two float32 parts (exact to 2**44);
 `status` says what the monitor did with the step (`gradient_record.APPLIED`
 ...). One row per step keeps a step to one write and a read to one transfer.
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import ops
 
 from .gradient_record import APPLIED, GradientRecord
 
-FIXED = 8  # columns before the per-variable norms
-STATUS = 7  # the status column
+# The columns of a row, before the per-variable norms.
+NORM = 0  # global norm before clipping (unscaled)
+NORM_CLIPPED = 1  # global norm after the clipping that applies
+THRESHOLD = 2  # the adaptive threshold (AutoClip, ZClip), inf when none
+WEIGHTS_FINITE = 3  # 1: all weights finite after the step, 0: not, -1: unchecked
+STEP_HIGH = 4  # step // STEP_BASE
+STEP_LOW = 5  # step % STEP_BASE
+STATUS = 6  # what the monitor did with the step (gradient_record.APPLIED ...)
+FIXED = 7  # columns before the per-variable norms
+# The first non-finite variable is not a column: `decode` finds it in the
+# per-variable norms (a NaN/inf gradient has a NaN/inf norm), on the host.
 STEP_BASE = 2**20
 
 
-def write_row(ring, count, head, weights_flag, step, status, norm_vector) -> None:
-    """Writes one step's row at slot `count % len(ring)` and counts it."""
+def write_row(ring, count, *, norm, norm_clipped, threshold, weights_finite,
+              step, status, variable_norms) -> None:
+    """Writes one step's row at slot `count % len(ring)` and counts it.
+
+    The row is assembled in column order (`NORM` ... `STATUS`, then the
+    per-variable norms) and written with one in-place slice assignment.
+    """
     step = ops.cast(step, "int64")
     high = ops.floor_divide(step, STEP_BASE)
-    low = step - high * STEP_BASE
+    fixed = [None] * FIXED
+    fixed[NORM], fixed[NORM_CLIPPED], fixed[THRESHOLD] = norm, norm_clipped, threshold
+    fixed[WEIGHTS_FINITE] = weights_finite
+    fixed[STEP_HIGH], fixed[STEP_LOW] = high, step - high * STEP_BASE
+    fixed[STATUS] = status
     values = ops.concatenate([
-        head,
-        ops.cast(ops.stack([weights_flag, ops.cast(high, "float32"),
-                            ops.cast(low, "float32"), status]), "float32"),
-        norm_vector,
+        ops.stack([ops.cast(v, "float32") for v in fixed]),
+        ops.cast(variable_norms, "float32"),
     ])
     n = count.value
-    slot = ops.mod(n, ring.shape[0])
-    ring.assign(ops.slice_update(ring.value, [slot, 0], ops.reshape(values, (1, -1))))
+    _assign_row(ring, ops.mod(n, ring.shape[0]), values)
     # The count must depend on the row's data: in a TensorFlow graph two
     # assignments to different variables are not ordered, and when the
     # batch never comes (the end of a dataset of unknown length raises
     # OutOfRange inside the step) a count that depends on nothing else
     # would still advance, over a row that was never written.
-    one = ops.cast(ops.isnan(values[0]) | ops.logical_not(ops.isnan(values[0])), "int32")
+    # (A status is >= 0: `one` is 1, computed from the row.)
+    one = ops.cast(values[STATUS] >= 0, "int32")
     count.assign(n + one)
+
+
+def _assign_row(ring, slot, values) -> None:
+    """`ring[slot] = values`, in place where the backend allows it.
+
+    Under TensorFlow (no `tf.distribute` strategy) one scatter into the
+    variable writes the row (a sliced assignment would not do: under XLA
+    its start must be a compile-time constant, and every slot would compile
+    the step again); elsewhere the ring is rebuilt with `slice_update` and
+    assigned (under JAX's jit, XLA updates it in place).
+    """
+    target = ring.value
+    if keras.backend.backend() == "tensorflow" and _plain_tf_variable(target):
+        import tensorflow as tf
+
+        target.scatter_update(tf.IndexedSlices(
+            ops.reshape(values, (1, -1)), ops.reshape(ops.cast(slot, "int32"), (1,))
+        ))
+        return
+    ring.assign(ops.slice_update(target, [slot, 0], ops.reshape(values, (1, -1))))
+
+
+def _plain_tf_variable(value) -> bool:
+    import tensorflow as tf
+
+    return isinstance(value, tf.Variable) and not tf.distribute.has_strategy()
 
 
 def running_median(ring, count, window):
@@ -51,7 +94,7 @@ def running_median(ring, count, window):
     size = ring.shape[0]
     n_written = count.value
     age = ops.mod(ops.mod(n_written - 1, size) - ops.arange(size, dtype="int32"), size)
-    norms = ring.value[:, 0]
+    norms = ring.value[:, NORM]
     used = (
         (age < ops.minimum(n_written, ops.cast(window, "int32")))
         & (ring.value[:, STATUS] == float(APPLIED))
@@ -69,7 +112,8 @@ def running_median(ring, count, window):
 
 def row_steps(ring: np.ndarray) -> np.ndarray:
     """The step of every row of a numpy copy of the ring."""
-    return ring[:, 5].astype(np.int64) * STEP_BASE + ring[:, 6].astype(np.int64)
+    return (ring[:, STEP_HIGH].astype(np.int64) * STEP_BASE
+            + ring[:, STEP_LOW].astype(np.int64))
 
 
 def mark_rows(ring: np.ndarray, first_step: int, last_step: int, status: int) -> bool:
@@ -77,6 +121,14 @@ def mark_rows(ring: np.ndarray, first_step: int, last_step: int, status: int) ->
     hit = (row_steps(ring) >= first_step) & (row_steps(ring) <= last_step)
     ring[hit, STATUS] = status
     return bool(hit.any())
+
+
+def first_nonfinite(variable_norms: np.ndarray) -> np.ndarray:
+    """Per row, the index of the first non-finite variable norm, -1 when none."""
+    bad = ~np.isfinite(variable_norms)
+    if not bad.shape[-1]:
+        return np.full(len(variable_norms), -1, np.int64)
+    return np.where(bad.any(axis=-1), bad.argmax(axis=-1), -1).astype(np.int64)
 
 
 def decode(ring: np.ndarray, count: int, variable_paths: tuple) -> GradientRecord:
@@ -89,11 +141,11 @@ def decode(ring: np.ndarray, count: int, variable_paths: tuple) -> GradientRecor
         count=count,
         index=index + 1,
         steps=row_steps(rows),
-        norm=rows[:, 0],
-        norm_clipped=rows[:, 1],
-        threshold=rows[:, 2],
-        first_nonfinite=rows[:, 3].astype(np.int64),
-        weights_finite=rows[:, 4] != 0,
+        norm=rows[:, NORM],
+        norm_clipped=rows[:, NORM_CLIPPED],
+        threshold=rows[:, THRESHOLD],
+        first_nonfinite=first_nonfinite(rows[:, FIXED:FIXED + len(variable_paths)]),
+        weights_finite=rows[:, WEIGHTS_FINITE] != 0,
         status=rows[:, STATUS].astype(np.int64),
         variable_norms=rows[:, FIXED:FIXED + len(variable_paths)],
         variable_paths=variable_paths,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import keras
-
-from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .clipping_callback import ClippingCallback
 from .monitor_clipping import check_zclip
 
 
-class ZClip(keras.callbacks.Callback):
+class ZClip(ClippingCallback):
     """Z-score clipping of the global gradient norm (ZClip, Kumar et al. 2025).
 
     The `GradientMonitor` (installed on `on_train_begin` if absent) keeps an
@@ -62,21 +60,11 @@ class ZClip(keras.callbacks.Callback):
         self.z_threshold, self.alpha = float(z_threshold), float(alpha)
         self.warmup_steps, self.reset = int(warmup_steps), bool(reset)
 
-    def on_train_begin(self, logs=None):
-        monitor = ensure_monitor(self.model, "ZClip")
-        begin_fit(monitor, self.params)
-        try:
-            rebuild = monitor.set_zclip(self.z_threshold, self.alpha, self.warmup_steps)
-        except ValueError as error:
-            raise ValueError(
-                f"ZClip(z_threshold={self.z_threshold}) cannot be applied: {error}"
-            ) from None
+    def configure(self, monitor) -> bool:
+        rebuild = monitor.set_zclip(self.z_threshold, self.alpha, self.warmup_steps)
         if self.reset:
             monitor.adaptive.reset_statistics()
-        if rebuild:
-            rebuild_train_function(self.model)
+        return rebuild
 
-    def on_train_end(self, logs=None):
-        monitor = find_monitor(self.model.optimizer)
-        if monitor is not None:
-            end_fit(monitor)
+    def describe(self) -> str:
+        return f"ZClip(z_threshold={self.z_threshold})"
