@@ -31,7 +31,7 @@ import numpy as np
 from .validation import check_writable_folder
 
 TAG_PREFIX = "gradients/"
-FLUSH_SECS = 30  # events reach the disk at least this often (and at flush)
+FLUSH_SECS = 30  # tensorboard's writer (without TensorFlow) flushes this often
 _file_ids = itertools.count()
 
 
@@ -144,7 +144,6 @@ class SummaryWriter:
             self._writer_class = lambda folder: EventFileWriter(
                 folder, flush_secs=FLUSH_SECS)
         self._template = None  # (layer names, event, its values) reused per step
-        self._flushed = time.monotonic()
         self.log_dir = str(log_dir)
         self.owner = owner
         self.histogram_every = int(histogram_every)
@@ -220,8 +219,9 @@ class SummaryWriter:
                 self._guard(lambda: self._writer.add_event(event))
             if self._writer is None:
                 return
-        if time.monotonic() - self._flushed > FLUSH_SECS:
-            self.flush()
+        # One flush per read: the events of a read reach the disk together,
+        # and a full disk shows at the read that could not be written.
+        self.flush()
 
     def _event_for(self, layer_names: tuple, with_layers: bool):
         """The reusable event of this layout (and its values, in order)."""
@@ -266,7 +266,6 @@ class SummaryWriter:
         )
 
     def flush(self) -> None:
-        self._flushed = time.monotonic()
         if self._writer is not None:
             self._guard(self._writer.flush)
 
