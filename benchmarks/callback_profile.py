@@ -1,21 +1,24 @@
 """Where the callbacks' overhead goes: in-graph recording vs Python hooks.
 
-A companion to `callback_overhead`: it splits the cost of the recipes'
-callbacks into
+A companion to `callback_overhead`, on its three models (LSTM, 20 x 64 MLP
+with 42 variables, 14 x 64 MLP at batch 128). It splits the cost into
 
-1. the compiled step: `GradientMonitor` compiled in with no callback at all
-   (the ring-buffer writes), without the `cond` that skips non-finite
-   updates, and with AutoClip's in-graph percentile; the variants are
-   interleaved every 4 steps, which cancels most of the load that other
-   processes put on a shared machine;
+1. the compiled step: plain Adam, Keras' `global_clipnorm` (the norm Keras
+   computes itself), `GradientMonitor` compiled in with no callback at all,
+   without the `cond` that skips non-finite updates, with AutoClip's
+   in-graph percentile, and plain Adam and the monitor under
+   `jit_compile=True`; the variants are interleaved every 4 steps, which
+   cancels most of the load that other processes put on a shared machine;
 2. the Python hooks, timed one call at a time on a trained model:
-   `GradientMonitor.read()`, `model.get_weights()`, the optimizer-state copy
-   and the whole of `NaNGuard.on_train_batch_end`.
+   `GradientMonitor.read()` (two variable reads and the decoding), one
+   variable read alone, `GradientNormLogger`'s batch hook when nothing is
+   due and when a read is due, the logger recording a block of 64 rows, and
+   `NaNGuard.on_train_batch_end`.
 
 Run from the repository root: `python -m benchmarks.callback_profile`
-(about 2.5 minutes on 2 cores). Prints plain text; writes nothing. Part 2
-calls private methods of the callbacks (`_collect`, `_take_snapshot`) to
-time them alone, so it follows their internals and may need updating.
+(about 3 minutes on 2 cores). Prints plain text; writes nothing. Part 2
+sets private attributes of the callbacks to replay one step, so it follows
+their internals and may need updating.
 """
 
 from __future__ import annotations
