@@ -185,7 +185,7 @@ def check_quick_report(text: str, config) -> None:
 
 def test_quick_run_of_two_configurations_writes_the_table(tmp_path, monkeypatch):
     quick = dataclasses.replace(callback_overhead.QUICK, rounds=2, configs=(
-        callback_overhead.PLAIN, callback_overhead.EVERY_50))
+        callback_overhead.PLAIN, callback_overhead.EVERY_STEP))
     monkeypatch.setattr(callback_overhead, "QUICK", quick)
     out = tmp_path / "overhead.md"
     assert callback_overhead.main(["--quick", "--out", str(out)]) == 0
