@@ -41,7 +41,7 @@ Method, chosen so that 3% differences show on a shared 2-core machine:
 
 Run from the repository root:
 
-    python -m benchmarks.callback_overhead            # about 12 minutes, 2 cores
+    python -m benchmarks.callback_overhead            # 2 of 3 models: 29 min at load 9
     python -m benchmarks.callback_overhead --quick    # smoke run, seconds
 """
 
