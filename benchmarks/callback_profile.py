@@ -1,21 +1,24 @@
 """Where the callbacks' overhead goes: in-graph recording vs Python hooks.
 
-A companion to `callback_overhead`: it splits the cost of the recipes'
-callbacks into
+A companion to `callback_overhead`, on its three models (LSTM, 20 x 64 MLP
+with 42 variables, 14 x 64 MLP at batch 128). It splits the cost into
 
-1. the compiled step: `GradientMonitor` compiled in with no callback at all
-   (the ring-buffer writes), without the `cond` that skips non-finite
-   updates, and with AutoClip's in-graph percentile; the variants are
-   interleaved every 4 steps, which cancels most of the load that other
-   processes put on a shared machine;
+1. the compiled step: plain Adam, Keras' `global_clipnorm` (the norm Keras
+   computes itself), `GradientMonitor` compiled in with no callback at all,
+   without the `cond` that skips non-finite updates, with AutoClip's
+   in-graph percentile, and plain Adam and the monitor under
+   `jit_compile=True`; the variants are interleaved every 4 steps, which
+   cancels most of the load that other processes put on a shared machine;
 2. the Python hooks, timed one call at a time on a trained model:
-   `GradientMonitor.read()`, `model.get_weights()`, the optimizer-state copy
-   and the whole of `NaNGuard.on_train_batch_end`.
+   `GradientMonitor.read()` (two variable reads and the decoding), one
+   variable read alone, `GradientNormLogger`'s batch hook when nothing is
+   due and when a read is due, the logger recording a block of 64 rows, and
+   `NaNGuard.on_train_batch_end`.
 
 Run from the repository root: `python -m benchmarks.callback_profile`
-(about 2.5 minutes on 2 cores). Prints plain text; writes nothing. Part 2
-calls private methods of the callbacks (`_collect`, `_take_snapshot`) to
-time them alone, so it follows their internals and may need updating.
+(about 3 minutes on 2 cores). Prints plain text; writes nothing. Part 2
+sets private attributes of the callbacks to replay one step, so it follows
+their internals and may need updating.
 """
 
 from __future__ import annotations
@@ -32,22 +35,26 @@ import numpy as np  # noqa: E402
 from gradguard.callbacks import GradientMonitor, GradientNormLogger, NaNGuard  # noqa: E402
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
 
-from .callback_overhead import Config, build_model, make_data  # noqa: E402
+from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
+
+PROFILED = ("LSTM", "MLP 20x64 (42 vars)", "MLP 14x64 b128 (30 vars)")
 
 
-def compiled_step_ms(model: str, variants: dict, config: Config, x, y,
-                     rounds: int = 30, block: int = 4) -> dict:
+def compiled_step_ms(model: str, variants: dict, x, y, rounds: int = 30,
+                     block: int = 4, seed: int = 0) -> dict:
     """Median ms per `train_on_batch` step of each optimizer variant.
 
     One compiled model per variant (same seed), traced once, then `rounds`
     rounds of `block` steps each, the variants interleaved, so load from
     other processes hits every variant alike.
     """
-    bs = config.batch_size
+    spec = MODELS[model]
+    bs = spec.batch_size
     nets = {}
-    for name, optimizer_fn in variants.items():
-        net = build_model(model, x, config) if not nets else _rebuild(model, x, config)
-        net.compile(optimizer=optimizer_fn(), loss=keras.losses.MeanSquaredError())
+    for name, (optimizer_fn, jit) in variants.items():
+        net = build_network(spec, x, seed)
+        net.compile(optimizer=optimizer_fn(), loss=keras.losses.MeanSquaredError(),
+                    jit_compile=jit)
         net.train_on_batch(x[:bs], y[:bs])  # trace
         nets[name] = net
     times = {name: [] for name in variants}
@@ -61,21 +68,7 @@ def compiled_step_ms(model: str, variants: dict, config: Config, x, y,
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def _rebuild(model: str, x, config: Config) -> keras.Model:
-    """`build_model` without clearing the session (the others stay usable)."""
-    keras.utils.set_random_seed(config.seed)
-    if model == "deep dense":
-        from gradguard.recipes.models import deep_dense
-
-        return deep_dense(x.shape[1], depth=config.depth, width=config.width,
-                          standardize=x)
-    from gradguard.recipes.models import sequence_model
-
-    cell = {"LSTM": "lstm", "SimpleRNN": "simple_rnn"}[model]
-    return sequence_model(x.shape[1], x.shape[2], cell=cell, units=config.units)
-
-
-def call_ms(fn, n: int = 50) -> float:
+def call_ms(fn, n: int = 200) -> float:
     """Median ms of `n` calls of `fn()`."""
     times = []
     for _ in range(n):
@@ -86,67 +79,80 @@ def call_ms(fn, n: int = 50) -> float:
 
 
 def main(argv=None) -> int:
-    config = Config()
-    n = (config.steps + 1) * config.batch_size
     adam = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
     variants = {
-        "plain Adam": adam,
-        "GradientMonitor (records, skips non-finite)": lambda: GradientMonitor(adam()),
-        "GradientMonitor, skip_nonfinite=False": lambda: GradientMonitor(
-            adam(), skip_nonfinite=False),
-        "GradientMonitor + AutoClip percentile": lambda: GradientMonitor(
-            adam(), autoclip_percentile=10.0, autoclip_history=1000),
+        "plain Adam": (adam, False),
+        "Adam(global_clipnorm=1e9)": (
+            lambda: keras.optimizers.Adam(1e-3, global_clipnorm=1e9), False),
+        "GradientMonitor (records, skips non-finite)": (
+            lambda: GradientMonitor(adam()), False),
+        "GradientMonitor, skip_nonfinite=False": (
+            lambda: GradientMonitor(adam(), skip_nonfinite=False), False),
+        "GradientMonitor + AutoClip percentile": (lambda: GradientMonitor(
+            adam(), autoclip_percentile=10.0, autoclip_history=1000), False),
+        "plain Adam, jit_compile=True": (adam, True),
+        "GradientMonitor, jit_compile=True": (lambda: GradientMonitor(adam()), True),
     }
     print("1. Compiled step, no callbacks: ms per train_on_batch step "
           "(x plain Adam); variants interleaved in blocks of 4 steps, median")
-    for model in config.models:
-        x, y = make_data(model, n, config)
-        ms = compiled_step_ms(model, variants, config, x, y)
+    for model in PROFILED:
+        spec = MODELS[model]
+        x, y = make_data(spec, 64 * spec.batch_size)
+        ms = compiled_step_ms(model, variants, x, y)
         base = ms["plain Adam"]
         for name, value in ms.items():
-            print(f"  {model:10s} {name:45s} {value:7.2f}  x{value / base:.3f}")
+            print(f"  {model:26s} {name:45s} {value:7.3f}  x{value / base:.3f}",
+                  flush=True)
 
-    print("2. Python hooks on a trained model (ms per call, median of 50)")
-    for model in config.models:
-        x, y = make_data(model, n, config)
-        net = build_model(model, x, config)
+    print("2. Python hooks on a trained model (ms per call, median of 200)")
+    for model in PROFILED:
+        spec = MODELS[model]
+        x, y = make_data(spec, 64 * spec.batch_size)
+        net = build_network(spec, x)
         # Compiled in by hand, so the callbacks leave it in place after fit.
         net.compile(optimizer=GradientMonitor(keras.optimizers.Adam(1e-3)),
                     loss=keras.losses.MeanSquaredError())
         logger, guard = GradientNormLogger(), NaNGuard()
-        net.fit(x, y, batch_size=config.batch_size, epochs=1, shuffle=False,
+        net.fit(x, y, batch_size=spec.batch_size, epochs=1, shuffle=False,
                 verbose=0, callbacks=[logger, guard])
         monitor = find_monitor(net.optimizer)
+        record = monitor.read()
 
         def fresh_read():
             monitor._last_read = None  # what the first reader of a step pays
             monitor.read()
 
-        snapshot_state = lambda: [  # noqa: E731
-            keras.ops.convert_to_numpy(v) for v in monitor.inner_optimizer.variables]
+        def logger_due():  # every step: one read, logs, recorded in blocks
+            monitor._last_read = None
+            logger._seen -= 1
+            logger._pending = logger.every_n_steps
+            logger.on_train_batch_end(logger._last_batch, {})
 
-        def logger_step():
-            monitor._last_read = None
-            logger._last_index = monitor.read().count - 1
-            monitor._last_read = None
-            logger._collect()
+        def logger_not_due():
+            logger._pending = -10**9
+            logger.on_train_batch_end(logger._last_batch, {})
+
+        def logger_block():  # recording 64 rows (table, statistics)
+            logger._last_index = record.count - 64
+            logger._collect(record)
 
         def guard_step():
             monitor._last_read = None
             guard._last_index = monitor.read().count - 1
             guard.on_train_batch_end(0, {"loss": 0.1})
 
-        print(f"  {model}: {len(net.trainable_variables)} trainable variables, "
-              f"{len(monitor.inner_optimizer.variables)} optimizer variables")
-        for name, fn in [
-            ("GradientMonitor.read() (ring buffer to numpy)", fresh_read),
-            ("model.get_weights()", net.get_weights),
-            ("optimizer state to numpy", snapshot_state),
-            ("GradientNormLogger._collect() (1 new step)", logger_step),
-            ("NaNGuard._take_snapshot()", guard._take_snapshot),
+        print(f"  {model}: {len(net.trainable_variables)} trainable variables",
+              flush=True)
+        rows = [
+            ("GradientMonitor.read() (2 variable reads + decode)", fresh_read),
+            ("monitor.last_step (1 variable read)", lambda: monitor.last_step),
+            ("logger hook, batch with nothing due", logger_not_due),
+            ("logger hook, every step (read + logs)", logger_due),
+            ("logger recording a block of 64 rows", logger_block),
             ("NaNGuard.on_train_batch_end (1 new step)", guard_step),
-        ]:
-            print(f"    {name:48s} {call_ms(fn):7.3f}")
+        ]
+        for name, fn in rows:
+            print(f"    {name:52s} {call_ms(fn):7.3f}", flush=True)
     return 0
 
 

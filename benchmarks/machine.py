@@ -46,6 +46,14 @@ def source_revision() -> str:
     return f"gradguard {commit}" + (" + uncommitted callbacks/ edits" if dirty else "")
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, `"0.52, 0.61, 0.70"` (or `"unknown"`)."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def machine_header() -> str:
     """Returns a Markdown line: cores, CPU, backend, versions, load, source, date.
 
@@ -64,11 +72,7 @@ def machine_header() -> str:
         gpus = tf.config.list_physical_devices("GPU")
         parts.append(f"TensorFlow {tf.__version__}")
         parts.append(f"{len(gpus)} GPU" if gpus else "CPU only")
-    try:
-        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-        parts.append(f"load average {load}")
-    except OSError:
-        pass
+    parts.append(f"load average {load_average()}")
     parts.append(source_revision())
     parts.append(datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     return "Machine: " + "; ".join(parts) + "."

@@ -17,6 +17,8 @@ from .layer_names import layer_of_paths
 from .norm_table import NormTable
 from .validation import check, check_int
 
+BLOCK_ROWS = 64  # rows read every step are recorded (and written) in blocks of this
+
 
 class GradientNormLogger(keras.callbacks.Callback):
     """Logs the gradient norm of every training step, globally and per layer.
@@ -124,7 +126,10 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._table: NormTable | None = None
         self._model_ref = None
         self._monitor = None  # the monitor _last_index counts in
-        self._last_index = 0
+        self._last_index = 0  # the monitor's rows recorded so far
+        self._seen = 0  # ... and read so far (recorded in blocks)
+        self._latest = None  # the last read
+        self._block_rows = 1
         self._fits = 0
         self._columns = None  # layer (in the layout) of each variable
         self._layer_groups = None  # (column order by layer, group starts)
@@ -151,6 +156,14 @@ class GradientNormLogger(keras.callbacks.Callback):
         # not ours to log.
         self._monitor = monitor
         self._last_index = monitor.read().count if monitor.built else 0
+        self._seen, self._latest = self._last_index, None
+        # Rows read but not yet recorded: at most a block, and never so many
+        # that the ring could overwrite them before the next read. With
+        # log_dir each read is recorded and written at once, so that events
+        # and the spill file hold every step read (a deleted log_dir loses
+        # only what was written there).
+        self._block_rows = 1 if self.log_dir is not None else max(
+            1, min(BLOCK_ROWS, monitor.history - self.every_n_steps))
         self._fits += 1
         self._pending, self._epoch = 0, 0
         self._reset_epoch()
@@ -183,16 +196,23 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._clip_sums = np.zeros(2)  # finite clipped norms: sum, count
 
     def on_train_batch_end(self, batch, logs=None):
-        logs = logs if logs is not None else {}
+        # A batch where no read is due costs two additions and a comparison.
         self._pending += batch - self._last_batch
         self._last_batch = batch
         if self._pending < self.every_n_steps:
             return
         self._pending = 0
-        record = self._collect()
-        if record is not None and len(record.steps):
+        record = self._read()
+        if record is None or record.count == self._seen:
+            return
+        self._seen = record.count
+        if logs is not None:
             logs["grad_norm"] = float(record.norm[-1])
             logs["grad_norm_clipped"] = float(record.norm_clipped[-1])
+        # The record, the epoch statistics and the TensorBoard events take
+        # the new rows in blocks: one pass of numpy and one write per block.
+        if record.count - self._last_index >= self._block_rows:
+            self._collect(record)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -211,14 +231,24 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     # -- reading -----------------------------------------------------------
 
-    def _collect(self) -> GradientRecord | None:
+    def _read(self) -> GradientRecord | None:
+        """The monitor's ring (one device read), or `None` before it is built."""
         monitor = find_monitor(self.model.optimizer)
         if monitor is None or not monitor.built:
             return None
         if monitor is not self._monitor:  # replaced (e.g. a longer ring)
-            self._monitor, self._last_index = monitor, 0
-        record = monitor.read()
-        if record.count == self._last_index:
+            self._monitor, self._last_index, self._seen = monitor, 0, 0
+        self._latest = monitor.read()
+        return self._latest
+
+    def _collect(self, record: GradientRecord | None = None) -> GradientRecord | None:
+        """Records the rows after `_last_index`: table, statistics, events.
+
+        `record`: a read already made (`None` reads the monitor now).
+        """
+        if record is None:
+            record = self._read()
+        if record is None or record.count == self._last_index:
             return None
         new = record.since(self._last_index)
         lost = record.count - self._last_index - len(new.steps)
@@ -229,13 +259,13 @@ class GradientNormLogger(keras.callbacks.Callback):
                 "lower every_n_steps or raise the monitor's history.",
                 stacklevel=2,
             )
-        self._last_index = record.count
+        self._last_index = self._seen = record.count
         if record.variable_paths != self._layout_paths:
             self._new_layout(record.variable_paths)
         if self._table is None:
             names = self.layer_names if self.per_layer else []
             self._table = NormTable(names, self.keep_steps, self._spill_path())
-        elif self.per_layer:
+        elif self.per_layer and len(self.layer_names) != self._table.n_layers:
             self._table.add_layers(self.layer_names)
         layer = self._per_layer(new.variable_norms) if self.per_layer else None
         wide = None
@@ -369,6 +399,9 @@ class GradientNormLogger(keras.callbacks.Callback):
                 "per_layer=True; use level='global' or create the logger with "
                 "per_layer=True."
             )
+        latest = getattr(self, "_latest", None)
+        if latest is not None and latest.count > self._last_index:
+            self._collect(latest)  # rows read, not yet recorded
         table = self._table or NormTable([], 1, None)
         wide = table.frame()
         index = ["step", "fit", "epoch"]

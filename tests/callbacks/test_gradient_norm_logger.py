@@ -232,3 +232,33 @@ def test_bounded_memory_without_log_dir_keeps_the_window_and_warns():
     assert 4 <= len(table) <= 8 and table["step"].iloc[-1] == 18
     # The epoch statistics do not depend on the window.
     assert np.isfinite(history.history["grad_norm_max"]).all()
+
+
+class _BatchLogs(keras.callbacks.Callback):
+    """Keeps each batch's `grad_norm` and the logger's table at that batch."""
+
+    def __init__(self, logger):
+        super().__init__()
+        self.logger, self.norms, self.rows = logger, [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.norms.append(logs["grad_norm"])
+        if batch in (0, 40, 63, 64, 69):  # inside, at and after a 64-row block
+            self.rows.append(len(self.logger.to_dataframe("global")))
+
+
+def test_every_step_logs_and_mid_fit_tables_see_every_step_recorded_in_blocks():
+    # Without log_dir, rows read every step are recorded in blocks; the batch
+    # logs still carry each step's norm, and to_dataframe() mid-fit holds
+    # every step read so far.
+    x, y = regression_data((8,), n=BATCH * 70)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    logger = GradientNormLogger()
+    after = _BatchLogs(logger)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[logger, after])
+    table = logger.to_dataframe("global")
+    assert after.rows == [1, 41, 64, 65, 70]
+    assert table["step"].tolist() == list(range(1, 71))
+    np.testing.assert_allclose(after.norms, table["grad_norm"], rtol=1e-6)
