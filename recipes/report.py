@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -103,11 +104,17 @@ class _Interrupted(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     # A second SIGTERM while the first is being handled must not cut that
-    # short (a raw traceback); one that comes earlier raises again, in case
-    # the first was swallowed (raised inside a garbage-collector callback).
+    # short (a raw traceback): neither once run_main handles it ("now") nor
+    # within a second of the first, while its exception may still be
+    # unwinding through TensorFlow. A later one raises again, in case the
+    # first was swallowed (the row loop also checks the flag between rows).
+    now = time.monotonic()
+    first = STOPPING.get("first")
     STOPPING["requested"] = True
-    if not STOPPING["now"]:
-        raise _Interrupted()
+    if STOPPING["now"] or (first is not None and now - first < 1.0):
+        return
+    STOPPING["first"] = now
+    raise _Interrupted()
 
 
 def _redeliver(unraisable):
@@ -158,6 +165,7 @@ def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd
     command = f"{_python_command()} -m recipes.{name}"  # what to type to resume
     config = parse_config(config_cls, argv, description=doc, prog=prog)  # resumes with --resume
     STOPPING["now"] = STOPPING["requested"] = False
+    STOPPING["first"] = None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     STOPPING["hook"], sys.unraisablehook = sys.unraisablehook, _redeliver
     out_dir = None
@@ -181,6 +189,12 @@ def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd
         kept = "" if isinstance(error, RunFolderBusy) else interrupted_advice(out_dir, prog)
         _fail(prog, f"{error}{kept}", 1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # A command-line run that is exiting after an interrupt ignores a
+        # second SIGTERM (sent a millisecond after the first, it would
+        # otherwise kill the exiting process with -15 after the resume line);
+        # a caller in the same process (argv given) gets its handler back.
+        exiting = STOPPING["now"] and argv is None
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if exiting else previous)
         sys.unraisablehook = STOPPING["hook"]
         STOPPING["now"] = STOPPING["requested"] = False
+        STOPPING["first"] = None
