@@ -92,21 +92,14 @@ def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
     if family == "embedding":
         h = keras.layers.Embedding(VOCAB, 16)(h)
         h = keras.layers.GlobalAveragePooling1D()(h)
-    elif family == "conv1d":
+    elif family in ("conv1d", "conv2d"):
+        conv, pool = {"conv1d": (keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D),
+                      "conv2d": (keras.layers.Conv2D, keras.layers.GlobalAveragePooling2D)}[family]
         for _ in range(depth):
-            h = keras.layers.Conv1D(8, 3, padding="same", activation=act,
-                                    kernel_initializer=init)(h)
+            h = conv(8, 3, padding="same", activation=act, kernel_initializer=init)(h)
             if batchnorm:
                 h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.GlobalAveragePooling1D()(h)
-        depth = 0
-    elif family == "conv2d":
-        for _ in range(depth):
-            h = keras.layers.Conv2D(8, 3, padding="same", activation=act,
-                                    kernel_initializer=init)(h)
-            if batchnorm:
-                h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.GlobalAveragePooling2D()(h)
+        h = pool()(h)
         depth = 0
     elif family in ("simplernn", "gru", "lstm"):
         layer = {"simplernn": keras.layers.SimpleRNN, "gru": keras.layers.GRU,
