@@ -784,7 +784,14 @@ class GradientMonitor(keras.optimizers.Optimizer):
             v for v in self.inner_optimizer.variables if v is not counter
         ]
         old = [ops.copy(v.value) for v in state]  # a read, shared until written
-        update()
+        import tensorflow as tf  # only TensorFlow takes this path
+
+        # The whole update waits for the decision, which depends on the
+        # batch: when the batch never comes (the end of a dataset of unknown
+        # length raises inside the step), nothing of the update may run, not
+        # even the step count's increment, which reads no gradient.
+        with tf.control_dependencies([keep]):
+            update()
 
         def restore():
             for variable, value in zip(state, old):

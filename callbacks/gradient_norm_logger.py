@@ -15,6 +15,7 @@ from .attach import begin_fit, ensure_monitor, find_monitor
 from .gradient_record import GradientRecord
 from .layer_names import layer_of_paths
 from .norm_table import NormTable
+from .step_logs import KEYS, StepLogs
 from .validation import check, check_int
 
 BLOCK_ROWS = 64  # rows read every step are recorded (and written) in blocks of this
@@ -138,6 +139,8 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.layer_names: list[str] = []
         self.layouts: list[tuple[str, ...]] = []
         self.write_error = None
+        self._step_logs = StepLogs("GradientNormLogger")
+        self._read_every = self.every_n_steps
 
     # -- Keras hooks -------------------------------------------------------
 
@@ -174,6 +177,19 @@ class GradientNormLogger(keras.callbacks.Callback):
 
             self._writer = SummaryWriter(self.log_dir, self.histogram_every)
             self._warn_write_error()
+        self._step_logs.begin(self.model)
+        self._read_every = self.every_n_steps
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self._step_logs.due:
+            return
+        # The first batch: every callback's on_train_begin has run, so the
+        # train function is the one this fit uses. On TensorFlow it is
+        # swapped for one whose logs carry the step's norms (`step_logs`):
+        # the batch logs then need no read, and the record is read in blocks.
+        self._step_logs.swap(self.model)
+        if self._step_logs.active and self.log_dir is None:
+            self._read_every = max(self.every_n_steps, self._block_rows)
 
     def _bind(self, model):
         bound = None if self._model_ref is None else self._model_ref()
@@ -199,14 +215,18 @@ class GradientNormLogger(keras.callbacks.Callback):
         # A batch where no read is due costs two additions and a comparison.
         self._pending += batch - self._last_batch
         self._last_batch = batch
-        if self._pending < self.every_n_steps:
+        from_step = self._step_logs.active and logs is not None and KEYS[0] in logs
+        if self._step_logs.active and not from_step:
+            # Another callback rebuilt the train function mid-fit: read.
+            self._step_logs.active, self._read_every = False, self.every_n_steps
+        if self._pending < self._read_every:
             return
         self._pending = 0
         record = self._read()
         if record is None or record.count == self._seen:
             return
         self._seen = record.count
-        if logs is not None:
+        if logs is not None and not from_step:
             logs["grad_norm"] = float(record.norm[-1])
             logs["grad_norm_clipped"] = float(record.norm_clipped[-1])
         # The record, the epoch statistics and the TensorBoard events take
@@ -226,6 +246,7 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._collect()
+        self._step_logs.end(self.model)
         if self._writer is not None:
             self._writer.flush()
 
@@ -400,7 +421,9 @@ class GradientNormLogger(keras.callbacks.Callback):
                 "per_layer=True."
             )
         latest = getattr(self, "_latest", None)
-        if latest is not None and latest.count > self._last_index:
+        if self._step_logs.active:
+            self._collect()  # mid-fit, reading in blocks: read up to now
+        elif latest is not None and latest.count > self._last_index:
             self._collect(latest)  # rows read, not yet recorded
         table = self._table or NormTable([], 1, None)
         wide = table.frame()

@@ -1,0 +1,112 @@
+"""`StepLogs`: the newest global norm in the train step's own `logs`.
+
+On TensorFlow, Keras turns the logs a train step returns into Python floats
+every batch anyway (`CallbackList` calls `pythonify_logs`), so what rides in
+them costs no extra device read. A callback that wants the global norm of
+every step (`GradientNormLogger`) would otherwise read the monitor's
+variables after every batch: two eager reads, which on a small model cost
+as much as the step's own norm (see `benchmarks.callback_overhead`).
+
+`StepLogs` swaps the model's train function, for one `fit`, for one made by
+Keras' own `_make_function` from the model's `train_step` followed by a read
+of the monitor's newest row, inside the compiled step. It swaps at the first
+batch, after every callback's `on_train_begin` has had its say (some rebuild
+the train function), and puts Keras' function back at the end of the `fit`.
+The function it made is kept for the next `fit` while Keras' function is the
+same one; it replaces a Keras function that was not yet traced, so a `fit`
+traces once either way.
+
+Only TensorFlow without a `tf.distribute` strategy, compiled (not
+`run_eagerly`), takes this path; elsewhere `active` stays False and the
+caller reads the monitor as before.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .optimizer_chain import find_monitor
+from .ring import NORM, NORM_CLIPPED
+
+# The keys the train step's logs get: the newest step's global norm before
+# and after clipping (what `GradientNormLogger` puts in batch logs).
+KEYS = ("grad_norm", "grad_norm_clipped")
+
+
+def newest_norms(monitor) -> dict:
+    """The monitor's newest row as `{"grad_norm": ..., "grad_norm_clipped": ...}`.
+
+    Inside the compiled step, after the update wrote the row (TensorFlow
+    orders the reads after the writes to the same variables).
+    """
+    slot = ops.mod(monitor._count.value - 1, monitor.history)
+    row = ops.take(monitor._ring.value, slot, axis=0)
+    return {KEYS[0]: row[NORM], KEYS[1]: row[NORM_CLIPPED]}
+
+
+def _supported(model) -> bool:
+    """TensorFlow, compiled, no `tf.distribute` strategy."""
+    if keras.backend.backend() != "tensorflow" or model.run_eagerly:
+        return False
+    import tensorflow as tf
+
+    return (getattr(model, "_distribute_strategy", None) is None
+            and not tf.distribute.has_strategy())
+
+
+class StepLogs:
+    """Swaps a model's train function for one whose logs carry the global norm.
+
+    Args:
+        owner: the callback's class name (for nothing but `repr`).
+
+    Use: `begin()` in `on_train_begin`, `swap(model)` in the first
+    `on_train_batch_begin` (`due` is True until then), `end(model)` in
+    `on_train_end`; `active` says whether this `fit`'s batch logs carry
+    `KEYS` from the step.
+    """
+
+    def __init__(self, owner: str):
+        self.owner = owner
+        self.active = False
+        self.due = False
+        self._keras_fn = None  # Keras' train function the cached one replaces
+        self._ours = None
+
+    def __repr__(self):
+        return f"StepLogs({self.owner}, active={self.active})"
+
+    def begin(self, model) -> None:
+        """Arms the swap for this `fit` (done at its first batch)."""
+        self.active = False
+        self.due = _supported(model)
+
+    def swap(self, model) -> None:
+        """Puts the norm-carrying train function in place (once per `fit`)."""
+        if not self.due:
+            return
+        self.due = False
+        keras_fn = model.train_function
+        if keras_fn is None:
+            return
+        if keras_fn is not self._keras_fn:
+            step = model.train_step
+
+            def train_step(data):
+                logs = step(data)
+                monitor = find_monitor(model.optimizer)
+                if not isinstance(logs, dict) or monitor is None or not monitor.built:
+                    return logs
+                return {**logs, **newest_norms(monitor)}
+
+            self._keras_fn, self._ours = keras_fn, model._make_function(train_step)
+        model.train_function = self._ours
+        self.active = True
+
+    def end(self, model) -> None:
+        """Gives Keras its own train function back."""
+        self.due = False
+        if self.active and model.train_function is self._ours:
+            model.train_function = self._keras_fn
+        self.active = False
