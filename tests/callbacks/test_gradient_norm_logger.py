@@ -262,3 +262,32 @@ def test_every_step_logs_and_mid_fit_tables_see_every_step_recorded_in_blocks():
     assert after.rows == [1, 41, 64, 65, 70]
     assert table["step"].tolist() == list(range(1, 71))
     np.testing.assert_allclose(after.norms, table["grad_norm"], rtol=1e-6)
+
+
+def test_batch_logs_come_from_the_step_and_the_monitor_is_read_in_blocks(monkeypatch):
+    # On TensorFlow the step's own logs carry its norms (no read per batch):
+    # each batch's grad_norm is the tape's, while the monitor is read about
+    # once per 64-row block. After the fit Keras' own train function is back,
+    # so a later fit without the logger has no grad_norm in its logs.
+    x, y = regression_data((8,), n=BATCH * 70)
+    keras.utils.set_random_seed(0)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    weights = model.get_weights()
+    reads = []
+    read = GradientMonitor.read
+    monkeypatch.setattr(GradientMonitor, "read", lambda self: reads.append(1) or read(self))
+    logger = GradientNormLogger()
+    after = _BatchLogs(logger)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[logger, after])
+    tape = [global_norm(g) for g in tape_steps(dense_model, weights, x, y, BATCH, LR, 70)]
+    np.testing.assert_allclose(after.norms, tape, rtol=1e-4)
+    # A read at the start, one per block of 64, and one per mid-fit table
+    # (`_BatchLogs` asks for one at 5 batches) and at the end: far from 70.
+    assert len(reads) <= 10, len(reads)
+    assert logger.to_dataframe("global")["step"].tolist() == list(range(1, 71))
+    keras_fn = model.train_function
+    second = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    assert model.train_function is keras_fn
+    assert "grad_norm" not in second.history
