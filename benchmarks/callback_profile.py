@@ -5,7 +5,9 @@ with 42 variables, 14 x 64 MLP at batch 128). It splits the cost into
 
 1. the compiled step: plain Adam, Keras' `global_clipnorm` (the norm Keras
    computes itself), `GradientMonitor` compiled in with no callback at all,
-   without the `cond` that skips non-finite updates, with AutoClip's
+   without the skip of non-finite updates, with the skip as a `cond` around
+   the update (what a model with more than `RESTORE_MAX_BYTES` of state
+   gets; smaller ones run the update and undo it), with AutoClip's
    in-graph percentile, and plain Adam and the monitor under
    `jit_compile=True`; the variants are interleaved every 4 steps, which
    cancels most of the load that other processes put on a shared machine;
@@ -16,7 +18,7 @@ with 42 variables, 14 x 64 MLP at batch 128). It splits the cost into
    `NaNGuard.on_train_batch_end`.
 
 Run from the repository root: `python -m benchmarks.callback_profile`
-(about 3 minutes on 2 cores). Prints plain text; writes nothing. Part 2
+(about 5 minutes on 2 cores; `--rounds N` sets part 1's rounds, default 100). Prints plain text; writes nothing. Part 2
 sets private attributes of the callbacks to replay one step, so it follows
 their internals and may need updating.
 """
@@ -40,7 +42,14 @@ from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
 PROFILED = ("LSTM", "MLP 20x64 (42 vars)", "MLP 14x64 b128 (30 vars)")
 
 
-def compiled_step_ms(model: str, variants: dict, x, y, rounds: int = 30,
+class CondSkipMonitor(GradientMonitor):
+    """A monitor that skips with a `cond` whatever the model's size."""
+
+    def _restores_on_skip(self, trainable_variables) -> bool:
+        return False
+
+
+def compiled_step_ms(model: str, variants: dict, x, y, rounds: int = 100,
                      block: int = 4, seed: int = 0) -> dict:
     """Median ms per `train_on_batch` step of each optimizer variant.
 
@@ -79,6 +88,8 @@ def call_ms(fn, n: int = 200) -> float:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 100
     adam = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
     variants = {
         "plain Adam": (adam, False),
@@ -88,6 +99,8 @@ def main(argv=None) -> int:
             lambda: GradientMonitor(adam()), False),
         "GradientMonitor, skip_nonfinite=False": (
             lambda: GradientMonitor(adam(), skip_nonfinite=False), False),
+        "GradientMonitor, skip as a cond around the update": (
+            lambda: CondSkipMonitor(adam()), False),
         "GradientMonitor + AutoClip percentile": (lambda: GradientMonitor(
             adam(), autoclip_percentile=10.0, autoclip_history=1000), False),
         "plain Adam, jit_compile=True": (adam, True),
@@ -98,10 +111,10 @@ def main(argv=None) -> int:
     for model in PROFILED:
         spec = MODELS[model]
         x, y = make_data(spec, 64 * spec.batch_size)
-        ms = compiled_step_ms(model, variants, x, y)
+        ms = compiled_step_ms(model, variants, x, y, rounds=rounds)
         base = ms["plain Adam"]
         for name, value in ms.items():
-            print(f"  {model:26s} {name:45s} {value:7.3f}  x{value / base:.3f}",
+            print(f"  {model:26s} {name:50s} {value:7.3f}  x{value / base:.3f}",
                   flush=True)
 
     print("2. Python hooks on a trained model (ms per call, median of 200)")
@@ -128,6 +141,14 @@ def main(argv=None) -> int:
             logger._pending = logger.every_n_steps
             logger.on_train_batch_end(logger._last_batch, {})
 
+        def logger_from_step():  # TensorFlow: the step's logs carry the norms
+            logger._step_logs.active = True
+            logger._read_every = 64
+            logger._pending = 0
+            logger.on_train_batch_end(logger._last_batch,
+                                      {"grad_norm": 1.0, "grad_norm_clipped": 1.0})
+            logger._step_logs.active = False
+
         def logger_not_due():
             logger._pending = -10**9
             logger.on_train_batch_end(logger._last_batch, {})
@@ -148,6 +169,7 @@ def main(argv=None) -> int:
             ("monitor.last_step (1 variable read)", lambda: monitor.last_step),
             ("logger hook, batch with nothing due", logger_not_due),
             ("logger hook, every step (read + logs)", logger_due),
+            ("logger hook, every step, norms in the step's logs", logger_from_step),
             ("logger recording a block of 64 rows", logger_block),
             ("NaNGuard.on_train_batch_end (1 new step)", guard_step),
         ]

@@ -31,7 +31,11 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     - batch `logs` get `grad_norm` (global norm before clipping) and
       `grad_norm_clipped` (after the optimizer's clipping), so they show in
-      the progress bar and in Keras' `TensorBoard(update_freq="batch")`;
+      the progress bar and in Keras' `TensorBoard(update_freq="batch")`.
+      On TensorFlow (compiled, no `tf.distribute` strategy) they come with
+      the train step's own logs, on every batch, at no extra device read
+      (`step_logs.py`); the monitor is then read once per block of steps.
+      Elsewhere they come from a read every `every_n_steps` steps;
     - epoch `logs` get `grad_norm` (mean over the epoch's finite steps),
       `grad_norm_max` and `grad_norm_clipped` (mean), so they land in
       `History`, `CSVLogger` and `TensorBoard`. Put this callback *before*
