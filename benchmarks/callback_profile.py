@@ -138,6 +138,7 @@ def main(argv=None) -> int:
         def logger_due():  # every step: one read, logs, recorded in blocks
             monitor._last_read = None
             logger._seen -= 1
+            logger._read_every = 1  # reading every step (no step logs)
             logger._pending = logger.every_n_steps
             logger.on_train_batch_end(logger._last_batch, {})
 

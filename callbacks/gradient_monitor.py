@@ -742,7 +742,8 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if decision.update is None:
             update()
         elif self._restores_on_skip(trainable_variables):
-            self._update_then_restore(decision.update, update, trainable_variables)
+            self._update_then_restore(decision.update, update, trainable_variables,
+                                      grads)
         else:
             ops.cond(decision.update, update, count_skipped)
         if decision.count_skip is not None:
@@ -771,7 +772,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         )
         return total <= RESTORE_MAX_BYTES
 
-    def _update_then_restore(self, keep, update, trainable_variables) -> None:
+    def _update_then_restore(self, keep, update, trainable_variables, grads) -> None:
         """Runs `update()`, then puts the state back where `keep` is False.
 
         The state is the weights and every variable of the inner optimizer
@@ -779,18 +780,20 @@ class GradientMonitor(keras.optimizers.Optimizer):
         (`count_skipped`). The reads before the update are ordered before it
         (TensorFlow orders the ops on one variable as written).
         """
+        import tensorflow as tf  # only TensorFlow takes this path
+
         counter = step_counter(self.inner_optimizer)
         state = list(trainable_variables) + [
             v for v in self.inner_optimizer.variables if v is not counter
         ]
         old = [ops.copy(v.value) for v in state]  # a read, shared until written
-        import tensorflow as tf  # only TensorFlow takes this path
-
-        # The whole update waits for the decision, which depends on the
-        # batch: when the batch never comes (the end of a dataset of unknown
-        # length raises inside the step), nothing of the update may run, not
-        # even the step count's increment, which reads no gradient.
-        with tf.control_dependencies([keep]):
+        # The whole update waits for the gradients: when the batch never
+        # comes (the end of a dataset of unknown length raises inside the
+        # step), nothing of it may run, not even the step count's increment,
+        # which reads no gradient. Waiting for the gradients rather than the
+        # decision lets the update run beside the norms (on 2 free cores).
+        batch = [g.values if norms.is_sparse(g) else g for g in grads if g is not None]
+        with tf.control_dependencies(batch):
             update()
 
         def restore():
