@@ -13,7 +13,9 @@ from .monitor_clipping import MonitorClipping
 from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
 )
-from .ring import FIXED, NORM, decode, mark_rows, running_median, write_row
+from .ring import (
+    FIXED, NORM, NORM_CLIPPED, decode, mark_rows, newest_row, running_median, write_row,
+)
 from .optimizer_chain import (
     accumulation_steps, clip_settings, innermost_optimizer, loss_scaler, step_counter,
 )
@@ -884,6 +886,15 @@ class GradientMonitor(keras.optimizers.Optimizer):
             return cached  # several callbacks read the same step
         self._last_read = decode(self._ring.numpy(), count, self.variable_paths)
         return self._last_read
+
+    def newest_norms(self) -> tuple:
+        """The newest step's global norm before and after clipping, as tensors.
+
+        For the compiled step itself (after the update wrote its row); on
+        the host, `read()` gives every row. See `step_logs.py`.
+        """
+        row = newest_row(self._ring, self._count)
+        return row[NORM], row[NORM_CLIPPED]
 
     # -- forwarding --------------------------------------------------------
 

@@ -85,6 +85,12 @@ def _plain_tf_variable(value) -> bool:
     return isinstance(value, tf.Variable) and not tf.distribute.has_strategy()
 
 
+def newest_row(ring, count):
+    """The newest row written (`count % len(ring) - 1`), inside the step."""
+    slot = ops.mod(count.value - 1, ring.shape[0])
+    return ops.take(ring.value, slot, axis=0)
+
+
 def running_median(ring, count, window):
     """Median of the finite norms of applied steps among the last `window` rows.
 

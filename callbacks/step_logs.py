@@ -24,25 +24,12 @@ caller reads the monitor as before.
 from __future__ import annotations
 
 import keras
-from keras import ops
 
 from .optimizer_chain import find_monitor
-from .ring import NORM, NORM_CLIPPED
 
 # The keys the train step's logs get: the newest step's global norm before
 # and after clipping (what `GradientNormLogger` puts in batch logs).
 KEYS = ("grad_norm", "grad_norm_clipped")
-
-
-def newest_norms(monitor) -> dict:
-    """The monitor's newest row as `{"grad_norm": ..., "grad_norm_clipped": ...}`.
-
-    Inside the compiled step, after the update wrote the row (TensorFlow
-    orders the reads after the writes to the same variables).
-    """
-    slot = ops.mod(monitor._count.value - 1, monitor.history)
-    row = ops.take(monitor._ring.value, slot, axis=0)
-    return {KEYS[0]: row[NORM], KEYS[1]: row[NORM_CLIPPED]}
 
 
 def _supported(model) -> bool:
@@ -98,7 +85,7 @@ class StepLogs:
                 monitor = find_monitor(model.optimizer)
                 if not isinstance(logs, dict) or monitor is None or not monitor.built:
                     return logs
-                return {**logs, **newest_norms(monitor)}
+                return {**logs, **dict(zip(KEYS, monitor.newest_norms()))}
 
             self._keras_fn, self._ours = keras_fn, model._make_function(train_step)
         model.train_function = self._ours
