@@ -5,9 +5,7 @@ with 42 variables, 14 x 64 MLP at batch 128). It splits the cost into
 
 1. the compiled step: plain Adam, Keras' `global_clipnorm` (the norm Keras
    computes itself), `GradientMonitor` compiled in with no callback at all,
-   without the skip of non-finite updates, with the skip as a `cond` around
-   the update (what a model with more than `RESTORE_MAX_BYTES` of state
-   gets; smaller ones run the update and undo it), with AutoClip's
+   without the `cond` that skips non-finite updates, with AutoClip's
    in-graph percentile, and plain Adam and the monitor under
    `jit_compile=True`; the variants are interleaved every 4 steps, which
    cancels most of the load that other processes put on a shared machine;
@@ -40,13 +38,6 @@ from gradguard.callbacks.attach import find_monitor  # noqa: E402
 from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
 
 PROFILED = ("LSTM", "MLP 20x64 (42 vars)", "MLP 14x64 b128 (30 vars)")
-
-
-class CondSkipMonitor(GradientMonitor):
-    """A monitor that skips with a `cond` whatever the model's size."""
-
-    def _restores_on_skip(self, trainable_variables) -> bool:
-        return False
 
 
 def compiled_step_ms(model: str, variants: dict, x, y, rounds: int = 100,
@@ -99,8 +90,6 @@ def main(argv=None) -> int:
             lambda: GradientMonitor(adam()), False),
         "GradientMonitor, skip_nonfinite=False": (
             lambda: GradientMonitor(adam(), skip_nonfinite=False), False),
-        "GradientMonitor, skip as a cond around the update": (
-            lambda: CondSkipMonitor(adam()), False),
         "GradientMonitor + AutoClip percentile": (lambda: GradientMonitor(
             adam(), autoclip_percentile=10.0, autoclip_history=1000), False),
         "plain Adam, jit_compile=True": (adam, True),

@@ -45,10 +45,6 @@ class SpikeSetting(NamedTuple):
 
 
 _SPIKE_OFF = SpikeSetting(0.0, 2, 1, 0.0)
-# Up to this many bytes of weights and optimizer state, a skipped step is an
-# update undone (`GradientMonitor._restores_on_skip`): a copy of 4 MiB costs
-# well under the per-op cost of a `cond` around the update on this size.
-RESTORE_MAX_BYTES = 4 * 2**20
 
 
 def _constant(value):
@@ -743,66 +739,11 @@ class GradientMonitor(keras.optimizers.Optimizer):
 
         if decision.update is None:
             update()
-        elif self._restores_on_skip(trainable_variables):
-            self._update_then_restore(decision.update, update, trainable_variables,
-                                      grads)
         else:
             ops.cond(decision.update, update, count_skipped)
         if decision.count_skip is not None:
             ops.cond(decision.count_skip, count_skipped, lambda: None)
         self.record(row, trainable_variables, step_counter(inner).value)
-
-    def _restores_on_skip(self, trainable_variables) -> bool:
-        """Whether a skip is an update undone rather than an update not run.
-
-        In a TensorFlow graph without XLA, a `cond` around the inner
-        optimizer's update costs more than the update itself on a small model
-        (measured on a 14 x Dense(64) MLP: x1.3 of plain Adam, against x1.0
-        for a `cond` with nothing in its branches): see
-        `benchmarks.monitor_step`. Running the update every step and putting
-        the old values back on the rare skipped step costs a copy of the
-        state per step instead, so it is taken only while that state is small
-        (`RESTORE_MAX_BYTES`). Under gradient accumulation (its skip is a
-        zero micro-batch) and on the other backends the `cond` stays.
-        """
-        if keras.backend.backend() != "tensorflow" or accumulation_steps(
-                self.inner_optimizer):
-            return False
-        total = sum(
-            int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
-            for v in list(trainable_variables) + list(self.inner_optimizer.variables)
-        )
-        return total <= RESTORE_MAX_BYTES
-
-    def _update_then_restore(self, keep, update, trainable_variables, grads) -> None:
-        """Runs `update()`, then puts the state back where `keep` is False.
-
-        The state is the weights and every variable of the inner optimizer
-        but its step count, which goes on as a skipped step's does
-        (`count_skipped`). The reads before the update are ordered before it
-        (TensorFlow orders the ops on one variable as written).
-        """
-        import tensorflow as tf  # only TensorFlow takes this path
-
-        counter = step_counter(self.inner_optimizer)
-        state = list(trainable_variables) + [
-            v for v in self.inner_optimizer.variables if v is not counter
-        ]
-        old = [ops.copy(v.value) for v in state]  # a read, shared until written
-        # The whole update waits for the gradients: when the batch never
-        # comes (the end of a dataset of unknown length raises inside the
-        # step), nothing of it may run, not even the step count's increment,
-        # which reads no gradient. Waiting for the gradients rather than the
-        # decision lets the update run beside the norms (on 2 free cores).
-        batch = [g.values if norms.is_sparse(g) else g for g in grads if g is not None]
-        with tf.control_dependencies(batch):
-            update()
-
-        def restore():
-            for variable, value in zip(state, old):
-                variable.assign(value)
-
-        ops.cond(keep, lambda: None, restore)
 
     # -- stateless (JAX) ---------------------------------------------------
 
