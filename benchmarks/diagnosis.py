@@ -154,16 +154,26 @@ def build(case: Case):
         if v == "early":
             scales *= 30
         x = (x.reshape(len(x), -1, features) * scales).reshape(x.shape)
+        # Non-saturating units, so the scale reaches the gradients: a tanh
+        # cell maps 1e3 to 1 (a stall indistinguishable from a healthy
+        # sequence net in 24 steps), a ReLU cell carries it.
         kw["act"] = "relu"
+        if f in ("simplernn", "gru", "lstm"):
+            kw["rnn_act"] = "relu"
     elif case.label == "depth":  # 8 layers at init gain 3
         kw.update(depth=8, gain=3.0 if v != "early" else 6.0, act="linear")
         if f in ("simplernn", "gru", "lstm", "attention", "embedding"):
             kw["depth"] = 9
-    elif case.label == "recurrence":  # recurrent gain above 1, 40-step sequences
+    elif case.label == "recurrence":  # a loop that amplifies, 40-step sequences
+        # A ReLU SimpleRNN whose recurrent gain is above 1: its state grows
+        # ~gain/sqrt(2) a step (1.3: x450 over 40 steps, 2.0: x5e9 at init).
+        # Not a tanh cell (it saturates: bounded) and not a GRU/LSTM (its
+        # gates damp the loop: at gains 1.5-4 their state after 40 steps is
+        # that of gain 1, and so is their loss; the `gated_gain` twins).
         x, y = make_data(f, case.seed, seq_len=40)
         shape = x.shape[1:]
-        kw.update(recurrent_gain={"tanh": 1.5, "relu": 1.3, "early": 2.0}[v],
-                  rnn_act="tanh" if v == "tanh" else "relu")
+        kw.update(recurrent_gain={"gain_1.3": 1.3, "gain_1.5": 1.5, "early": 2.0}[v],
+                  rnn_act="relu")
         lr = sane * 10 if opt != "adam" else sane
     elif case.label == "bad_data":
         row = int(rng.integers(N // 2, N))
@@ -211,6 +221,15 @@ def build(case: Case):
         lr = 1e-2 if opt == "adam" else 1e-4
     elif v == "mixed_precision":
         policy = "mixed_float16"
+    elif v in ("gated_gain", "relu_cell"):  # twins of the sequence set-ups
+        # The recurrence cases' sequences and rate: a GRU/LSTM at recurrent
+        # gain 2.0 (the structural sign, but gated), and ReLU cells at gain 1
+        # on unit-scale inputs. Both sit near the constant prediction's loss
+        # for most of their 24 steps, as the broken sequence nets do.
+        x, y = make_data(f, case.seed, seq_len=40)
+        shape = x.shape[1:]
+        lr = sane * 10 if opt != "adam" else sane
+        kw.update({"recurrent_gain": 2.0} if v == "gated_gain" else {"rnn_act": "relu"})
     keras.config.set_dtype_policy(policy)
     model = make_model(f, shape, **kw)
     if opt == "momentum_099":
@@ -231,7 +250,8 @@ def population(quick: bool = False) -> list[Case]:
                         ("plain",)),
         "depth": (("mlp", "conv1d", "conv2d", "embedding", "attention"),
                   ("plain", "early")),
-        "recurrence": (("simplernn", "gru", "lstm"), ("tanh", "relu", "early")),
+        # One family (see `build`), so each variant meets every optimizer.
+        "recurrence": (("simplernn",), ("gain_1.3", "gain_1.5", "early")),
         "bad_data": (FAMILIES, ("nan_in_x", "nan_in_y", "inf_in_x",
                                 "nan_in_sequence")),
         "loss_scale": (("mlp", "conv1d", "conv2d"), ("plain",)),
@@ -240,10 +260,12 @@ def population(quick: bool = False) -> list[Case]:
         for i, (f, v) in enumerate(itertools.product(families, variants)):
             # bad data: one seed per set-up (x, y, inf, sequences x families)
             for seed in seeds if cause != "bad_data" else (i % 2,):
-                opt = optimizers[(i + seed) % 3]
-                if cause == "loss_scale" and opt == "adam":
-                    opt = "sgd"
-                cases.append(Case(cause, f, v, opt, seed))
+                opts = ((optimizers[(i + seed) % 3],) if cause != "recurrence"
+                        else optimizers)
+                for opt in opts:
+                    if cause == "loss_scale" and opt == "adam":
+                        opt = "sgd"
+                    cases.append(Case(cause, f, v, opt, seed))
     healthy = ("heavy_tailed", "warmup_cosine", "batch_size_2",
                "high_momentum", "dropout", "batchnorm", "large_initial_loss",
                "mixed_precision")
@@ -251,6 +273,11 @@ def population(quick: bool = False) -> list[Case]:
                 "embedding", "simplernn")
     for i, v in enumerate(healthy):
         fams = families[i % 3::3][:3] if v != "batchnorm" else ("mlp", "conv1d", "conv2d")
+        for j, f in enumerate(fams if not quick else fams[:1]):
+            for seed in seeds:
+                cases.append(Case("healthy", f, v, optimizers[(i + j + seed) % 3], seed))
+    twins = {"gated_gain": ("gru", "lstm"), "relu_cell": ("simplernn", "gru", "lstm")}
+    for i, (v, fams) in enumerate(twins.items()):
         for j, f in enumerate(fams if not quick else fams[:1]):
             for seed in seeds:
                 cases.append(Case("healthy", f, v, optimizers[(i + j + seed) % 3], seed))

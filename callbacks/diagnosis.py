@@ -180,6 +180,25 @@ def kernel_gains(kernels: list[np.ndarray]) -> list[float]:
             for k in kernels if k.ndim >= 2 and k.size > 1]
 
 
+def recurrent_gain(kernels: list[np.ndarray]) -> float | None:
+    """The largest singular value among the ungated recurrent kernels.
+
+    A SimpleRNN's recurrent kernel is square, `(units, units)`: above 1 its
+    loop amplifies (the `recurrence` sign, `RECURRENT_GAIN`). A GRU's
+    `(units, 3 units)` and an LSTM's `(units, 4 units)` concatenate their
+    gates' blocks, and at initialization the update or forget gate (about
+    0.5) damps the loop: on the population's 40-step sequences a GRU or
+    LSTM at recurrent gain 1.5-2 (tanh) or up to 4 (ReLU) carries the state
+    norm and reaches the loss of gain 1, so their kernels are left out.
+
+    Returns:
+        The largest singular value of the square kernels, `None` if none.
+    """
+    gains = [float(np.linalg.norm(np.asarray(k, dtype=np.float64), 2))
+             for k in kernels if np.ndim(k) == 2 and k.shape[0] == k.shape[1]]
+    return max(gains, default=None)
+
+
 def input_ratio(variable_norms: np.ndarray, kernel: int, bias: int,
                 fan_in: int) -> float | None:
     """First layer's kernel gradient norm over its bias's, per sqrt(fan-in).
