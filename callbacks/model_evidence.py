@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .diagnosis import kernel_gains, recurrent_gain
+from .diagnosis import kernel_gains, ungated_recurrent_gain
 
 # MultiHeadAttention's einsum kernels: their fan-in is not "every axis but the last".
 EINSUM_KERNELS = ("query", "key", "value", "attention_output")
@@ -17,7 +17,7 @@ def initial_gains(model) -> tuple[list[float], float | None]:
     Taken when a fit starts: the `depth` and `recurrence` evidence. Dense
     and convolution kernels count; attention's einsum kernels (whose fan-in
     is not "every axis but the last") and embeddings do not; a GRU's or
-    LSTM's gated recurrent kernel does not either (`recurrent_gain`).
+    LSTM's gated recurrent kernel does not either (`ungated_recurrent_gain`).
     """
     variables = model.trainable_variables
     gains = kernel_gains([
@@ -25,7 +25,7 @@ def initial_gains(model) -> tuple[list[float], float | None]:
         if v.path.endswith("kernel") and "recurrent" not in v.path
         and not any(f"/{p}/" in f"/{v.path}" for p in EINSUM_KERNELS)
     ])
-    recurrent = recurrent_gain([
+    recurrent = ungated_recurrent_gain([
         keras.ops.convert_to_numpy(v)
         for v in variables if v.path.endswith("recurrent_kernel")
     ])

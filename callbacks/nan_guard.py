@@ -51,8 +51,8 @@ class NaNGuard(keras.callbacks.Callback):
     its best while the gradient norms are flat, or `LOSS_RISE` (10) times
     its early level (its first, or the median of the first 8 if lower)
     for 3 steps in a row (a divergence that stays finite, as Adam's at a
-    rate far too high), and on a model with a structural sign (a recurrent
-    gain, a gains product or an input scale far from 1) whose loss has not
+    rate far too high), and on a model with a structural sign (an ungated
+    recurrent gain, a gains product or an input scale far from 1) whose loss has not
     fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps,
     or whose first gradient norm is `SENSITIVITY` (100) x the square root
     of its first loss, in a fit that starts at step 0 (`stalled`: broken from step 1 but

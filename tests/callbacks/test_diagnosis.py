@@ -83,20 +83,20 @@ def test_kernel_gains_are_std_times_sqrt_fan_in():
     assert gains == pytest.approx([3.0, 1.0], rel=0.1)
 
 
-def test_recurrent_gain_is_the_largest_singular_value_of_the_square_kernels():
+def test_ungated_recurrent_gain_is_the_largest_singular_value_of_the_square_kernels():
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     simple = 1.5 * q  # a SimpleRNN's (units, units) kernel at orthogonal gain 1.5
-    assert dg.recurrent_gain([simple]) == pytest.approx(
+    assert dg.ungated_recurrent_gain([simple]) == pytest.approx(
         np.linalg.svd(simple, compute_uv=False).max())
-    assert dg.recurrent_gain([simple, 0.5 * q]) == pytest.approx(1.5)
+    assert dg.ungated_recurrent_gain([simple, 0.5 * q]) == pytest.approx(1.5)
     # A GRU's (units, 3 units) and an LSTM's (units, 4 units) gated kernels
     # are left out, whatever their gain.
     gated = 4.0 * np.linalg.qr(rng.normal(size=(24, 8)))[0].T  # (8, 24)
     assert np.linalg.norm(gated, 2) == pytest.approx(4.0)
-    assert dg.recurrent_gain([gated]) is None
-    assert dg.recurrent_gain([gated, simple]) == pytest.approx(1.5)
-    assert dg.recurrent_gain([]) is None
+    assert dg.ungated_recurrent_gain([gated]) is None
+    assert dg.ungated_recurrent_gain([gated, simple]) == pytest.approx(1.5)
+    assert dg.ungated_recurrent_gain([]) is None
 
 
 def test_input_ratio_scales_with_the_inputs():
