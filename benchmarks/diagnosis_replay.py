@@ -87,7 +87,7 @@ def main(argv=None) -> pd.DataFrame:
     df = pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""])
                     for f in sorted(glob.glob(args.results))], ignore_index=True)
     for column in ("error", "cause", "trigger"):
-        df[column] = df[column].fillna("")
+        df[column] = df[column].astype(object).fillna("")
     changed = 0
     for i, row in df.iterrows():
         path = os.path.join(args.traces, "-".join(str(row[k]) for k in KEY) + ".npz")

@@ -34,7 +34,8 @@ MIN_DEPTH = 4  # kernels needed to call a failure `depth`
 # above which the recurrence amplifies. Keras' orthogonal initializer reads
 # 1.0000001 in float32, so `> 1.0` would blame every default SimpleRNN; 5%
 # is far above rounding and far below the gains that explode within a
-# sequence of tens of steps (a ReLU SimpleRNN at 1.3: x450 in 40 steps).
+# sequence of tens of steps (a ReLU SimpleRNN at 1.3: 190x its gain-1
+# state after 40 steps).
 RECURRENT_GAIN = 1.05
 # A running loss this many times its best (and above the fit's first) is
 # divergence even when every value stays finite (Adam at a rate far too high).
@@ -188,9 +189,12 @@ def ungated_recurrent_gain(kernels: list[np.ndarray]) -> float | None:
     loop amplifies (the `recurrence` sign, `RECURRENT_GAIN`). A GRU's
     `(units, 3 units)` and an LSTM's `(units, 4 units)` concatenate their
     gates' blocks, and at initialization the update or forget gate (about
-    0.5) damps the loop: on the population's 40-step sequences a GRU or
-    LSTM at recurrent gain 1.5-2 (tanh) or up to 4 (ReLU) carries the state
-    norm and reaches the loss of gain 1, so their kernels are left out.
+    0.5) damps the loop: on the population's 40-step sequences a GRU's or
+    LSTM's state after 40 steps at recurrent gain 2 is within 10% (tanh)
+    or 20% (ReLU cells) of its gain-1 twin's, and so is its loss after 24
+    steps, where a ReLU SimpleRNN's state at gain 1.3 is 190x its twin's
+    (`python -m benchmarks.recurrent_gain_twins`). Gated kernels are left
+    out.
 
     Returns:
         The largest singular value of the square kernels, `None` if none.
