@@ -290,8 +290,24 @@ def structural_sign(gains, recurrent_gain: float | None,
     return None
 
 
-def loss_has_risen(losses) -> bool:
-    """Whether the last `RECENT` running losses all exceed `LOSS_RISE` x the early level.
+def batch_loss(batch: int, running: float, prev_batch: int, prev_running: float) -> float:
+    """The mean loss of batches `prev_batch + 1 .. batch` from Keras' running means.
+
+    Keras' batch `logs["loss"]` is the epoch's running mean, so one huge
+    batch keeps it high for many steps after the loss has come back (a
+    tiny GPT-2 under SGD: batch losses 0.96, 35.9, 8.4, 4.8 read 0.96, 18.4,
+    14.4, 12.0). With equal batches the sum after batch `b` (0-based in the
+    epoch) is `(b + 1) * running`; `prev_batch` is -1 (and `prev_running`
+    0) at the epoch's start. A smaller last batch makes it approximate.
+    """
+    if batch <= prev_batch:
+        return float(running)
+    return float(((batch + 1) * running - (prev_batch + 1) * prev_running)
+                 / (batch - prev_batch))
+
+
+def loss_has_risen(losses, batch_losses=None) -> bool:
+    """Whether the last `RECENT` batch losses all exceed `LOSS_RISE` x the early level.
 
     A divergence that stays finite and below `LOSS_GROWTH`: Adam at a rate
     far too high on a GRU or a Conv2D climbs to 20-400x its first loss
@@ -304,16 +320,23 @@ def loss_has_risen(losses) -> bool:
     in the guard, norms that are not growing) leaves a fast explosion to the
     spike gate and the non-finite checks, which name its onset and suspects.
 
+    The recent losses are the batches' own (`batch_loss`), not the running
+    mean, which one transient spike holds above the level for steps after
+    the loss came back.
+
     Args:
         losses: the running losses since the fit began, one per step,
             oldest first (the guard keeps the first `STALL_STEPS` and the
             last `RECENT`).
+        batch_losses: the batch losses of the same steps (`batch_loss`);
+            `None` uses the running losses.
     """
     losses = np.asarray(losses, dtype=np.float64)
+    recent = losses if batch_losses is None else np.asarray(batch_losses, np.float64)
     if len(losses) <= RECENT or not np.isfinite(losses).all():
         return False
     early = early_level(losses)
-    return bool(early > 0 and (losses[-RECENT:] > LOSS_RISE * early).all())
+    return bool(early > 0 and (recent[-RECENT:] > LOSS_RISE * early).all())
 
 
 def early_level(losses) -> float:

@@ -13,7 +13,7 @@ from .guard_actions import BatchSkipper, reset_moments
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .diagnosis import (
     GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, SENSITIVITY, STALL_LOSS,
-    STALL_STEPS, NaNEvent, diagnose, early_level, find_event, find_stall,
+    STALL_STEPS, NaNEvent, batch_loss, diagnose, early_level, find_event, find_stall,
     first_step_sensitivity, input_ratio, loss_has_risen, measure_growth,
     structural_sign,
 )
@@ -262,6 +262,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._start_norm = weights_norm(model)
         self._first_loss = self._best_loss = None
         self._losses, self._loss_steps, self._stall_judged = [], [], False
+        self._batch_losses, self._running = [], (-1, 0.0)
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
@@ -279,6 +280,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._running = (-1, 0.0)  # (batch, running loss) last seen this epoch
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
@@ -308,7 +310,7 @@ class NaNGuard(keras.callbacks.Callback):
             found = {"trigger": "loss_scale", "step": self._step,
                      "detail": describe_skips(scale)}
         if found is None:
-            found = self._watch_loss(logs.get("loss"), record)
+            found = self._watch_loss(logs.get("loss"), record, int(batch))
         if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
@@ -319,7 +321,7 @@ class NaNGuard(keras.callbacks.Callback):
         found["batch"] = max(int(batch) - max(iterations - found["step"], 0), 0)
         self._handle(found, record, scale)
 
-    def _watch_loss(self, loss, record) -> dict | None:
+    def _watch_loss(self, loss, record, batch: int = 0) -> dict | None:
         """A non-finite running loss, one `LOSS_GROWTH` x above its best, or
         the absolute rules (`_watch_absolute`).
 
@@ -337,11 +339,15 @@ class NaNGuard(keras.callbacks.Callback):
             self._first_loss = loss
         applied = (record.status == APPLIED) & np.isfinite(record.norm)
         growth = measure_growth(record.norm[applied], self.window)["growth"]
+        prev_batch, prev_running = self._running
+        self._running = (batch, loss)
         self._losses.append(loss)
+        self._batch_losses.append(batch_loss(batch, loss, prev_batch, prev_running))
         self._loss_steps.append(self._step)
         if len(self._losses) > STALL_STEPS + RECENT:
             # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
             del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
+            del self._batch_losses[STALL_STEPS]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and self._best_loss is not None and self._best_loss > 0
                 and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss
@@ -364,12 +370,14 @@ class NaNGuard(keras.callbacks.Callback):
         (`growth` < `GROWTH_FACTOR`), as `loss_growth` does.
         """
         losses = np.asarray(self._losses)
-        if loss_has_risen(losses) and (growth is None or growth < GROWTH_FACTOR):
+        if (loss_has_risen(losses, self._batch_losses)
+                and (growth is None or growth < GROWTH_FACTOR)):
             best = int(np.argmin(losses[:-RECENT]))
             early = early_level(losses)
             return {"trigger": "loss_rise", "step": self._step,
                     "best_step": self._loss_steps[best],
-                    "detail": f"the running loss {losses[-1]:.4g} has stayed above "
+                    "detail": f"the batch loss ({self._batch_losses[-1]:.4g} at the last "
+                              f"step; running {losses[-1]:.4g}) has stayed above "
                               f"{LOSS_RISE:g}x its early level {early:.4g} (its first, "
                               f"or the median of the first {STALL_STEPS} if lower) "
                               f"for {RECENT} steps"}
@@ -447,7 +455,7 @@ class NaNGuard(keras.callbacks.Callback):
             monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
             new_lr = event.learning_rate * self.lr_factor
             self._best_loss = None  # the loss starts again from the snapshot
-            self._losses, self._loss_steps = [], []
+            self._losses, self._loss_steps, self._batch_losses = [], [], []
         moments = skipped = None
         if action in ("rollback", "skip") and self.reset_moments:
             moments = reset_moments(monitor)

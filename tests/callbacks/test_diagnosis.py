@@ -340,3 +340,45 @@ def test_a_falling_astronomical_loss_stalls_by_its_sensitivity():
     assert dg.find_stall(falling, "depth", sensitivity=1.4e5)
     assert not dg.find_stall(falling, "depth", sensitivity=7.7)  # the healthy runs' most
     assert not dg.find_stall(falling, None, sensitivity=1.4e5)  # no structural sign
+
+
+def _batch_losses_by_hand(batches, runnings):
+    """Batch losses from running means, by summing (numpy-free reference)."""
+    out, prev_sum, prev_b = [], 0.0, -1
+    for b, m in zip(batches, runnings):
+        if b <= prev_b:  # a new epoch
+            prev_sum, prev_b = 0.0, -1
+        total = (b + 1) * m
+        out.append((total - prev_sum) / (b - prev_b))
+        prev_sum, prev_b = total, b
+    return out
+
+
+def test_batch_loss_undoes_the_running_mean():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.1, 50.0, size=12)  # 2 epochs of 6 equal batches
+    runnings = [float(np.mean(true[e * 6:e * 6 + b + 1])) for e in (0, 1) for b in range(6)]
+    batches = [b for _ in (0, 1) for b in range(6)]
+    got, prev = [], (-1, 0.0)
+    for b, m in zip(batches, runnings):
+        prev = prev if b > prev[0] else (-1, 0.0)
+        got.append(dg.batch_loss(b, m, *prev))
+        prev = (b, m)
+    np.testing.assert_allclose(got, true, rtol=1e-9)
+    np.testing.assert_allclose(got, _batch_losses_by_hand(batches, runnings), rtol=1e-12)
+    # Steps logged every 3 batches (steps_per_execution=3): their mean.
+    assert dg.batch_loss(5, runnings[5], 2, runnings[2]) == pytest.approx(true[3:6].mean())
+
+
+def test_a_transient_loss_spike_held_in_the_running_mean_is_no_rise():
+    # A tiny GPT-2 under SGD (the zoo's, AutoClip at the median): one batch of
+    # 35.9 after 0.96, then 8.4 and 4.8 as it recovers. Keras' running mean
+    # reads 18.4, 14.4, 12.0: above 10x the early level for 3 steps, which
+    # stopped this healthy run. The batches' own losses are not.
+    runnings = [0.964, 18.429, 14.437, 12.032]
+    batch = _batch_losses_by_hand(range(4), runnings)
+    assert dg.loss_has_risen(runnings) is True  # the running mean alone
+    assert dg.loss_has_risen(runnings, batch) is False
+    # Adam far too fast on a GRU (the population's): the batches stay high.
+    runnings = [0.497, 43.864, 174.322, 178.589, 150.776]
+    assert dg.loss_has_risen(runnings, _batch_losses_by_hand(range(5), runnings)) is True
