@@ -48,9 +48,9 @@ class NaNGuard(keras.callbacks.Callback):
 
     and fires on those, on non-finite weights after an update, on a
     non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
-    its best while the gradient norms are flat, or `LOSS_RISE` (10) times
-    its early level (its first, or the median of the first 8 if lower)
-    for 3 steps in a row (a divergence that stays finite, as Adam's at a
+    its best while the gradient norms are flat, or a batch loss (undone
+    from Keras' running mean) `LOSS_RISE` (10) times its early level (its
+    first, or the median of the first 8 if lower) for 3 steps in a row (a divergence that stays finite, as Adam's at a
     rate far too high), and on a model with a structural sign (an ungated
     recurrent gain, a gains product or an input scale far from 1) whose loss has not
     fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps,

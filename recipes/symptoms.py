@@ -15,6 +15,8 @@ import math
 import keras
 import numpy as np
 
+from gradguard.callbacks.diagnosis import ungated_recurrent_gain
+
 from .trials import predict
 
 ASTRONOMICAL = 1e3  # val loss this many times the constant's: exploding, though finite
@@ -125,10 +127,13 @@ def kernel_gains(weights: dict) -> list[float]:
 
 
 def recurrent_gain(weights: dict) -> float | None:
-    """The largest singular value of the SimpleRNN recurrent kernels (square ones)."""
-    gains = [float(np.linalg.norm(w, 2)) for path, w in weights.items()
-             if path.endswith("recurrent_kernel") and w.shape[0] == w.shape[1]]
-    return max(gains, default=None)
+    """The largest singular value of the SimpleRNN recurrent kernels (square ones).
+
+    The same measure as NaNGuard's `recurrence` sign (`ungated_recurrent_gain`).
+    """
+    return ungated_recurrent_gain(
+        [w for path, w in weights.items() if path.endswith("recurrent_kernel")]
+    )
 
 
 def input_rms(x) -> float:
