@@ -363,26 +363,50 @@ def first_step_sensitivity(norm: float, loss: float) -> float | None:
     return float(norm / np.sqrt(loss))
 
 
+def windows_flat(batch_losses) -> bool:
+    """Whether the second `STALL_STEPS` steps' mean batch loss is not below the first's.
+
+    Not below `STALL_LOSS` x the mean of the first `STALL_STEPS` batch
+    losses (`batch_loss`), where `batch_losses` holds at least
+    `2 * STALL_STEPS` of them, the fit's first. The first loss alone is one
+    batch's: a ReLU SimpleRNN at recurrent gain 2 whose batch losses repeat
+    every epoch (1.29, 0.64, 1.23, ...: it learns nothing) reads a running
+    loss 0.75x its first batch's at step 2, so it never stalls by that
+    measure; its second 8 steps' mean is 0.98x its first 8's.
+    """
+    losses = np.asarray(batch_losses, dtype=np.float64)[:2 * STALL_STEPS]
+    if len(losses) < 2 * STALL_STEPS or not np.isfinite(losses).all():
+        return False
+    first, second = losses[:STALL_STEPS].mean(), losses[STALL_STEPS:].mean()
+    return bool(first > 0 and second >= STALL_LOSS * first)
+
+
 def find_stall(losses, structure: str | None,
-               sensitivity: float | None = None) -> bool:
+               sensitivity: float | None = None, batch_losses=None) -> bool:
     """A model with a structural sign that is not learning: broken from step 1.
 
     Its norms never spike against their own history, so only absolute
     evidence catches it: the structure measured before step 1, and after
     `STALL_STEPS` steps either a running loss that has not fallen below
     `STALL_LOSS` x its first value, or a `first_step_sensitivity` above
-    `SENSITIVITY` (an astronomical loss that Adam lowers, but from 1e7).
+    `SENSITIVITY` (an astronomical loss that Adam lowers, but from 1e7);
+    or, after `2 * STALL_STEPS` steps, a second window of batch losses
+    whose mean has not fallen below `STALL_LOSS` x the first's
+    (`windows_flat`).
 
     Args:
         losses: the running losses since the fit began, one per step.
         structure: `structural_sign` of the model, or `None`.
         sensitivity: `first_step_sensitivity`, or `None`. Defaults to `None`.
+        batch_losses: the fit's first batch losses (`batch_loss`), or
+            `None`. Defaults to `None`.
     """
     losses = np.asarray(losses, dtype=np.float64)
     if structure is None or len(losses) < STALL_STEPS or not np.isfinite(losses).all():
         return False
     flat = losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0]
-    return bool(flat or (sensitivity is not None and sensitivity > SENSITIVITY))
+    return bool(flat or (sensitivity is not None and sensitivity > SENSITIVITY)
+                or (batch_losses is not None and windows_flat(batch_losses)))
 
 
 # -- finding an event ----------------------------------------------------

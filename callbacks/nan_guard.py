@@ -55,7 +55,8 @@ class NaNGuard(keras.callbacks.Callback):
     recurrent gain, a gains product or an input scale far from 1) whose loss has not
     fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps,
     or whose first gradient norm is `SENSITIVITY` (100) x the square root
-    of its first loss, in a fit that starts at step 0 (`stalled`: broken from step 1 but
+    of its first loss, or whose mean batch loss over steps 9-16 has not
+    fallen below 0.9x that of steps 1-8, in a fit that starts at step 0 (`stalled`: broken from step 1 but
     finite; recorded with action `"warn"` and training goes on). The loss
     rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
@@ -261,8 +262,9 @@ class NaNGuard(keras.callbacks.Callback):
         self._input_columns = None
         self._start_norm = weights_norm(model)
         self._first_loss = self._best_loss = None
-        self._losses, self._loss_steps, self._stall_judged = [], [], False
+        self._losses, self._loss_steps, self._stall_judged = [], [], 0
         self._batch_losses, self._running = [], (-1, 0.0)
+        self._first_batch_losses = []  # the fit's first 2 * STALL_STEPS (`windows_flat`)
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
@@ -343,6 +345,8 @@ class NaNGuard(keras.callbacks.Callback):
         self._running = (batch, loss)
         self._losses.append(loss)
         self._batch_losses.append(batch_loss(batch, loss, prev_batch, prev_running))
+        if len(self._first_batch_losses) < 2 * STALL_STEPS:
+            self._first_batch_losses.append(self._batch_losses[-1])
         self._loss_steps.append(self._step)
         if len(self._losses) > STALL_STEPS + RECENT:
             # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
@@ -381,9 +385,13 @@ class NaNGuard(keras.callbacks.Callback):
                               f"{LOSS_RISE:g}x its early level {early:.4g} (its first, "
                               f"or the median of the first {STALL_STEPS} if lower) "
                               f"for {RECENT} steps"}
-        if self._stall_judged or len(losses) < STALL_STEPS:
+        # Judged after the fit's first STALL_STEPS steps, and again after
+        # 2 * STALL_STEPS (`windows_flat`); at most one warning a fit.
+        if self._stall_judged >= 2 or len(losses) < STALL_STEPS or (
+                self._stall_judged == 1
+                and len(self._first_batch_losses) < 2 * STALL_STEPS):
             return None
-        self._stall_judged = True  # once a fit, after its first STALL_STEPS steps
+        self._stall_judged += 1
         if self._start_step != 0:  # only a model trained from its first step:
             return None  # a resumed one may have learned all it can already
         if self._input_columns is None:
@@ -395,16 +403,24 @@ class NaNGuard(keras.callbacks.Callback):
         first = record.steps == self._start_step + 1
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
                        if first.any() else None)
-        if not find_stall(losses, structure, sensitivity):
+        if not find_stall(losses, structure, sensitivity, self._first_batch_losses):
             return None
+        self._stall_judged = 2
         flat = losses.min() >= STALL_LOSS * losses[0]
-        return {"trigger": "stalled", "step": self._step,
-                "detail": (f"the running loss {losses[-1]:.4g} has not fallen below "
-                           f"{STALL_LOSS:g}x its first {losses[0]:.4g} in "
-                           f"{len(losses)} steps" if flat else
-                           f"the first step's gradient norm is {sensitivity:.3g}x the "
-                           f"square root of its loss (> {SENSITIVITY:g}; a few units "
-                           "for a well-initialized net)")}
+        if flat:
+            detail = (f"the running loss {losses[-1]:.4g} has not fallen below "
+                      f"{STALL_LOSS:g}x its first {losses[0]:.4g} in {len(losses)} steps")
+        elif sensitivity is not None and sensitivity > SENSITIVITY:
+            detail = (f"the first step's gradient norm is {sensitivity:.3g}x the "
+                      f"square root of its loss (> {SENSITIVITY:g}; a few units "
+                      "for a well-initialized net)")
+        else:
+            first = np.mean(self._first_batch_losses[:STALL_STEPS])
+            second = np.mean(self._first_batch_losses[STALL_STEPS:])
+            detail = (f"the mean batch loss of steps {STALL_STEPS + 1}-{2 * STALL_STEPS} "
+                      f"({second:.4g}) has not fallen below {STALL_LOSS:g}x that of "
+                      f"steps 1-{STALL_STEPS} ({first:.4g})")
+        return {"trigger": "stalled", "step": self._step, "detail": detail}
 
     # -- actions -----------------------------------------------------------
 
@@ -456,6 +472,7 @@ class NaNGuard(keras.callbacks.Callback):
             new_lr = event.learning_rate * self.lr_factor
             self._best_loss = None  # the loss starts again from the snapshot
             self._losses, self._loss_steps, self._batch_losses = [], [], []
+            self._first_batch_losses = []
         moments = skipped = None
         if action in ("rollback", "skip") and self.reset_moments:
             moments = reset_moments(monitor)

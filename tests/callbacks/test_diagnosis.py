@@ -382,3 +382,26 @@ def test_a_transient_loss_spike_held_in_the_running_mean_is_no_rise():
     # Adam far too fast on a GRU (the population's): the batches stay high.
     runnings = [0.497, 43.864, 174.322, 178.589, 150.776]
     assert dg.loss_has_risen(runnings, _batch_losses_by_hand(range(5), runnings)) is True
+
+
+def test_windows_flat_compares_the_second_window_of_batch_losses_with_the_first():
+    # One epoch of 8 batches repeated (a net that learns nothing), its first
+    # batch the hardest: the running loss falls to 0.75x its first at step
+    # 2, so the first-loss rule never stalls; the windows' means match.
+    epoch = np.array([1.29, 0.64, 1.23, 1.02, 1.02, 0.66, 1.11, 1.31])
+    batches = np.tile(epoch, 2)
+    running = np.cumsum(epoch) / np.arange(1, 9)  # Keras' running mean, one epoch
+    assert running.min() < dg.STALL_LOSS * running[0]
+    assert not dg.find_stall(running, "recurrence")
+    assert dg.windows_flat(batches)
+    assert dg.find_stall(running, "recurrence", batch_losses=batches)
+    assert not dg.find_stall(running, None, batch_losses=batches)  # no structural sign
+    # The second window's mean at STALL_LOSS x the first's is flat; below it, learning.
+    at = np.r_[epoch, epoch * dg.STALL_LOSS]
+    assert at[8:].mean() == pytest.approx(dg.STALL_LOSS * at[:8].mean())
+    assert dg.windows_flat(np.r_[epoch, epoch * (dg.STALL_LOSS + 1e-6)])
+    assert not dg.windows_flat(np.r_[epoch, epoch * (dg.STALL_LOSS - 1e-6)])
+    assert not dg.windows_flat(batches[:-1])  # too few steps
+    assert not dg.windows_flat(np.r_[batches[:-1], np.nan])
+    # Only the fit's first 2 * STALL_STEPS count: later losses change nothing.
+    assert dg.windows_flat(np.r_[batches, np.full(8, 1e-3)])

@@ -179,3 +179,28 @@ def test_a_net_broken_from_step_1_but_finite_is_caught_by_absolute_evidence():
     assert event.action == "warn" and "training goes on" in event.message
     assert keep.step == 16 and event.weights == {
         "step": STALL_STEPS, "restored": False, "kept_last": False}
+
+
+def test_a_recurrent_net_that_learns_nothing_is_caught_by_its_second_window():
+    # The population's ReLU SimpleRNN at recurrent gain 2 under Adam
+    # (`benchmarks.diagnosis`, recurrence/simplernn/early/adam/0): its loss
+    # stays at 2.5x the constant prediction's, but its first batch is 30%
+    # above the rest, so the running loss "falls" below 0.9x the first at
+    # step 2 and the step-8 judgment passes it. The second 8 steps' batch
+    # losses are judged against the first 8's at step 16.
+    from gradguard.benchmarks.diagnosis import Case, build
+
+    case = Case("recurrence", "simplernn", "early", "adam", 0)
+    x, y, model, optimizer, batch_size, epochs, _ = build(case)
+    assert len(x) // batch_size == STALL_STEPS and epochs == 3
+    model.compile(optimizer=optimizer, loss="mse")
+    guard = NaNGuard(verbose=False)
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+                        callbacks=[guard])
+    loss = history.history["loss"]  # an epoch's mean of its 8 batch losses
+    assert loss[1] >= 0.9 * loss[0] and loss[-1] > 2 * np.var(y)
+    [event] = guard.events
+    assert (event.trigger, event.step, event.cause, event.action) == (
+        "stalled", 2 * STALL_STEPS, "recurrence", "warn")
+    assert f"{loss[1]:.4g}" in event.detail and f"{loss[0]:.4g}" in event.detail
+    assert find_monitor(model.optimizer).read().count == 3 * STALL_STEPS  # went on
