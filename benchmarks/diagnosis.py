@@ -82,7 +82,7 @@ def make_data(family: str, seed: int, n: int = N, seq_len: int = T):
 def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
                act: str = "tanh", recurrent_gain: float | None = None,
                rnn_act: str = "tanh", dropout: float = 0.0,
-               batchnorm: bool = False) -> keras.Model:
+               batchnorm: bool = False, layernorm: bool = False) -> keras.Model:
     """A small model of `family`; `gain` scales every kernel's init (1: Glorot-like)."""
     init = keras.initializers.VarianceScaling(gain**2, "fan_in", "truncated_normal")
     rec = ("orthogonal" if recurrent_gain is None
@@ -116,6 +116,8 @@ def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
         h = keras.layers.Dense(16, activation=act, kernel_initializer=init)(h)
         if batchnorm:
             h = keras.layers.BatchNormalization()(h)
+        if layernorm:
+            h = keras.layers.LayerNormalization()(h)
         if dropout:
             h = keras.layers.Dropout(dropout)(h)
     out = keras.layers.Dense(1, dtype="float32")(h)
@@ -231,6 +233,19 @@ def build(case: Case):
         shape = x.shape[1:]
         lr = sane * 10 if opt != "adam" else sane
         kw.update({"recurrent_gain": 2.0} if v == "gated_gain" else {"rnn_act": "relu"})
+    # Healthy, with a structural sign (`diagnosis.structural_sign`): what
+    # the `stalled` rule may not warn about, since they learn.
+    elif v == "deep_batchnorm":  # the depth set-up's 8 layers at gain 3, each normalized
+        kw.update(depth=8, gain=3.0, act="relu", batchnorm=True)
+    elif v == "normalized_scale":  # the input-scale set-up, each hidden layer normalized
+        scales = np.logspace(-2, 3, x.shape[-1]).astype("float32")
+        x = x * scales
+        kw.update(act="relu", layernorm=True)
+    elif v == "short_loop":  # the recurrence set-up's ReLU loop at gain 1.3, 5 steps
+        x, y = make_data(f, case.seed, seq_len=5)
+        shape = x.shape[1:]
+        kw.update(recurrent_gain=1.3, rnn_act="relu")
+        lr = sane * 10 if opt != "adam" else sane
     keras.config.set_dtype_policy(policy)
     model = make_model(f, shape, **kw)
     if opt == "momentum_099":
@@ -277,7 +292,9 @@ def population(quick: bool = False) -> list[Case]:
         for j, f in enumerate(fams if not quick else fams[:1]):
             for seed in seeds:
                 cases.append(Case("healthy", f, v, optimizers[(i + j + seed) % 3], seed))
-    twins = {"gated_gain": ("gru", "lstm"), "relu_cell": ("simplernn", "gru", "lstm")}
+    twins = {"gated_gain": ("gru", "lstm"), "relu_cell": ("simplernn", "gru", "lstm"),
+             "deep_batchnorm": ("mlp", "conv1d"), "normalized_scale": ("mlp",),
+             "short_loop": ("simplernn",)}
     for i, (v, fams) in enumerate(twins.items()):
         for j, f in enumerate(fams if not quick else fams[:1]):
             for seed in seeds:

@@ -37,8 +37,9 @@ MIN_DEPTH = 4  # kernels needed to call a failure `depth`
 # sequence of tens of steps (a ReLU SimpleRNN at 1.3: 190x its gain-1
 # state after 40 steps).
 RECURRENT_GAIN = 1.05
-# A running loss this many times its best (and above the fit's first) is
-# divergence even when every value stays finite (Adam at a rate far too high).
+# Batch losses this many times the best running loss (and above the fit's
+# first), `RECENT` in a row, are a divergence even when every value stays
+# finite (Adam at a rate far too high; `loss_has_grown`).
 LOSS_GROWTH = 1e3
 CLIP_PERCENTILE = 90.0  # the cure's clipping threshold: this percentile of the norms before the onset
 # Absolute evidence, for a net broken from its first step that stays finite
@@ -304,6 +305,23 @@ def batch_loss(batch: int, running: float, prev_batch: int, prev_running: float)
         return float(running)
     return float(((batch + 1) * running - (prev_batch + 1) * prev_running)
                  / (batch - prev_batch))
+
+
+def loss_has_grown(batch_losses, best: float, first: float) -> bool:
+    """Whether the last `RECENT` batch losses all exceed `LOSS_GROWTH` x the best.
+
+    `best` is the lowest running loss before them and `first` the fit's
+    first; the newest batch loss must be above `first` too. The batches' own
+    losses (`batch_loss`), `RECENT` in a row: one outlier target holds the
+    running mean high for steps after its batch (a target of 1e4 among unit
+    ones read a running loss 4.9e5x its best for the rest of the epoch,
+    while the next batches' losses were back at 0.5), and a finite
+    divergence keeps every batch high.
+    """
+    recent = np.asarray(batch_losses, dtype=np.float64)[-RECENT:]
+    return bool(len(recent) == RECENT and best is not None and best > 0
+                and np.isfinite(recent).all()
+                and (recent > LOSS_GROWTH * best).all() and recent[-1] > first)
 
 
 def loss_has_risen(losses, batch_losses=None) -> bool:

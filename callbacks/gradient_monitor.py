@@ -650,7 +650,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
                              self._spike_min_history.value, self._spike_clip.value)
         decision = decide_step(
             norm, skip_nonfinite=self.skip_nonfinite,
-            loss_scaled=self.loss_scaled, gate=gate,
+            loss_scaled=self.loss_scaled, gate=gate, norm_clipped=norm_clipped,
         )
         if gate is not None:  # a clipped spike goes down to the median
             grads = norms.scale_by_threshold(grads, norm, decision.limit)

@@ -14,7 +14,7 @@ from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_tr
 from .diagnosis import (
     GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, SENSITIVITY, STALL_LOSS,
     STALL_STEPS, NaNEvent, batch_loss, diagnose, early_level, find_event, find_stall,
-    first_step_sensitivity, input_ratio, loss_has_risen, measure_growth,
+    first_step_sensitivity, input_ratio, loss_has_grown, loss_has_risen, measure_growth,
     structural_sign,
 )
 from .gradient_record import APPLIED, CLIPPED_SPIKE
@@ -47,8 +47,8 @@ class NaNGuard(keras.callbacks.Callback):
        median (`"clip"`);
 
     and fires on those, on non-finite weights after an update, on a
-    non-finite loss, and on a running loss `LOSS_GROWTH` (1e3) times above
-    its best while the gradient norms are flat, or a batch loss (undone
+    non-finite loss, and on batch losses `LOSS_GROWTH` (1e3) times above
+    the best running loss for 3 steps in a row while the gradient norms are flat, or a batch loss (undone
     from Keras' running mean) `LOSS_RISE` (10) times its early level (its
     first, or the median of the first 8 if lower) for 3 steps in a row (a divergence that stays finite, as Adam's at a
     rate far too high), and on a model with a structural sign (an ungated
@@ -324,7 +324,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._handle(found, record, scale)
 
     def _watch_loss(self, loss, record, batch: int = 0) -> dict | None:
-        """A non-finite running loss, one `LOSS_GROWTH` x above its best, or
+        """A non-finite running loss, batch losses `LOSS_GROWTH` x above the best for `RECENT` steps, or
         the absolute rules (`_watch_absolute`).
 
         The growth counts only while the gradient norms are not growing
@@ -353,14 +353,16 @@ class NaNGuard(keras.callbacks.Callback):
             del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
             del self._batch_losses[STALL_STEPS]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
-                and self._best_loss is not None and self._best_loss > 0
-                and loss > LOSS_GROWTH * self._best_loss and loss > self._first_loss
+                and loss_has_grown(self._batch_losses, self._best_loss, self._first_loss)
                 and (growth is None or growth < GROWTH_FACTOR)):
+            last = self._batch_losses[-1]
             return {"trigger": "loss_growth", "step": self._step,
                     "best_step": self._best_step,
-                    "detail": f"the running loss {loss:.4g} is {loss / self._best_loss:.0f}x "
-                              f"its best {self._best_loss:.4g} (step {self._best_step}) "
-                              f"and above its first {self._first_loss:.4g}"}
+                    "detail": f"the batch loss ({last:.4g} at the last step; running "
+                              f"{loss:.4g}) has stayed above {LOSS_GROWTH:g}x the best "
+                              f"running loss {self._best_loss:.4g} (step {self._best_step}) "
+                              f"for {RECENT} steps, and above the first "
+                              f"{self._first_loss:.4g}"}
         if self._best_loss is None or loss <= self._best_loss:
             self._best_loss, self._best_step = loss, self._step
         if self.spike_factor is not None:

@@ -405,3 +405,25 @@ def test_windows_flat_compares_the_second_window_of_batch_losses_with_the_first(
     assert not dg.windows_flat(np.r_[batches[:-1], np.nan])
     # Only the fit's first 2 * STALL_STEPS count: later losses change nothing.
     assert dg.windows_flat(np.r_[batches, np.full(8, 1e-3)])
+
+
+def test_loss_has_grown_needs_recent_batch_losses_far_above_the_best():
+    best, first = 0.4, 1.0
+    # One outlier batch (1e5), then batches back at 0.5: the running mean
+    # stays high for the rest of the epoch, the batches' own losses do not.
+    batches = np.r_[np.full(9, 0.5), 1e5, np.full(5, 0.5)]
+    running = np.cumsum(batches) / np.arange(1, len(batches) + 1)
+    assert (running[9:] > dg.LOSS_GROWTH * best).all()  # the old running-loss rule fired
+    assert not any(dg.loss_has_grown(batches[: i + 1], best, first) for i in range(len(batches)))
+    # A divergence keeps every batch high: the third in a row decides.
+    diverging = np.r_[np.full(9, 0.5), 1e4, 3e4, 1e5]
+    assert [dg.loss_has_grown(diverging[: i + 1], best, first)
+            for i in range(9, 12)] == [False, False, True]
+    # At the limit, and the other conditions.
+    at = np.full(dg.RECENT, dg.LOSS_GROWTH * best)
+    assert not dg.loss_has_grown(at, best, first)  # not above
+    assert dg.loss_has_grown(at * 1.001, best, first)
+    assert not dg.loss_has_grown(at * 1.001, best, first=1e6)  # not above the first
+    assert not dg.loss_has_grown(at[1:] * 1.001, best, first)  # too few
+    assert not dg.loss_has_grown(at * 1.001, None, first)  # no best yet
+    assert not dg.loss_has_grown(np.r_[at[:-1], np.inf], best, first)  # non-finite: its own rule

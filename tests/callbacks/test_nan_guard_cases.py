@@ -204,3 +204,36 @@ def test_a_recurrent_net_that_learns_nothing_is_caught_by_its_second_window():
         "stalled", 2 * STALL_STEPS, "recurrence", "warn")
     assert f"{loss[1]:.4g}" in event.detail and f"{loss[0]:.4g}" in event.detail
     assert find_monitor(model.optimizer).read().count == 3 * STALL_STEPS  # went on
+
+
+@pytest.mark.parametrize("clip", [{"global_clipnorm": 1.0}, {"clipnorm": 0.5}])
+def test_a_spike_a_clip_already_holds_is_left_to_the_clip(clip):
+    # One outlier target (1e4) in step 11's batch: its raw gradient norm is
+    # far past 50x the running median, but Keras' clip holds the update. The
+    # gate judges the update as clipped, so the guard leaves Keras' clipped
+    # training untouched: the weights equal an unguarded run's.
+    x, y = _data(n=512)  # 16 batches: the outlier's batch comes once
+    y[32 * 10 + 5] = 1e4
+
+    def run(guard, **kw):
+        keras.utils.set_random_seed(0)
+        model = _dense(8)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, **kw), loss="mse")
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[guard] if guard else [])
+        return model
+
+    guard = NaNGuard(verbose=False)
+    guarded, plain = run(guard, **clip), run(None, **clip)
+    assert guard.events == []
+    for a, b in zip(guarded.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    record = find_monitor(guarded.optimizer).read()
+    at = record.steps == 11
+    median = np.median(record.norm[record.steps < 11])
+    assert record.norm[at][0] > 50 * median > record.norm_clipped[at][0]
+    # Without the clip the same batch is a spike, skipped.
+    bare = NaNGuard(verbose=False)
+    run(bare)
+    assert [(e.trigger, e.step, e.action) for e in bare.events] == [
+        ("gradient_spike", 11, "skip")]

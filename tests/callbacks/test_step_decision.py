@@ -22,11 +22,13 @@ from gradguard.callbacks.step_decision import SpikeGate, decide_step
 INF = np.inf
 
 
-def _numpy_decision(norm, skip_nonfinite, loss_scaled, gate):
+def _numpy_decision(norm, skip_nonfinite, loss_scaled, gate, norm_clipped=None):
     """The rules of `decide_step`, step by step in numpy."""
     rows = []
     for i, g in enumerate(norm):
         finite = bool(np.isfinite(g))
+        if norm_clipped is not None:  # the gate judges the clipped update
+            g = norm_clipped[i]
         spike = clipped = False
         if gate is not None:
             factor, median, n, min_history, clip = (np.asarray(a)[i] for a in gate)
@@ -63,18 +65,23 @@ def _cases(size=64, seed=0):
 
 
 @pytest.mark.parametrize(
-    "skip_nonfinite,loss_scaled,with_gate",
-    list(itertools.product([True, False], [False, True], [False, True])),
+    "skip_nonfinite,loss_scaled,with_gate,with_clip",
+    list(itertools.product([True, False], [False, True], [False, True], [False, True])),
 )
-def test_decide_step_matches_numpy(skip_nonfinite, loss_scaled, with_gate):
+def test_decide_step_matches_numpy(skip_nonfinite, loss_scaled, with_gate, with_clip):
     norm, gate = _cases()
     gate = gate if with_gate else None
+    clipped = None
+    if with_clip:  # a clip at a threshold per step: min(norm, threshold)
+        threshold = np.random.default_rng(1).choice([0.5, 5.0, INF], len(norm))
+        clipped = np.minimum(norm, threshold).astype("float32")
     decision = decide_step(
         ops.convert_to_tensor(norm), skip_nonfinite=skip_nonfinite,
         loss_scaled=loss_scaled,
         gate=None if gate is None else SpikeGate(*map(ops.convert_to_tensor, gate)),
+        norm_clipped=None if clipped is None else ops.convert_to_tensor(clipped),
     )
-    expected = _numpy_decision(norm, skip_nonfinite, loss_scaled, gate)
+    expected = _numpy_decision(norm, skip_nonfinite, loss_scaled, gate, clipped)
     update, count_skip, status, limit = (np.array(c) for c in zip(*expected))
     # No condition is traced when nothing can be skipped / recounted.
     if decision.update is None:
@@ -102,6 +109,13 @@ def test_decide_step_hand_cases():
     assert float(clipped.limit) == 5.0
     calm = decide_step(40.0, skip_nonfinite=True, loss_scaled=False, gate=gate(0.0))
     assert bool(calm.update) and float(calm.status) == APPLIED and float(calm.limit) == INF
+    # A clip that holds the update at 40 (< 10 x 5) makes it no spike; at 60 it is one.
+    held = decide_step(100.0, skip_nonfinite=True, loss_scaled=False, gate=gate(0.0),
+                       norm_clipped=40.0)
+    assert bool(held.update) and float(held.status) == APPLIED
+    loose = decide_step(100.0, skip_nonfinite=True, loss_scaled=False, gate=gate(0.0),
+                        norm_clipped=60.0)
+    assert not bool(loose.update) and float(loose.status) == SKIPPED_SPIKE
     too_few = decide_step(100.0, skip_nonfinite=True, loss_scaled=False,
                           gate=SpikeGate(10.0, 5.0, 4, 5.0, 0.0))
     assert bool(too_few.update)  # 4 norms < min_history 5
