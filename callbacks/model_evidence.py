@@ -11,18 +11,48 @@ from .diagnosis import kernel_gains, ungated_recurrent_gain
 EINSUM_KERNELS = ("query", "key", "value", "attention_output")
 
 
+# Layers that rescale what they receive to unit scale: a kernel whose
+# output goes only into one of them amplifies nothing downstream.
+NORMALIZATIONS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
+                  "RMSNormalization", "UnitNormalization", "SpectralNormalization")
+
+
+def normalized_kernels(model) -> set[str]:
+    """Paths of the kernels whose layer feeds only normalization layers.
+
+    Read from the model's graph (a `Sequential` or functional model; a
+    subclassed model has none, so nothing is excluded). A convolution
+    stack at init gain 3 with BatchNormalization after each layer has
+    gains that multiply to 3**8 and learns like a Glorot one: its
+    normalizations undo each gain.
+    """
+    out = set()
+    for layer in model._flatten_layers(include_self=False):
+        kernel = getattr(layer, "kernel", None)
+        nodes = getattr(layer, "_outbound_nodes", None) or []
+        if kernel is None or not nodes:
+            continue
+        if all(type(n.operation).__name__ in NORMALIZATIONS for n in nodes):
+            out.add(kernel.path)
+    return out
+
+
 def initial_gains(model) -> tuple[list[float], float | None]:
     """The kernels' gains and the ungated recurrent kernels' largest singular value.
 
     Taken when a fit starts: the `depth` and `recurrence` evidence. Dense
     and convolution kernels count; attention's einsum kernels (whose fan-in
     is not "every axis but the last") and embeddings do not; a GRU's or
-    LSTM's gated recurrent kernel does not either (`ungated_recurrent_gain`).
+    LSTM's gated recurrent kernel does not either (`ungated_recurrent_gain`),
+    nor does a kernel whose layer feeds only a normalization layer
+    (`normalized_kernels`).
     """
     variables = model.trainable_variables
+    normalized = normalized_kernels(model)
     gains = kernel_gains([
         keras.ops.convert_to_numpy(v) for v in variables
         if v.path.endswith("kernel") and "recurrent" not in v.path
+        and v.path not in normalized
         and not any(f"/{p}/" in f"/{v.path}" for p in EINSUM_KERNELS)
     ])
     recurrent = ungated_recurrent_gain([

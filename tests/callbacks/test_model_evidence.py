@@ -29,3 +29,42 @@ def test_the_recurrent_gain_is_the_simple_rnn_s_and_gated_kernels_are_left_out()
     # A GRU alone, at gain 2.0: no ungated recurrence, no `recurrence` sign.
     _, recurrent = initial_gains(_model(keras.layers.GRU(4, **gated)))
     assert recurrent is None
+
+
+def test_a_kernel_that_feeds_only_a_normalization_is_left_out_of_the_gains():
+    from gradguard.callbacks.diagnosis import structural_sign
+
+    init = keras.initializers.VarianceScaling(9.0, "fan_in", "truncated_normal")  # gain 3
+
+    def stack(norm):
+        keras.utils.set_random_seed(0)
+        layers = [keras.Input((8,))]
+        for i in range(8):
+            layers.append(keras.layers.Dense(16, activation="relu", name=f"d{i}",
+                                             kernel_initializer=init))
+            if norm:
+                layers.append(norm())
+        return keras.Sequential(layers + [keras.layers.Dense(1, name="head")])
+
+    def by_hand(model, names):  # std x sqrt(fan-in), numpy
+        return [float(np.std(k) * np.sqrt(k.shape[0]))
+                for k in (model.get_layer(n).kernel.numpy() for n in names)]
+
+    bare = stack(None)
+    gains, _ = initial_gains(bare)
+    names = [f"d{i}" for i in range(8)] + ["head"]
+    np.testing.assert_allclose(gains, by_hand(bare, names), rtol=1e-5)
+    assert structural_sign(gains, None, None) == "depth"  # ~3**8 x the head's
+    for norm in (keras.layers.BatchNormalization, keras.layers.LayerNormalization):
+        model = stack(norm)
+        gains, _ = initial_gains(model)
+        np.testing.assert_allclose(gains, by_hand(model, ["head"]), rtol=1e-5)
+        assert structural_sign(gains, None, None) is None
+    # A kernel whose output also goes elsewhere still counts.
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, name="shared", kernel_initializer=init)(inputs)
+    out = keras.layers.Dense(1, name="head")(
+        keras.layers.Concatenate()([keras.layers.BatchNormalization()(h), h]))
+    model = keras.Model(inputs, out)
+    gains, _ = initial_gains(model)
+    np.testing.assert_allclose(gains, by_hand(model, ["shared", "head"]), rtol=1e-5)
