@@ -10,6 +10,13 @@ decisive event only where `loss_rise` stops it earlier (a warning before
 its own stop leaves the stop decisive; the events are not recounted). Causes are named by `diagnosis.name_cause`
 as the guard would, from the structure measured on the record.
 
+The traces hold running losses without epoch boundaries, so the replay
+cannot undo them into batch losses: `loss_rise` is replayed on the running
+losses, and the stall's second judgment (`diagnosis.windows_flat`, step 16)
+and `loss_growth` (batch losses 3 in a row) are not replayed. It can miss
+what the guard catches there; the real run (`benchmarks.diagnosis`) is the
+measure.
+
     python -m benchmarks.diagnosis_replay --traces DIR --results 'benchmarks/results/diagnosis_TAG_*of2.csv' --tag TAG_replayed
 """
 
