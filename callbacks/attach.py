@@ -47,6 +47,7 @@ def ensure_monitor(
     caller: str,
     min_history: int | None = None,
     check_weights: bool = False,
+    skip_nonfinite: bool = True,
 ) -> GradientMonitor:
     """Returns the model's `GradientMonitor`, installing it if needed.
 
@@ -64,6 +65,10 @@ def ensure_monitor(
         caller: the callback's class name, used in error messages.
         min_history: the ring buffer length this caller needs, or `None`.
         check_weights: whether this caller needs the weight check.
+        skip_nonfinite: whether this caller needs non-finite updates skipped
+            (`NaNGuard`, the clipping callbacks). `GradientNormLogger`
+            installs its monitor without: it applies every update, as plain
+            Keras does, and its step holds no `cond`.
 
     Returns:
         The `GradientMonitor` that records the model's gradients.
@@ -79,10 +84,12 @@ def ensure_monitor(
     rebuild = False
     if monitor is None or monitor.history < (min_history or 0):
         with distributed.strategy_scope(model):  # mirrored variables
-            monitor = _new_monitor(model, monitor, min_history)
+            monitor = _new_monitor(model, monitor, min_history, skip_nonfinite)
         _place(model, monitor, caller)
         rebuild = True
     if check_weights and monitor.require_weight_check():
+        rebuild = True
+    if skip_nonfinite and monitor.require_skip():
         rebuild = True
     if _continue_steps(model, monitor):
         rebuild = True
@@ -149,11 +156,13 @@ def _check_one_loss_scaler(optimizer, caller: str) -> None:
         ))
 
 
-def _new_monitor(model, old: GradientMonitor | None, min_history) -> GradientMonitor:
+def _new_monitor(model, old: GradientMonitor | None, min_history,
+                 skip_nonfinite: bool = True) -> GradientMonitor:
     """A monitor around the model's optimizer, or a longer one replacing `old`."""
     history = max(DEFAULT_HISTORY, min_history or 0)
     if old is None:
-        monitor = GradientMonitor(_updater(model.optimizer), history=history)
+        monitor = GradientMonitor(_updater(model.optimizer), history=history,
+                                  skip_nonfinite=skip_nonfinite)
     else:  # a longer ring around the same optimizer
         monitor = old.with_history(history)
     if monitor.inner_optimizer.built:

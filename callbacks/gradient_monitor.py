@@ -164,7 +164,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
         autoclip_history: int, the window for `autoclip_percentile`, at most
             `history`. Defaults to `history`.
         skip_nonfinite: bool, skip updates whose gradient holds NaN or inf.
-            Defaults to `True`.
+            Defaults to `True`. The skip is a `cond` around the update (as
+            in `LossScaleOptimizer`), which on a small model costs more
+            than the norms (a 42-variable MLP: x1.30 of plain Adam with it,
+            x1.02 without). `GradientNormLogger` installs its monitor
+            without it (a logger changes nothing in training: plain Keras
+            applies a NaN update too); `NaNGuard` and the clipping
+            callbacks turn it on.
         check_weights: bool, also record whether all weights are finite after
             each update (one more pass over the weights; `NaNGuard` turns it
             on). Defaults to `False`.
@@ -454,6 +460,13 @@ class GradientMonitor(keras.optimizers.Optimizer):
             self.set_zclip(base["zclip"], base["zclip_alpha"], base["zclip_warmup"])
         if self.spike_setting.factor:  # NaNGuard's spike gate is per fit too
             self.set_spike_gate(None)
+
+    def require_skip(self) -> bool:
+        """Turns the non-finite skip on; True when the step must be retraced."""
+        if self.skip_nonfinite:
+            return False
+        self.skip_nonfinite = True
+        return True
 
     def require_weight_check(self) -> bool:
         """Turns the weight check on; True when the step must be retraced."""

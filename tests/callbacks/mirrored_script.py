@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from gradguard.callbacks import AutoClip, GradientClipping, GradientNormLogger  # noqa: E402
+from gradguard.callbacks import (  # noqa: E402
+    AutoClip, GradientClipping, GradientMonitor, GradientNormLogger,
+)
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
 from tests.callbacks.helpers import dense_model, lstm_model, regression_data  # noqa: E402
 
@@ -51,12 +53,16 @@ class Updates(keras.callbacks.Callback):
             self.replicas_agree &= all(np.array_equal(copies[0], c) for c in copies[1:])
 
 
-def fit(build, x, y, callbacks, mirrored, steps=2, weights=None, **compile_kwargs):
+def fit(build, x, y, callbacks, mirrored, steps=2, weights=None, skipping=False,
+        **compile_kwargs):
     keras.utils.set_random_seed(0)
     scope = STRATEGY.scope() if mirrored else tf.distribute.get_strategy().scope()
     with scope:
         model = build()
-        model.compile(optimizer=keras.optimizers.SGD(LR, **compile_kwargs), loss="mse")
+        optimizer = keras.optimizers.SGD(LR, **compile_kwargs)
+        if skipping:  # a monitor that skips non-finite steps, compiled in
+            optimizer = GradientMonitor(optimizer)
+        model.compile(optimizer=optimizer, loss="mse")
     if weights is not None:
         model.set_weights(weights)
     updates = Updates()
@@ -126,13 +132,16 @@ for name, build, shape in [("dense", dense_model, (8,)), ("lstm", lstm_model, (1
         "norm": record.norm.tolist(),
     }
 
-# A NaN in replica 1's shard of the second batch (rows 16-31 go to replica 1).
+# A NaN in replica 1's shard of the second batch (rows 16-31 go to replica 1),
+# under a monitor that skips non-finite steps (compiled in; NaNGuard turns
+# the same skip on; the logger alone applies every update, as Keras does).
 x, y = regression_data((8,), n=96)
 x[BATCH + 20] = np.nan
 keras.utils.set_random_seed(0)
 weights = dense_model().get_weights()
 logger = GradientNormLogger()
-model, updates = fit(dense_model, x, y, [logger], True, steps=3, weights=weights)
+model, updates = fit(dense_model, x, y, [logger], True, steps=3, weights=weights,
+                     skipping=True)
 result["nan_shard"] = {
     "logged": logger.to_dataframe("global")["grad_norm"].tolist(),
     "applied": updates.norms,
@@ -145,7 +154,8 @@ result["nan_shard"] = {
 # it sees the reduced gradient and skips the step on both replicas.
 keras.config.set_dtype_policy("mixed_float16")
 logger = GradientNormLogger()
-model, updates = fit(dense_model, x, y, [logger], True, steps=3, weights=weights)
+model, updates = fit(dense_model, x, y, [logger], True, steps=3, weights=weights,
+                     skipping=True)
 keras.config.set_dtype_policy("float32")
 result["nan_shard_mixed_precision"] = {
     "logged": logger.to_dataframe("global")["grad_norm"].tolist(),

@@ -394,3 +394,32 @@ def test_mixed_precision_checkpoints_keep_the_loss_scaler_layout(tmp_path):
         loaded = keras.saving.load_model(tmp_path / "ours.keras")
     assert type(loaded.optimizer.inner_optimizer) is keras.optimizers.Adam
     assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+
+
+def test_a_logger_trains_as_plain_keras_and_a_guard_turns_the_skip_on():
+    # The logger and AutoClip install a monitor that applies every update,
+    # as plain Keras does (no `cond`: a 42-variable MLP's step at x1.02 of
+    # plain Adam, not x1.3); NaNGuard turns the skip on for its fit and on.
+    x, y = regression_data((8,), n=64)
+    x[16:32] = np.nan  # the second batch
+    logged, plain = _model(), _model()
+    logged.fit(x, y, batch_size=16, shuffle=False, verbose=0,
+               callbacks=[GradientNormLogger()])
+    plain.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(logged.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)  # NaN where plain Keras has NaN
+    assert np.isnan(logged.get_weights()[0]).all()
+    monitor = find_monitor(logged.optimizer)
+    assert not monitor.skip_nonfinite
+    assert np.isnan(monitor.read().norm[1])  # recorded all the same
+    # A later fit with NaNGuard skips the NaN batch: the weights stay finite.
+    model = _model()
+    model.fit(x[:16], y[:16], batch_size=16, verbose=0, callbacks=[GradientNormLogger()])
+    before = model.train_function
+    guard = NaNGuard(verbose=False)
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0,
+              callbacks=[GradientNormLogger(), guard])
+    assert find_monitor(model.optimizer).skip_nonfinite
+    assert model.train_function is not before  # retraced with the skip
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert [e.trigger for e in guard.events] == ["nonfinite_gradient"]
