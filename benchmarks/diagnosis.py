@@ -124,6 +124,19 @@ def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
     return keras.Model(inputs, out)
 
 
+def unscaled(x: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """`x` with its features spread over 1e-2 .. 1e3 (times `factor`).
+
+    Per feature: the last axis, or every pixel of a one-channel image
+    (logspace over one channel gave a single scale of 1e-2: no spread).
+    """
+    features = x.shape[-1] if x.shape[-1] > 1 else x[0].size
+    scales = np.logspace(-2, 3, features).astype("float32")
+    if factor != 1.0:
+        scales *= factor
+    return (x.reshape(len(x), -1, features) * scales).reshape(x.shape)
+
+
 def make_optimizer(name: str, lr):
     if name == "adam":
         return keras.optimizers.Adam(lr)
@@ -149,13 +162,7 @@ def build(case: Case):
         if v == "early":
             lr *= 100
     elif case.label == "input_scale":  # features spanning 1e-2 .. 1e3
-        # Per feature: the last axis, or every pixel of a one-channel image
-        # (logspace over one channel gave a single scale of 1e-2: no spread).
-        features = x.shape[-1] if x.shape[-1] > 1 else x[0].size
-        scales = np.logspace(-2, 3, features).astype("float32")
-        if v == "early":
-            scales *= 30
-        x = (x.reshape(len(x), -1, features) * scales).reshape(x.shape)
+        x = unscaled(x, 30.0 if v == "early" else 1.0)
         # Non-saturating units, so the scale reaches the gradients: a tanh
         # cell maps 1e3 to 1 (a stall indistinguishable from a healthy
         # sequence net in 24 steps), a ReLU cell carries it.
@@ -238,8 +245,7 @@ def build(case: Case):
     elif v == "deep_batchnorm":  # the depth set-up's 8 layers at gain 3, each normalized
         kw.update(depth=8, gain=3.0, act="relu", batchnorm=True)
     elif v == "normalized_scale":  # the input-scale set-up, each hidden layer normalized
-        scales = np.logspace(-2, 3, x.shape[-1]).astype("float32")
-        x = x * scales
+        x = unscaled(x)
         kw.update(act="relu", layernorm=True)
     elif v == "short_loop":  # the recurrence set-up's ReLU loop at gain 1.3, 5 steps
         # At the sane rate: at the recurrence set-ups' 10x rate under

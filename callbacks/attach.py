@@ -84,7 +84,7 @@ def ensure_monitor(
     rebuild = False
     if monitor is None or monitor.history < (min_history or 0):
         with distributed.strategy_scope(model):  # mirrored variables
-            monitor = _new_monitor(model, monitor, min_history, skip_nonfinite)
+            monitor = _new_monitor(model, monitor, min_history)
         _place(model, monitor, caller)
         rebuild = True
     if check_weights and monitor.require_weight_check():
@@ -156,13 +156,16 @@ def _check_one_loss_scaler(optimizer, caller: str) -> None:
         ))
 
 
-def _new_monitor(model, old: GradientMonitor | None, min_history,
-                 skip_nonfinite: bool = True) -> GradientMonitor:
-    """A monitor around the model's optimizer, or a longer one replacing `old`."""
+def _new_monitor(model, old: GradientMonitor | None, min_history) -> GradientMonitor:
+    """A monitor around the model's optimizer, or a longer one replacing `old`.
+
+    A new one skips nothing; a caller that needs the non-finite skip turns
+    it on (`GradientMonitor.require_skip`), as for an existing monitor.
+    """
     history = max(DEFAULT_HISTORY, min_history or 0)
     if old is None:
         monitor = GradientMonitor(_updater(model.optimizer), history=history,
-                                  skip_nonfinite=skip_nonfinite)
+                                  skip_nonfinite=False)
     else:  # a longer ring around the same optimizer
         monitor = old.with_history(history)
     if monitor.inner_optimizer.built:

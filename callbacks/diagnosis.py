@@ -400,7 +400,7 @@ def windows_flat(batch_losses) -> bool:
 
 
 def find_stall(losses, structure: str | None,
-               sensitivity: float | None = None, batch_losses=None) -> bool:
+               sensitivity: float | None = None, batch_losses=None) -> str | None:
     """A model with a structural sign that is not learning: broken from step 1.
 
     Its norms never spike against their own history, so only absolute
@@ -418,13 +418,22 @@ def find_stall(losses, structure: str | None,
         sensitivity: `first_step_sensitivity`, or `None`. Defaults to `None`.
         batch_losses: the fit's first batch losses (`batch_loss`), or
             `None`. Defaults to `None`.
+
+    Returns:
+        Which evidence holds, first in this order: `"flat"` (the running
+        loss), `"sensitivity"` or `"windows"`; `None` when the model does
+        not stall.
     """
     losses = np.asarray(losses, dtype=np.float64)
     if structure is None or len(losses) < STALL_STEPS or not np.isfinite(losses).all():
-        return False
-    flat = losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0]
-    return bool(flat or (sensitivity is not None and sensitivity > SENSITIVITY)
-                or (batch_losses is not None and windows_flat(batch_losses)))
+        return None
+    if losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0]:
+        return "flat"
+    if sensitivity is not None and sensitivity > SENSITIVITY:
+        return "sensitivity"
+    if batch_losses is not None and windows_flat(batch_losses):
+        return "windows"
+    return None
 
 
 # -- finding an event ----------------------------------------------------

@@ -405,18 +405,18 @@ class NaNGuard(keras.callbacks.Callback):
         first = record.steps == self._start_step + 1
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
                        if first.any() else None)
-        if not find_stall(losses, structure, sensitivity, self._first_batch_losses):
+        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses)
+        if evidence is None:
             return None
         self._stall_judged = 2
-        flat = losses.min() >= STALL_LOSS * losses[0]
-        if flat:
+        if evidence == "flat":
             detail = (f"the running loss {losses[-1]:.4g} has not fallen below "
                       f"{STALL_LOSS:g}x its first {losses[0]:.4g} in {len(losses)} steps")
-        elif sensitivity is not None and sensitivity > SENSITIVITY:
+        elif evidence == "sensitivity":
             detail = (f"the first step's gradient norm is {sensitivity:.3g}x the "
                       f"square root of its loss (> {SENSITIVITY:g}; a few units "
                       "for a well-initialized net)")
-        else:
+        else:  # "windows"
             first = np.mean(self._first_batch_losses[:STALL_STEPS])
             second = np.mean(self._first_batch_losses[STALL_STEPS:])
             detail = (f"the mean batch loss of steps {STALL_STEPS + 1}-{2 * STALL_STEPS} "
