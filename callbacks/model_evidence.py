@@ -12,9 +12,11 @@ EINSUM_KERNELS = ("query", "key", "value", "attention_output")
 
 
 # Layers that rescale what they receive to unit scale: a kernel whose
-# output goes only into one of them amplifies nothing downstream.
+# output goes only into one of them amplifies nothing downstream. (Not
+# SpectralNormalization: it wraps a layer and normalizes that layer's own
+# kernel, not the input it receives.)
 NORMALIZATIONS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
-                  "RMSNormalization", "UnitNormalization", "SpectralNormalization")
+                  "RMSNormalization", "UnitNormalization")
 
 
 def normalized_kernels(model) -> set[str]:
