@@ -121,11 +121,11 @@ def main(argv=None) -> int:
         record = monitor.read()
 
         def fresh_read():
-            monitor._last_read = None  # what the first reader of a step pays
+            monitor._read_cache.record = None  # what the first reader of a step pays
             monitor.read()
 
         def logger_due():  # every step: one read, logs, recorded in blocks
-            monitor._last_read = None
+            monitor._read_cache.record = None
             logger._seen -= 1
             logger._read_every = 1  # reading every step (no step logs)
             logger._pending = logger.every_n_steps
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
             logger._collect(record)
 
         def guard_step():
-            monitor._last_read = None
+            monitor._read_cache.record = None
             guard._last_index = monitor.read().count - 1
             guard.on_train_batch_end(0, {"loss": 0.1})
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import weakref
 
 import keras
-import numpy as np
 
 from . import distributed
 from .gradient_monitor import DOUBLE_LOSS_SCALE, GradientMonitor
+from .host_read import to_int
 from .optimizer_chain import find_monitor, step_counter
 
 DEFAULT_HISTORY = 1024
@@ -117,7 +117,7 @@ class _StepCount:
 
 
 def _count(counter) -> int:
-    return int(np.asarray(keras.ops.convert_to_numpy(counter.value)))
+    return to_int(counter)
 
 
 def _continue_steps(model, monitor: GradientMonitor) -> bool:

@@ -19,6 +19,7 @@ from .step_logs import KEYS, StepLogs
 from .validation import check, check_int
 
 BLOCK_ROWS = 64  # rows read every step are recorded (and written) in blocks of this
+WRITE_SECONDS = 10.0  # with log_dir, a block is written at least this often
 
 
 class GradientNormLogger(keras.callbacks.Callback):
@@ -32,10 +33,11 @@ class GradientNormLogger(keras.callbacks.Callback):
     - batch `logs` get `grad_norm` (global norm before clipping) and
       `grad_norm_clipped` (after the optimizer's clipping), so they show in
       the progress bar and in Keras' `TensorBoard(update_freq="batch")`.
-      On TensorFlow (compiled, no `tf.distribute` strategy) they come with
-      the train step's own logs, on every batch, at no extra device read
-      (`step_logs.py`); the monitor is then read once per block of steps.
-      Elsewhere they come from a read every `every_n_steps` steps;
+      With `every_n_steps=1` on TensorFlow (compiled, no `tf.distribute`
+      strategy) they come with the train step's own logs, on every batch,
+      at no extra device read (`step_logs.py`); the monitor is then read
+      once per block of steps. Otherwise they come from a read every
+      `every_n_steps` steps, on the batches of those reads;
     - epoch `logs` get `grad_norm` (mean over the epoch's finite steps),
       `grad_norm_max` and `grad_norm_clipped` (mean), so they land in
       `History`, `CSVLogger` and `TensorBoard`. Put this callback *before*
@@ -44,7 +46,10 @@ class GradientNormLogger(keras.callbacks.Callback):
     - with `log_dir`, one TensorBoard event per step holds the scalars
       `gradients/global_norm`, `gradients/global_norm_clipped`,
       `gradients/global_norm_log10` and `gradients/layer/<name>`, and every
-      `histogram_every` steps the histogram `gradients/layer_norms`.
+      `histogram_every` steps the histogram `gradients/layer_norms`. The
+      events are written in blocks of up to 64 steps (one read of the
+      monitor, one write and one flush), at least every 10 seconds, at
+      each epoch's end and at the end of training.
 
     Steps are global: the optimizer's iteration count, which goes on across
     epochs, `fit` calls and runs resumed from a checkpoint. Reading every
@@ -135,6 +140,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._seen = 0  # ... and read so far (recorded in blocks)
         self._latest = None  # the last read
         self._block_rows = 1
+        self._written_at = 0.0  # time.monotonic() of the last TensorBoard write
         self._fits = 0
         self._columns = None  # layer (in the layout) of each variable
         self._layer_groups = None  # (column order by layer, group starts)
@@ -170,11 +176,11 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._seen, self._latest = self._last_index, None
         # Rows read but not yet recorded: at most a block, and never so many
         # that the ring could overwrite them before the next read. With
-        # log_dir each read is recorded and written at once, so that events
-        # and the spill file hold every step read (a deleted log_dir loses
-        # only what was written there).
-        self._block_rows = 1 if self.log_dir is not None else max(
-            1, min(BLOCK_ROWS, monitor.history - self.every_n_steps))
+        # log_dir a block is also written once WRITE_SECONDS have passed
+        # (a slow model's events still show within seconds), at each
+        # epoch's end and at the end of training.
+        self._block_rows = max(1, min(BLOCK_ROWS, monitor.history - self.every_n_steps))
+        self._written_at = time.monotonic()
         self._fits += 1
         self._pending, self._epoch = 0, 0
         self._reset_epoch()
@@ -185,7 +191,11 @@ class GradientNormLogger(keras.callbacks.Callback):
 
             self._writer = SummaryWriter(self.log_dir, self.histogram_every)
             self._warn_write_error()
-        self._step_logs.begin(self.model)
+        # Norms wanted every step ride in the step's own logs (`step_logs`).
+        # Read less often, a batch where nothing is due costs nothing at
+        # all: Keras' own train function, not even two more outputs.
+        if self.every_n_steps == 1:
+            self._step_logs.begin(self.model)
         self._read_every = self.every_n_steps
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -196,7 +206,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         # swapped for one whose logs carry the step's norms (`step_logs`):
         # the batch logs then need no read, and the record is read in blocks.
         self._step_logs.swap(self.model)
-        if self._step_logs.active and self.log_dir is None:
+        if self._step_logs.active:
             self._read_every = max(self.every_n_steps, self._block_rows)
 
     def _bind(self, model):
@@ -227,7 +237,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         if self._step_logs.active and not from_step:
             # Another callback rebuilt the train function mid-fit: read.
             self._step_logs.active, self._read_every = False, self.every_n_steps
-        if self._pending < self._read_every:
+        if self._pending < self._read_every and not self._write_due():
             return
         self._pending = 0
         record = self._read()
@@ -239,8 +249,13 @@ class GradientNormLogger(keras.callbacks.Callback):
             logs["grad_norm_clipped"] = float(record.norm_clipped[-1])
         # The record, the epoch statistics and the TensorBoard events take
         # the new rows in blocks: one pass of numpy and one write per block.
-        if record.count - self._last_index >= self._block_rows:
+        if record.count - self._last_index >= self._block_rows or self._write_due():
             self._collect(record)
+
+    def _write_due(self) -> bool:
+        """With log_dir: WRITE_SECONDS have passed since the last write."""
+        return (self._writer is not None
+                and time.monotonic() - self._written_at >= WRITE_SECONDS)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -313,6 +328,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._clip_sums += [clipped.sum(dtype=np.float64), clipped.size]
         if self._writer is not None:
             self._write_events(new, layer)
+            self._written_at = time.monotonic()
         return new
 
     def _new_layout(self, paths: tuple) -> None:

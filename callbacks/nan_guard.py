@@ -303,9 +303,12 @@ class NaNGuard(keras.callbacks.Callback):
         record = monitor.read()
         new = record.since(self._last_index)
         self._last_index = record.count
-        iterations = monitor.last_step
         if len(new.steps):
-            self._step = int(new.steps[-1])
+            # The newest row's step is the monitor's `last_step` (read
+            # after the update): no second device read.
+            self._step = iterations = int(new.steps[-1])
+        else:  # no row: a LossScaleOptimizer around the monitor skipped
+            iterations = monitor.last_step
         found = find_event(record, new, self.window, monitor.loss_scaled)
         scale = self.loss_scale.update(self._epoch, int(batch), iterations)
         if found is None and scale is not None:
@@ -339,8 +342,6 @@ class NaNGuard(keras.callbacks.Callback):
                     "detail": f"the running loss is {loss}"}
         if self._first_loss is None:
             self._first_loss = loss
-        applied = (record.status == APPLIED) & np.isfinite(record.norm)
-        growth = measure_growth(record.norm[applied], self.window)["growth"]
         prev_batch, prev_running = self._running
         self._running = (batch, loss)
         self._losses.append(loss)
@@ -354,7 +355,7 @@ class NaNGuard(keras.callbacks.Callback):
             del self._batch_losses[STALL_STEPS]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and loss_has_grown(self._batch_losses, self._best_loss, self._first_loss)
-                and (growth is None or growth < GROWTH_FACTOR)):
+                and not self._norms_growing(record)):
             last = self._batch_losses[-1]
             return {"trigger": "loss_growth", "step": self._step,
                     "best_step": self._best_step,
@@ -366,18 +367,28 @@ class NaNGuard(keras.callbacks.Callback):
         if self._best_loss is None or loss <= self._best_loss:
             self._best_loss, self._best_step = loss, self._step
         if self.spike_factor is not None:
-            return self._watch_absolute(record, growth)
+            return self._watch_absolute(record)
         return None
 
-    def _watch_absolute(self, record, growth) -> dict | None:
+    def _norms_growing(self, record) -> bool:
+        """Whether the recent global norms of applied steps grow (`GROWTH_FACTOR`).
+
+        Measured only when a loss rule fires: a median over the window,
+        not worth paying on every batch.
+        """
+        applied = (record.status == APPLIED) & np.isfinite(record.norm)
+        growth = measure_growth(record.norm[applied], self.window)["growth"]
+        return growth is not None and growth >= GROWTH_FACTOR
+
+    def _watch_absolute(self, record) -> dict | None:
         """`loss_rise` and `stalled`: the rules that need no running median.
 
         `loss_rise` counts only while the gradient norms are not growing
-        (`growth` < `GROWTH_FACTOR`), as `loss_growth` does.
+        (`_norms_growing`), as `loss_growth` does.
         """
         losses = np.asarray(self._losses)
         if (loss_has_risen(losses, self._batch_losses)
-                and (growth is None or growth < GROWTH_FACTOR)):
+                and not self._norms_growing(record)):
             best = int(np.argmin(losses[:-RECENT]))
             early = early_level(losses)
             return {"trigger": "loss_rise", "step": self._step,

@@ -78,6 +78,30 @@ def test_reading_every_50_steps_loses_nothing():
     assert a["epoch"].tolist() == b["epoch"].tolist()
 
 
+def test_every_50_steps_reads_once_in_50_and_logs_those_batches(monkeypatch):
+    # Reading every 50 steps: Keras' own train function runs (no norms in
+    # the step's outputs), the monitor is read once in 50 batches, and the
+    # batch logs of those batches carry the norm of their own step.
+    x = regression_data((8,), n=16 * 30)[0]
+    reads = []
+    read = GradientMonitor.read
+    monkeypatch.setattr(GradientMonitor, "read", lambda self: reads.append(1) or read(self))
+    logged = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            logged.append(logs.get("grad_norm"))
+
+    logger = _fit(dense_model, x, jit=False, spe=1, epochs=4, callbacks=[Spy()],
+                  logger=GradientNormLogger(every_n_steps=50))[3]
+    table = logger.to_dataframe("global").set_index("step")
+    assert [i + 1 for i, n in enumerate(logged) if n is not None] == [50, 100]
+    np.testing.assert_allclose([logged[49], logged[99]], table.loc[[50, 100], "grad_norm"])
+    # 2 due reads, one at the start and one per epoch's end (4), not 120.
+    assert len(reads) <= 8, len(reads)
+    assert len(table) == 120
+
+
 def test_epoch_logs_reach_history_and_csv_logger(tmp_path):
     x = regression_data((8,), n=64)[0]
     path = tmp_path / "log.csv"

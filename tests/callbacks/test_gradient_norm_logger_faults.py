@@ -8,6 +8,7 @@ are read back with tensorboard's `EventAccumulator`.
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -182,6 +183,58 @@ def test_changed_trainable_layers_keep_their_names(first, change, layers, tmp_pa
         np.testing.assert_allclose(values, trained, rtol=1e-4)
 
 
+# -- log_dir: events written in blocks ----------------------------------------
+
+
+class _EventsSeen(keras.callbacks.Callback):
+    """After each batch, the newest step in log_dir's events (what TensorBoard shows)."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder, self.newest = folder, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps, _ = _events(self.folder, "gradients/global_norm")
+        self.newest.append(max(steps, default=0))
+
+
+def test_log_dir_events_are_written_in_blocks_and_hold_every_step(tmp_path, monkeypatch):
+    # 70 steps: the monitor is read about once per 64-row block, not once a
+    # step, and the event file still holds every step with the tape's norm.
+    x, y = regression_data((8,), n=BATCH * 70)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    tape = _tape(model, x, y, 70)
+    reads = []
+    read = GradientMonitor.read
+    monkeypatch.setattr(GradientMonitor, "read", lambda self: reads.append(1) or read(self))
+    folder = tmp_path / "tb"
+    logger = GradientNormLogger(log_dir=str(folder))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[logger])
+    assert len(reads) <= 6, len(reads)
+    steps, values = _events(folder, "gradients/global_norm")
+    assert steps == list(range(1, 71))
+    np.testing.assert_allclose(values, [norm for _, norm in tape], rtol=1e-4)
+
+
+def test_log_dir_events_show_within_write_seconds(tmp_path, monkeypatch):
+    # A slow model's events must not wait for a 64-step block: once
+    # WRITE_SECONDS have passed the block is written. At 0 s every batch's
+    # step is on disk by the next callback's turn.
+    from gradguard.callbacks import gradient_norm_logger
+
+    monkeypatch.setattr(gradient_norm_logger, "WRITE_SECONDS", 0.0)
+    x, y = regression_data((8,), n=BATCH * 6)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    folder = tmp_path / "tb"
+    seen = _EventsSeen(folder)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[GradientNormLogger(log_dir=str(folder)), seen])
+    assert seen.newest == [1, 2, 3, 4, 5, 6]
+
+
 # -- log_dir deleted, disk full ----------------------------------------------
 
 
@@ -226,11 +279,17 @@ def test_log_dir_deleted_with_keep_steps_loses_only_the_spilled_steps(tmp_path):
                   callbacks=[logger, _DeleteFolder(folder, after_step=7)])
         table = logger.to_dataframe("global")
     messages = [str(w.message) for w in caught]
-    # Steps 1-4 had moved to the spill file in log_dir: they went with it.
-    assert sum("was deleted during training; its 4 steps are gone" in m for m in messages) == 1
-    assert table["step"].tolist() == list(range(5, 13))
+    # The oldest steps had moved to the spill file in log_dir (the table
+    # keeps 2 steps in memory, and records a block at each epoch's end):
+    # they went with it, and one warning counts them. Every other step is
+    # still in the table and in the new event file.
+    gone = [re.search(r"was deleted during training; its (\d+) steps are gone", m)
+            for m in messages]
+    gone = [int(g.group(1)) for g in gone if g]
+    assert len(gone) == 1 and 1 <= gone[0] <= 8
+    assert table["step"].tolist() == list(range(gone[0] + 1, 13))
     steps, values = _events(folder, "gradients/global_norm")
-    assert steps == list(range(5, 13))
+    assert steps == table["step"].tolist()
     np.testing.assert_allclose(values, table["grad_norm"], rtol=1e-6)
 
 
