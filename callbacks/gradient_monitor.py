@@ -15,7 +15,8 @@ from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
 )
 from .ring import (
-    FIXED, NORM, NORM_CLIPPED, decode, mark_rows, newest_row, running_median, write_row,
+    FIXED, NORM, NORM_CLIPPED, TALLY_SIZE, decode, mark_rows, newest_row, running_median,
+    write_row,
 )
 from .optimizer_chain import (
     accumulation_steps, clip_settings, innermost_optimizer, loss_scaler, step_counter,
@@ -46,6 +47,14 @@ class SpikeSetting(NamedTuple):
 
 
 _SPIKE_OFF = SpikeSetting(0.0, 2, 1, 0.0)
+
+
+class Tally(NamedTuple):
+    """What `GradientMonitor.tally()` reads: see there."""
+
+    count: int
+    alarms: int
+    step: int
 
 
 def _constant(value):
@@ -533,6 +542,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
             shape=(self.history, FIXED + max(n_vars, 1)), initializer="zeros",
             dtype="float32", aggregation="only_first_replica", name="gg_ring",
         )
+        # Count, alarms and step of the newest row (`ring.TALLY_COUNT` ...):
+        # one small read tells a callback whether a step needs a look.
+        self._tally = self.add_variable(
+            shape=(TALLY_SIZE,), initializer="zeros", dtype="int32",
+            aggregation="only_first_replica", name="gg_tally",
+        )
         # One named scalar per setting (`_autoclip_percentile`,
         # `_spike_factor`, `_lr_multiplier`, ...), written only by the
         # setters above through `_assign_settings`.
@@ -703,7 +718,7 @@ class GradientMonitor(keras.optimizers.Optimizer):
         if self.step_offset:  # after a recompile (attach.py)
             step = step + self.step_offset
         write_row(self._ring, self._count, weights_finite=self._weights_flag(weights),
-                  step=step, **row)
+                  step=step, tally=self._tally, **row)
 
     def count_skipped(self, trainable_variables) -> None:
         """Counts a skipped step (its number is not reused).
@@ -846,6 +861,20 @@ class GradientMonitor(keras.optimizers.Optimizer):
         record = decode(to_numpy(self._ring), count, self.variable_paths)
         self._read_cache.record = record
         return record
+
+    def tally(self) -> Tally:
+        """Rows written, alarms among them and the newest row's step: one small read.
+
+        An alarm is a row whose status is not `APPLIED` (a non-finite or
+        spiking gradient the monitor skipped or clipped) or whose weights
+        were not finite after the update: the rows `diagnosis.find_event`
+        looks at. While `alarms` stays the same, new rows hold no event
+        and need not be read. Zeros before the first step.
+        """
+        if not self.built:
+            return Tally(0, 0, 0)
+        count, alarms, step = (int(v) for v in to_numpy(self._tally))
+        return Tally(count, alarms, step)  # the row's step: with step_offset
 
     def newest_norms(self) -> tuple:
         """The newest step's global norm before and after clipping, as tensors.

@@ -254,7 +254,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._every = self.snapshot_every or default_cadence(self.params.get("steps"))
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
-        self._last_index = monitor.read().count if monitor.built else 0
+        self._catch_up(monitor)
         self._step = monitor.last_step
         self._start_step = self._step
         # As this fit found them, not as a divergence left them.
@@ -295,27 +295,31 @@ class NaNGuard(keras.callbacks.Callback):
         model = self.model  # syncs the JAX state
         monitor = find_monitor(model.optimizer)
         if self._skipper.after_batch(model, monitor, self._epoch, int(batch)):
-            self._last_index = monitor.read().count  # its update is undone
+            self._catch_up(monitor)  # its update is undone
             self._step = monitor.last_step
             if not self._skipper.left:
                 self._write_report()  # with the batches skipped
             return
-        record = monitor.read()
-        new = record.since(self._last_index)
-        self._last_index = record.count
-        if len(new.steps):
-            # The newest row's step is the monitor's `last_step` (read
-            # after the update): no second device read.
-            self._step = iterations = int(new.steps[-1])
+        # One small read (`GradientMonitor.tally`): the rows written, the
+        # alarms among them and the newest row's step. The ring itself is
+        # read only when a new row holds an alarm, or a rule needs it.
+        last_index, alarms = self._last_index, self._alarms
+        tally = self._catch_up(monitor)
+        if tally.count > last_index:
+            self._step = iterations = tally.step  # the monitor's last_step
         else:  # no row: a LossScaleOptimizer around the monitor skipped
             iterations = monitor.last_step
-        found = find_event(record, new, self.window, monitor.loss_scaled)
+        found = None
+        if tally.alarms != alarms:
+            record = monitor.read()
+            found = find_event(record, record.since(last_index), self.window,
+                               monitor.loss_scaled)
         scale = self.loss_scale.update(self._epoch, int(batch), iterations)
         if found is None and scale is not None:
             found = {"trigger": "loss_scale", "step": self._step,
                      "detail": describe_skips(scale)}
         if found is None:
-            found = self._watch_loss(logs.get("loss"), record, int(batch))
+            found = self._watch_loss(logs.get("loss"), monitor.read, int(batch))
         if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
@@ -324,15 +328,23 @@ class NaNGuard(keras.callbacks.Callback):
         # with its last batch: the event's own batch is earlier by the steps
         # that ran after it.
         found["batch"] = max(int(batch) - max(iterations - found["step"], 0), 0)
-        self._handle(found, record, scale)
+        self._handle(found, monitor.read(), scale)
 
-    def _watch_loss(self, loss, record, batch: int = 0) -> dict | None:
+    def _catch_up(self, monitor):
+        """Marks every row written so far as seen; returns the monitor's tally."""
+        tally = monitor.tally()
+        self._last_index, self._alarms = tally.count, tally.alarms
+        return tally
+
+    def _watch_loss(self, loss, read, batch: int = 0) -> dict | None:
         """A non-finite running loss, batch losses `LOSS_GROWTH` x above the best for `RECENT` steps, or
         the absolute rules (`_watch_absolute`).
 
         The growth counts only while the gradient norms are not growing
         (`GROWTH_FACTOR`): when they are, the spike gate and the non-finite
         checks decide, with the suspects and onset they give.
+
+        `read()` gives the monitor's record, read only when a rule needs it.
         """
         if loss is None:
             return None
@@ -355,7 +367,7 @@ class NaNGuard(keras.callbacks.Callback):
             del self._batch_losses[STALL_STEPS]
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and loss_has_grown(self._batch_losses, self._best_loss, self._first_loss)
-                and not self._norms_growing(record)):
+                and not self._norms_growing(read())):
             last = self._batch_losses[-1]
             return {"trigger": "loss_growth", "step": self._step,
                     "best_step": self._best_step,
@@ -367,7 +379,7 @@ class NaNGuard(keras.callbacks.Callback):
         if self._best_loss is None or loss <= self._best_loss:
             self._best_loss, self._best_step = loss, self._step
         if self.spike_factor is not None:
-            return self._watch_absolute(record)
+            return self._watch_absolute(read)
         return None
 
     def _norms_growing(self, record) -> bool:
@@ -380,15 +392,16 @@ class NaNGuard(keras.callbacks.Callback):
         growth = measure_growth(record.norm[applied], self.window)["growth"]
         return growth is not None and growth >= GROWTH_FACTOR
 
-    def _watch_absolute(self, record) -> dict | None:
+    def _watch_absolute(self, read) -> dict | None:
         """`loss_rise` and `stalled`: the rules that need no running median.
 
         `loss_rise` counts only while the gradient norms are not growing
-        (`_norms_growing`), as `loss_growth` does.
+        (`_norms_growing`), as `loss_growth` does. `read()` gives the
+        monitor's record.
         """
         losses = np.asarray(self._losses)
         if (loss_has_risen(losses, self._batch_losses)
-                and not self._norms_growing(record)):
+                and not self._norms_growing(read())):
             best = int(np.argmin(losses[:-RECENT]))
             early = early_level(losses)
             return {"trigger": "loss_rise", "step": self._step,
@@ -407,6 +420,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._stall_judged += 1
         if self._start_step != 0:  # only a model trained from its first step:
             return None  # a resumed one may have learned all it can already
+        record = read()
         if self._input_columns is None:
             self._input_columns = input_columns(self.model, record.variable_paths)
         ratio = (None if self._input_columns is None else

@@ -28,13 +28,24 @@ FIXED = 7  # columns before the per-variable norms
 # per-variable norms (a NaN/inf gradient has a NaN/inf norm), on the host.
 STEP_BASE = 2**20
 
+# The tally: three int32 numbers the compiled step writes with each row, so
+# that a callback that must look at every step (NaNGuard) learns in one
+# small read whether there is anything to look at.
+TALLY_COUNT = 0  # rows written in total (the ring's count after the row)
+TALLY_ALARMS = 1  # rows written that were not a plain applied step with finite weights
+TALLY_STEP = 2  # the newest row's step
+TALLY_SIZE = 3
+
 
 def write_row(ring, count, *, norm, norm_clipped, threshold, weights_finite,
-              step, status, variable_norms) -> None:
+              step, status, variable_norms, tally=None) -> None:
     """Writes one step's row at slot `count % len(ring)` and counts it.
 
     The row is assembled in column order (`NORM` ... `STATUS`, then the
     per-variable norms) and written with one in-place slice assignment.
+    `tally`, when given, gets the count, the alarms and the step after it
+    (`TALLY_COUNT` ...): an alarm is a row whose status is not `APPLIED`
+    or whose weights are not finite (`WEIGHTS_FINITE` 0).
     """
     step = ops.cast(step, "int64")
     high = ops.floor_divide(step, STEP_BASE)
@@ -56,7 +67,17 @@ def write_row(ring, count, *, norm, norm_clipped, threshold, weights_finite,
     # would still advance, over a row that was never written.
     # (A status is >= 0: `one` is 1, computed from the row.)
     one = ops.cast(values[STATUS] >= 0, "int32")
-    count.assign(n + one)
+    # Read once: under TensorFlow `n` is the variable, and each use of it
+    # reads it again (after the assignment, the new count).
+    written = n + one
+    count.assign(written)
+    if tally is not None:  # from the row's values too, for the same reason
+        alarm = (values[STATUS] != float(APPLIED)) | (values[WEIGHTS_FINITE] == 0.0)
+        tally.assign(ops.stack([
+            written,
+            tally.value[TALLY_ALARMS] + ops.cast(alarm, "int32") * one,
+            ops.cast(step, "int32") * one,
+        ]))
 
 
 def _assign_row(ring, slot, values) -> None:

@@ -9,6 +9,7 @@ import pytest
 from gradguard.callbacks import (
     AutoClip, GradientMonitor, GradientNormLogger, NaNGuard, remove_monitor,
 )
+from gradguard.callbacks.gradient_record import APPLIED
 from tests.callbacks.helpers import LastRecord, dense_model, global_norm, regression_data, tape_steps
 
 
@@ -51,6 +52,37 @@ def test_nonfinite_gradient_skips_the_update_and_keeps_optimizer_state(make):
     assert record.steps.tolist() == [1, 2, 3]
     assert all(np.isfinite(w).all() for w in w3)
     assert record.weights_finite.all()
+
+
+@pytest.mark.parametrize("spe", [1, 2])
+def test_tally_counts_rows_alarms_and_step_as_the_record_shows(spe):
+    # The tally is what NaNGuard reads every batch instead of the ring: it
+    # must agree with the ring after every execution. Steps 1-2 healthy,
+    # a NaN batch (skipped: an alarm), two healthy steps, then steps whose
+    # update overflows the weights (applied, weights not finite: alarms).
+    x, y = regression_data((8,), n=16 * 8)
+    x[32:48] = np.nan
+    monitor = GradientMonitor(keras.optimizers.SGD(1e-2), check_weights=True)
+    model = _compiled(monitor, steps_per_execution=spe)
+    seen = []
+
+    class Compare(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch >= 4:  # from the next step on, updates go to inf
+                monitor.inner_optimizer.learning_rate.assign(float("inf"))
+            record = monitor.read()
+            alarms = int(np.sum((record.status != APPLIED) | ~record.weights_finite))
+            seen.append((tuple(monitor.tally()),
+                         (record.count, alarms, int(record.steps[-1]))))
+
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[Compare()])
+    assert len(seen) == 8 // spe
+    for tally, expected in seen:
+        assert tally == expected
+    assert seen[-1][0][0] == 8 and seen[-1][0][2] == 8 == monitor.last_step
+    assert seen[-1][0][1] >= 2  # the NaN batch and the overflow at least
+    before_overflow = seen[4 // spe - 1][0]
+    assert before_overflow[1] == 1  # only the NaN batch, up to step 4
 
 
 def test_saved_model_loads_back_and_trains_on(tmp_path):

@@ -166,8 +166,9 @@ FEATURES = {
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="counts TF graph ops")
 def test_disabled_features_add_no_ops():
     base_ops, base_read = _traced_step()
-    # Off: the step reads the ring and its count, nothing else of the monitor's.
-    assert base_read == {"gg_count", "gg_ring"}
+    # Off: the step reads the ring, its count and the tally, nothing else of
+    # the monitor's.
+    assert base_read == {"gg_count", "gg_ring", "gg_tally"}
     for name, (setup, variables) in FEATURES.items():
         n_ops, read = _traced_step(setup)
         assert n_ops > base_ops, name
