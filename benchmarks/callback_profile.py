@@ -13,7 +13,10 @@ with 42 variables, 14 x 64 MLP at batch 128). It splits the cost into
    `GradientMonitor.read()` (two variable reads and the decoding), one
    variable read alone, `GradientNormLogger`'s batch hook when nothing is
    due and when a read is due, the logger recording a block of 64 rows, and
-   `NaNGuard.on_train_batch_end` (a step with no alarm: the tally only).
+   `NaNGuard.on_train_batch_end` (a step with no alarm: the tally only);
+3. the same hooks timed inside a real `fit` of 300 steps (logger, NaNGuard
+   and AutoClip together): where they run in training, after a step, with
+   snapshots and every rule as they come.
 
 Run from the repository root: `python -m benchmarks.callback_profile`
 (about 5 minutes on 2 cores; `--rounds N` sets part 1's rounds, default 100;
@@ -33,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gradguard.callbacks import GradientMonitor, GradientNormLogger, NaNGuard  # noqa: E402
+from gradguard.callbacks import AutoClip, GradientMonitor, GradientNormLogger, NaNGuard  # noqa: E402
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
 
 from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
@@ -168,7 +171,56 @@ def main(argv=None) -> int:
         ]
         for name, fn in rows:
             print(f"    {name:52s} {call_ms(fn):7.3f}", flush=True)
+
+    print(f"3. The hooks inside a real fit ({FIT_STEPS} steps, logger + NaNGuard + "
+          "AutoClip, after a warm-up fit): ms per call (mean), and share of the fit")
+    for model in PROFILED:
+        hooks_in_fit(model)
     return 0
+
+
+FIT_STEPS = 300
+
+
+def timed(callback, name: str, times: dict) -> None:
+    """Wraps one callback's `on_train_batch_end` (this instance) in a timer."""
+    hook = callback.on_train_batch_end
+
+    def timed_hook(batch, logs=None):
+        start = time.perf_counter()
+        hook(batch, logs)
+        times.setdefault(name, []).append(time.perf_counter() - start)
+
+    callback.on_train_batch_end = timed_hook
+
+
+def hooks_in_fit(model: str) -> None:
+    """Times each callback's batch hook in a real `fit`, and the fit itself.
+
+    Unlike part 2 the hooks run where they run in training, right after a
+    step (colder caches than a loop of calls), with snapshots and every
+    rule as they come.
+    """
+    spec = MODELS[model]
+    x, y = make_data(spec, (FIT_STEPS + 1) * spec.batch_size)
+    net = build_network(spec, x)
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.MeanSquaredError())
+    callbacks = [GradientNormLogger(), NaNGuard(), AutoClip()]
+    warm = 20 * spec.batch_size
+    net.fit(x[:warm], y[:warm], batch_size=spec.batch_size, epochs=1, verbose=0,
+            callbacks=callbacks)
+    times: dict = {}
+    for callback in callbacks[:2]:
+        timed(callback, type(callback).__name__, times)
+    start = time.perf_counter()
+    net.fit(x, y, batch_size=spec.batch_size, epochs=1, shuffle=False, verbose=0,
+            callbacks=callbacks)
+    total = time.perf_counter() - start
+    steps = FIT_STEPS + 1
+    print(f"  {model}: {1e3 * total / steps:.3f} ms a step in all", flush=True)
+    for name, spent in times.items():
+        print(f"    {name + '.on_train_batch_end':52s} {1e3 * np.mean(spent):7.3f}"
+              f"  ({100 * sum(spent) / total:.1f}% of the fit)", flush=True)
 
 
 if __name__ == "__main__":
