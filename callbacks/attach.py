@@ -113,11 +113,7 @@ class _StepCount:
         self.offset = monitor.step_offset
 
     def last_step(self) -> int:
-        return _count(self.counter) + self.offset
-
-
-def _count(counter) -> int:
-    return to_int(counter)
+        return to_int(self.counter) + self.offset
 
 
 def _continue_steps(model, monitor: GradientMonitor) -> bool:

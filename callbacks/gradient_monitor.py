@@ -15,8 +15,8 @@ from .gradient_record import (
     APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE, GradientRecord,
 )
 from .ring import (
-    FIXED, NORM, NORM_CLIPPED, TALLY_SIZE, decode, mark_rows, newest_row, running_median,
-    write_row,
+    FIXED, NORM, NORM_CLIPPED, TALLY_ALARMS, TALLY_COUNT, TALLY_SIZE, TALLY_STEP, decode,
+    mark_rows, newest_row, running_median, write_row,
 )
 from .optimizer_chain import (
     accumulation_steps, clip_settings, innermost_optimizer, loss_scaler, step_counter,
@@ -873,8 +873,9 @@ class GradientMonitor(keras.optimizers.Optimizer):
         """
         if not self.built:
             return Tally(0, 0, 0)
-        count, alarms, step = (int(v) for v in to_numpy(self._tally))
-        return Tally(count, alarms, step)  # the row's step: with step_offset
+        tally = to_numpy(self._tally)
+        # The row's step: with step_offset already.
+        return Tally(int(tally[TALLY_COUNT]), int(tally[TALLY_ALARMS]), int(tally[TALLY_STEP]))
 
     def newest_norms(self) -> tuple:
         """The newest step's global norm before and after clipping, as tensors.
