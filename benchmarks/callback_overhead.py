@@ -21,7 +21,8 @@ Models: an LSTM (32 units, adding problem, `seq_len` 100, batch 32), a
 20 x Dense(64) ReLU MLP (42 variables, batch 32) and a 14 x Dense(64) MLP
 (30 variables, batch 128) on standardized poorly scaled regression.
 
-Method, chosen so that 3% differences show on a shared 2-core machine:
+Method, chosen so that 3% differences show on a shared 2-core machine
+(`interleave.py` says why timing whole fits one after the other does not):
 
 - every configuration of every model gets its own model (same seed),
   compiled once and warmed up by a short `fit` (tracing, the monitor's
@@ -29,17 +30,21 @@ Method, chosen so that 3% differences show on a shared 2-core machine:
   instances for all its fits;
 - the number of steps per fit comes from a measured step time of plain
   `fit`, so that each timed fit lasts at least `--seconds` (3 s);
-- rounds are interleaved: in each round every configuration runs one timed
-  `fit` of one epoch, in an order rotated from round to round (at least 5
-  rounds), so load from other processes falls on all of them alike;
-- the clock (`timing.StepClock`, last in the callbacks list) runs from the
-  end of the first step to the end of the epoch: every callback's batch and
-  epoch hooks are inside, `fit`'s set-up is not. The process's CPU time
-  is taken over the same interval;
+- the fits of one model's configurations run interleaved step by step
+  (`interleave.interleave`: each takes one step in turn, in an order
+  shuffled every cycle), so drift in the machine's speed falls on all of
+  them alike; a round is one such interleaved fit of every configuration,
+  and there are at least 5 rounds;
+- each fit reads the same batches from a fixed `tf.data` pipeline
+  (autotuning off, no prefetch thread, whose tuning differed from fit to
+  fit) and times its steps from its second on: every callback's batch and
+  epoch hooks are inside, `fit`'s set-up is not;
+- a second, identical plain fit (the A/A row) measures the noise floor: a
+  ratio nearer 1.00 than the A/A row's distance from 1.00 is not a
+  measurable difference;
 - ratio = median time per step / plain fit's median (same model), with the
-  min-max of the per-round ratios; the CPU-time ratio is the same with CPU
-  time, less sensitive to other processes. Targets (issue 20) are printed
-  beside them as met / missed, never asserted.
+  min-max of the per-round ratios. Targets (issue 20) are printed beside
+  them as met / missed, never asserted.
 
 Run from the repository root:
 
@@ -72,9 +77,9 @@ from gradguard.datasets import adding_problem, poorly_scaled_regression  # noqa:
 from gradguard.recipes.models import deep_dense, sequence_model  # noqa: E402
 
 from .machine import load_average, machine_header  # noqa: E402
-from .report import MONITOR, markdown, overhead_table, target_lines  # noqa: E402
+from .report import MONITOR, PLAIN_AGAIN, markdown, overhead_table, target_lines  # noqa: E402
 from .tape_norm import TapeGradientNorm  # noqa: E402
-from .timing import StepClock  # noqa: E402
+from .interleave import interleave  # noqa: E402
 
 DEFAULT_OUT = pathlib.Path(__file__).parent / "results" / "callback_overhead.md"
 
@@ -87,7 +92,7 @@ LOG_DIR = "logger every step, log_dir"
 STACK = "logger + NaNGuard + AutoClip"
 PLAIN_XLA = "plain fit, jit_compile=True"
 MONITOR_XLA = "GradientMonitor compiled in, jit_compile=True"
-CONFIGS = (PLAIN, MONITOR, MONITOR_SKIP, KERAS_NORM, EVERY_STEP, EVERY_50, LOG_DIR, STACK)
+CONFIGS = (PLAIN, PLAIN_AGAIN, MONITOR, MONITOR_SKIP, KERAS_NORM, EVERY_STEP, EVERY_50, LOG_DIR, STACK)
 XLA_CONFIGS = (PLAIN_XLA, MONITOR_XLA)
 # Comparisons from the first version of this benchmark (`--extras`).
 TAPE = "GradientTape in callback"
@@ -168,7 +173,8 @@ def optimizer_of(name: str) -> keras.optimizers.Optimizer:
 
 def make_callbacks(name: str, x, y, batch_size: int, log_dir: str) -> list:
     """The callbacks of one configuration, fresh instances."""
-    if name in (PLAIN, MONITOR, MONITOR_SKIP, KERAS_NORM, PLAIN_XLA, MONITOR_XLA):
+    if name in (PLAIN, PLAIN_AGAIN, MONITOR, MONITOR_SKIP, KERAS_NORM, PLAIN_XLA,
+                MONITOR_XLA):
         return []
     if name == EVERY_STEP:
         return [GradientNormLogger(every_n_steps=1, per_layer=True)]
@@ -187,6 +193,24 @@ def make_callbacks(name: str, x, y, batch_size: int, log_dir: str) -> list:
                      f"expected one of {CONFIGS + XLA_CONFIGS + EXTRA_CONFIGS}.")
 
 
+def batches(x, y, batch_size: int, steps: int):
+    """The first `steps` batches of `(x, y)` as a fixed `tf.data` pipeline.
+
+    Autotuning and the default optimizations are off and nothing is
+    prefetched, so every fit reads its batches the same way (Keras' own
+    pipeline for arrays prefetches with AUTOTUNE, whose tuning differed from
+    fit to fit and showed up as 3-6% between identical fits).
+    """
+    import tensorflow as tf
+
+    n = steps * batch_size
+    data = tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(batch_size)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.apply_default_optimizations = False
+    return data.with_options(options)
+
+
 class Run:
     """One model x configuration: compiled once, warmed up, then timed fits."""
 
@@ -202,32 +226,20 @@ class Run:
         self.fit(config.warmup_steps)  # traces, installs, rebuilds
         self.jit_compile = bool(self.net.jit_compile)
 
-    def fit(self, steps: int) -> StepClock:
-        """One epoch of `steps + 1` batches; the clock skips the first."""
-        n = (steps + 1) * self.spec.batch_size
-        clock = StepClock()
-        clock.fit_started = time.perf_counter()
-        self.net.fit(self.x[:n], self.y[:n], batch_size=self.spec.batch_size,
+    def fit(self, steps: int, extra: list = ()) -> None:
+        """One epoch of `steps + 1` batches, `extra` callbacks last."""
+        self.net.fit(batches(self.x, self.y, self.spec.batch_size, steps + 1),
                      epochs=1, shuffle=False, verbose=0,
-                     callbacks=self.callbacks + [clock])
-        if clock.steps != steps:
-            raise RuntimeError(f"{self.model} / {self.name}: timed {clock.steps} "
-                               f"steps, expected {steps}; did training stop early?")
-        return clock
+                     callbacks=self.callbacks + list(extra))
 
 
 def steps_for(spec: ModelSpec, x, y, config: Config) -> tuple[int, float]:
     """Steps per timed fit from plain fit's measured step time (ms)."""
     probe = Run("probe", PLAIN, spec, x, y, config, "")
-    clock = probe.fit(config.probe_steps)
-    per_step = clock.seconds / clock.steps
+    [seconds] = interleave([lambda extra: probe.fit(config.probe_steps, extra)])
+    per_step = float(np.median(seconds))
     steps = max(config.min_steps, math.ceil(config.seconds * config.margin / per_step))
     return steps, 1e3 * per_step
-
-
-def rotate(items: tuple, k: int) -> tuple:
-    k %= len(items)
-    return items[k:] + items[:k]
 
 
 def run(config: Config, log=print) -> tuple[pd.DataFrame, dict]:
@@ -254,20 +266,25 @@ def run(config: Config, log=print) -> tuple[pd.DataFrame, dict]:
                 runs.append(Run(model, name, spec, x, y, config, log_dir))
         rows = []
         for round_ in range(config.rounds):
-            shift = max(1, len(runs) // config.rounds)
-            for r in rotate(tuple(runs), round_ * shift):
-                steps = plan[r.model][0]
+            for model in config.models:
+                timed = [r for r in runs if r.model == model]
+                steps = plan[model][0]
                 gc.collect()
-                clock = r.fit(steps)
-                rows.append({
-                    "model": r.model, "config": r.name, "repeat": round_,
-                    "jit_compile": r.jit_compile, "steps": clock.steps,
-                    "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds,
-                    "first_step_s": clock.first_step_s,
-                })
-                log(f"  round {round_ + 1}/{config.rounds} {r.model:26s} "
-                    f"{r.name:48s} {1e3 * clock.seconds / clock.steps:8.3f} ms/step "
-                    f"{clock.seconds:6.2f} s")
+                seconds = interleave(
+                    [lambda extra, r=r: r.fit(steps, extra) for r in timed],
+                    seed=config.seed + round_)
+                for r, per_step in zip(timed, seconds):
+                    if len(per_step) != steps:
+                        raise RuntimeError(
+                            f"{r.model} / {r.name}: timed {len(per_step)} steps, "
+                            f"expected {steps}; did training stop early?")
+                    rows.append({
+                        "model": r.model, "config": r.name, "repeat": round_,
+                        "jit_compile": r.jit_compile, "steps": steps,
+                        "seconds": float(np.sum(per_step)),
+                    })
+                    log(f"  round {round_ + 1}/{config.rounds} {r.model:26s} "
+                        f"{r.name:48s} {1e3 * np.mean(per_step):8.3f} ms/step")
     return pd.DataFrame(rows), plan
 
 
@@ -294,15 +311,15 @@ def render(header: str, config: Config, table: pd.DataFrame, plan: dict,
         f"{m}: {steps} steps per fit (plain fit probed at {ms:.2f} ms/step), "
         f"batch {MODELS[m].batch_size}" for m, (steps, ms) in plan.items())
     settings = (
-        f"{config.rounds} interleaved rounds (each configuration one timed "
-        f"fit per round, the order rotated each round), after a "
-        f"{config.warmup_steps}-step warm-up fit per configuration; each timed "
-        f"fit sized to last >= {config.seconds:g} s of plain fit. {sizes}. "
-        "ratio = median ms/step / plain fit's median (same model); min-max "
-        "over the per-round ratios; CPU ratio = the same with this process's "
-        "CPU time (less sensitive to other processes). jit_compile: what the "
-        "row ran with (Keras' default 'auto' is False on CPU-only "
-        "TensorFlow)."
+        f"{config.rounds} rounds; in each, one model's configurations ran "
+        "interleaved step by step (each one step in turn, the order shuffled "
+        f"every cycle), after a {config.warmup_steps}-step warm-up fit per "
+        f"configuration; each timed fit sized to last >= {config.seconds:g} s "
+        f"of plain fit. {sizes}. Batches from a fixed tf.data pipeline "
+        "(autotuning off, no prefetch). ratio = median ms/step / plain fit's "
+        "median (same model); min-max over the per-round ratios. The A/A row "
+        "(a second plain fit) is the noise floor. jit_compile: what the row "
+        "ran with (Keras' default 'auto' is False on CPU-only TensorFlow)."
     )
     return "\n".join([
         "# Callback overhead", "", header, "", settings, "",
