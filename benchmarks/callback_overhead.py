@@ -77,13 +77,15 @@ from gradguard.datasets import adding_problem, poorly_scaled_regression  # noqa:
 from gradguard.recipes.models import deep_dense, sequence_model  # noqa: E402
 
 from .machine import load_average, machine_header  # noqa: E402
-from .report import MONITOR, PLAIN_AGAIN, markdown, overhead_table, target_lines  # noqa: E402
-from .tape_norm import TapeGradientNorm  # noqa: E402
 from .interleave import interleave  # noqa: E402
+from .report import (  # noqa: E402
+    MONITOR, PLAIN, PLAIN_AGAIN, PLAIN_ALONE, alone_lines, markdown,
+    overhead_table, target_lines,
+)
+from .tape_norm import TapeGradientNorm  # noqa: E402
 
 DEFAULT_OUT = pathlib.Path(__file__).parent / "results" / "callback_overhead.md"
 
-PLAIN = "plain fit"
 MONITOR_SKIP = "GradientMonitor compiled in, skipping non-finite steps (as NaNGuard sets it)"
 KERAS_NORM = "Keras Adam(global_clipnorm=1e9)"
 EVERY_STEP = "logger every step, per layer"
@@ -242,6 +244,38 @@ def steps_for(spec: ModelSpec, x, y, config: Config) -> tuple[int, float]:
     return steps, 1e3 * per_step
 
 
+def time_round(model: str, timed: list, steps: int, round_: int,
+               config: Config, log=print) -> list[dict]:
+    """One round of one model: its fits interleaved, and plain fit alone.
+
+    Plain fit alone runs before the interleaved fits in even rounds and
+    after them in odd ones, so that slow drift falls on both alike.
+    """
+    plain = next(r for r in timed if r.name == PLAIN)
+
+    def alone() -> list[float]:
+        return interleave([lambda extra: plain.fit(steps, extra)])[0]
+
+    gc.collect()
+    hot = alone() if round_ % 2 == 0 else None
+    seconds = interleave([lambda extra, r=r: r.fit(steps, extra) for r in timed],
+                         seed=config.seed + round_)
+    if hot is None:
+        hot = alone()
+    rows = []
+    for r, name, per_step in [(plain, PLAIN_ALONE, hot)] + [
+            (r, r.name, s) for r, s in zip(timed, seconds)]:
+        if len(per_step) != steps:
+            raise RuntimeError(f"{model} / {name}: timed {len(per_step)} steps, "
+                               f"expected {steps}; did training stop early?")
+        rows.append({"model": model, "config": name, "repeat": round_,
+                     "jit_compile": r.jit_compile, "steps": steps,
+                     "seconds": float(np.sum(per_step))})
+        log(f"  round {round_ + 1}/{config.rounds} {model:26s} {name:48s} "
+            f"{1e3 * np.mean(per_step):8.3f} ms/step")
+    return rows
+
+
 def run(config: Config, log=print) -> tuple[pd.DataFrame, dict]:
     """Times every model x configuration; one row per timed fit (tidy, raw).
 
@@ -267,24 +301,8 @@ def run(config: Config, log=print) -> tuple[pd.DataFrame, dict]:
         rows = []
         for round_ in range(config.rounds):
             for model in config.models:
-                timed = [r for r in runs if r.model == model]
-                steps = plan[model][0]
-                gc.collect()
-                seconds = interleave(
-                    [lambda extra, r=r: r.fit(steps, extra) for r in timed],
-                    seed=config.seed + round_)
-                for r, per_step in zip(timed, seconds):
-                    if len(per_step) != steps:
-                        raise RuntimeError(
-                            f"{r.model} / {r.name}: timed {len(per_step)} steps, "
-                            f"expected {steps}; did training stop early?")
-                    rows.append({
-                        "model": r.model, "config": r.name, "repeat": round_,
-                        "jit_compile": r.jit_compile, "steps": steps,
-                        "seconds": float(np.sum(per_step)),
-                    })
-                    log(f"  round {round_ + 1}/{config.rounds} {r.model:26s} "
-                        f"{r.name:48s} {1e3 * np.mean(per_step):8.3f} ms/step")
+                rows += time_round(model, [r for r in runs if r.model == model],
+                                   plan[model][0], round_, config, log)
     return pd.DataFrame(rows), plan
 
 
@@ -304,7 +322,7 @@ def output_path(out: str | None, parser: argparse.ArgumentParser) -> pathlib.Pat
     return DEFAULT_OUT.with_name(f"{DEFAULT_OUT.stem}-{stamp}{DEFAULT_OUT.suffix}")
 
 
-def render(header: str, config: Config, table: pd.DataFrame, plan: dict,
+def render(header: str, config: Config, raw: pd.DataFrame, plan: dict,
            load_end: str, elapsed: float) -> str:
     """The whole report as Markdown."""
     sizes = "; ".join(
@@ -314,17 +332,25 @@ def render(header: str, config: Config, table: pd.DataFrame, plan: dict,
         f"{config.rounds} rounds; in each, one model's configurations ran "
         "interleaved step by step (each one step in turn, the order shuffled "
         f"every cycle), after a {config.warmup_steps}-step warm-up fit per "
-        f"configuration; each timed fit sized to last >= {config.seconds:g} s "
-        f"of plain fit. {sizes}. Batches from a fixed tf.data pipeline "
-        "(autotuning off, no prefetch). ratio = median ms/step / plain fit's "
-        "median (same model); min-max over the per-round ratios. The A/A row "
-        "(a second plain fit) is the noise floor. jit_compile: what the row "
-        "ran with (Keras' default 'auto' is False on CPU-only TensorFlow)."
+        f"configuration, and plain fit ran once more alone (before the "
+        f"interleaved fits in even rounds, after them in odd ones); each timed "
+        f"fit sized to last >= {config.seconds:g} s of plain fit. {sizes}. "
+        "Batches from a fixed tf.data pipeline (autotuning off, no prefetch). "
+        "ms/step: interleaved (every step starts cold). extra ms/step: the "
+        "configuration's minus plain fit's, same round (median over rounds). "
+        "ratio = 1 + extra / plain fit's ms/step alone (medians; an upper "
+        "bound of the ratio a fit alone would read); min-max over the "
+        "per-round ratios. interleaved ratio: the cold ratio of medians (a "
+        "lower bound). The A/A row (a second plain fit) is the noise floor. "
+        "jit_compile: what the row ran with (Keras' default 'auto' is False "
+        "on CPU-only TensorFlow)."
     )
+    table = overhead_table(raw)
     return "\n".join([
         "# Callback overhead", "", header, "", settings, "",
         "## Time per step relative to plain fit", "",
         markdown(table),
+        "Plain fit alone and interleaved:", "", *alone_lines(raw), "",
         "## Targets (issue 20; reported, not asserted)", "",
         *target_lines(table), "",
         f"Load average at the end: {load_end}. "
@@ -375,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     header = machine_header()
     print(header, flush=True)
     raw, plan = run(config, log=lambda s: print(s, flush=True))
-    text = render(header, config, overhead_table(raw), plan, load_average(),
+    text = render(header, config, raw, plan, load_average(),
                   time.perf_counter() - started)
     print(text)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from gradguard.benchmarks import callback_overhead, long_run, repeated_fit
-from gradguard.benchmarks.report import MONITOR, PLAIN_AGAIN, overhead_table, target_lines
+from gradguard.benchmarks.report import (
+    MONITOR, PLAIN_AGAIN, PLAIN_ALONE, alone_lines, overhead_table, target_lines,
+)
 from gradguard.benchmarks.tape_norm import TapeGradientNorm
 from gradguard.benchmarks.timing import fit_exponent
 from gradguard.callbacks import GradientNormLogger
@@ -42,20 +44,32 @@ def test_fit_exponent_needs_two_sizes():
         fit_exponent([100, 100], [1.0, 2.0])
 
 
-def test_overhead_table_is_a_ratio_of_medians_with_per_round_spread():
+def test_overhead_table_divides_the_extra_time_by_plain_fit_alone():
     raw = pd.DataFrame({
-        "model": ["m"] * 6,
-        "config": ["plain fit", "logger every 50 steps"] * 3,
-        "repeat": [0, 0, 1, 1, 2, 2],
-        "seconds": [1.0, 1.5, 2.0, 2.0, 1.2, 1.3],  # round 1 ran twice as slow
-        "steps": [10] * 6,
+        "model": ["m"] * 9,
+        "config": [PLAIN_ALONE, "plain fit", "logger every 50 steps"] * 3,
+        "repeat": [0, 0, 0, 1, 1, 1, 2, 2, 2],
+        # Interleaved, every step is slower than alone; round 1 ran slow.
+        "seconds": [0.8, 1.0, 1.5, 1.6, 2.0, 2.0, 0.9, 1.2, 1.3],
+        "steps": [10] * 9,
     })
     table = overhead_table(raw).set_index("configuration")
+    assert PLAIN_ALONE not in table.index
     row = table.loc["logger every 50 steps"]
-    assert table.loc["plain fit", "ratio"] == 1.0
-    assert row["ratio"] == pytest.approx(np.median([1.5, 2.0, 1.3]) / np.median([1.0, 2.0, 1.2]))
-    assert row["ratio min-max"] == "1.000-1.500"
+    extra = np.array([1.5 - 1.0, 2.0 - 2.0, 1.3 - 1.2]) / 10
+    alone = np.array([0.8, 1.6, 0.9]) / 10
+    assert row["extra ms/step"] == pytest.approx(1e3 * np.median(extra))
+    assert row["ratio"] == pytest.approx(1 + np.median(extra) / np.median(alone))
+    per_round = 1 + extra / alone
+    assert row["ratio min-max"] == f"{per_round.min():.3f}-{per_round.max():.3f}"
+    assert row["interleaved ratio"] == pytest.approx(
+        np.median([1.5, 2.0, 1.3]) / np.median([1.0, 2.0, 1.2]))
     assert row["ms/step"] == pytest.approx(150.0)
+    assert table.loc["plain fit", "ratio"] == 1.0
+    assert table.loc["plain fit", "extra ms/step"] == 0.0
+    (line,) = alone_lines(raw)
+    assert line == ("- m: plain fit alone 90.000 ms/step (min-max 80.00-160.00), "
+                    "interleaved 120.000 ms/step")
 
 
 def test_targets_are_judged_per_model_family_and_against_the_monitor():
@@ -168,8 +182,9 @@ def check_quick_report(text: str, config) -> None:
     (overhead,) = markdown_tables(text)
     header, rows = overhead[0], overhead[1:]
     assert header[:3] == ["model", "configuration", "jit_compile"]
-    for column in ("ratio", "ratio min-max", "met"):
+    for column in ("extra ms/step", "ratio", "ratio min-max", "interleaved ratio", "met"):
         assert column in header
+    assert f"- {config.models[0]}: plain fit alone " in text
     assert [row[1] for row in rows] == list(config.configs)
     assert all(len(row) == len(header) for row in rows)
     plain = rows[0]
