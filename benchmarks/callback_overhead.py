@@ -39,16 +39,24 @@ Method, chosen so that 3% differences show on a shared 2-core machine
   (autotuning off, no prefetch thread, whose tuning differed from fit to
   fit) and times its steps from its second on: every callback's batch and
   epoch hooks are inside, `fit`'s set-up is not;
+- interleaved, every step starts cold (the other fits' steps ran in
+  between: plain fit's steps took up to 40% longer than alone on the
+  MLPs), so each round also times plain fit alone, once, before the
+  interleaved fits in even rounds and after them in odd ones;
+- extra ms/step = a configuration's time per step minus plain fit's in
+  the same interleaved round (median over rounds); ratio = 1 + extra /
+  plain fit's time per step alone (median over rounds), with the min-max
+  of the same per round. It errs high rather than low (if running cold
+  slows the extra work too, the extra reads larger); the interleaved ratio
+  of medians, beside it, errs low;
 - a second, identical plain fit (the A/A row) measures the noise floor: a
   ratio nearer 1.00 than the A/A row's distance from 1.00 is not a
-  measurable difference;
-- ratio = median time per step / plain fit's median (same model), with the
-  min-max of the per-round ratios. Targets (issue 20) are printed beside
-  them as met / missed, never asserted.
+  measurable difference. Targets (issue 20) are printed beside the ratios
+  as met / missed, never asserted.
 
 Run from the repository root:
 
-    python -m benchmarks.callback_overhead            # 2 of 3 models: 29 min at load 9
+    python -m benchmarks.callback_overhead            # about 20 min on 2 idle cores
     python -m benchmarks.callback_overhead --quick    # smoke run, seconds
 """
 
