@@ -1,11 +1,14 @@
 """Interleaved fits: several `fit` calls run one step each, in turn.
 
-On a shared 2-core machine the speed of the same train step drifts by 5-25%
-within seconds, so two configurations timed one after the other (even in
-interleaved rounds of 3 s fits) differ by more than the 3% a benchmark must
-tell apart: an A/A pair (two identical plain fits) read 0.94-1.06 in rounds
-of 50-step blocks. Taking turns step by step puts every configuration under
-the same drift; the A/A pair then reads within 1-3%.
+On a shared 2-core machine the speed of the same train step moves by 5-25%
+from fit to fit (a fit keeps its speed for its whole length), so two
+configurations timed one after the other, even in interleaved rounds of
+3 s fits, differ by more than the 3% a benchmark must tell apart: an A/A
+pair (two identical plain fits) read 0.94-1.06 of each other, in whole
+fits and in 50-step blocks alike (2 Dec 2026). Taking turns step by step
+puts every configuration under the same conditions; from a fixed input
+pipeline the A/A pair then read 0.95-1.03 in single rounds and 0.98-1.01
+as medians of 5.
 
 Each fit runs in its own thread, but only the one holding the turn runs:
 `Baton`, the last callback of each fit, hands the turn on at the end of
