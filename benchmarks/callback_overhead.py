@@ -209,7 +209,7 @@ def batches(x, y, batch_size: int, steps: int):
     Autotuning and the default optimizations are off and nothing is
     prefetched, so every fit reads its batches the same way (Keras' own
     pipeline for arrays prefetches with AUTOTUNE, whose tuning differed from
-    fit to fit and showed up as 3-6% between identical fits).
+    fit to fit and showed up as 0-4% between identical fits).
     """
     import tensorflow as tf
 
@@ -340,16 +340,15 @@ def render(header: str, config: Config, raw: pd.DataFrame, plan: dict,
         f"{config.rounds} rounds; in each, one model's configurations ran "
         "interleaved step by step (each one step in turn, the order shuffled "
         f"every cycle), after a {config.warmup_steps}-step warm-up fit per "
-        f"configuration, and plain fit ran once more alone (before the "
-        f"interleaved fits in even rounds, after them in odd ones); each timed "
+        "configuration, and plain fit ran once more alone (before the "
+        "interleaved fits in even rounds, after them in odd ones); each timed "
         f"fit sized to last >= {config.seconds:g} s of plain fit. {sizes}. "
         "Batches from a fixed tf.data pipeline (autotuning off, no prefetch). "
         "ms/step: interleaved (every step starts cold). extra ms/step: the "
         "configuration's minus plain fit's, same round (median over rounds). "
-        "ratio = 1 + extra / plain fit's ms/step alone (medians; an upper "
-        "bound of the ratio a fit alone would read); min-max over the "
-        "per-round ratios. interleaved ratio: the cold ratio of medians (a "
-        "lower bound). The A/A row (a second plain fit) is the noise floor. "
+        "ratio = 1 + extra / plain fit's ms/step alone (medians; errs high "
+        "rather than low); min-max over the per-round ratios. interleaved "
+        "ratio: the cold ratio of medians (errs low). The A/A row (a second plain fit) is the noise floor. "
         "jit_compile: what the row ran with (Keras' default 'auto' is False "
         "on CPU-only TensorFlow)."
     )

@@ -85,9 +85,7 @@ class Relay:
         with self._cv:
             self._left.add(index)
             if self._turn == index or (self._started() and self._turn is None):
-                self._turn = None
-                self._order = [i for i in self._order if i not in self._left]
-                self._advance()
+                self._advance()  # it passes over the fits that have left
 
 
 class Baton(keras.callbacks.Callback):

@@ -10,9 +10,9 @@ from .timing import fit_exponent, spread
 # The compiled-in monitor as the logger and AutoClip install it (no
 # non-finite skip): the floor the logger can reach.
 MONITOR = "GradientMonitor compiled in, no callbacks (no skip, as the logger installs it)"
+PLAIN = "plain fit"
 # A second plain fit of an identical model: how far apart two identical
 # configurations read, the smallest difference the table can show.
-PLAIN = "plain fit"
 PLAIN_AGAIN = "plain fit, a second model (A/A: the noise floor)"
 # Plain fit timed on its own (not interleaved): hot steps, the denominator.
 PLAIN_ALONE = "plain fit, alone (not interleaved)"
@@ -50,7 +50,7 @@ def overhead_table(raw: pd.DataFrame) -> pd.DataFrame:
 
     Interleaved step by step, every step of every fit starts cold (other
     fits' steps ran in between), so all configurations read slower than a
-    fit running alone (by about a third on this machine). So the ratio is
+    fit running alone (by up to 40% on the MLPs here). So the ratio is
     taken on the extra time:
 
     - `extra ms/step`: the configuration's time per step minus plain fit's
@@ -59,10 +59,11 @@ def overhead_table(raw: pd.DataFrame) -> pd.DataFrame:
       `PLAIN_ALONE` rows, a hot fit on its own; median over rounds), with
       the min-max of the same per round. If running cold slows the extra
       work in proportion, this reads above the true ratio; if it adds a
-      fixed cost per step, it reads the true ratio: an upper bound either
-      way. Without `PLAIN_ALONE` rows, the interleaved plain fit stands in;
+      fixed cost per step, it reads the true ratio: it errs high rather
+      than low (up to the noise of the plain fit alone it divides by).
+      Without `PLAIN_ALONE` rows, the interleaved plain fit stands in;
     - `interleaved ratio`: the configuration's median over plain fit's, as
-      interleaved (cold): a lower bound.
+      interleaved (cold): it errs low.
     """
     raw = raw.assign(per_step=raw["seconds"] / raw["steps"])
     by_round = raw.pivot_table(index=["model", "repeat"], columns="config",
