@@ -714,7 +714,12 @@ class GradientMonitor(keras.optimizers.Optimizer):
         return ops.cast(ops.isfinite(total), "float32")
 
     def record(self, row: dict, weights, step) -> None:
-        """Writes this step's row to the ring (after the update)."""
+        """Writes this step's row to the ring.
+
+        `step`: the step's number as the step counter reads after the
+        update; `weights`: the weights after the update (read only under
+        `check_weights`).
+        """
         if self.step_offset:  # after a recompile (attach.py)
             step = step + self.step_offset
         write_row(self._ring, self._count, weights_finite=self._weights_flag(weights),
@@ -770,13 +775,25 @@ class GradientMonitor(keras.optimizers.Optimizer):
                 trainable_variables,
             )
 
+        counter = step_counter(inner)
+        record_first = not self.check_weights
+        if record_first:
+            # The row needs nothing from the update: whichever branch runs
+            # (applied, skipped, skipped by the loss scaler), the step
+            # counter goes up by exactly one. Written first, the row no
+            # longer waits for the update in a TensorFlow graph (reading the
+            # step counter after the update made it wait): on the LSTM the
+            # monitor went from 0.97 to 0.42 ms over plain fit
+            # (docs/performance.md).
+            self.record(row, trainable_variables, counter.value + 1)
         if decision.update is None:
             update()
         else:
             ops.cond(decision.update, update, count_skipped)
         if decision.count_skip is not None:
             ops.cond(decision.count_skip, count_skipped, lambda: None)
-        self.record(row, trainable_variables, step_counter(inner).value)
+        if not record_first:  # the weights flag reads the updated weights
+            self.record(row, trainable_variables, counter.value)
 
     # -- stateless (JAX) ---------------------------------------------------
 

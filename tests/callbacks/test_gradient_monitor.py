@@ -85,6 +85,43 @@ def test_tally_counts_rows_alarms_and_step_as_the_record_shows(spe):
     assert before_overflow[1] == 1  # only the NaN batch, up to step 4
 
 
+@pytest.mark.parametrize("check_weights", [False, True], ids=["row-first", "row-after"])
+@pytest.mark.parametrize("setup", ["plain", "accumulate", "loss-scaled"])
+def test_each_row_carries_the_step_number_the_optimizer_counts(setup, check_weights):
+    # Without check_weights the row is written before the update, with the
+    # step number it predicts (the counter + 1); with it, after the update.
+    # Either way each row's step must be what the optimizer's own counter
+    # reads after that step: applied, skipped (a NaN batch), skipped by a
+    # LossScaleOptimizer inside, and micro-batches under accumulation,
+    # two steps per execution, fit called twice.
+    x, y = regression_data((8,), n=16 * 6)
+    x[32:48] = np.nan  # the third batch
+    inner = keras.optimizers.SGD(
+        1e-2, gradient_accumulation_steps=2 if setup == "accumulate" else None)
+    if setup == "loss-scaled":
+        inner = keras.optimizers.LossScaleOptimizer(inner)
+    monitor = GradientMonitor(inner, check_weights=check_weights)
+    model = _compiled(monitor, steps_per_execution=2)
+    counted = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            updater = monitor.inner_optimizer
+            while hasattr(updater, "inner_optimizer"):
+                updater = updater.inner_optimizer
+            # Keras' own micro-batch counter under accumulation.
+            counter = getattr(updater, "_iterations", updater.iterations)
+            counted.append((int(np.asarray(counter)), int(monitor.read().steps[-1])))
+
+    for _ in range(2):
+        model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[Count()])
+    record = monitor.read()
+    assert [c for c, _ in counted] == [2, 4, 6, 8, 10, 12]
+    assert all(c == s for c, s in counted)
+    assert record.steps.tolist() == list(range(1, 13))
+    assert np.isnan(record.norm[[2, 8]]).all()  # the NaN batch, in each fit
+
+
 def test_saved_model_loads_back_and_trains_on(tmp_path):
     x, y = regression_data((8,), n=64)
     model = _compiled(GradientMonitor(keras.optimizers.Adam(1e-2), history=32))
