@@ -10,6 +10,7 @@ from gradguard.callbacks import (
     AutoClip, GradientMonitor, GradientNormLogger, NaNGuard, remove_monitor,
 )
 from gradguard.callbacks.gradient_record import APPLIED
+from gradguard.callbacks.optimizer_chain import innermost_optimizer
 from tests.callbacks.helpers import LastRecord, dense_model, global_norm, regression_data, tape_steps
 
 
@@ -106,9 +107,7 @@ def test_each_row_carries_the_step_number_the_optimizer_counts(setup, check_weig
 
     class Count(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            updater = monitor.inner_optimizer
-            while hasattr(updater, "inner_optimizer"):
-                updater = updater.inner_optimizer
+            updater = innermost_optimizer(monitor)
             # Keras' own micro-batch counter under accumulation.
             counter = getattr(updater, "_iterations", updater.iterations)
             counted.append((int(np.asarray(counter)), int(monitor.read().steps[-1])))
