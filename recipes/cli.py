@@ -24,7 +24,9 @@ import contextlib
 import dataclasses
 import io
 import math
+import re
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Sequence
@@ -34,6 +36,8 @@ from .resume import read_run_config
 from .run_files import check_out_dir
 
 _NONE_WORDS = ("none", "null")
+# `--help`'s description lines are at most this wide (tyro prints them as given).
+HELP_WIDTH = 100
 
 
 def parse_config(
@@ -95,6 +99,53 @@ def help_text(config_cls: type, description: str | None = None, *, prog: str | N
     with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
         parse_config(config_cls, ["--help"], description=description, prog=prog)
     return buffer.getvalue()
+
+
+def program(module: str) -> str:
+    """`python -m <module>` as the user ran it, for usage lines and messages.
+
+    `python -m gradguard.recipes.doctor` (from anywhere) and `python -m
+    recipes.doctor` (from the repository root) run the same module; the
+    name the user typed is the one to repeat. In-process callers (tests)
+    get `module`.
+
+    Args:
+        module: The module as run from the repository root, e.g. `"recipes.doctor"`.
+
+    Returns:
+        `"python -m recipes.doctor"` or `"python -m gradguard.recipes.doctor"`.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    ran = getattr(spec, "name", None) or ""
+    return f"python -m {ran if ran.endswith(module) else module}"
+
+
+def help_description(doc: str | None, module: str) -> str | None:
+    """What `--help` prints above the flags: a recipe's title and description, wrapped.
+
+    A recipe's docstring opens with a keras-io header (`Title:`,
+    `Description:`) and goes on for a page; `--help` shows the header only,
+    every line at most `HELP_WIDTH` characters and indented by two spaces
+    (tyro joins the lines of an unindented paragraph into one), then where
+    the rest is. A docstring without a header gives its first paragraph.
+
+    Args:
+        doc: The module docstring.
+        module: The module as run from the repository root, e.g. `"recipes.cures_race"`.
+
+    Returns:
+        The description, or `None` without a docstring.
+    """
+    if not doc or not doc.strip():
+        return None
+    first = doc.strip().split("\n\n")[0]
+    title = re.search(r"^Title:\s*(.+)$", first, re.M)
+    described = re.search(r"^Description:\s*(.+)", first, re.M | re.S)
+    parts = [title.group(1), described.group(1)] if title and described else [first]
+    lines = [line for part in parts for line in
+             [*textwrap.wrap(" ".join(part.split()), HELP_WIDTH - 2), ""]]
+    lines.append(f"The whole story: python -m pydoc gradguard.{module}")
+    return "\n".join(f"  {line}" if line else "" for line in lines)
 
 
 def _check_help(config_cls: type) -> None:

@@ -20,8 +20,11 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 
 import pandas as pd
+
+WIDTH = 120  # no line the package prints is wider (a 120-column terminal)
 
 # Lines TensorFlow, XLA and CUDA's stubs print while loading on any machine.
 STARTUP_NOISE = re.compile(
@@ -81,6 +84,18 @@ def quiet_start() -> str:
         except ImportError:  # a JAX- or PyTorch-only install may lack absl
             pass
     return name
+
+
+def wrap(text: str, width: int = WIDTH, indent: str = "  ") -> str:
+    """`text` with every line at most `width` characters, continued under `indent`.
+
+    Breaks only at spaces (a path or a number is never cut), so a single
+    word longer than `width` stays whole on its own line.
+    """
+    return "\n".join(
+        textwrap.fill(line, width, subsequent_indent=indent + " " * (len(line) - len(line.lstrip())),
+                      break_long_words=False, break_on_hyphens=False) if len(line) > width else line
+        for line in text.split("\n"))
 
 
 def duration(seconds: float) -> str:

@@ -59,20 +59,25 @@ import math
 import pathlib
 from dataclasses import field
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem, poorly_scaled_regression
 
-from .analysis import compare, exploded
 from .common import device_name, write_config
-from .experiment import Experiment, Row, Setup
-from .models import attention_regressor, deep_dense, sequence_model
 from .report import run_main, write_report
 from .run_files import markdown_table, write_atomic
 from .sweep import RunConfig
-from .variants import clip_callbacks
+from .variants import Row, clip_callbacks
+
+if TYPE_CHECKING:
+    from .experiment import Setup
+
+# Keras (and so TensorFlow) loads inside the functions that train, not at
+# import: `--help` and a bad flag answer at once, and `run_main` loads the
+# backend quietly (`console.quiet_start`).
 
 NAME = "cures_race"
 METHODS = ("baseline", "clipnorm", "clipvalue", "global_clipnorm", "autoclip", "agc", "zclip",
@@ -146,6 +151,9 @@ def make_data(name: str, config: Config):
 
 def setup(row: Row) -> Setup:
     """One row: the set-up's model at its breaking lr, with the method's callbacks and guard."""
+    from .experiment import Setup
+    from .models import attention_regressor, deep_dense, sequence_model
+
     variant = row.spec
     optimizer, lr = BROKEN[row.cell]
     build = {
@@ -165,6 +173,8 @@ def setup(row: Row) -> Setup:
 
 def race_table(table: pd.DataFrame, epochs: int) -> pd.DataFrame:
     """One line per set-up and method: explosion and stop rates, val/trivial, verdict."""
+    from .analysis import compare, exploded
+
     lines = []
     for (cell, method), g in table.groupby(["cell", "variant"], sort=False):
         ratios = g["val/trivial"].to_numpy(np.float64)
@@ -196,6 +206,10 @@ def race_table(table: pd.DataFrame, epochs: int) -> pd.DataFrame:
 
 def run(config: Config, out_dir: str | pathlib.Path) -> pd.DataFrame:
     """Trains every set-up's rows (each in `out_dir/<setup>/`) and writes the race table."""
+    import keras
+
+    from .experiment import Experiment
+
     out_dir = pathlib.Path(out_dir)
     if not config.resume:
         write_config(config, out_dir)

@@ -45,11 +45,13 @@ import dataclasses
 import os
 import pathlib
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from .run_files import markdown_table, write_atomic
+from .cli import program
+from .console import WIDTH, quiet_start, wrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +123,7 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
     out = pathlib.Path(out_dir) if out_dir is not None else None
     trainer = Trainer(model, data, bar, seed=seed, epochs=epochs,
                       batch_size=batch_size, out_dir=out)
-    say = print if verbose else (lambda *_: None)
+    say = (lambda line: print(wrap(line))) if verbose else (lambda *_: None)
     done = trainer.finished()
 
     first = trainer.first_findings()
@@ -176,7 +178,7 @@ def _check(model, epochs, batch_size, max_trials, validation_split, validation_d
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m recipes.doctor",
+        prog=program("recipes.doctor"),  # or gradguard.recipes.doctor, as the user ran it
         description="Names what stops a saved Keras model from learning on your data, "
                     "tries the cures for it and prints the code to change.")
     parser.add_argument("--model", required=True, help="a compiled model saved as .keras")
@@ -233,16 +235,20 @@ def load_data(args) -> tuple:
 
 def main(argv: list[str] | None = None) -> Diagnosis:
     args = parse_args(argv)
-    prog = "python -m recipes.doctor"
+    prog = program("recipes.doctor")
     try:
         x, y, val = load_data(args)
     except (ValueError, OSError) as error:
         sys.exit(f"{prog}: error: {error}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_start()  # the backend loads here, after the arguments were checked
     import keras
 
     try:
-        model = keras.saving.load_model(args.model)
+        with warnings.catch_warnings():
+            # A model saved before training has no optimizer variables yet:
+            # Keras says it skips loading them, which is what the doctor wants.
+            warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer")
+            model = keras.saving.load_model(args.model)
     except Exception as error:  # keras raises many kinds for a bad file
         sys.exit(f"{prog}: error: could not load --model {args.model!r}: "
                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
@@ -255,8 +261,9 @@ def main(argv: list[str] | None = None) -> Diagnosis:
 
 def report(found: Diagnosis) -> str:
     """The summary: cause, evidence, the table and the code to change."""
-    lines = [f"cause: {found.cause} (problem: {found.problem})", f"evidence: {found.evidence}", "",
-             markdown_table(found.trials.astype(object).where(found.trials.notna(), None))]
+    trials = found.trials.astype(object).where(found.trials.notna(), "")
+    lines = [f"cause: {found.cause} (problem: {found.problem})", wrap(f"evidence: {found.evidence}"), "",
+             trials.to_string(index=False, line_width=WIDTH), ""]
     if found.cause == "healthy":
         lines.append("Nothing to change: the set-up trains as given.")
     elif found.cure is None:

@@ -46,7 +46,7 @@ import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
 
-from .console import progress_line
+from .console import progress_line, wrap
 from .epoch_summary import EpochSummary
 from .resume import check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
@@ -112,16 +112,18 @@ class Experiment:
         batch_size: Mini-batch size.
         trivial_mse: Validation MSE of the best constant prediction.
         device: Device name, copied to every row.
-        printer: Where progress lines go. Defaults to `print`.
+        printer: Where progress lines go. Defaults to `None`: `print`, wrapped
+            at 120 characters (`console.wrap`).
     """
 
     def __init__(self, out_dir: str | pathlib.Path, rows: Sequence[Row],
                  setup: Callable[[Row], Setup], data: tuple, *, epochs: int,
                  batch_size: int, trivial_mse: float, device: str,
-                 printer: Callable[[str], None] = print):
+                 printer: Callable[[str], None] | None = None):
         self.out_dir, self.rows, self.setup, self.data = pathlib.Path(out_dir), list(rows), setup, data
         self.epochs, self.batch_size, self.trivial_mse = epochs, batch_size, trivial_mse
-        self.device, self.printer = device, printer
+        self.device = device
+        self.printer = printer or (lambda line: print(wrap(line)))  # 120 columns at most
         self.results_csv = self.out_dir / "results.csv"
         self._told = False  # the cut-short row is reported once
 

@@ -46,12 +46,15 @@ import math
 import pathlib
 from dataclasses import field
 
-import keras
 import numpy as np
 import pandas as pd
 
-from .common import device_name, new_run_dir, parse_config, write_config, write_table
-from .models import linear_chain
+from .cli import help_description, program
+from .common import new_run_dir, parse_config, write_config, write_table
+from .console import WIDTH, quiet_start, wrap
+
+# Keras (and so TensorFlow) loads inside `measure`, not at import: `--help`
+# and a bad flag answer at once, and `main` loads the backend quietly.
 
 NAME = "linear_chain"
 QUICK_DEPTHS = (1, 5, 10)
@@ -129,6 +132,8 @@ def measure(a: float, depth: int, units: int = 2) -> dict[str, float]:
     The gradients are those of `sum(y)` at `x` of ones, with respect to `x`
     and to the first kernel, by the Keras backend's autodiff.
     """
+    from .models import linear_chain
+
     model = linear_chain(a, depth, units=units)
     y, grad_x, grad_kernel = _gradients(model, model.get_layer("linear_0").kernel, units)
     y = np.asarray(y, dtype=np.float64)
@@ -141,8 +146,10 @@ def measure(a: float, depth: int, units: int = 2) -> dict[str, float]:
     }
 
 
-def _gradients(model: keras.Model, kernel, units: int):
+def _gradients(model, kernel, units: int):
     """`y`, d sum(y)/dx and d sum(y)/d kernel at `x` of ones, by the backend's autodiff."""
+    import keras
+
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -263,18 +270,18 @@ def save_plot(table: pd.DataFrame, out_dir: pathlib.Path) -> pathlib.Path | None
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Parses flags (a bad one exits with code 2 before any work), measures, prints, writes."""
-    config = parse_config(Config, argv, description=__doc__, prog="python -m recipes.linear_chain")
-    device = device_name()
+    config = parse_config(Config, argv, description=help_description(__doc__, f"recipes.{NAME}"),
+                          prog=program(f"recipes.{NAME}"))
+    device = quiet_start()  # the backend loads here, after the flags were read
     print(f"Device: {device}. Gains {config.gains}, depths {config.depth_list}.")
     table = run(config)
-    with pd.option_context("display.width", 200, "display.max_columns", None):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
-    print("", *summary_lines(table), sep="\n")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}", line_width=WIDTH))
+    print("", *(wrap(line) for line in summary_lines(table)), sep="\n")
     out_dir = new_run_dir(config.out, NAME)  # made only once there is something to put in it
     write_config(config, out_dir)
     written = [*write_table(table, out_dir, caption=f"Linear chain, device: {device}."),
                save_plot(table, out_dir)]
-    print(f"\nWrote {', '.join(str(p) for p in written if p)}.")
+    print(wrap(f"\nWrote {', '.join(str(p.resolve()) for p in written if p)}."))
     if written[-1] is None:
         print("(Install matplotlib for the plot: pip install matplotlib.)")
     return table

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from .cli import help_description, program
 from .common import new_run_dir, parse_config
 from .console import console_table, quiet_start
 from .resume import STOPPING, RunFolderBusy, check_stop, count_rows, interrupted_advice
@@ -161,9 +162,10 @@ def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd
     folder cannot be written (naming the path).
     """
     name = config_cls.NAME
-    prog = f"python -m recipes.{name}"
-    command = f"{_python_command()} -m recipes.{name}"  # what to type to resume
-    config = parse_config(config_cls, argv, description=doc, prog=prog)  # resumes with --resume
+    prog = program(f"recipes.{name}")  # or gradguard.recipes.<name>, as the user ran it
+    command = f"{_python_command()} -m {prog.split()[-1]}"  # what to type to resume
+    config = parse_config(config_cls, argv, description=help_description(doc, f"recipes.{name}"),
+                          prog=prog)  # resumes with --resume
     STOPPING["now"] = STOPPING["requested"] = False
     STOPPING["first"] = None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
