@@ -142,10 +142,9 @@ def help_description(doc: str | None, module: str) -> str | None:
     title = re.search(r"^Title:\s*(.+)$", first, re.M)
     described = re.search(r"^Description:\s*(.+)", first, re.M | re.S)
     parts = [title.group(1), described.group(1)] if title and described else [first]
-    lines = [line for part in parts for line in
-             [*textwrap.wrap(" ".join(part.split()), HELP_WIDTH - 2), ""]]
+    lines = [line for part in parts for line in textwrap.wrap(" ".join(part.split()), HELP_WIDTH - 2)]
     lines.append(f"The whole story: python -m pydoc gradguard.{module}")
-    return "\n".join(f"  {line}" if line else "" for line in lines)
+    return "\n".join(f"  {line}" for line in lines)
 
 
 def _check_help(config_cls: type) -> None:
