@@ -290,3 +290,85 @@ def _log10(value: float) -> float:
         return value
     return math.log10(value) if value > 0 else float("-inf")
 
+
+
+# -- Summaries beside the scalars: images, text, a custom-scalars layout -------
+# Plain `Summary` protocol buffers, as `tf.summary.image` / `text` and
+# `tensorboard.plugins.custom_scalar.summary.pb` write them, built without
+# TensorFlow; `SummaryWriter.add(summary, step)` writes any of them.
+
+# The custom-scalars layout of a `GradientNormLogger` run: category title ->
+# (chart title, tag regular expressions). The layout has no log-scale setting,
+# so the first chart draws log10 of the norm: an explosion from 1 to 1e5 climbs
+# five units while every stable run stays near 0.
+LOGGER_LAYOUT = {
+    "Gradient norms (every run)": [
+        ("log10 of the unclipped global gradient norm", [f"^{TAG_PREFIX}global_norm_log10$"]),
+        ("global norm, unclipped and as applied", [f"^{TAG_PREFIX}global_norm(_clipped)?$"]),
+        ("per-layer norms", [f"^{TAG_PREFIX}layer/"]),
+    ],
+}
+
+
+def image_summary(tag: str, png: bytes):
+    """A `Summary` holding one PNG image, for TensorBoard's Images tab.
+
+    Args:
+        tag: The image's name, e.g. `"figures/grad_norms"`.
+        png: The bytes of a PNG file.
+
+    Returns:
+        A `summary_pb2.Summary` (the `Image` value `tf.summary.image` wrote
+        in TensorFlow 1, which TensorBoard still reads).
+
+    Raises:
+        ValueError: If `png` is not a PNG file.
+    """
+    from tensorboard.compat.proto import summary_pb2
+
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        raise ValueError(f"image_summary received {len(png)} bytes for {tag!r} that are not a PNG "
+                         "file; expected the bytes of a .png file.")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4,
+                                      encoded_image_string=png)
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
+
+
+def text_summary(tag: str, text: str):
+    """A `Summary` holding Markdown text, for TensorBoard's Text tab (no TensorFlow needed)."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.text import metadata
+
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                    string_val=[text.encode()])
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(display_name=tag, description=""),
+        tensor=tensor)])
+
+
+def layout_summary(layout: dict | None = None):
+    """A custom-scalars layout as the `Summary` the plugin reads (no TensorFlow needed).
+
+    The same proto as `tensorboard.plugins.custom_scalar.summary.pb` (a
+    string tensor under the plugin's config tag), which imports TensorFlow
+    to build it. Every run may carry the same layout: TensorBoard merges
+    identical charts into one.
+
+    Args:
+        layout: Category title -> list of (chart title, tag regular
+            expressions). Defaults to `None`: `LOGGER_LAYOUT`.
+    """
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    layout = LOGGER_LAYOUT if layout is None else layout
+    proto = layout_pb2.Layout(category=[
+        layout_pb2.Category(title=title, chart=[
+            layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=tags))
+            for chart, tags in charts])
+        for title, charts in layout.items()])
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                    string_val=[proto.SerializeToString()])
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG, metadata=metadata.create_summary_metadata(), tensor=tensor)])

@@ -8,7 +8,9 @@ logger's gradient norms and for these losses alike.
 
 `EpochSummary` writes what the recipes read from Keras' callback into the
 row's own run, beside the gradient norms: `epoch_loss/train` and
-`epoch_loss/validation` per epoch. One run per row (not three, as
+`epoch_loss/validation` per epoch, and the largest unclipped global
+gradient norm of the epoch (`gradients/epoch_max_norm` and its log10),
+read from `GradientNormLogger`'s `grad_norm_max` log. One run per row (not three, as
 `row`, `row/train`, `row/validation` would be) keeps the default recipe's 14
 rows well under the 40 runs TensorBoard selects by default.
 
@@ -31,16 +33,22 @@ import pathlib
 
 import keras
 
+from gradguard.callbacks import tensorboard_writer
 from gradguard.callbacks.tensorboard_writer import LogWriteError, SummaryWriter, os_reason
 
 from .run_files import RunFolderError
 
 LOSS_TAG = "epoch_loss"
 LOG10_NORM_TAG = "gradients/global_norm_log10"
+# The largest unclipped global norm of each epoch (Keras' `grad_norm_max` log),
+# beside the per-step norms: one point per epoch, so an explosion is one
+# point decades above the rest even when the per-step chart is smoothed.
+EPOCH_MAX_TAG = "gradients/epoch_max_norm"
 # Category and charts of the Custom Scalars tab (regular expressions over tags).
 LAYOUT = {
     "Explosion at a glance (every row)": [
         ("log10 of the unclipped global gradient norm", [f"^{LOG10_NORM_TAG}$"]),
+        ("log10 of the largest unclipped global norm per epoch", [f"^{EPOCH_MAX_TAG}_log10$"]),
         ("validation loss per epoch", [f"^{LOSS_TAG}/validation$"]),
         ("training loss per epoch", [f"^{LOSS_TAG}/train$"]),
     ],
@@ -51,24 +59,8 @@ LAYOUT = {
 
 
 def layout_summary():
-    """`LAYOUT` as the `Summary` the custom-scalars plugin reads (no TensorFlow).
-
-    The same proto as `tensorboard.plugins.custom_scalar.summary.pb`
-    (a string tensor under the plugin's config tag), which imports
-    TensorFlow to build it.
-    """
-    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
-
-    layout = layout_pb2.Layout(category=[
-        layout_pb2.Category(title=title, chart=[
-            layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=tags))
-            for chart, tags in charts])
-        for title, charts in LAYOUT.items()])
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
-                                    string_val=[layout.SerializeToString()])
-    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-        tag=metadata.CONFIG_SUMMARY_TAG, metadata=metadata.create_summary_metadata(), tensor=tensor)])
+    """`LAYOUT` as the `Summary` the custom-scalars plugin reads (no TensorFlow)."""
+    return tensorboard_writer.layout_summary(LAYOUT)
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -116,6 +108,11 @@ class EpochSummary(keras.callbacks.Callback):
         values = [summary_pb2.Summary.Value(tag=f"{LOSS_TAG}/{split}",
                                             simple_value=_finite_or_nan(logs[key]))
                   for split, key in (("train", "loss"), ("validation", "val_loss")) if key in logs]
+        if "grad_norm_max" in logs:  # GradientNormLogger's, written before this callback runs
+            top = float(logs["grad_norm_max"])
+            values += [summary_pb2.Summary.Value(tag=EPOCH_MAX_TAG, simple_value=top),
+                       summary_pb2.Summary.Value(tag=f"{EPOCH_MAX_TAG}_log10",
+                                                 simple_value=_log10(top))]
         if values:
             self._add(summary_pb2.Summary(value=values), epoch)
 
@@ -125,6 +122,13 @@ class EpochSummary(keras.callbacks.Callback):
             writer.close()
             if writer.error is not None:
                 self._raise(writer.error)
+
+
+def _log10(value: float) -> float:
+    """log10 of a norm: NaN for NaN, inf for inf, -inf for 0."""
+    if math.isnan(value) or value < 0:
+        return math.nan
+    return math.log10(value) if value > 0 else -math.inf
 
 
 def _finite_or_nan(value) -> float:

@@ -10,7 +10,8 @@ the same way for every recipe:
   constant prediction's), `learned` (`val/trivial <= 0.1`), the first epoch
   at which it learned and the step at which it exploded, if it did;
 - writes the row's curves to `rows/<row>/` and its TensorBoard run to
-  `tensorboard/<row>/` (gradient norms and epoch losses, through
+  `tensorboard/<group>/<row>/` (`exploded`, `learned` or `stable`, so
+  TensorBoard lists the broken rows together; gradient norms and epoch losses, through
   tensorboard's own writer: no TensorFlow needed), both first under a
   `.incomplete` name that is renamed when the row is done, and only then
   appends the row to `results.csv`.
@@ -50,6 +51,7 @@ from .console import progress_line, wrap
 from .epoch_summary import EpochSummary
 from .resume import check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
+from .tensorboard_report import write_guard_events
 from .variants import Row, make_optimizer
 
 # A model learned when its validation loss is at most this fraction of the
@@ -61,6 +63,24 @@ LEARNED_RATIO = 0.1
 SPIKE_FACTOR = 1000.0
 INCOMPLETE = ".incomplete"
 INT_COLUMNS = ("seed", "learned_epoch", "exploded_step", "epochs_run")
+# A row's TensorBoard run is tensorboard/<group>/<row>: TensorBoard lists runs
+# by name, so the rows that exploded come first and together, then those
+# that learned, then the rest.
+RUN_GROUPS = ("exploded", "learned", "stable")
+
+
+def run_group(record: dict) -> str:
+    """`"exploded"`, `"learned"` or `"stable"`: the row's verdict, its run's folder."""
+    step = record.get("exploded_step")
+    if step is not None and not pd.isna(step):
+        return "exploded"
+    return "learned" if bool(record.get("learned")) else "stable"
+
+
+def tensorboard_run(out_dir: str | pathlib.Path, name: str) -> pathlib.Path | None:
+    """The finished row `name`'s TensorBoard run folder, or None if it has none."""
+    root = pathlib.Path(out_dir) / "tensorboard"
+    return next((root / g / name for g in RUN_GROUPS if (root / g / name).is_dir()), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,14 +197,18 @@ class Experiment:
     def train(self, row: Row) -> dict:
         """Trains one row, writes its files, appends it to `results.csv`."""
         row_dir = self.out_dir / "rows" / row.name
-        tb_dir = self.out_dir / "tensorboard" / row.name
-        temp = [pathlib.Path(f"{d}{INCOMPLETE}") for d in (row_dir, tb_dir)]
-        for path in (row_dir, tb_dir, *temp):
+        tb_root = self.out_dir / "tensorboard"
+        temp = [pathlib.Path(f"{d}{INCOMPLETE}") for d in (row_dir, tb_root / row.name)]
+        runs = [tb_root / group / row.name for group in RUN_GROUPS]
+        for path in (row_dir, tb_root / row.name, *runs, *temp):
             shutil.rmtree(path, ignore_errors=True)  # a row trained but never recorded
         try:
-            record, norms, curves = self._fit(row, temp[0], temp[1])
+            record, norms, curves, layers = self._fit(row, temp[0], temp[1])
             write_atomic(temp[0] / "grad_norms.csv", norms.to_csv(index=False))
             write_atomic(temp[0] / "losses.csv", curves.to_csv(index=False))
+            write_atomic(temp[0] / "layer_norms.csv", layers.to_csv(index=False))
+            tb_dir = tb_root / run_group(record) / row.name
+            tb_dir.parent.mkdir(exist_ok=True)
         except BaseException:
             for path in temp:  # a half-trained row leaves nothing behind
                 shutil.rmtree(path, ignore_errors=True)
@@ -231,6 +255,7 @@ class Experiment:
         for event in guard.events:
             self.printer(f"  {row.name:<36} NaNGuard: {event['action']} at step "
                          f"{event['step']}: {event['detail']}")
+        write_guard_events(tb_dir, guard.events)  # the Text tab, at the step it acted
         norms = logger.to_dataframe("global")
         record = judge(history, norms, guard.events, self.trivial_mse)
         record = {
@@ -242,7 +267,7 @@ class Experiment:
             "backend": keras.backend.backend(), "kernel": setup.kernel,
         }
         curves = pd.DataFrame(curves.rows, columns=["step", "epoch", "loss", "val_loss"])
-        return record, norms, curves
+        return record, norms, curves, logger.to_dataframe("layer")
 
 
 def set_determinism() -> None:

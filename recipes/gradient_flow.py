@@ -132,11 +132,13 @@ def _colours(flows: list[GradientFlow]):
 def _legend(fig, flows: list[GradientFlow]) -> None:
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=NONFINITE_COLOUR, label="NaN / inf")]
+    handles = [Patch(color=NONFINITE_COLOUR, label="NaN / inf")] if any(f.nonfinite.any() for f in flows) else []
     if any((f.norms == 0).any() for f in flows):
         handles.append(Patch(color=ZERO_COLOUR, label="zero"))
     if any((np.isnan(f.norms) & ~f.nonfinite).any() for f in flows):
         handles.append(Patch(facecolor=MISSING_COLOUR, edgecolor="gray", label="not trained"))
+    if not handles:
+        return
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, -0.03), ncol=len(handles),
                fontsize="small")
 
@@ -181,7 +183,7 @@ def plot_gradient_flows(flows: Mapping[str, GradientFlow], path: str | os.PathLi
     plt, norm, cmap = _colours([f for _, f in items])
     ncols = min(2, len(items))
     nrows = math.ceil(len(items) / ncols)
-    height = max(0.16 * max(len(f.layers) for _, f in items) + 0.9, 1.6)
+    height = max(0.16 * max(len(f.layers) for _, f in items) + 1.0, 2.2)
     fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, height * nrows + 1.4),
                              squeeze=False, sharex=True)
     for ax in axes.flat[len(items):]:
@@ -195,7 +197,7 @@ def plot_gradient_flows(flows: Mapping[str, GradientFlow], path: str | os.PathLi
         if i + ncols >= len(items):
             ax.set_xlabel("step")
             ax.xaxis.set_tick_params(labelbottom=True)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.0 + 0.12 / nrows)
     fig.colorbar(mesh, ax=axes.ravel().tolist(), label="gradient norm (log scale)", extend="min", pad=0.01)
     _legend(fig, [f for _, f in items])
     buffer = io.BytesIO()

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .cli import help_description, program
 from .common import new_run_dir, parse_config
-from .console import console_table, quiet_start
+from .console import console_table, quiet_start, wrap
 from .resume import STOPPING, RunFolderBusy, check_stop, count_rows, interrupted_advice
 from .run_files import markdown_table, write_atomic
 
@@ -63,18 +63,34 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
     return table
 
 
-def plot_report(table: pd.DataFrame) -> None:
-    """Writes grad_norms.png and loss.png from the rows saved on disk."""
-    from . import analysis, plots
+def plot_report(table: pd.DataFrame) -> list[pathlib.Path]:
+    """Writes grad_norms.png, loss.png and gradient_flow.png from the rows saved on disk.
+
+    The figures also go to TensorBoard as images (`tensorboard/figures`,
+    `tensorboard_report.write_figures`). Returns the PNG files written.
+    """
+    from . import analysis, gradient_flow, plots
     from .experiment import LEARNED_RATIO
+    from .tensorboard_report import write_figures
 
     out_dir = pathlib.Path(table.attrs["out_dir"])
     names = analysis.load_norms(out_dir, table)
     losses = {n: pd.read_csv(out_dir / "rows" / n / "losses.csv") for n in names}
-    plots.plot_grad_norms(table, names, out_dir / "grad_norms.png", title=table.attrs["title"],
-                          threshold=table.attrs["threshold"])
-    plots.plot_losses(table, losses, out_dir / "loss.png", title=table.attrs["title"],
-                      trivial_mse=float(table["trivial_mse"].iloc[0]), learned_ratio=LEARNED_RATIO)
+    written = [
+        plots.plot_grad_norms(table, names, out_dir / "grad_norms.png", title=table.attrs["title"],
+                              threshold=table.attrs["threshold"]),
+        plots.plot_losses(table, losses, out_dir / "loss.png", title=table.attrs["title"],
+                          trivial_mse=float(table["trivial_mse"].iloc[0]), learned_ratio=LEARNED_RATIO)]
+    layers = {n: out_dir / "rows" / n / "layer_norms.csv" for n in names}
+    flows = {n: gradient_flow.gradient_flow(pd.read_csv(p)) for n, p in layers.items()
+             if p.is_file() and p.stat().st_size > 1}  # rows trained before layer_norms.csv existed: none
+    flows = {n: f for n, f in flows.items() if f.layers}
+    if flows:
+        written.append(gradient_flow.plot_gradient_flows(
+            flows, out_dir / "gradient_flow.png",
+            title=f"{table.attrs['title']}: gradient norm per layer and step (red: NaN/inf)"))
+    write_figures(out_dir / "tensorboard", written)
+    return written
 
 
 def _python_command() -> str:
@@ -145,10 +161,21 @@ def show_rows(table: pd.DataFrame, out_dir: pathlib.Path) -> None:
     if table["seed"].nunique() > 1:
         print("\nMean and min..max over seeds:")
         print(console_table(table.attrs["spread"]))
-    print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-    print(f"Results written to {out_dir} (see {out_dir / 'results.md'}; TensorBoard: "
-          f"{_tensorboard_command()} --logdir {out_dir / 'tensorboard'})")
-    plot_report(table)
+    print("\n".join(["", "Summary:", *(wrap(f"- {line}") for line in table.attrs["summary"])]))
+    figures = plot_report(table)
+    print("\n".join(closing_lines(out_dir, figures)))
+
+
+def closing_lines(out_dir: pathlib.Path, figures: Sequence[pathlib.Path] = ()) -> list[str]:
+    """Where the results are, every path absolute: table, figures, the TensorBoard command."""
+    out = pathlib.Path(out_dir).resolve()
+    lines = [f"Results in {out}: results.md, results.csv, summary.txt"]
+    if figures:
+        lines.append(wrap(f"Figures: {', '.join(str(pathlib.Path(p).resolve()) for p in figures)}"))
+    lines.append(wrap(f"TensorBoard: {_tensorboard_command()} --logdir {out / 'tensorboard'}"))
+    lines.append(wrap("  (untick \"Ignore outliers in chart scaling\" in Scalars and in Time Series: it is on "
+                      "by default and hides the explosion; the Images tab shows the figures)", indent=" "))
+    return lines
 
 
 def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd.DataFrame],

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import pandas as pd
 
 from .common import device_name, new_run_dir, write_config
+from .console import wrap
 from .report import write_report
 from .variants import OPTIMIZERS, Row, clip_callbacks, factorial_variants
 
@@ -207,7 +208,8 @@ def run_sweep(config: SweepConfig, out_dir: str | pathlib.Path | None, data: tup
     device, backend = device_name(), keras.backend.backend()
     rows = config.rows()
     on = f"{backend} on {device}" + (f" (kernels: {kernels})" if kernels else "")
-    print(f"[{name}] {about}, {len(rows)} rows (variant x cell x seed); {on}; results in {out_dir}")
+    print(wrap(f"[{name}] {about}, {len(rows)} rows (variant x cell x seed); {on}; "
+               f"results in {out_dir.resolve()}"))
     table = Experiment(out_dir, rows, setup, data, epochs=epochs, batch_size=config.batch_size,
                        trivial_mse=trivial_mse, device=device).run()
     return write_report(

@@ -1,0 +1,92 @@
+"""What TensorBoard shows of a recipe's run as it opens: figures, NaNGuard events, runs in order.
+
+TensorBoard's scalar charts hide an explosion by default ("Ignore outliers
+in chart scaling" is ticked in Scalars and in Time Series), and no chart
+says what NaNGuard did. So each run also carries what needs no click:
+
+- the run's figures (`grad_norms.png`, `loss.png`, `gradient_flow.png`) as
+  image summaries in a run of their own, `tensorboard/figures`: the Images
+  tab opens on them;
+- each NaNGuard event as a text summary `nan_guard` in its row's run, at the
+  step it acted (what happened, the cause, the cure, where the weights are);
+- the rows' runs under `exploded/`, `learned/` and `stable/`
+  (`experiment.RUN_GROUPS`), so the broken rows sort together and take
+  TensorBoard's first colours.
+
+Everything goes through `callbacks.tensorboard_writer` (tensorboard's own
+event writer, no TensorFlow graph), so it works on every Keras backend.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from collections.abc import Sequence
+
+from gradguard.callbacks.tensorboard_writer import SummaryWriter, image_summary, text_summary
+
+from .run_files import RunFolderError
+
+FIGURES_RUN = "figures"  # tensorboard/figures: the run's PNG figures, step 0
+FIGURE_TAG = "figures/{}"  # image tag of figure <stem>
+GUARD_TAG = "nan_guard"  # text tag of NaNGuard's events in a row's run
+
+
+def guard_markdown(event) -> str:
+    """One NaNGuard event as Markdown: the headline in bold, then one paragraph per part.
+
+    Uses the event's `message` (`Step N: NaNGuard caught ...` and its
+    indented `What:`, `Cause:`, `Cure:`, `Weights:` lines); an event
+    without one gives its action, step, detail, cause, evidence and cure.
+    """
+    event = event.to_dict() if hasattr(event, "to_dict") else dict(event)  # a NaNEvent, or its JSON
+    message = str(event.get("message") or "").strip()
+    if message:
+        head, *rest = message.splitlines()
+        parts = [line.strip() for line in rest if line.strip()]
+    else:
+        head = f"Step {event.get('step')}: NaNGuard {event.get('action', '')} ({event.get('trigger', '')})"
+        parts = [f"{key.capitalize()}: {event[key]}" for key in ("detail", "cause", "evidence", "cure")
+                 if event.get(key)]
+    replay = [f"{key.replace('_', ' ').capitalize()}: {value}" for key, value in event.items()
+              if "replay" in key and value not in (None, "", [], {})]
+    return "\n\n".join([f"**{head.strip()}**", *parts, *replay])
+
+
+def _write(folder: pathlib.Path, items: Sequence[tuple], owner: str) -> None:
+    """Writes `(summary, step)` items to a new event file in `folder`; a failure names the folder."""
+    try:
+        writer = SummaryWriter(str(folder), owner=owner)
+    except ValueError as error:
+        raise RunFolderError(str(error)) from None
+    for summary, step in items:
+        writer.add(summary, step)
+    writer.close()
+    if writer.error is not None:
+        raise RunFolderError(str(writer.error))
+
+
+def write_guard_events(run_dir: str | os.PathLike, events: Sequence) -> None:
+    """Writes each NaNGuard event as a `nan_guard` text summary at its step in `run_dir`."""
+    if events:
+        _write(pathlib.Path(run_dir), [(text_summary(GUARD_TAG, guard_markdown(e)), int(e["step"]))
+                                       for e in events], "NaNGuard's TensorBoard text")
+
+
+def write_figures(tensorboard_dir: str | os.PathLike, figures: Sequence[str | os.PathLike]) -> pathlib.Path:
+    """Writes PNG figures as image summaries to `<tensorboard_dir>/figures`, replacing what was there.
+
+    Args:
+        tensorboard_dir: The folder given to `tensorboard --logdir`.
+        figures: PNG files; each becomes the image `figures/<file stem>` at step 0.
+
+    Returns:
+        The figures run's folder.
+    """
+    folder = pathlib.Path(tensorboard_dir) / FIGURES_RUN
+    shutil.rmtree(folder, ignore_errors=True)  # a resumed run draws its figures again
+    items = [(image_summary(FIGURE_TAG.format(pathlib.Path(p).stem), pathlib.Path(p).read_bytes()), 0)
+             for p in figures]
+    _write(folder, items, "the recipe's TensorBoard figures")
+    return folder
