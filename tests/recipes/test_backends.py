@@ -21,6 +21,7 @@ import pytest
 from gradguard.recipes import deep_dense
 from gradguard.recipes.common import device_name, rnn_kernel
 from gradguard.recipes.epoch_summary import EpochSummary
+from gradguard.recipes.experiment import tensorboard_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DENSE = ["--quick", "--variants", "baseline", "global_clipnorm", "standardize@adam"]
@@ -91,9 +92,9 @@ def test_quick_recipes_under_backend_without_tensorflow(backend, tmp_path, tenso
     for row in table.itertuples():
         name = f"{row.variant}-dense-seed0"
         losses = pd.read_csv(out / "rows" / name / "losses.csv")
-        val = scalars(out / "tensorboard" / name, "epoch_loss/validation")
+        val = scalars(tensorboard_run(out, name), "epoch_loss/validation")
         assert [v for _, v in val] == pytest.approx(list(losses["val_loss"].dropna()), rel=1e-6, nan_ok=True)
-        norms = scalars(out / "tensorboard" / name, "gradients/global_norm")
+        norms = scalars(tensorboard_run(out, name), "gradients/global_norm")
         assert len(norms) == len(pd.read_csv(out / "rows" / name / "grad_norms.csv"))
     chain = pd.read_csv(tmp_path / "chain" / "results.csv")
     assert chain["grad_input_norm"].to_numpy() == pytest.approx(chain["grad_input_expected"].to_numpy(), rel=1e-5)

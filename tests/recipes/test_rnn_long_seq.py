@@ -9,7 +9,7 @@ import pytest
 
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE
 from gradguard.recipes import analysis, rnn_long_seq
-from gradguard.recipes.experiment import LEARNED_RATIO, Row
+from gradguard.recipes.experiment import LEARNED_RATIO, Row, run_group, tensorboard_run
 from gradguard.recipes.rnn_long_seq import DEFAULT_LR, Config, setup
 
 QUICK = ["--quick", "--variants", "baseline", "global_clipnorm@adam", "--cells", "simple_rnn", "lstm"]
@@ -35,9 +35,9 @@ def test_quick_run_writes_every_file_and_one_row_per_variant_and_cell(quick_run)
     # --logdir <out>/tensorboard) and carry the log10 norm, visible on a linear axis.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    runs = sorted(p.name for p in (out / "tensorboard").iterdir())
-    assert runs == sorted(Row(v, c, 0).name for v, c in expected)
-    acc = EventAccumulator(str(out / "tensorboard" / Row("baseline", "simple_rnn", 0).name))
+    runs = sorted(p.parent.name for p in (out / "tensorboard").glob("*/*/events.out.tfevents.*"))
+    assert sorted(set(runs)) == sorted(Row(v, c, 0).name for v, c in expected)
+    acc = EventAccumulator(str(tensorboard_run(out, Row("baseline", "simple_rnn", 0).name)))
     acc.Reload()
     assert "gradients/global_norm_log10" in acc.Tags()["scalars"]
     assert not list(out.glob("*/*.incomplete"))
@@ -74,10 +74,13 @@ def test_tensorboard_one_run_per_row_and_every_norm_on_one_log_chart(quick_run):
 
     table, out = quick_run
     runs, layout, scalars = tensorboard_view(out / "tensorboard")
-    names = [Row(r.variant, r.cell, r.seed).name for r in table.itertuples()]
-    # One run per row, holding the gradient norms and both losses.
-    assert sorted(r.run_name for r in runs) == sorted(names)
-    for name in names:
+    # One run per row under its verdict (exploded/, learned/, stable/), holding
+    # the gradient norms and both losses; the figures in a run of their own.
+    names = {f"{run_group(r._asdict())}/{Row(r.variant, r.cell, r.seed).name}": Row(r.variant, r.cell, r.seed).name
+             for r in table.rename(columns={"val/trivial": "ratio"}).itertuples()}
+    assert sorted(r.run_name for r in runs) == sorted([*names, "figures"])
+    scalars = {names[run]: tags for run, tags in scalars.items()}
+    for name in names.values():
         assert {"gradients/global_norm_log10", "epoch_loss/train", "epoch_loss/validation"} <= set(scalars[name])
         val = [p.value for p in scalars[name]["epoch_loss/validation"]]
         assert val == pytest.approx([table.set_index(["variant", "cell"]).loc[
@@ -91,7 +94,7 @@ def test_tensorboard_one_run_per_row_and_every_norm_on_one_log_chart(quick_run):
     assert "log10" in chart["title"]
     (regex,) = chart["multiline"]["tag"]
     matched = {run: tag for run in scalars for tag in scalars[run] if re.search(regex, tag)}
-    assert sorted(matched) == sorted(names)
+    assert sorted(matched) == sorted(names.values())
     # On it, the exploded row climbs decades above every stable row.
     top = {run: max(p.value for p in scalars[run][tag] if math.isfinite(p.value))
            for run, tag in matched.items()}
@@ -99,6 +102,63 @@ def test_tensorboard_one_run_per_row_and_every_norm_on_one_log_chart(quick_run):
     logged = pd.read_csv(out / "rows" / exploded / "grad_norms.csv")["grad_norm"]
     assert top[exploded] == pytest.approx(np.log10(logged[np.isfinite(logged)].max()), rel=1e-5)
     assert top[exploded] >= max(v for run, v in top.items() if run != exploded) + 2
+
+
+def tensorboard_blobs_and_texts(logdir):
+    """The images (run -> tag -> PNG bytes) and texts (run -> tag -> [(step, text)]) TensorBoard serves."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.data import provider
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    data = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    ctx = context.RequestContext()
+    every = provider.RunTagFilter()
+    images = {run: {tag: data.read_blob(ctx, blob_key=datums[-1].values[2].blob_key)  # width, height, PNG
+                    for tag, datums in tags.items()}
+              for run, tags in data.read_blob_sequences(ctx, experiment_id="", plugin_name="images",
+                                                        downsample=100, run_tag_filter=every).items()}
+    texts = {run: {tag: [(d.step, d.numpy.item().decode()) for d in datums] for tag, datums in tags.items()}
+             for run, tags in data.read_tensors(ctx, experiment_id="", plugin_name="text", downsample=100,
+                                                run_tag_filter=every).items()}
+    return images, texts
+
+
+def test_tensorboard_opens_on_the_figures_and_nan_guards_words(quick_run):
+    """Images, NaNGuard's text and the per-epoch max norm, read back as the TensorBoard server reads them."""
+    table, out = quick_run
+    images, texts = tensorboard_blobs_and_texts(out / "tensorboard")
+    # The Images tab: the run's three figures, byte for byte the PNG files on disk.
+    assert set(images) == {"figures"}
+    assert images["figures"] == {f"figures/{stem}": (out / f"{stem}.png").read_bytes()
+                                 for stem in ("grad_norms", "loss", "gradient_flow")}
+    # The Text tab: each NaNGuard event in its row's run, at the step NaNGuard acted.
+    guarded = {Row(r.variant, r.cell, r.seed).name: r for r in table.itertuples() if r.nan_guard != "none"}
+    assert guarded  # the baseline SimpleRNN explodes
+    assert {run.split("/")[-1] for run in texts} == set(guarded)
+    for name, row in guarded.items():
+        report = json.loads((out / "rows" / name / "nan_guard.json").read_text())["events"]
+        ((step, text),) = texts[f"exploded/{name}"]["nan_guard"]
+        assert step == report[0]["step"] == row.exploded_step
+        assert f"cause {report[0]['cause']}" in text and report[0]["cure"].split(";")[0] in text
+    # Runs sort the broken rows together: every exploded row before every other row.
+    runs = sorted(str(p.parent.relative_to(out / "tensorboard"))
+                  for p in (out / "tensorboard").glob("*/*/events.out.tfevents.*"))
+    groups = [run.split("/")[0] for run in dict.fromkeys(runs)]
+    assert groups == sorted(groups) and groups[0] == "exploded"
+    # The per-epoch max norm equals the largest finite norm of that epoch in grad_norms.csv.
+    _, _, scalars = tensorboard_view(out / "tensorboard")
+    for r in table.itertuples():
+        name = Row(r.variant, r.cell, r.seed).name
+        norms = pd.read_csv(out / "rows" / name / "grad_norms.csv")
+        norms = norms[np.isfinite(norms["grad_norm"])]
+        run = str(tensorboard_run(out, name).relative_to(out / "tensorboard"))
+        logged = [(p.step, p.value) for p in scalars[run]["gradients/epoch_max_norm"]]
+        expected = list(norms.groupby("epoch")["grad_norm"].max().items())
+        assert [s for s, _ in logged] == [e for e, _ in expected]
+        assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
 def test_rows_are_judged_by_the_model(quick_run):
@@ -226,9 +286,9 @@ def test_default_quick_run_makes_14_runs_with_the_explosion_on_the_log_chart(tmp
 
     table = rnn_long_seq.main(["--quick", "--out", str(tmp_path / "r")])
     runs, layout, scalars = tensorboard_view(tmp_path / "r" / "tensorboard")
-    assert len(runs) == len(table) == 14 <= 40
+    assert len(runs) == len(table) + 1 == 15 <= 40  # a run per row, and the figures
     (regex,) = layout["category"][0]["chart"][0]["multiline"]["tag"]
     top = {run: max(p.value for tag in tags if re.search(regex, tag) for p in tags[tag]
-                    if math.isfinite(p.value)) for run, tags in scalars.items()}
-    exploded = Row("baseline", "simple_rnn", 0).name
+                    if math.isfinite(p.value)) for run, tags in scalars.items() if run != "figures"}
+    exploded = "exploded/" + Row("baseline", "simple_rnn", 0).name
     assert len(top) == 14 and top[exploded] >= max(v for r, v in top.items() if r != exploded) + 2
