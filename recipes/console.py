@@ -15,6 +15,7 @@ everything, as TensorFlow prints it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -77,6 +78,10 @@ def quiet_start() -> str:
 
         name = device_name()  # the first device query: where CUDA is tried
     if not user_set:
+        # TensorFlow's Python warnings (`WARNING:tensorflow:`), such as the
+        # retracing note every row's new model triggers, go through the
+        # `tensorflow` logger; absl's through absl.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
         try:
             from absl import logging as absl_logging
 

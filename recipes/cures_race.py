@@ -67,7 +67,8 @@ import pandas as pd
 from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem, poorly_scaled_regression
 
 from .common import device_name, write_config
-from .report import run_main, write_report
+from .console import WIDTH, wrap
+from .report import plot_report, run_main, write_report
 from .run_files import markdown_table, write_atomic
 from .sweep import RunConfig
 from .variants import Row, clip_callbacks
@@ -196,6 +197,9 @@ def race_table(table: pd.DataFrame, epochs: int) -> pd.DataFrame:
             "setup": cell, "method": method, "seeds": n,
             "explosion_rate": f"{sum(exploded(r) for _, r in g.iterrows())}/{n}",
             "stopped": f"{int((g['epochs_run'].astype(int) < epochs).sum())}/{n}",
+            # A loss that overflowed while every gradient stayed finite (clipped):
+            # no explosion of the gradient, but no model either.
+            "diverged": f"{int((~np.isfinite(ratios)).sum())}/{n}",
             "val/trivial": float(np.mean(ratios)),
             "val/trivial_min": float(np.min(ratios)), "val/trivial_max": float(np.max(ratios)),
             "learned": f"{int(g['learned'].sum())}/{n}",
@@ -230,6 +234,7 @@ def run(config: Config, out_dir: str | pathlib.Path) -> pd.DataFrame:
         tables.append(write_report(table, folder, title=name, caption=(
             f"{NAME} / {name}: {len(data[0])} examples, {epochs} epochs, batch {batch}, "
             f"{optimizer} lr {lr:g}. Backend {backend}, device {device}.")))
+        plot_report(tables[-1])  # the set-up's figures, also in its TensorBoard's Images tab
     table = pd.concat(tables, ignore_index=True)
     race = race_table(table, epochs)
     budget = float(table["wall_time_s"].sum())
@@ -262,11 +267,31 @@ def summarize(race: pd.DataFrame, budget_s: float) -> list[str]:
 
 
 def show(table: pd.DataFrame, out_dir: pathlib.Path) -> None:
-    """Prints the race table and its summary."""
-    with pd.option_context("display.width", 250, "display.max_columns", None):
-        print(table.attrs["race"].to_string(index=False))
-    print("\n".join(["", "Summary:", *(f"- {line}" for line in table.attrs["summary"])]))
-    print(f"Results written to {out_dir}")
+    """Prints the race table (at most 120 columns) and its summary, then where the files are."""
+    from .report import closing_lines
+
+    race = table.attrs["race"]
+    several = race["seeds"].max() > 1
+    shown = pd.DataFrame({
+        "setup": race["setup"], "method": race["method"], "exploded": race["explosion_rate"],
+        "stopped": race["stopped"], "diverged": race["diverged"],
+        "val/trivial": [f"{m:.3g}" + (f" ({lo:.3g}..{hi:.3g})" if several else "") for m, lo, hi in zip(
+            race["val/trivial"], race["val/trivial_min"], race["val/trivial_max"])],
+        "learned": race["learned"]})
+    print(shown.to_string(index=False, line_width=WIDTH))
+    verdicts = [f"- {r.setup} / {r.method}: {r.vs_baseline}" for r in race.itertuples() if r.vs_baseline]
+    print("\n".join(["", "Against baseline:", *(wrap(line) for line in verdicts)]))
+    print("\n".join(["", "Summary:", *(wrap(f"- {line}") for line in table.attrs["summary"])]))
+    out = pathlib.Path(out_dir).resolve()
+    print(wrap(f"Race table: {out / 'race.md'}, {out / 'race.csv'}"))
+    for name in dict.fromkeys(table["cell"]):
+        print(f"{name}:")
+        print("\n".join(closing_lines(out / name, figures(out / name), prefix="  ")))
+
+
+def figures(folder: pathlib.Path) -> list[pathlib.Path]:
+    """The PNG figures in a set-up's folder."""
+    return sorted(folder.glob("*.png"))
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

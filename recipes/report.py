@@ -166,16 +166,20 @@ def show_rows(table: pd.DataFrame, out_dir: pathlib.Path) -> None:
     print("\n".join(closing_lines(out_dir, figures)))
 
 
-def closing_lines(out_dir: pathlib.Path, figures: Sequence[pathlib.Path] = ()) -> list[str]:
-    """Where the results are, every path absolute: table, figures, the TensorBoard command."""
+def closing_lines(out_dir: pathlib.Path, figures: Sequence[pathlib.Path] = (), prefix: str = "") -> list[str]:
+    """Where the results are, every path absolute: table, figures, the TensorBoard command.
+
+    Each line starts with `prefix` and is wrapped at 120 characters.
+    """
     out = pathlib.Path(out_dir).resolve()
     lines = [f"Results in {out}: results.md, results.csv, summary.txt"]
     if figures:
-        lines.append(wrap(f"Figures: {', '.join(str(pathlib.Path(p).resolve()) for p in figures)}"))
-    lines.append(wrap(f"TensorBoard: {_tensorboard_command()} --logdir {out / 'tensorboard'}"))
-    lines.append(wrap("  (untick \"Ignore outliers in chart scaling\" in Scalars and in Time Series: it is on "
-                      "by default and hides the explosion; the Images tab shows the figures)", indent=" "))
-    return lines
+        lines.append(f"Figures: {', '.join(str(pathlib.Path(p).resolve()) for p in figures)}")
+    lines.append("TensorBoard (the figures in its Images tab; untick \"Ignore outliers in chart scaling\" in "
+                 "Scalars and in Time Series, on by default, or it hides the explosion):")
+    lines = [wrap(prefix + line) for line in lines]
+    # The command stays on one line, to be copied whole.
+    return [*lines, f"{prefix}  {_tensorboard_command()} --logdir {out / 'tensorboard'}"]
 
 
 def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd.DataFrame],
