@@ -57,9 +57,12 @@ def test_main_quick_writes_the_results(tmp_path, capsys):
     out = tmp_path / "lc"
     table = recipe.main(["--quick", "--out", str(out)])
     printed = capsys.readouterr().out
+    assert max(map(len, printed.splitlines())) <= 120  # long sentences wrapped
+    printed = " ".join(printed.split())  # read across the wrapped lines
     assert "1.5**10 = 57.6650390625" in printed
     assert "the Keras chain measured 57.6650390625" in printed
     assert "vanishing vs exploding at depth 10" in printed
+    assert f"{(out / 'linear_chain.png').resolve()}" in printed or "Install matplotlib" in printed
     assert len(table) == 3 * len(recipe.QUICK_DEPTHS)
     written = pd.read_csv(out / "results.csv")
     pd.testing.assert_frame_equal(written, table, check_dtype=False)
