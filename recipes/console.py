@@ -22,6 +22,7 @@ import re
 import sys
 import tempfile
 import textwrap
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -113,8 +114,31 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def time_left(spent: Mapping[str, tuple[float, int]], kinds_left: Sequence[str], epochs: int) -> float | None:
+    """Seconds the rows still to train take at most, from the rows measured so far.
+
+    Rows of one kind (a recipe's cell or set-up: an LSTM epoch costs more
+    than a SimpleRNN's) are timed together: each row left runs `epochs`
+    epochs at the measured seconds per epoch of its kind, or at the mean
+    over every kind measured when its own has not run yet.
+
+    Args:
+        spent: Kind -> (seconds, epochs) of the rows trained so far in this process.
+        kinds_left: The kind of each row still to train, this one included.
+        epochs: Epochs per row at most (NaNGuard may stop a row earlier).
+
+    Returns:
+        The seconds, or None before any epoch was measured.
+    """
+    seconds, done = sum(s for s, _ in spent.values()), sum(e for _, e in spent.values())
+    if not done:
+        return None
+    rate = {kind: s / e for kind, (s, e) in spent.items() if e}
+    return sum(rate.get(kind, seconds / done) * epochs for kind in kinds_left)
+
+
 def progress_line(index: int, total: int, name: str, elapsed: float, epochs_done: int,
-                  epochs_left: int) -> str:
+                  epochs_left: int, left: float | None = None) -> str:
     """`[3/14] baseline-lstm-seed0  (2 min 10 s so far, about 5 min 03 s left)`.
 
     The time left assumes every epoch still to run takes as long as the
@@ -128,8 +152,12 @@ def progress_line(index: int, total: int, name: str, elapsed: float, epochs_done
         elapsed: Seconds spent on the rows trained so far in this process.
         epochs_done: Epochs those rows ran.
         epochs_left: Epochs at most still to run, this row's included.
+        left: Seconds left, measured per kind of row (`time_left`). Defaults
+            to `None`: the mean epoch time so far x `epochs_left`.
     """
-    eta = f", about {duration(elapsed / epochs_done * epochs_left)} left" if epochs_done else ""
+    if left is None and epochs_done:
+        left = elapsed / epochs_done * epochs_left
+    eta = f", about {duration(left)} left" if left is not None else ""
     return f"[{index}/{total}] {name}  ({duration(elapsed)} so far{eta})"
 
 

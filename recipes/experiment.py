@@ -47,7 +47,7 @@ import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
 
-from .console import progress_line, wrap
+from .console import progress_line, time_left, wrap
 from .epoch_summary import EpochSummary
 from .resume import check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
@@ -184,11 +184,17 @@ class Experiment:
             self.printer(f"  resuming: {len(self.rows) - len(todo)} of {len(self.rows)} rows "
                          f"already in {self.results_csv}")
         start, epochs = time.perf_counter(), 0
+        spent: dict[str, tuple[float, int]] = {}  # cell -> (seconds, epochs) trained in this process
         for i, row in enumerate(todo):
             check_stop()
             self.printer(progress_line(len(self.rows) - len(todo) + i + 1, len(self.rows), row.name,
-                                       time.perf_counter() - start, epochs, (len(todo) - i) * self.epochs))
-            epochs += self.train(row)["epochs_run"]
+                                       time.perf_counter() - start, epochs, (len(todo) - i) * self.epochs,
+                                       left=time_left(spent, [r.cell for r in todo[i:]], self.epochs)))
+            began = time.perf_counter()
+            ran = self.train(row)["epochs_run"]
+            seconds, done = spent.get(row.cell, (0.0, 0))
+            spent[row.cell] = (seconds + time.perf_counter() - began, done + ran)
+            epochs += ran
         table = self.finished()
         order = {(r.variant, r.cell, r.seed): i for i, r in enumerate(self.rows)}
         table["_order"] = [order[k] for k in zip(table["variant"], table["cell"], table["seed"])]

@@ -99,3 +99,14 @@ def test_verdicts_name_the_exploded_and_the_learned():
     assert plots.verdict(12, False, math.inf) == ("exploded @ step 12", plots.EXPLODED)
     assert plots.verdict(pd.NA, True, 0.0061) == ("learned, 0.0061", plots.LEARNED)
     assert plots.verdict(None, False, 1624.0)[0] == "stable, not learned, 1.62e+03"
+
+
+def test_time_left_times_each_kind_of_row_by_its_own_measured_epochs():
+    assert console.time_left({}, ["lstm"], 8) is None  # nothing measured: no guess
+    # SimpleRNN epochs took 2 s, LSTM epochs 10 s (one row stopped after 2 of 8 epochs).
+    spent = {"simple_rnn": (16.0, 8), "lstm": (20.0, 2)}
+    assert console.time_left(spent, ["simple_rnn", "lstm", "lstm"], 8) == 2 * 8 + 10 * 8 * 2
+    # A kind not measured yet runs at the mean over every epoch measured: 36 s / 10 epochs.
+    assert console.time_left(spent, ["gru"], 5) == 36.0 / 10 * 5
+    line = console.progress_line(3, 14, "c", 36.0, 10, 96, left=console.time_left(spent, ["lstm"] * 12, 8))
+    assert line == "[3/14] c  (36 s so far, about 16 min 00 s left)"
