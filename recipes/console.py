@@ -15,6 +15,7 @@ everything, as TensorFlow prints it.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ import re
 import sys
 import tempfile
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -78,6 +80,14 @@ def quiet_start() -> str:
         from .common import device_name
 
         name = device_name()  # the first device query: where CUDA is tried
+        if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow"):
+            # Keras' data adapters load TensorFlow in the first fit when it is
+            # installed, whatever the backend: load it here, in the quiet.
+            import tensorflow  # noqa: F401
+    if keras.backend.backend() == "jax":
+        # JAX runs in 32 bits unless told otherwise; Keras asks for int64
+        # step counters anyway and JAX warns on every new model (each row).
+        warnings.filterwarnings("ignore", message=r"Explicitly requested dtype int64 requested in asarray")
     if not user_set:
         # TensorFlow's Python warnings (`WARNING:tensorflow:`), such as the
         # retracing note every row's new model triggers, go through the
