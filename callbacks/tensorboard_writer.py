@@ -301,8 +301,9 @@ def _log10(value: float) -> float:
 # (chart title, tag regular expressions). The layout has no log-scale setting,
 # so the first chart draws log10 of the norm: an explosion from 1 to 1e5 climbs
 # five units while every stable run stays near 0.
+LOGGER_CATEGORY = "Gradient norms (every run)"
 LOGGER_LAYOUT = {
-    "Gradient norms (every run)": [
+    LOGGER_CATEGORY: [
         ("log10 of the unclipped global gradient norm", [f"^{TAG_PREFIX}global_norm_log10$"]),
         ("global norm, unclipped and as applied", [f"^{TAG_PREFIX}global_norm(_clipped)?$"]),
         ("per-layer norms", [f"^{TAG_PREFIX}layer/"]),

@@ -14,13 +14,15 @@ read from `GradientNormLogger`'s `grad_norm_max` log. One run per row (not three
 `row`, `row/train`, `row/validation` would be) keeps the default recipe's 14
 rows well under the 40 runs TensorBoard selects by default.
 
-It also writes `LAYOUT`, a custom-scalars layout (tensorboard's
-`custom_scalar` plugin, no TensorFlow graph needed) whose first chart draws
+`LAYOUT` is the recipes' custom-scalars layout (tensorboard's
+`custom_scalar` plugin, no TensorFlow graph needed), whose first chart draws
 `gradients/global_norm_log10` of every row on one chart: the custom-scalars
 layout has no log-scale setting, so the chart plots log10 of the unclipped
 global norm, on which an explosion from 1 to 1e5 climbs five units while
-every stable row stays near 0. Every row's run carries the same layout;
-TensorBoard merges identical charts into one.
+every stable row stays near 0. The plugin reads one layout per run and
+merges them across runs, so the recipes write it once, in the run that
+holds their figures (`tensorboard_report.write_figures`), not in the rows'
+runs, where `GradientNormLogger` may write its own.
 
 A write that fails (a full disk) ends the row with a `RunFolderError` naming
 the folder, instead of TensorFlow's raw `ResourceExhaustedError`.
@@ -45,8 +47,11 @@ LOG10_NORM_TAG = "gradients/global_norm_log10"
 # point decades above the rest even when the per-step chart is smoothed.
 EPOCH_MAX_TAG = "gradients/epoch_max_norm"
 # Category and charts of the Custom Scalars tab (regular expressions over tags).
+# The first category has the title of `GradientNormLogger`'s own layout
+# (`tensorboard_writer.LOGGER_LAYOUT`): TensorBoard merges categories of one
+# title across runs, so the log10 chart both carry is drawn once, first.
 LAYOUT = {
-    "Explosion at a glance (every row)": [
+    tensorboard_writer.LOGGER_CATEGORY: [
         ("log10 of the unclipped global gradient norm", [f"^{LOG10_NORM_TAG}$"]),
         ("log10 of the largest unclipped global norm per epoch", [f"^{EPOCH_MAX_TAG}_log10$"]),
         ("validation loss per epoch", [f"^{LOSS_TAG}/validation$"]),
@@ -64,7 +69,7 @@ def layout_summary():
 
 
 class EpochSummary(keras.callbacks.Callback):
-    """Writes `epoch_loss/train`, `epoch_loss/validation` and the layout to a run.
+    """Writes `epoch_loss/train`, `epoch_loss/validation` and the epoch's largest norm to a run.
 
     The step of an epoch's losses is its 0-based index, as Keras'
     `TensorBoard` callback writes `epoch_loss`.
@@ -97,9 +102,6 @@ class EpochSummary(keras.callbacks.Callback):
             f"could not write TensorBoard events to {str(self.log_dir)!r}: "
             f"{reason}; free space or fix the folder's permissions (this row "
             "is trained again).") from None
-
-    def on_train_begin(self, logs=None):
-        self._add(layout_summary(), 0)
 
     def on_epoch_end(self, epoch, logs=None):
         from tensorboard.compat.proto import summary_pb2

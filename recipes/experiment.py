@@ -51,7 +51,7 @@ from .console import progress_line, time_left, wrap
 from .epoch_summary import EpochSummary
 from .resume import check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
-from .tensorboard_report import write_guard_events
+from .tensorboard_report import FIGURES_RUN, write_figures, write_guard_events
 from .variants import Row, make_optimizer
 
 # A model learned when its validation loss is at most this fraction of the
@@ -178,6 +178,8 @@ class Experiment:
             self.printer(f"  removing {leftover}: a row interrupted before it finished")
             shutil.rmtree(leftover)
         done = self.finished()
+        if not (self.out_dir / "tensorboard" / FIGURES_RUN).is_dir():
+            write_figures(self.out_dir / "tensorboard")  # the layout, from the first row on
         keys = set(zip(done.get("variant", []), done.get("cell", []), done.get("seed", [])))
         todo = [r for r in self.rows if (r.variant, r.cell, r.seed) not in keys]
         if keys:

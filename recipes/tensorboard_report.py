@@ -6,7 +6,7 @@ says what NaNGuard did. So each run also carries what needs no click:
 
 - the run's figures (`grad_norms.png`, `loss.png`, `gradient_flow.png`) as
   image summaries in a run of their own, `tensorboard/figures`: the Images
-  tab opens on them;
+  tab opens on them (the same run holds the custom-scalars layout);
 - each NaNGuard event as a text summary `nan_guard` in its row's run, at the
   step it acted (what happened, the cause, the cure, where the weights are);
 - the rows' runs under `exploded/`, `learned/` and `stable/`
@@ -64,7 +64,8 @@ def _write(folder: pathlib.Path, items: Sequence[tuple], owner: str) -> None:
         writer.add(summary, step)
     writer.close()
     if writer.error is not None:
-        raise RunFolderError(str(writer.error))
+        raise RunFolderError(f"could not write TensorBoard events to {str(folder)!r}: {writer.error.reason}; "
+                             "free space or fix the folder's permissions.")
 
 
 def write_guard_events(run_dir: str | os.PathLike, events: Sequence) -> None:
@@ -74,19 +75,27 @@ def write_guard_events(run_dir: str | os.PathLike, events: Sequence) -> None:
                                        for e in events], "NaNGuard's TensorBoard text")
 
 
-def write_figures(tensorboard_dir: str | os.PathLike, figures: Sequence[str | os.PathLike]) -> pathlib.Path:
-    """Writes PNG figures as image summaries to `<tensorboard_dir>/figures`, replacing what was there.
+def write_figures(tensorboard_dir: str | os.PathLike, figures: Sequence[str | os.PathLike] = ()) -> pathlib.Path:
+    """Writes the recipes' layout and PNG figures to `<tensorboard_dir>/figures`, replacing what was there.
+
+    The custom-scalars layout (`epoch_summary.LAYOUT`) goes here, once, so
+    that it is there from the first row on (call this with no figures
+    before training) and no row's run holds two layouts.
 
     Args:
         tensorboard_dir: The folder given to `tensorboard --logdir`.
-        figures: PNG files; each becomes the image `figures/<file stem>` at step 0.
+        figures: PNG files; each becomes the image `figures/<file stem>` at
+            step 0. Defaults to none.
 
     Returns:
         The figures run's folder.
     """
+    from .epoch_summary import layout_summary
+
     folder = pathlib.Path(tensorboard_dir) / FIGURES_RUN
     shutil.rmtree(folder, ignore_errors=True)  # a resumed run draws its figures again
-    items = [(image_summary(FIGURE_TAG.format(pathlib.Path(p).stem), pathlib.Path(p).read_bytes()), 0)
-             for p in figures]
+    items = [(layout_summary(), 0)]
+    items += [(image_summary(FIGURE_TAG.format(pathlib.Path(p).stem), pathlib.Path(p).read_bytes()), 0)
+              for p in figures]
     _write(folder, items, "the recipe's TensorBoard figures")
     return folder

@@ -21,7 +21,7 @@ import pytest
 from gradguard.recipes import deep_dense
 from gradguard.recipes.common import device_name, rnn_kernel
 from gradguard.recipes.epoch_summary import EpochSummary
-from gradguard.recipes.experiment import tensorboard_run
+from gradguard.recipes.experiment import RUN_GROUPS, tensorboard_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DENSE = ["--quick", "--variants", "baseline", "global_clipnorm", "standardize@adam"]
@@ -44,11 +44,17 @@ SCRIPT = textwrap.dedent("""
 
 
 def files(folder: pathlib.Path) -> set[str]:
-    """Every file under `folder`, relative, with TensorBoard event names reduced to their folder."""
+    """Every file under `folder`, relative, with TensorBoard event names reduced to their folder.
+
+    A row's run folder is `tensorboard/<verdict>/<row>`; the verdict (exploded
+    or not) may differ between backends, so it is left out.
+    """
     names = set()
     for path in folder.rglob("*"):
         if path.is_file():
             rel = path.relative_to(folder)
+            if rel.parts[0] == "tensorboard" and rel.parts[1] in RUN_GROUPS:
+                rel = pathlib.Path(rel.parts[0], *rel.parts[2:])
             names.add(str(rel.parent / "events") if rel.name.startswith("events.out") else str(rel))
     return names
 
