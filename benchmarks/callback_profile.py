@@ -27,17 +27,25 @@ their internals and may need updating.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
+    from gradguard.recipes.console import quiet_start
+
+    quiet_start()
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gradguard.callbacks import AutoClip, GradientMonitor, GradientNormLogger, NaNGuard  # noqa: E402
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
+
+from gradguard.recipes.cli import program  # noqa: E402
 
 from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
 
@@ -83,9 +91,12 @@ def call_ms(fn, n: int = 200) -> float:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 100
-    hooks_only = "--hooks-only" in argv
+    parser = argparse.ArgumentParser(prog=program("benchmarks.callback_profile"),
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=100, help="part 1's interleaved rounds (default 100)")
+    parser.add_argument("--hooks-only", action="store_true", help="run part 2 alone (about a minute)")
+    args = parser.parse_args(argv)  # --help answers here instead of running the benchmark
+    rounds, hooks_only = args.rounds, args.hooks_only
     adam = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
     variants = {
         "plain Adam": (adam, False),

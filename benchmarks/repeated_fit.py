@@ -33,7 +33,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
+    from gradguard.recipes.console import quiet_start
+
+    quiet_start()
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
