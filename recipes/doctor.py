@@ -256,6 +256,16 @@ def main(argv: list[str] | None = None) -> Diagnosis:
                     batch_size=args.batch_size, out_dir=args.out, seed=args.seed,
                     max_trials=args.max_trials, try_all=args.try_all, target=args.target)
     print(report(found))
+    if args.out:
+        from .report import _tensorboard_command
+
+        out = pathlib.Path(args.out).resolve()
+        pictures = ", ".join(str(p) for p in sorted(out.glob("gradient_flow-trial-*.png")))
+        print(wrap(f"Results in {out}: results.csv, summary.txt, models/ (trial 0 and any trial that learned)"))
+        if pictures:
+            print(wrap(f"Gradient flow per trial: {pictures}"))
+        print(f"TensorBoard (untick \"Ignore outliers in chart scaling\" in Scalars and Time Series):\n"
+              f"  {_tensorboard_command()} --logdir {out / 'tensorboard'}")
     return found
 
 

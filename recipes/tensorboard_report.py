@@ -75,6 +75,13 @@ def write_guard_events(run_dir: str | os.PathLike, events: Sequence) -> None:
                                        for e in events], "NaNGuard's TensorBoard text")
 
 
+def write_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], step: int = 0) -> None:
+    """Writes PNG files as image summaries `figures/<file stem>` at `step` to a new event file in `run_dir`."""
+    _write(pathlib.Path(run_dir), [(image_summary(FIGURE_TAG.format(pathlib.Path(p).stem),
+                                                  pathlib.Path(p).read_bytes()), step) for p in images],
+           "the doctor's TensorBoard images")
+
+
 def write_figures(tensorboard_dir: str | os.PathLike, figures: Sequence[str | os.PathLike] = ()) -> pathlib.Path:
     """Writes the recipes' layout and PNG figures to `<tensorboard_dir>/figures`, replacing what was there.
 

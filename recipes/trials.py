@@ -231,7 +231,21 @@ class Trainer:
             if self.out is not None:
                 save_model(model, self.out / "models" / f"trial-{number}.keras")
         self._append(row)
-        return Result(row, guard.events, norms, logger.to_dataframe("layer"), model, initial)
+        layers = logger.to_dataframe("layer")
+        if tb is not None:
+            self._show(number, change, tb, guard.events, layers)
+        return Result(row, guard.events, norms, layers, model, initial)
+
+    def _show(self, number: int, change: str, tb: pathlib.Path, events: list, layers: pd.DataFrame) -> None:
+        """The trial's gradient flow (a PNG, and an image in its TensorBoard run) and NaNGuard's words."""
+        from .gradient_flow import gradient_flow, plot_gradient_flow
+        from .tensorboard_report import write_guard_events, write_images
+
+        write_guard_events(tb, events)
+        if len(layers):
+            png = plot_gradient_flow(gradient_flow(layers), self.out / f"gradient_flow-trial-{number}.png",
+                                     title=f"trial {number} ({change}): gradient norm per layer and step")
+            write_images(tb, [png])
 
     def record_not_applicable(self, number: int, change: str, reason: str) -> None:
         self._append({"trial": number, "change": change, "exploded_step": None,

@@ -325,6 +325,14 @@ def test_out_dir_is_written_per_trial_and_resumed(tmp_path):
     assert table["trial"].tolist() == first.trials["trial"].tolist()
     assert sorted(p.name for p in (tmp_path / "tensorboard").iterdir()) == \
         [f"trial-{n}" for n in first.trials["trial"]]
+    # Each trial's gradient flow: a PNG, and the same bytes in its TensorBoard run's Images tab.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for n in first.trials["trial"]:
+        acc = EventAccumulator(str(tmp_path / "tensorboard" / f"trial-{n}"), size_guidance={"images": 0})
+        acc.Reload()
+        (image,) = acc.Images(f"figures/gradient_flow-trial-{n}")
+        assert image.encoded_image_string == (tmp_path / f"gradient_flow-trial-{n}.png").read_bytes()
     assert "cure: learning rate x0.1" in (tmp_path / "summary.txt").read_text()
     # Interrupted after trial 0: the rerun trains only what is missing.
     (tmp_path / "results.csv").write_text(table.iloc[:1].to_csv(index=False))
