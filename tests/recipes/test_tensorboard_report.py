@@ -1,0 +1,47 @@
+"""The recipes' TensorBoard extras: NaNGuard's Markdown, and the layouts of the rows' and figures' runs merged."""
+
+import json
+
+from gradguard.callbacks.tensorboard_writer import LOGGER_CATEGORY, LOGGER_LAYOUT, SummaryWriter, layout_summary
+from gradguard.recipes.epoch_summary import LAYOUT
+from gradguard.recipes.tensorboard_report import guard_markdown, write_figures
+
+
+def test_guard_markdown_makes_a_paragraph_of_each_part_of_the_message():
+    event = {"step": 12, "message": "Step 12: NaNGuard caught gradient spike: cause learning_rate, action stop.\n"
+                                    "  What: the norm was 5.3e5.\n  Cause: learning_rate (x).\n  Cure: lr 0.01."}
+    assert guard_markdown(event) == ("**Step 12: NaNGuard caught gradient spike: cause learning_rate, action stop.**"
+                                     "\n\nWhat: the norm was 5.3e5.\n\nCause: learning_rate (x).\n\nCure: lr 0.01.")
+    # An event without a message (an older report) gives its fields.
+    old = {"step": 3, "action": "stop", "trigger": "nonfinite_gradient", "detail": "NaN in dense/kernel",
+           "cause": "bad_data", "cure": "clean the data"}
+    assert guard_markdown(old) == ("**Step 3: NaNGuard stop (nonfinite_gradient)**\n\nDetail: NaN in dense/kernel"
+                                   "\n\nCause: bad_data\n\nCure: clean the data")
+
+
+def test_a_logger_layout_in_every_row_and_the_recipes_layout_merge_log10_first(tmp_path):
+    """If GradientNormLogger writes its own layout in each row's run, the merged view still opens on log10."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
+
+    for run in ("exploded/a-seed0", "stable/b-seed0"):
+        writer = SummaryWriter(str(tmp_path / run))
+        writer.add(layout_summary(), 0)  # the line GradientNormLogger would add
+        writer.close()
+    write_figures(tmp_path)  # the recipes' layout, in the figures run
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    data = data_provider.MultiplexerDataProvider(mux, str(tmp_path))
+    plugin = CustomScalarsPlugin(base_plugin.TBContext(logdir=str(tmp_path), multiplexer=mux, data_provider=data))
+    layout = json.loads(plugin.layout_impl(context.RequestContext(), ""))
+    first = layout["category"][0]
+    assert first["title"] == LOGGER_CATEGORY and "log10" in first["chart"][0]["title"]
+    charts = {c["title"] for category in layout["category"] for c in category["chart"]}
+    expected = {chart for category in (LAYOUT, LOGGER_LAYOUT) for charts_ in category.values()
+                for chart, _ in charts_}
+    assert charts == expected
+    titles = [c["title"] for c in first["chart"]]
+    assert len(titles) == len(set(titles))  # the log10 chart both layouts carry is drawn once
