@@ -32,7 +32,8 @@ epoch. The summary states each of these from the table.
 
 What you will see and where it is written: as in `rnn_long_seq` (table,
 summary, `results.csv` appended row by row, `results.md`, `summary.txt`,
-`grad_norms.png`, `loss.png`, `rows/<row>/`, `tensorboard/<row>/`).
+`grad_norms.png`, `loss.png`, `gradient_flow.png`, `rows/<row>/`,
+`tensorboard/<verdict>/<row>/`, `tensorboard/figures/`).
 
 Every Keras backend runs it (`KERAS_BACKEND=tensorflow`, `jax` or `torch`),
 with the same files; `results.csv` names the backend and the device.

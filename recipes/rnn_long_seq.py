@@ -52,9 +52,12 @@ one clipping threshold (Deep Learning Tuning Playbook: the 90th percentile
 of the stable, unclipped rows' norms). In the run folder: `results.csv`
 (one line per finished row, appended as each finishes), `results.md`,
 `summary.txt`, `config.json`, `grad_norms.png` and `loss.png` (a panel per
-variant), `rows/<row>/` (norms, losses, NaNGuard report) and
-`tensorboard/<row>/` (`tensorboard --logdir <run folder>/tensorboard`;
-`gradients/global_norm_log10` shows the explosion on the default axis).
+variant), `gradient_flow.png` (a heatmap of layers x steps per row),
+`rows/<row>/` (norms per step and per layer, losses, NaNGuard report) and
+`tensorboard/` (`tensorboard --logdir <run folder>/tensorboard`): a run per
+row under `exploded/`, `learned/` or `stable/`, with NaNGuard's words in its
+Text tab, and the figures in `figures` (Images tab); untick "Ignore outliers
+in chart scaling" to see the explosion on the scalar charts.
 Ctrl-C or SIGTERM stops with the command that finishes the run
 (`--resume <run folder>`), which skips the finished rows.
 
