@@ -31,11 +31,11 @@ records the `backend`, the `device` and the recurrent `kernel` that ran.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import pathlib
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -49,7 +49,8 @@ from gradguard.callbacks import GradientNormLogger, NaNGuard
 from .console import progress_line
 from .epoch_summary import EpochSummary
 from .resume import check_stop, read_results, run_lock
-from .run_files import RunFolderError, write_atomic
+from .run_files import RunFolderError, RunFolderInvalid, write_atomic
+from .safe_paths import check_no_links, inside, remove_inside
 from .variants import Row, make_optimizer
 
 # A model learned when its validation loss is at most this fraction of the
@@ -61,6 +62,12 @@ LEARNED_RATIO = 0.1
 SPIKE_FACTOR = 1000.0
 INCOMPLETE = ".incomplete"
 INT_COLUMNS = ("seed", "learned_epoch", "exploded_step", "epochs_run")
+# Every column a row of results.csv can have (`Experiment._fit`'s record):
+# a resume refuses a table with others, or without the first three.
+COLUMNS = ("variant", "cell", "seed", "optimizer", "learning_rate", "model", "train_loss",
+           "val_loss", "trivial_mse", "val/trivial", "learned", "learned_epoch", "max_grad_norm",
+           "median_grad_norm", "exploded_step", "nan_guard", "epochs_run", "finite_weights",
+           "wall_time_s", "device", "backend", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +148,45 @@ class Experiment:
                          "(not finished); training again")
         return table
 
+    def check_finished(self, done: pd.DataFrame) -> None:
+        """Checks the rows read back from `results.csv` before any is trusted.
+
+        Raises:
+            RunFolderInvalid: With one line naming the file, the row or
+                column and the fix, for a column no row has, a row twice, a
+                row the settings do not ask for, or a finished row whose
+                `rows/<row>/` folder is gone.
+        """
+        where = f"--resume: {os.fspath(self.results_csv)!r}"
+        if done.empty and not len(done.columns):
+            return
+        foreign = [c for c in done.columns if c not in COLUMNS]
+        missing = [c for c in COLUMNS[:3] if c not in done.columns]
+        if foreign or missing:
+            raise RunFolderInvalid(
+                f"{where} has columns {list(done.columns)[:6]}..., "
+                + (f"with {foreign} that no row has" if foreign else f"without {missing}")
+                + "; restore it from a copy, or move it away to train every row again.")
+        wanted = {(r.variant, r.cell, r.seed): r for r in self.rows}
+        seen = set()
+        for variant, cell, seed in zip(done["variant"], done["cell"], done["seed"]):
+            key = (variant, cell, None if pd.isna(seed) else int(seed))
+            row = f"variant={variant!r}, cell={cell!r}, seed={key[2]}"
+            if key in seen:
+                raise RunFolderInvalid(f"{where} holds the row {row} twice; delete one of the two "
+                                       "lines (they are one row), then --resume again.")
+            seen.add(key)
+            if key not in wanted:
+                raise RunFolderInvalid(
+                    f"{where} holds the row {row}, which its config.json does not ask for; "
+                    "delete that line, or resume with the settings that made it.")
+            folder = self.out_dir / "rows" / wanted[key].name
+            if not inside(self.out_dir, folder).is_dir():
+                raise RunFolderInvalid(
+                    f"{where} lists the finished row {row}, but its folder {os.fspath(folder)!r} "
+                    "is gone; restore the folder from a copy, or delete that line of results.csv "
+                    "to train the row again.")
+
     def run(self) -> pd.DataFrame:
         """Trains every row not in `results.csv` yet; returns all rows in order.
 
@@ -148,14 +194,18 @@ class Experiment:
         run of the same folder is refused instead of removing this one's
         rows in progress.
         """
+        check_no_links(self.out_dir, "the run folder")
         with run_lock(self.out_dir):
             return self._run()
 
     def _run(self) -> pd.DataFrame:
-        for leftover in sorted(self.out_dir.glob(f"*/*{INCOMPLETE}")):
-            self.printer(f"  removing {leftover}: a row interrupted before it finished")
-            shutil.rmtree(leftover)
         done = self.finished()
+        self.check_finished(done)  # before anything in the folder is removed
+        for sub in ("rows", "tensorboard"):
+            folder = inside(self.out_dir, self.out_dir / sub)
+            for leftover in sorted(folder.glob(f"*{INCOMPLETE}")) if folder.is_dir() else ():
+                self.printer(f"  removing {leftover}: a row interrupted before it finished")
+                remove_inside(self.out_dir, leftover)
         keys = set(zip(done.get("variant", []), done.get("cell", []), done.get("seed", [])))
         todo = [r for r in self.rows if (r.variant, r.cell, r.seed) not in keys]
         if keys:
@@ -178,14 +228,15 @@ class Experiment:
         tb_dir = self.out_dir / "tensorboard" / row.name
         temp = [pathlib.Path(f"{d}{INCOMPLETE}") for d in (row_dir, tb_dir)]
         for path in (row_dir, tb_dir, *temp):
-            shutil.rmtree(path, ignore_errors=True)  # a row trained but never recorded
+            remove_inside(self.out_dir, path)  # a row trained but never recorded
         try:
             record, norms, curves = self._fit(row, temp[0], temp[1])
             write_atomic(temp[0] / "grad_norms.csv", norms.to_csv(index=False))
             write_atomic(temp[0] / "losses.csv", curves.to_csv(index=False))
         except BaseException:
             for path in temp:  # a half-trained row leaves nothing behind
-                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_inside(self.out_dir, path)
             raise
         try:
             temp[0].rename(row_dir)

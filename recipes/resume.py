@@ -21,6 +21,7 @@ import pathlib
 import pandas as pd
 
 from .run_files import RunFolderError
+from .safe_paths import inside
 
 
 class RunFolderBusy(RunFolderError):
@@ -56,7 +57,7 @@ def run_lock(out_dir: str | os.PathLike):
     """
     import fcntl
 
-    path = pathlib.Path(out_dir) / LOCK_NAME
+    path = inside(out_dir, pathlib.Path(out_dir) / LOCK_NAME)  # never a link to elsewhere
     try:
         file = open(path, "a")
     except OSError as error:
