@@ -20,7 +20,7 @@ import pathlib
 
 import pandas as pd
 
-from .run_files import RunFolderError
+from .run_files import RunFolderError, RunFolderInvalid
 from .safe_paths import inside
 
 
@@ -143,7 +143,7 @@ def read_results(path: str | os.PathLike, dtype: dict | None = None) -> tuple[pd
         `(table, dropped)`; an empty table when the file does not exist.
 
     Raises:
-        RunFolderError: With one line naming the file and the fix, if it
+        RunFolderInvalid: With one line naming the file and the fix, if it
             cannot be read or is not a results table.
     """
     path = pathlib.Path(path)
@@ -162,7 +162,7 @@ def read_results(path: str | os.PathLike, dtype: dict | None = None) -> tuple[pd
                             keep_default_na=False, na_values=[""])
     except (OSError, ValueError, pd.errors.ParserError) as error:  # UnicodeDecodeError too
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise RunFolderError(
+        raise RunFolderInvalid(
             f"{os.fspath(path)!r} is damaged ({reason[:120]}); restore it from a copy, or move "
             "it away to train every row again.") from None
     return table, len(rows) - len(complete)
