@@ -15,6 +15,12 @@ import hashlib
 import os
 import pathlib
 
+import pandas as pd
+
+from gradguard.recipes import deep_dense, rnn_long_seq
+from gradguard.recipes.experiment import COLUMNS
+from gradguard.recipes.run_files import write_config
+
 
 def snapshot(root: pathlib.Path) -> dict:
     """Every path under `root` -> what it is, links not followed."""
@@ -31,6 +37,32 @@ def snapshot(root: pathlib.Path) -> dict:
                 found[path] = ("file", info.st_size, info.st_mtime_ns,
                                hashlib.sha256(path.read_bytes()).hexdigest())
     return found
+
+
+CONFIGS = {
+    deep_dense: dict(quick=True, depth=2, width=8, n_train=64, n_val=32,
+                     variants=("baseline", "standardize")),
+    rnn_long_seq: dict(quick=True, seq_len=10, units=4, n_train=64, n_val=32,
+                       variants=("baseline",), cells=("simple_rnn",)),
+}
+
+
+def craft(folder: pathlib.Path, module=deep_dense) -> list:
+    """A run folder as a finished run leaves it; returns its rows."""
+    config = module.Config(**CONFIGS[module])
+    folder.mkdir(parents=True)
+    write_config(config, folder)
+    rows = config.rows()
+    records = [{**{c: 0 for c in COLUMNS}, "variant": r.variant, "cell": r.cell, "seed": r.seed,
+                "model": "m", "nan_guard": "none", "device": "CPU", "backend": "tensorflow",
+                "kernel": ""} for r in rows]
+    pd.DataFrame(records, columns=list(COLUMNS)).to_csv(folder / "results.csv", index=False)
+    for row in rows:
+        for sub, name in (("rows", "grad_norms.csv"), ("tensorboard", "events.out")):
+            (folder / sub / row.name).mkdir(parents=True)
+            (folder / sub / row.name / name).write_text("step,grad_norm\n1,1.0\n")
+    (folder / ".lock").write_text("")
+    return rows
 
 
 def make_outside(tmp_path: pathlib.Path) -> pathlib.Path:

@@ -17,36 +17,9 @@ import pandas as pd
 import pytest
 
 from gradguard.recipes import deep_dense, rnn_long_seq
-from gradguard.recipes.experiment import COLUMNS
-from gradguard.recipes.run_files import write_config
 from gradguard.recipes.safe_paths import UnsafePath, inside, remove_inside
 
-from fault_checks import error_line, make_outside, snapshot
-
-CONFIGS = {
-    deep_dense: dict(quick=True, depth=2, width=8, n_train=64, n_val=32,
-                     variants=("baseline", "standardize")),
-    rnn_long_seq: dict(quick=True, seq_len=10, units=4, n_train=64, n_val=32,
-                       variants=("baseline",), cells=("simple_rnn",)),
-}
-
-
-def craft(folder: pathlib.Path, module=deep_dense) -> list:
-    """A run folder as a finished run leaves it; returns its rows."""
-    config = module.Config(**CONFIGS[module])
-    folder.mkdir(parents=True)
-    write_config(config, folder)
-    rows = config.rows()
-    records = [{**{c: 0 for c in COLUMNS}, "variant": r.variant, "cell": r.cell, "seed": r.seed,
-                "model": "m", "nan_guard": "none", "device": "CPU", "backend": "tensorflow",
-                "kernel": ""} for r in rows]
-    pd.DataFrame(records, columns=list(COLUMNS)).to_csv(folder / "results.csv", index=False)
-    for row in rows:
-        for sub, name in (("rows", "grad_norms.csv"), ("tensorboard", "events.out")):
-            (folder / sub / row.name).mkdir(parents=True)
-            (folder / sub / row.name / name).write_text("step,grad_norm\n1,1.0\n")
-    (folder / ".lock").write_text("")
-    return rows
+from fault_checks import craft, error_line, make_outside, snapshot
 
 
 def edit_config(folder: pathlib.Path, **changes) -> None:
