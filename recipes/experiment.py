@@ -22,7 +22,11 @@ a temporary name and renamed (`run_files.write_atomic`). A damaged folder is
 never made worse: a row cut short in `results.csv` is trained again, a
 `results.csv` that cannot be read ends the run with one line naming it, and
 the folder is locked while rows are trained (`resume.run_lock`), so a
-second run of it is refused.
+second run of it is refused. What a resume reads back is checked before
+anything is removed (`resume.check_rows`: no foreign column, no row twice,
+only rows the settings ask for, each with its folder), and every path it
+removes is checked to lie inside the folder without crossing a symbolic
+link (`safe_paths`).
 
 The same code runs under `KERAS_BACKEND=tensorflow`, `jax` and `torch`:
 `set_determinism` makes each backend's kernels deterministic, and every row
@@ -48,8 +52,8 @@ from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .console import progress_line
 from .epoch_summary import EpochSummary
-from .resume import check_stop, read_results, run_lock
-from .run_files import RunFolderError, RunFolderInvalid, write_atomic
+from .resume import check_rows, check_stop, read_results, run_lock
+from .run_files import RunFolderError, write_atomic
 from .safe_paths import check_no_links, inside, remove_inside
 from .variants import Row, make_optimizer
 
@@ -148,45 +152,6 @@ class Experiment:
                          "(not finished); training again")
         return table
 
-    def check_finished(self, done: pd.DataFrame) -> None:
-        """Checks the rows read back from `results.csv` before any is trusted.
-
-        Raises:
-            RunFolderInvalid: With one line naming the file, the row or
-                column and the fix, for a column no row has, a row twice, a
-                row the settings do not ask for, or a finished row whose
-                `rows/<row>/` folder is gone.
-        """
-        where = f"--resume: {os.fspath(self.results_csv)!r}"
-        if done.empty and not len(done.columns):
-            return
-        foreign = [c for c in done.columns if c not in COLUMNS]
-        missing = [c for c in COLUMNS[:3] if c not in done.columns]
-        if foreign or missing:
-            raise RunFolderInvalid(
-                f"{where} has columns {list(done.columns)[:6]}..., "
-                + (f"with {foreign} that no row has" if foreign else f"without {missing}")
-                + "; restore it from a copy, or move it away to train every row again.")
-        wanted = {(r.variant, r.cell, r.seed): r for r in self.rows}
-        seen = set()
-        for variant, cell, seed in zip(done["variant"], done["cell"], done["seed"]):
-            key = (variant, cell, None if pd.isna(seed) else int(seed))
-            row = f"variant={variant!r}, cell={cell!r}, seed={key[2]}"
-            if key in seen:
-                raise RunFolderInvalid(f"{where} holds the row {row} twice; delete one of the two "
-                                       "lines (they are one row), then --resume again.")
-            seen.add(key)
-            if key not in wanted:
-                raise RunFolderInvalid(
-                    f"{where} holds the row {row}, which its config.json does not ask for; "
-                    "delete that line, or resume with the settings that made it.")
-            folder = self.out_dir / "rows" / wanted[key].name
-            if not inside(self.out_dir, folder).is_dir():
-                raise RunFolderInvalid(
-                    f"{where} lists the finished row {row}, but its folder {os.fspath(folder)!r} "
-                    "is gone; restore the folder from a copy, or delete that line of results.csv "
-                    "to train the row again.")
-
     def run(self) -> pd.DataFrame:
         """Trains every row not in `results.csv` yet; returns all rows in order.
 
@@ -200,7 +165,7 @@ class Experiment:
 
     def _run(self) -> pd.DataFrame:
         done = self.finished()
-        self.check_finished(done)  # before anything in the folder is removed
+        check_rows(done, self.rows, self.out_dir, self.results_csv, COLUMNS)  # before any removal
         for sub in ("rows", "tensorboard"):
             folder = inside(self.out_dir, self.out_dir / sub)
             for leftover in sorted(folder.glob(f"*{INCOMPLETE}")) if folder.is_dir() else ():
