@@ -154,7 +154,7 @@ def _resumed(config_cls: type, config: Any, prog: str | None) -> Any:
         _usage_error(prog, f"--resume takes every setting from {config.resume}/config.json; "
                            "drop the other flags.")
     try:
-        check_no_links(config.resume, "--resume received")
+        check_no_links(config.resume, "--resume")
         values = read_run_config(config.resume, config_cls, prog or "this recipe")
     except (ValueError, OSError) as error:
         _usage_error(prog, str(error))

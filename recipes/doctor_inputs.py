@@ -252,10 +252,13 @@ def check_model(model, y, path: str) -> None:
     per_sample = tuple(np.shape(y)[1:])
     squeeze = lambda s: tuple(s[:max((i + 1 for i, d in enumerate(s) if d != 1), default=0)])  # noqa: E731
     if "sparse" in name:
-        ok = per_sample in ((), (1,))
-    else:
-        ok = squeeze(per_sample) == squeeze(out)
-    if not ok:
+        if per_sample not in ((), (1,)):
+            raise ValueError(
+                f"--data's y has shape {per_sample} per sample, but --model {path!r} is compiled "
+                f"with {name!r}, which takes one class index per sample (y of shape (n,) or "
+                "(n, 1)); pass the class indices (y.argmax(-1) for one-hot y) or a "
+                "non-sparse loss.")
+    elif squeeze(per_sample) != squeeze(out):
         raise ValueError(
             f"--data's y has shape {per_sample} per sample but --model {path!r} outputs {out} "
             f"(loss {name or loss!r}); Keras would broadcast one against the other: reshape y or "
