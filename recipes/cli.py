@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from .resume import read_run_config
 from .run_files import check_out_dir
+from .safe_paths import check_no_links
 
 _NONE_WORDS = ("none", "null")
 # `--help`'s description lines are at most this wide (tyro prints them as given).
@@ -193,15 +194,79 @@ def _problem(config: Any) -> str | None:
 
 
 def _resumed(config_cls: type, config: Any, prog: str | None) -> Any:
-    """The settings saved in `config.resume`/config.json, resuming that folder."""
+    """The settings saved in `config.resume`/config.json, resuming that folder.
+
+    The saved values pass the command line's checks (their types, then
+    `_problem`) before anything in the folder is touched, and a folder
+    holding a symbolic link is refused (`safe_paths.check_no_links`).
+    """
     if dataclasses.replace(config, resume=None) != config_cls():
         _usage_error(prog, f"--resume takes every setting from {config.resume}/config.json; "
                            "drop the other flags.")
     try:
+        check_no_links(config.resume, "--resume")
         values = read_run_config(config.resume, config_cls, prog or "this recipe")
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         _usage_error(prog, str(error))
-    return dataclasses.replace(config_cls(**values), resume=config.resume)
+    path = f"{config.resume}/config.json"
+    hints = typing.get_type_hints(config_cls)
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            _usage_error(prog, f"--resume: {path!r} has {name}={_shown(value)}; expected "
+                               f"{_describe(hints[name])}. Restore config.json from a copy, or "
+                               "start a new run with --out.")
+    saved = dataclasses.replace(config_cls(**values), resume=config.resume)
+    problem = _problem(dataclasses.replace(saved, out=None) if hasattr(saved, "out") else saved)
+    if problem:
+        _usage_error(prog, f"--resume: {path!r} holds settings the command line refuses "
+                           f"({problem.rstrip('.')}); restore config.json from a copy, or start "
+                           "a new run with --out.")
+    return saved
+
+
+def _shown(value: Any) -> str:
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON has the type a Config field declares."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """A field's type in words, for a message."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return f"one of {list(args)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list, each {_describe(args[0])}"
+        return f"a list of {len(args)}: {', '.join(_describe(a) for a in args)}"
+    return {bool: "true or false", int: "an int", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
 
 
 def _usage_error(prog: str | None, message: str) -> NoReturn:

@@ -124,7 +124,10 @@ class Config(RunConfig):
         for name in self.setups:
             if name not in SETUPS:
                 return f"--setups received {name!r}; expected some of {', '.join(SETUPS)}."
-        self.rows(self.setups[0])  # every method parsed: a ValueError names the bad one
+        try:
+            self.rows(self.setups[0])  # every method parsed
+        except ValueError as error:  # Variant.parse names the flag of the recipes: --variants
+            return str(error).replace("--variants received", "--methods received", 1)
         return super().validate()
 
     def rows(self, setup: str) -> list[Row]:

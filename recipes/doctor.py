@@ -52,6 +52,8 @@ import pandas as pd
 
 from .cli import program
 from .console import WIDTH, quiet_start, wrap
+from .doctor_inputs import check_files, check_model, check_model_file, claim_out
+from .run_files import markdown_table, write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +239,9 @@ def main(argv: list[str] | None = None) -> Diagnosis:
     args = parse_args(argv)
     prog = program("recipes.doctor")
     try:
+        check_files(args)  # the files and --out, before Keras loads them
         x, y, val = load_data(args)
+        check_model_file(args.model)
     except (ValueError, OSError) as error:
         sys.exit(f"{prog}: error: {error}")
     quiet_start()  # the backend loads here, after the arguments were checked
@@ -252,6 +256,11 @@ def main(argv: list[str] | None = None) -> Diagnosis:
     except Exception as error:  # keras raises many kinds for a bad file
         sys.exit(f"{prog}: error: could not load --model {args.model!r}: "
                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+    try:
+        check_model(model, y, args.model)  # before any trial
+        claim_out(args)
+    except (ValueError, OSError) as error:
+        sys.exit(f"{prog}: error: {error}")
     found = examine(model, x, y, validation_data=val, epochs=args.epochs,
                     batch_size=args.batch_size, out_dir=args.out, seed=args.seed,
                     max_trials=args.max_trials, try_all=args.try_all, target=args.target)

@@ -23,7 +23,11 @@ a temporary name and renamed (`run_files.write_atomic`). A damaged folder is
 never made worse: a row cut short in `results.csv` is trained again, a
 `results.csv` that cannot be read ends the run with one line naming it, and
 the folder is locked while rows are trained (`resume.run_lock`), so a
-second run of it is refused.
+second run of it is refused. What a resume reads back is checked before
+anything is removed (`resume.check_rows`: no foreign column, no row twice,
+only rows the settings ask for, each with its folder), and every path it
+removes is checked to lie inside the folder without crossing a symbolic
+link (`safe_paths`).
 
 The same code runs under `KERAS_BACKEND=tensorflow`, `jax` and `torch`:
 `set_determinism` makes each backend's kernels deterministic, and every row
@@ -32,11 +36,11 @@ records the `backend`, the `device` and the recurrent `kernel` that ran.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import pathlib
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -49,9 +53,10 @@ from gradguard.callbacks import GradientNormLogger, NaNGuard
 
 from .console import progress_line, time_left, wrap
 from .epoch_summary import EpochSummary
-from .resume import check_stop, read_results, run_lock
+from .resume import check_rows, check_stop, read_results, run_lock
 from .run_files import RunFolderError, write_atomic
 from .tensorboard_report import FIGURES_RUN, write_figures, write_guard_events
+from .safe_paths import check_no_links, inside, remove_inside
 from .variants import Row, make_optimizer
 
 # A model learned when its validation loss is at most this fraction of the
@@ -81,6 +86,12 @@ def tensorboard_run(out_dir: str | pathlib.Path, name: str) -> pathlib.Path | No
     """The finished row `name`'s TensorBoard run folder, or None if it has none."""
     root = pathlib.Path(out_dir) / "tensorboard"
     return next((root / g / name for g in RUN_GROUPS if (root / g / name).is_dir()), None)
+# Every column a row of results.csv can have (`Experiment._fit`'s record):
+# a resume refuses a table with others, or without the first three.
+COLUMNS = ("variant", "cell", "seed", "optimizer", "learning_rate", "model", "train_loss",
+           "val_loss", "trivial_mse", "val/trivial", "learned", "learned_epoch", "max_grad_norm",
+           "median_grad_norm", "exploded_step", "nan_guard", "epochs_run", "finite_weights",
+           "wall_time_s", "device", "backend", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,14 +181,18 @@ class Experiment:
         run of the same folder is refused instead of removing this one's
         rows in progress.
         """
+        check_no_links(self.out_dir, "the run folder")
         with run_lock(self.out_dir):
             return self._run()
 
     def _run(self) -> pd.DataFrame:
-        for leftover in sorted(self.out_dir.glob(f"*/*{INCOMPLETE}")):
-            self.printer(f"  removing {leftover}: a row interrupted before it finished")
-            shutil.rmtree(leftover)
         done = self.finished()
+        check_rows(done, self.rows, self.out_dir, self.results_csv, COLUMNS)  # before any removal
+        for sub in ("rows", "tensorboard"):
+            folder = inside(self.out_dir, self.out_dir / sub)
+            for leftover in sorted(folder.glob(f"*{INCOMPLETE}")) if folder.is_dir() else ():
+                self.printer(f"  removing {leftover}: a row interrupted before it finished")
+                remove_inside(self.out_dir, leftover)
         if not (self.out_dir / "tensorboard" / FIGURES_RUN).is_dir():
             write_figures(self.out_dir / "tensorboard")  # the layout, from the first row on
         keys = set(zip(done.get("variant", []), done.get("cell", []), done.get("seed", [])))
@@ -209,7 +224,7 @@ class Experiment:
         temp = [pathlib.Path(f"{d}{INCOMPLETE}") for d in (row_dir, tb_root / row.name)]
         runs = [tb_root / group / row.name for group in RUN_GROUPS]
         for path in (row_dir, tb_root / row.name, *runs, *temp):
-            shutil.rmtree(path, ignore_errors=True)  # a row trained but never recorded
+            remove_inside(self.out_dir, path)  # a row trained but never recorded
         try:
             record, norms, curves, layers = self._fit(row, temp[0], temp[1])
             write_atomic(temp[0] / "grad_norms.csv", norms.to_csv(index=False))
@@ -219,7 +234,8 @@ class Experiment:
             tb_dir.parent.mkdir(exist_ok=True)
         except BaseException:
             for path in temp:  # a half-trained row leaves nothing behind
-                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_inside(self.out_dir, path)
             raise
         try:
             temp[0].rename(row_dir)

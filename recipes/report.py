@@ -28,7 +28,7 @@ from .cli import help_description, program
 from .common import new_run_dir, parse_config
 from .console import console_table, quiet_start, wrap
 from .resume import STOPPING, RunFolderBusy, check_stop, count_rows, interrupted_advice
-from .run_files import markdown_table, write_atomic
+from .run_files import RunFolderInvalid, markdown_table, write_atomic
 
 SHOWN = ["variant", "cell", "seed", "optimizer", "learning_rate", "val_loss", "val/trivial",
          "learned", "learned_epoch", "exploded_step", "max_grad_norm", "median_grad_norm",
@@ -219,7 +219,8 @@ def run_main(config_cls: type, argv: Sequence[str] | None, run: Callable[..., pd
         if not isinstance(error, OSError):
             raise
         # RunFolderError, or a row's own folder or TensorBoard files
-        kept = "" if isinstance(error, RunFolderBusy) else interrupted_advice(out_dir, prog)
+        kept = "" if isinstance(error, (RunFolderBusy, RunFolderInvalid)) else \
+            interrupted_advice(out_dir, prog)
         _fail(prog, f"{error}{kept}", 1)
     finally:
         # A command-line run that is exiting after an interrupt ignores a

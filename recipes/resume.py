@@ -1,8 +1,10 @@
 """Resuming a run folder safely: its lock, its saved settings, its finished rows.
 
 `--resume DIR` trusts three things in `DIR`, and each can be damaged on a
-real machine: `config.json` (cut short, or another recipe's), `results.csv`
-(a last row cut short by a copy, stray bytes) and the folder itself (a
+real machine: `config.json` (cut short, or another recipe's; its values are
+checked like flags by `cli.parse_config`), `results.csv` (a last row cut
+short by a copy, stray bytes, a row twice, a foreign column or row, a
+finished row's folder deleted: `check_rows`) and the folder itself (a
 second run of it, still training). These helpers check each and answer with
 one line naming the file and the fix, so that a fault never turns into a
 traceback or a damaged folder.
@@ -20,7 +22,8 @@ import pathlib
 
 import pandas as pd
 
-from .run_files import RunFolderError
+from .run_files import RunFolderError, RunFolderInvalid
+from .safe_paths import inside
 
 
 class RunFolderBusy(RunFolderError):
@@ -56,7 +59,7 @@ def run_lock(out_dir: str | os.PathLike):
     """
     import fcntl
 
-    path = pathlib.Path(out_dir) / LOCK_NAME
+    path = inside(out_dir, pathlib.Path(out_dir) / LOCK_NAME)  # never a link to elsewhere
     try:
         file = open(path, "a")
     except OSError as error:
@@ -142,7 +145,7 @@ def read_results(path: str | os.PathLike, dtype: dict | None = None) -> tuple[pd
         `(table, dropped)`; an empty table when the file does not exist.
 
     Raises:
-        RunFolderError: With one line naming the file and the fix, if it
+        RunFolderInvalid: With one line naming the file and the fix, if it
             cannot be read or is not a results table.
     """
     path = pathlib.Path(path)
@@ -161,10 +164,59 @@ def read_results(path: str | os.PathLike, dtype: dict | None = None) -> tuple[pd
                             keep_default_na=False, na_values=[""])
     except (OSError, ValueError, pd.errors.ParserError) as error:  # UnicodeDecodeError too
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise RunFolderError(
+        raise RunFolderInvalid(
             f"{os.fspath(path)!r} is damaged ({reason[:120]}); restore it from a copy, or move "
             "it away to train every row again.") from None
     return table, len(rows) - len(complete)
+
+
+def check_rows(done: pd.DataFrame, rows: list, out_dir: pathlib.Path, path: pathlib.Path,
+               columns: tuple[str, ...]) -> None:
+    """Checks the rows read back from `results.csv` before any is trusted.
+
+    Args:
+        done: The table `read_results` read from `path`.
+        rows: The rows the saved settings ask for (`variants.Row`).
+        out_dir: The run folder.
+        path: `results.csv`, for messages.
+        columns: Every column a row can have; the first three are the key
+            (variant, cell, seed).
+
+    Raises:
+        RunFolderInvalid: With one line naming the file, the row or
+            column and the fix, for a column no row has, a row twice, a
+            row the settings do not ask for, or a finished row whose
+            `rows/<row>/` folder is gone.
+    """
+    where = f"--resume: {os.fspath(path)!r}"
+    if done.empty and not len(done.columns):
+        return
+    foreign = [c for c in done.columns if c not in columns]
+    missing = [c for c in columns[:3] if c not in done.columns]
+    if foreign or missing:
+        raise RunFolderInvalid(
+            f"{where} has columns {list(done.columns)[:6]}..., "
+            + (f"with {foreign} that no row has" if foreign else f"without {missing}")
+            + "; restore it from a copy, or move it away to train every row again.")
+    wanted = {(r.variant, r.cell, r.seed): r for r in rows}
+    seen = set()
+    for variant, cell, seed in zip(*(done[c] for c in columns[:3])):
+        key = (variant, cell, None if pd.isna(seed) else int(seed))
+        row = f"variant={variant!r}, cell={cell!r}, seed={key[2]}"
+        if key in seen:
+            raise RunFolderInvalid(f"{where} holds the row {row} twice; delete one of the two "
+                                   "lines (they are one row), then --resume again.")
+        seen.add(key)
+        if key not in wanted:
+            raise RunFolderInvalid(
+                f"{where} holds the row {row}, which its config.json does not ask for; "
+                "delete that line, or resume with the settings that made it.")
+        folder = out_dir / "rows" / wanted[key].name
+        if not inside(out_dir, folder).is_dir():
+            raise RunFolderInvalid(
+                f"{where} lists the finished row {row}, but its folder {os.fspath(folder)!r} "
+                "is gone; restore the folder from a copy, or delete that line of results.csv "
+                "to train the row again.")
 
 
 def count_rows(path: str | os.PathLike) -> int:

@@ -99,7 +99,7 @@ from gradguard.datasets import ADDING_PROBLEM_BASELINE_MSE, adding_problem
 from .common import rnn_kernel
 from .report import run_main
 from .sweep import SweepConfig, run_sweep
-from .variants import Row
+from .variants import Row, Variant
 
 # Keras (and so TensorFlow) loads inside the functions that train, not at
 # import: `--help` and a bad flag answer at once, and `run_main` loads the
@@ -171,7 +171,17 @@ class Config(SweepConfig):
             return f"--seq-len received {self.seq_len}; expected an int >= 2 (one marker per half)."
         if len(set(self.cells)) != len(self.cells):
             return f"--cells received {' '.join(self.cells)}; name each once."
-        return super().validate()
+        problem = super().validate()
+        if problem is not None or self.factorial:
+            return problem
+        relu = [v for v in self.variants if Variant.parse(v).rnn_init]
+        gated = [c for c in self.row_cells() if c != "simple_rnn"]
+        if relu and gated:
+            flag = "--cell" if self.cell else "--cells"
+            return (f"--variants {' '.join(relu)} trains a ReLU SimpleRNN whatever the cell, so "
+                    f"{flag} {' '.join(gated)} would label it {gated[0]}; use {flag} simple_rnn "
+                    "with these variants, or drop them.")
+        return problem
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,10 @@ class RunFolderError(OSError):
     """A results file or folder could not be written; the message names it."""
 
 
+class RunFolderInvalid(RunFolderError):
+    """A run folder's contents cannot be trusted (refused before anything was touched)."""
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
     """`atomic_write.write_atomic`, whose failure names the path and the fix.
 

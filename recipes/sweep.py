@@ -143,6 +143,14 @@ class SweepConfig(RunConfig):
             return f"--autoclip-percentile received {self.autoclip_percentile}; expected a number in (0, 100]."
         if len(set(self.variants)) != len(self.variants):
             return f"--variants received {' '.join(self.variants)}; name each once."
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "variants")
+        if self.factorial and self.variants != default:
+            return (f"--factorial replaces --variants (received {' '.join(self.variants)}); "
+                    "drop one of the two flags.")
+        if self.factorial_clip != "none" and not self.factorial:
+            return (f"--factorial-clip received {self.factorial_clip} without --factorial, which "
+                    "it is a factor of; add --factorial, or use --variants "
+                    f"{self.factorial_clip} instead.")
         self.rows()  # every variant parsed: a ValueError names the bad one
         return None
 
