@@ -53,7 +53,6 @@ import pandas as pd
 from .cli import program
 from .console import WIDTH, quiet_start, wrap
 from .doctor_inputs import check_files, check_model, check_model_file, claim_out
-from .run_files import markdown_table, write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
