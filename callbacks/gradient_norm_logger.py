@@ -299,7 +299,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         if lost > 0:
             warnings.warn(
                 f"Step {int(record.steps[-1])}: GradientNormLogger lost the "
-                f"norms of {lost} steps (the monitor keeps {monitor.history}); "
+                f"norms of {lost} steps (the monitor keeps {self._monitor.history}); "
                 "lower every_n_steps or raise the monitor's history.",
                 stacklevel=2,
             )
