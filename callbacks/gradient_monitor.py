@@ -90,9 +90,15 @@ class GradientMonitor(MonitorStep, MonitorSettings, MonitorRecord,
 
     **Sparse gradients.** Under TensorFlow an `Embedding`'s gradient is a
     `tf.IndexedSlices` whose indices repeat once per occurrence of a token.
-    The monitor sums repeated rows first (`norms.combine_duplicates`), so
-    norms, clipping (its own and the inner optimizer's), skipping and the
-    spike gate all see the densified gradient, and the update is the same.
+    The monitor measures the densified gradient (repeated rows summed,
+    `norms.combine_duplicates`), so norms, skipping and the spike gate see
+    what the update adds; the inner optimizer gets the slices as Keras
+    gives them (Adam and RMSprop update a repeated row once per
+    occurrence), and its own clipping treats them as plain Keras does. The
+    monitor's clipping scales them (AutoClip, ZClip, the spike gate) or,
+    for AGC, densifies them. `GradientClipping` on an `Embedding` asks for
+    the summed rows (`require_combined_sparse`) so that its bound holds
+    for the update itself.
 
     **Gradient accumulation.** With `gradient_accumulation_steps=n` on the
     inner optimizer the ring holds one row per micro-batch (one per training
@@ -228,6 +234,9 @@ class GradientMonitor(MonitorStep, MonitorSettings, MonitorRecord,
         self._fit_params = None
         self.skip_nonfinite = bool(skip_nonfinite)
         self.check_weights = bool(check_weights)
+        # Sum an IndexedSlices' repeated rows before the update (only for
+        # GradientClipping on an Embedding: `require_combined_sparse`).
+        self.combine_sparse = False
         self.variable_paths: tuple = ()
         # The spike gate and the learning-rate multiplier (NaNGuard's): code
         # compiled in once asked for, then switched by their variables.

@@ -253,6 +253,21 @@ class MonitorSettings:
         self.skip_nonfinite = True
         return True
 
+    def require_combined_sparse(self) -> bool:
+        """Hands on `IndexedSlices` with repeated rows summed; True: retrace.
+
+        Keras clips an `IndexedSlices` row by row, so a token seen k times
+        can move k times past a `clipvalue`. `GradientClipping` asks for
+        the summed rows on a model with an `Embedding`, so that its bound
+        holds for the update itself. Off by default: a monitor hands the
+        inner optimizer the gradients Keras would (a logger changes
+        nothing).
+        """
+        if self.combine_sparse:
+            return False
+        self.combine_sparse = True
+        return True
+
     def require_weight_check(self) -> bool:
         """Turns the weight check on; True when the step must be retraced."""
         if self.check_weights:
@@ -284,6 +299,7 @@ class MonitorSettings:
             **self.adaptive.base,
         )
         monitor.adaptive.copy_settings(self.adaptive)
+        monitor.combine_sparse = self.combine_sparse
         return monitor
 
     @property

@@ -27,23 +27,30 @@ class MonitorStep:
         scaler = loss_scaler(self.inner_optimizer)
         return None if scaler is None else scaler.dynamic_scale.value
 
-    def measure(self, grads, trainable_variables, weights=None):
+    def measure(self, grads, trainable_variables, weights=None, combine_sparse=None):
         """This step's norms, clipping and decision, inside the compiled step.
 
         `weights`: the weight values (JAX's stateless step passes them);
-        `None` reads the variables.
+        `None` reads the variables. `combine_sparse`: hand on an
+        `IndexedSlices` with its repeated rows summed (`None`: the
+        monitor's `combine_sparse`).
 
         Returns:
             `(decision, grads, row)`: the `StepDecision`, the gradients to
             apply (clipped) and what `record` writes to the ring.
         """
         n_vars = len(self.variable_paths)
-        # An IndexedSlices may repeat an index: sum those rows first, so that
-        # norms, clipping (ours and Keras') and the update all see the
-        # densified gradient.
-        grads = [norms.combine_duplicates(g) for g in grads]
+        # An IndexedSlices may repeat an index: the norms are those of the
+        # densified gradient, from its repeated rows summed. The update gets
+        # the slices as Keras gives them (Adam and RMSprop update a repeated
+        # row once per occurrence: summing would change training), unless
+        # the monitor was asked to bound the densified update
+        # (`require_combined_sparse`, GradientClipping on an Embedding).
+        combined = [norms.combine_duplicates(g) for g in grads]
+        if self.combine_sparse if combine_sparse is None else combine_sparse:
+            grads = combined
         columns = [self._get_variable_index(v) for v in trainable_variables]
-        squares = norms.squared_norms(grads)
+        squares = norms.squared_norms(combined)
         # Place them by variable index, zeros for variables without grads.
         by_column = [ops.zeros((), "float32")] * max(n_vars, 1)
         for column, n in zip(columns, squares):
