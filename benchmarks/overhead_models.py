@@ -29,8 +29,8 @@ MODELS = {
     "LSTM": ModelSpec("lstm", 32),
     "MLP 20x64 (42 vars)": ModelSpec("dense", 32, depth=20),
     "MLP 14x64 b128 (30 vars)": ModelSpec("dense", 128, depth=14),
-    "text, Embedding 20k x 128": ModelSpec("text", 32, seq_len=64, width=128),
-    "multi-input, 2 inputs": ModelSpec("multi", 64, n_features=16),
+    "text Embedding 20k x 128": ModelSpec("text", 32, seq_len=64, width=128),
+    "multi-input (2 inputs)": ModelSpec("multi", 64, n_features=16),
     "tiny MLP": ModelSpec("dense", 16, depth=2, width=8, n_features=4),  # --quick
 }
 

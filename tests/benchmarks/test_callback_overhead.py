@@ -232,7 +232,7 @@ def test_fresh_table_divides_each_fit_by_plain_fit_of_the_same_round():
     assert table.loc[fresh_fits.LOGGER, "first batch max s"] == pytest.approx(1.2)
 
 
-@pytest.mark.parametrize("model", ["text, Embedding 20k x 128", "multi-input, 2 inputs"])
+@pytest.mark.parametrize("model", ["text Embedding 20k x 128", "multi-input (2 inputs)"])
 def test_text_and_multi_input_models_train_on_their_pipeline(model):
     spec = MODELS[model]
     x, y = make_data(spec, 2 * spec.batch_size)
