@@ -286,6 +286,10 @@ class GradientMonitor(MonitorStep, MonitorSettings, MonitorRecord,
                 shape=(), initializer=_constant(value), dtype="float32",
                 aggregation="only_first_replica", name=f"gg_{name}",
             ))
+        # What the variables hold, so that a setter writes only changes
+        # (a plain dict, past Keras' attribute tracking).
+        object.__setattr__(self, "_settings_written",
+                           {k: np.float32(v) for k, v in self._settings().items()})
         self.adaptive.build(self)
         self.variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
