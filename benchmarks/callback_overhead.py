@@ -28,8 +28,8 @@ categorical ids through an `Embedding(1000, 8)`, batch 64).
 Whole short fits with fresh callbacks (`fresh_fits.py`): on the models in
 `fresh_models` (the MLPs by default), plain fit, the logger and the
 logger + NaNGuard + AutoClip stack each run `fresh_rounds` whole fits of
-`fresh_steps` steps, with callbacks created anew for each fit, after one
-untimed fit; the ratio is a fit's wall time over plain fit's in the same
+`fresh_steps` steps, with callbacks created anew for each fit, after two
+untimed fits; the ratio is a fit's wall time over plain fit's in the same
 round (median over rounds). A retrace at a `fit` boundary shows there
 and in the "first batch" column.
 
@@ -355,7 +355,7 @@ def _fresh_section(config: Config, fresh: pd.DataFrame | None) -> list[str]:
         "## Whole short fits, fresh callbacks per fit", "",
         f"{config.fresh_rounds} rounds of one whole fit ({config.fresh_steps} steps) per "
         "configuration, callbacks created for each fit, the order shuffled every round, "
-        "after one untimed fit per configuration. ratio: the fit's wall time over plain "
+        "after two untimed fits per configuration. ratio: the fit's wall time over plain "
         "fit's in the same round (median; min-max over rounds). Targets (issue 29) "
         "reported, not asserted.", "",
         markdown(fresh_fits.fresh_table(fresh)),
