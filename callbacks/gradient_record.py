@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas is imported when a table is asked for
+    import pandas as pd
 
 # `GradientRecord.status`: what the monitor did with each step.
 APPLIED = 0  # the update was applied (clipped or not by the usual clipping)
@@ -62,7 +66,7 @@ class GradientRecord:
             status=self.status[keep],
         )
 
-    def to_dataframe(self, variables: bool = True):
+    def to_dataframe(self, variables: bool = True) -> pd.DataFrame:
         """The rows as a `pandas.DataFrame`, one per step, oldest first.
 
         For custom training loops and notebooks, where no
