@@ -19,7 +19,19 @@ reports the time per step relative to plain `fit`:
 
 Models: an LSTM (32 units, adding problem, `seq_len` 100, batch 32), a
 20 x Dense(64) ReLU MLP (42 variables, batch 32) and a 14 x Dense(64) MLP
-(30 variables, batch 128) on standardized poorly scaled regression.
+(30 variables, batch 128) on standardized poorly scaled regression; a text
+model (`Embedding(20_000, 128)` over 64 Zipf-distributed tokens, average
+pooling, Dense(64), batch 32: under TensorFlow its gradient is an
+`IndexedSlices`) and a small multi-input model (16 numeric features and 4
+categorical ids through an `Embedding(1000, 8)`, batch 64).
+
+Whole short fits with fresh callbacks (`fresh_fits.py`): on the models in
+`fresh_models` (the MLPs by default), plain fit, the logger and the
+logger + NaNGuard + AutoClip stack each run `fresh_rounds` whole fits of
+`fresh_steps` steps, with callbacks created anew for each fit, after two
+untimed fits; the ratio is a fit's wall time over plain fit's in the same
+round (median over rounds). A retrace at a `fit` boundary shows there
+and in the "first batch" column.
 
 Method, chosen so that 3% differences show on a shared 2-core machine
 (`interleave.py` says why timing whole fits one after the other does not):
@@ -86,9 +98,11 @@ import pandas as pd  # noqa: E402
 from gradguard.callbacks import (  # noqa: E402
     AutoClip, GradientMonitor, GradientNormLogger, NaNGuard,
 )
-from gradguard.datasets import adding_problem, poorly_scaled_regression  # noqa: E402
-from gradguard.recipes.models import deep_dense, sequence_model  # noqa: E402
 
+from . import fresh_fits  # noqa: E402
+from .overhead_models import (  # noqa: E402
+    MODELS, ModelSpec, batches, build_network, make_data,
+)
 from .machine import load_average, machine_header  # noqa: E402
 from .interleave import interleave  # noqa: E402
 from .report import (  # noqa: E402
@@ -116,27 +130,6 @@ EXTRA_CONFIGS = (TAPE, KERAS_TB)
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """One benchmark model: its family, size and batch."""
-
-    kind: str  # "lstm" or "dense"
-    batch_size: int  # batch of every fit
-    depth: int = 20  # hidden Dense layers ("dense")
-    width: int = 64  # units per hidden layer ("dense")
-    n_features: int = 16  # inputs ("dense")
-    seq_len: int = 100  # time steps ("lstm")
-    units: int = 32  # recurrent units ("lstm")
-
-
-MODELS = {
-    "LSTM": ModelSpec("lstm", 32),
-    "MLP 20x64 (42 vars)": ModelSpec("dense", 32, depth=20),
-    "MLP 14x64 b128 (30 vars)": ModelSpec("dense", 128, depth=14),
-    "tiny MLP": ModelSpec("dense", 16, depth=2, width=8, n_features=4),  # --quick
-}
-
-
-@dataclasses.dataclass(frozen=True)
 class Config:
     models: tuple = ("LSTM", "MLP 20x64 (42 vars)", "MLP 14x64 b128 (30 vars)")  # timed models
     xla_models: tuple = ("MLP 20x64 (42 vars)", "MLP 14x64 b128 (30 vars)")  # also with jit_compile=True
@@ -149,30 +142,14 @@ class Config:
     configs: tuple = CONFIGS  # configurations timed on every model
     extras: bool = False  # also the tape and Keras TensorBoard rows
     seed: int = 0  # data and weight seed
+    fresh_models: tuple = ("MLP 20x64 (42 vars)", "MLP 14x64 b128 (30 vars)")  # whole fits
+    fresh_rounds: int = 7  # whole fits per configuration (fresh callbacks each)
+    fresh_steps: int = 30  # steps per whole fit
 
 
 QUICK = Config(models=("tiny MLP",), xla_models=(), rounds=2, seconds=0.02,
-               min_steps=8, warmup_steps=3, probe_steps=8)
-
-
-# -- data and models ------------------------------------------------------
-
-def make_data(spec: ModelSpec, n: int, seed: int = 0):
-    """The training arrays of a model: float32 `(x, y)` of `n` samples."""
-    if spec.kind == "dense":
-        x, y = poorly_scaled_regression(n, spec.n_features, seed=seed)
-    else:
-        x, y = adding_problem(n, spec.seq_len, seed=seed)
-    return x.astype("float32"), y.astype("float32").reshape(n, -1)
-
-
-def build_network(spec: ModelSpec, x: np.ndarray, seed: int = 0) -> keras.Model:
-    """A fresh uncompiled model; the seed fixes its initial weights."""
-    keras.utils.set_random_seed(seed)
-    if spec.kind == "dense":
-        return deep_dense(x.shape[1], depth=spec.depth, width=spec.width,
-                          standardize=x)
-    return sequence_model(x.shape[1], x.shape[2], cell="lstm", units=spec.units)
+               min_steps=8, warmup_steps=3, probe_steps=8, fresh_models=("tiny MLP",),
+               fresh_rounds=2, fresh_steps=5)
 
 
 def optimizer_of(name: str) -> keras.optimizers.Optimizer:
@@ -206,24 +183,6 @@ def make_callbacks(name: str, x, y, batch_size: int, log_dir: str) -> list:
             log_dir=log_dir, histogram_freq=1, update_freq="batch")]
     raise ValueError(f"callback_overhead received configuration {name!r}; "
                      f"expected one of {CONFIGS + XLA_CONFIGS + EXTRA_CONFIGS}.")
-
-
-def batches(x, y, batch_size: int, steps: int):
-    """The first `steps` batches of `(x, y)` as a fixed `tf.data` pipeline.
-
-    Autotuning and the default optimizations are off and nothing is
-    prefetched, so every fit reads its batches the same way (Keras' own
-    pipeline for arrays prefetches with AUTOTUNE, whose tuning differed from
-    fit to fit and showed up as 0-4% between identical fits).
-    """
-    import tensorflow as tf
-
-    n = steps * batch_size
-    data = tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(batch_size)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    options.experimental_optimization.apply_default_optimizations = False
-    return data.with_options(options)
 
 
 class Run:
@@ -316,7 +275,29 @@ def run(config: Config, log=print) -> tuple[pd.DataFrame, dict]:
             for model in config.models:
                 rows += time_round(model, [r for r in runs if r.model == model],
                                    plan[model][0], round_, config, log)
+    del runs
+    keras.backend.clear_session()
+    gc.collect()
     return pd.DataFrame(rows), plan
+
+
+def run_fresh(config: Config, log=print) -> pd.DataFrame:
+    """Whole short fits with fresh callbacks per fit (`fresh_fits.py`)."""
+    rows = []
+    for model in config.fresh_models:
+        spec = MODELS[model]
+        x, y = make_data(spec, (config.fresh_steps + 1) * spec.batch_size, config.seed)
+
+        def build(name, spec=spec, x=x):
+            net = build_network(spec, x, config.seed)
+            net.compile(optimizer=keras.optimizers.Adam(1e-3),
+                        loss=keras.losses.MeanSquaredError())
+            return net
+
+        rows += fresh_fits.time_fresh_fits(
+            model, build, lambda steps, spec=spec, x=x, y=y: batches(x, y, spec.batch_size, steps),
+            config.fresh_steps, config.fresh_rounds, config.seed, log)
+    return pd.DataFrame(rows)
 
 
 # -- output ---------------------------------------------------------------
@@ -336,7 +317,7 @@ def output_path(out: str | None, parser: argparse.ArgumentParser) -> pathlib.Pat
 
 
 def render(header: str, config: Config, raw: pd.DataFrame, plan: dict,
-           load_end: str, elapsed: float) -> str:
+           load_end: str, elapsed: float, fresh: pd.DataFrame | None = None) -> str:
     """The whole report as Markdown."""
     sizes = "; ".join(
         f"{m}: {steps} steps per fit (plain fit probed at {ms:.2f} ms/step), "
@@ -365,9 +346,25 @@ def render(header: str, config: Config, raw: pd.DataFrame, plan: dict,
         "Plain fit alone and interleaved:", "", *alone_lines(raw), "",
         "## Targets (issue 20; reported, not asserted)", "",
         *target_lines(table), "",
+        *_fresh_section(config, fresh),
         f"Load average at the end: {load_end}. "
         f"Wall time of the runs above: {elapsed:.0f} s.", "",
     ])
+
+
+def _fresh_section(config: Config, fresh: pd.DataFrame | None) -> list[str]:
+    """The whole-fit table, or nothing when it was not run."""
+    if fresh is None or fresh.empty:
+        return []
+    return [
+        "## Whole short fits, fresh callbacks per fit", "",
+        f"{config.fresh_rounds} rounds of one whole fit ({config.fresh_steps} steps) per "
+        "configuration, callbacks created for each fit, the order shuffled every round, "
+        "after two untimed fits per configuration. ratio: the fit's wall time over plain "
+        "fit's in the same round (median; min-max over rounds). Targets (issue 29) "
+        "reported, not asserted.", "",
+        markdown(fresh_fits.fresh_table(fresh)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="least duration of a timed plain fit (default 3)")
     parser.add_argument("--models", default=None,
                         help="comma-separated models, of: " + ", ".join(MODELS))
+    parser.add_argument("--fresh-rounds", type=int, default=None,
+                        help="whole fits per configuration with fresh callbacks "
+                             "(default 7, quick 2; 0 skips them)")
     parser.add_argument("--extras", action="store_true",
                         help="also the GradientTape and Keras TensorBoard rows")
     args = parser.parse_args(argv)
@@ -407,14 +407,19 @@ def main(argv: list[str] | None = None) -> int:
             xla_models=tuple(m for m in config.xla_models if m in models))
     if args.extras:
         config = dataclasses.replace(config, extras=True)
+    if args.fresh_rounds is not None:
+        config = dataclasses.replace(
+            config, fresh_rounds=args.fresh_rounds,
+            fresh_models=config.fresh_models if args.fresh_rounds > 0 else ())
     path = output_path(args.out, parser)
 
     started = time.perf_counter()
     header = machine_header()
     print(header, flush=True)
     raw, plan = run(config, log=lambda s: print(s, flush=True))
+    fresh = run_fresh(config, log=lambda s: print(s, flush=True))
     text = render(header, config, raw, plan, load_average(),
-                  time.perf_counter() - started)
+                  time.perf_counter() - started, fresh)
     print(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x") as f:  # "x": never overwrite

@@ -62,7 +62,8 @@ def apply(monitor, context, grads: list, trainable_variables: list) -> None:
     """
     inner = monitor.inner_optimizer
     grads = all_reduce_sum(context, grads)
-    decision, grads, row = monitor.measure(grads, trainable_variables)
+    # The reduced gradient is clipped here, once: bound the densified update.
+    decision, grads, row = monitor.measure(grads, trainable_variables, combine_sparse=True)
     # Under gradient accumulation Keras clips the averaged update, later:
     # leave it to the inner optimizer.
     accumulating = bool(accumulation_steps(inner))

@@ -93,7 +93,10 @@ class GradientClipping(keras.callbacks.Callback):
             # Keras would clip each replica's share before the all-reduce,
             # and an IndexedSlices' rows one by one; the monitor clips the
             # reduced, densified gradient once instead.
-            begin_fit(ensure_monitor(self.model, "GradientClipping"), self.params)
+            monitor = ensure_monitor(self.model, "GradientClipping")
+            begin_fit(monitor, self.params)
+            if has_sparse_gradients(self.model) and monitor.require_combined_sparse():
+                rebuild_train_function(self.model)
         optimizer = self.model.optimizer
         current = clip_settings(optimizer)
         monitor = find_monitor(optimizer)

@@ -18,6 +18,16 @@ from .norm_table import NormTable
 from .step_logs import KEYS, StepLogs
 from .validation import check, check_int
 
+# What `log_keys` puts in Keras' `logs` (batch keys, epoch keys).
+LOG_KEYS = {
+    "all": (("grad_norm", "grad_norm_clipped"),
+            ("grad_norm", "grad_norm_max", "grad_norm_clipped")),
+    "norm": (("grad_norm",), ("grad_norm", "grad_norm_max")),
+    "epoch": ((), ("grad_norm", "grad_norm_max", "grad_norm_clipped")),
+    "none": ((), ()),
+}
+# Not copied or pickled: the model, its optimizer, open event files.
+_BOUND = ("_model", "_model_ref", "_monitor", "_writer")
 BLOCK_ROWS = 64  # rows read every step are recorded (and written) in blocks of this
 WRITE_SECONDS = 10.0  # with log_dir, a block is written at least this often
 
@@ -72,7 +82,14 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     **Datasets of unknown length** (`from_generator`, `filter`) and repeated
     ones (`.repeat()` with `steps_per_epoch`) log exactly the steps trained:
-    the end of the data writes no row.
+    the end of the data writes no row. Keras' own `iterations` does count
+    the step that found the data exhausted (plain Keras too), so on such a
+    dataset the step numbers skip one at each epoch's end (1-4, 6-9, ...)
+    while every batch trained has its row.
+
+    **Copies.** A logger deep-copies and pickles (after `fit`, or before):
+    the copy keeps the record (`to_dataframe()`, `layer_names`, `layouts`)
+    but not the model, its optimizer or an open event file.
 
     **Nothing lost silently.** If `log_dir` is deleted during training, the
     logger creates it again, writes the steps it still holds to a new event
@@ -89,6 +106,17 @@ class GradientNormLogger(keras.callbacks.Callback):
             and checked for writing at `on_train_begin`. Defaults to `None`.
         histogram_every: int >= 1, steps between TensorBoard histograms of
             the per-layer norms. Defaults to 100.
+        log_keys: str, which keys go into Keras' `logs` (and so into the
+            progress bar, `History` and `CSVLogger`): `"all"` (batch:
+            `grad_norm`, `grad_norm_clipped`; epoch: `grad_norm`,
+            `grad_norm_max`, `grad_norm_clipped`), `"norm"` (batch:
+            `grad_norm`; epoch: `grad_norm`, `grad_norm_max`), `"epoch"`
+            (the three epoch keys only: the per-batch progress bar stays
+            Keras' own, `History` and `CSVLogger` get every key) or
+            `"none"` (`to_dataframe()` and TensorBoard only). Each key adds
+            about 20 columns to Keras' progress bar, which wraps past 120
+            columns with `"all"`, a metric and validation; `"norm"` or
+            `"epoch"` keeps it on one line. Defaults to `"all"`.
         keep_steps: int >= 1, steps kept in memory for `to_dataframe()`
             (about 24 + 4 x layers bytes each). Older steps are appended to
             a CSV file in `log_dir` (`grad_norms.<time>.<pid>.csv`, one
@@ -117,11 +145,16 @@ class GradientNormLogger(keras.callbacks.Callback):
         log_dir: str | None = None,
         histogram_every: int = 100,
         keep_steps: int = 50_000,
+        log_keys: str = "all",
     ):
         super().__init__()
         check_int("GradientNormLogger", "every_n_steps", every_n_steps, 1)
         check_int("GradientNormLogger", "histogram_every", histogram_every, 1)
         check_int("GradientNormLogger", "keep_steps", keep_steps, 1)
+        check(isinstance(log_keys, str) and log_keys in LOG_KEYS, "GradientNormLogger",
+              "log_keys", log_keys, "one of " + ", ".join(repr(k) for k in LOG_KEYS))
+        self.log_keys = log_keys
+        self._batch_keys, self._epoch_keys = LOG_KEYS[log_keys]
         check(
             log_dir is None or isinstance(log_dir, (str, bytes))
             or hasattr(log_dir, "__fspath__"),
@@ -151,6 +184,22 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.write_error = None
         self._step_logs = StepLogs("GradientNormLogger")
         self._read_every = self.every_n_steps
+
+    # -- copies ------------------------------------------------------------
+
+    def __getstate__(self):
+        """A copy (deep copy, pickle) keeps the record, not the model.
+
+        The copy's `to_dataframe()`, `layer_names` and `layouts` are the
+        original's; it is bound to no model and has no open event file (a
+        `fit` with it binds it and opens a new one).
+        """
+        state = dict(self.__dict__)
+        for key in _BOUND:
+            state[key] = None
+        state["_step_logs"] = StepLogs("GradientNormLogger")
+        state["_latest"] = None  # recorded already unless mid-fit
+        return state
 
     # -- Keras hooks -------------------------------------------------------
 
@@ -237,6 +286,10 @@ class GradientNormLogger(keras.callbacks.Callback):
         if self._step_logs.active and not from_step:
             # Another callback rebuilt the train function mid-fit: read.
             self._step_logs.active, self._read_every = False, self.every_n_steps
+        if from_step and len(self._batch_keys) < len(KEYS):
+            for key in KEYS:  # the step's logs carry both: keep those asked for
+                if key not in self._batch_keys:
+                    logs.pop(key, None)
         if self._pending < self._read_every and not self._write_due():
             return
         self._pending = 0
@@ -245,8 +298,9 @@ class GradientNormLogger(keras.callbacks.Callback):
             return
         self._seen = record.count
         if logs is not None and not from_step:
-            logs["grad_norm"] = float(record.norm[-1])
-            logs["grad_norm_clipped"] = float(record.norm_clipped[-1])
+            values = {"grad_norm": record.norm[-1], "grad_norm_clipped": record.norm_clipped[-1]}
+            for key in self._batch_keys:
+                logs[key] = float(values[key])
         # The record, the epoch statistics and the TensorBoard events take
         # the new rows in blocks: one pass of numpy and one write per block.
         if record.count - self._last_index >= self._block_rows or self._write_due():
@@ -263,9 +317,14 @@ class GradientNormLogger(keras.callbacks.Callback):
         total, n, top = self._sums
         clip_total, clip_n = self._clip_sums
         nan = float("nan")
-        logs["grad_norm"] = float(total / n) if n else nan
-        logs["grad_norm_max"] = float(top) if n else nan
-        logs["grad_norm_clipped"] = float(clip_total / clip_n) if clip_n else nan
+        values = {"grad_norm": float(total / n) if n else nan,
+                  "grad_norm_max": float(top) if n else nan,
+                  "grad_norm_clipped": float(clip_total / clip_n) if clip_n else nan}
+        for key in values:  # the last step's logs may carry KEYS: keep those asked for
+            if key in self._epoch_keys:
+                logs[key] = values[key]
+            else:
+                logs.pop(key, None)
 
     def on_train_end(self, logs=None):
         self._collect()
@@ -299,7 +358,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         if lost > 0:
             warnings.warn(
                 f"Step {int(record.steps[-1])}: GradientNormLogger lost the "
-                f"norms of {lost} steps (the monitor keeps {monitor.history}); "
+                f"norms of {lost} steps (the monitor keeps {self._monitor.history}); "
                 "lower every_n_steps or raise the monitor's history.",
                 stacklevel=2,
             )

@@ -9,8 +9,10 @@ the variables.
 rows `indices` of the variable, where an index repeats once per occurrence
 (a token twice in a batch). The gradient is the densified sum, so its norm
 is not the norm of `values`. `combine_duplicates` sums repeated rows first;
-after that every helper here (and Keras' own clipping) sees the norm and
-elements of the densified gradient.
+after that every helper here sees the norm and elements of the densified
+gradient. The update itself gets the slices as given, as in plain Keras
+(`monitor_step.measure`): Keras' Adam and RMSprop update a repeated row
+once per occurrence, so summing the rows first would change training.
 """
 
 from __future__ import annotations
@@ -146,8 +148,10 @@ def clipped_global_norm(
     if global_clipnorm and global_clipnorm > 0:
         return ops.minimum(norm, global_clipnorm)
     if clipvalue and clipvalue > 0:
+        # Clipped as given (Keras clips an IndexedSlices row by row), then
+        # densified: the norm of what the update adds.
         clipped = [
-            map_values(g, lambda v: ops.clip(v, -clipvalue, clipvalue))
+            combine_duplicates(map_values(g, lambda v: ops.clip(v, -clipvalue, clipvalue)))
             for g in grads
         ]
         return global_norm(ops.stack(variable_norms(clipped)))

@@ -12,9 +12,10 @@ Keras' own `_make_function` from the model's `train_step` followed by a read
 of the monitor's newest row, inside the compiled step. It swaps at the first
 batch, after every callback's `on_train_begin` has had its say (some rebuild
 the train function), and puts Keras' function back at the end of the `fit`.
-The function it made is kept for the next `fit` while Keras' function is the
-same one; it replaces a Keras function that was not yet traced, so a `fit`
-traces once either way.
+The function it made is kept on the model for the next `fit` (by any
+`StepLogs`, a fresh callback's too) while Keras' function is the same one;
+it replaces a Keras function that was not yet traced, so a `fit` traces
+once either way, and later fits not at all.
 
 Only TensorFlow without a `tf.distribute` strategy, compiled (not
 `run_eagerly`), takes this path; elsewhere `active` stays False and the
@@ -30,6 +31,10 @@ from .optimizer_chain import find_monitor
 # The keys the train step's logs get: the newest step's global norm before
 # and after clipping (what `GradientNormLogger` puts in batch logs).
 KEYS = ("grad_norm", "grad_norm_clipped")
+# Where a model keeps `(Keras' train function, the norm-carrying one made
+# from it)`: with the model, so that a fresh callback in a later `fit`
+# reuses the traced function instead of tracing a new one.
+CACHE = "_gradguard_step_logs"
 
 
 def _supported(model) -> bool:
@@ -77,17 +82,12 @@ class StepLogs:
         keras_fn = model.train_function
         if keras_fn is None:
             return
-        if keras_fn is not self._keras_fn:
-            step = model.train_step
-
-            def train_step(data):
-                logs = step(data)
-                monitor = find_monitor(model.optimizer)
-                if not isinstance(logs, dict) or monitor is None or not monitor.built:
-                    return logs
-                return {**logs, **dict(zip(KEYS, monitor.newest_norms()))}
-
-            self._keras_fn, self._ours = keras_fn, model._make_function(train_step)
+        cached = getattr(model, CACHE, None)
+        if cached is None or cached[0] is not keras_fn:
+            cached = (keras_fn, model._make_function(_norm_step(model)))
+            # Past Keras' attribute tracking: not a layer, variable or saved state.
+            object.__setattr__(model, CACHE, cached)
+        self._keras_fn, self._ours = cached
         model.train_function = self._ours
         self.active = True
 
@@ -97,3 +97,20 @@ class StepLogs:
         if self.active and model.train_function is self._ours:
             model.train_function = self._keras_fn
         self.active = False
+        # The functions stay cached on the model, not here: a callback
+        # holds no traced function (it deep-copies and pickles).
+        self._keras_fn = self._ours = None
+
+
+def _norm_step(model):
+    """`model.train_step` whose logs also carry the newest norms (`KEYS`)."""
+    step = model.train_step
+
+    def train_step(data):
+        logs = step(data)
+        monitor = find_monitor(model.optimizer)
+        if not isinstance(logs, dict) or monitor is None or not monitor.built:
+            return logs
+        return {**logs, **dict(zip(KEYS, monitor.newest_norms()))}
+
+    return train_step

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradguard.benchmarks import callback_overhead, long_run, repeated_fit
+from gradguard.benchmarks import callback_overhead, fresh_fits, long_run, repeated_fit
+from gradguard.benchmarks.overhead_models import MODELS, batches, build_network, make_data
 from gradguard.benchmarks.report import (
     MONITOR, PLAIN_AGAIN, PLAIN_ALONE, alone_lines, overhead_table, target_lines,
 )
@@ -179,8 +180,14 @@ def check_quick_report(text: str, config) -> None:
     """The report's structure: header, one row per configuration, targets."""
     assert text.startswith("# Callback overhead\n\nMachine: ")
     assert "load average" in text and "Load average at the end: " in text
-    (overhead,) = markdown_tables(text)
+    overhead, *fresh = markdown_tables(text)
     header, rows = overhead[0], overhead[1:]
+    if config.fresh_models:  # the whole-fit table: one row per configuration
+        (fresh,) = fresh
+        assert fresh[0][:2] == ["model", "configuration"] and "first batch s" in fresh[0]
+        assert sorted(row[1] for row in fresh[1:]) == sorted(fresh_fits.CONFIGS)
+    else:
+        assert fresh == []
     assert header[:3] == ["model", "configuration", "jit_compile"]
     for column in ("extra ms/step", "ratio", "ratio min-max", "interleaved ratio", "met"):
         assert column in header
@@ -195,7 +202,7 @@ def check_quick_report(text: str, config) -> None:
 
 def test_quick_run_of_two_configurations_writes_the_table(tmp_path, monkeypatch):
     quick = dataclasses.replace(callback_overhead.QUICK, rounds=2, configs=(
-        callback_overhead.PLAIN, callback_overhead.EVERY_STEP))
+        callback_overhead.PLAIN, callback_overhead.EVERY_STEP), fresh_rounds=1)
     monkeypatch.setattr(callback_overhead, "QUICK", quick)
     out = tmp_path / "overhead.md"
     assert callback_overhead.main(["--quick", "--out", str(out)]) == 0
@@ -207,3 +214,34 @@ def test_quick_run_writes_one_row_per_configuration(tmp_path):
     out = tmp_path / "overhead.md"
     assert callback_overhead.main(["--quick", "--out", str(out)]) == 0
     check_quick_report(out.read_text(), callback_overhead.QUICK)
+
+
+def test_fresh_table_divides_each_fit_by_plain_fit_of_the_same_round():
+    raw = pd.DataFrame({
+        "model": ["m"] * 6,
+        "config": [fresh_fits.PLAIN, fresh_fits.LOGGER, fresh_fits.STACK] * 2,
+        "repeat": [0, 0, 0, 1, 1, 1],
+        "seconds": [1.0, 1.1, 1.5, 2.0, 2.6, 2.4],  # round 1 twice as slow
+        "first_batch": [0.02, 1.2, 0.03, 0.02, 0.02, 0.04],
+    })
+    table = fresh_fits.fresh_table(raw).set_index("configuration")
+    assert table.loc[fresh_fits.LOGGER, "ratio"] == pytest.approx(1.2)  # of 1.1, 1.3
+    assert table.loc[fresh_fits.STACK, "ratio"] == pytest.approx(1.35)  # of 1.5, 1.2
+    assert table.loc[fresh_fits.LOGGER, "met"] == "missed"  # > 1.15
+    assert table.loc[fresh_fits.STACK, "met"] == "missed"  # > 1.25
+    assert table.loc[fresh_fits.LOGGER, "first batch max s"] == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("model", ["text Embedding 20k x 128", "multi-input (2 inputs)"])
+def test_text_and_multi_input_models_train_on_their_pipeline(model):
+    spec = MODELS[model]
+    x, y = make_data(spec, 2 * spec.batch_size)
+    net = build_network(spec, x)
+    net.compile(optimizer="adam", loss="mse")
+    before = [w.copy() for w in net.get_weights()]
+    net.fit(batches(x, y, spec.batch_size, 2), verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
+    if spec.kind == "text":
+        assert net.layers[0].input_dim >= 20_000
+        tokens = np.asarray(x).ravel()
+        assert len(np.unique(tokens)) < len(tokens) / 2  # tokens repeat in a batch
