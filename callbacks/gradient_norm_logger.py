@@ -236,9 +236,11 @@ class GradientNormLogger(keras.callbacks.Callback):
         if self.log_dir is not None and (
             self._writer is None or self._writer.error is not None
         ):
-            from .tensorboard_writer import SummaryWriter
+            from .tensorboard_writer import SummaryWriter, layout_summary
 
             self._writer = SummaryWriter(self.log_dir, self.histogram_every)
+            # Custom Scalars opens on the log10 norm: a spike of 1e5 stays on the axis.
+            self._writer.add(layout_summary(), 0)
             self._warn_write_error()
         # Norms wanted every step ride in the step's own logs (`step_logs`).
         # Read less often, a batch where nothing is due costs nothing at
@@ -419,6 +421,9 @@ class GradientNormLogger(keras.callbacks.Callback):
                 stacklevel=3,
             )
             writer.reopen()
+            from .tensorboard_writer import layout_summary
+
+            writer.add(layout_summary(), 0)
             self._replay()
         else:
             writer.write(
