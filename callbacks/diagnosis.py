@@ -19,9 +19,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .gradient_record import APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE
 
 CAUSES = (
-    "learning_rate", "input_scale", "depth", "recurrence", "bad_data",
-    "loss_scale", "transient_spike", "unknown",
+    "learning_rate", "input_scale", "target_scale", "depth", "recurrence",
+    "bad_data", "loss_scale", "transient_spike", "unknown",
 )
+# Norms below this are rounding noise (a converged net's 4.5e-9): no ratio
+# is taken over them, so a NaN after convergence cannot read "2.83e+08x".
+NORM_FLOOR = 1e-6
 SUSPECT_FACTOR = 10.0  # a variable's norm this far above its own running median has left it
 MIN_PERIODS = 3  # finite earlier values a running median needs
 GROWTH_FACTOR = 3.0  # recent global norms this far above their median: a divergence under way
@@ -90,8 +93,12 @@ class NaNEvent:
     last_applied_norm: float | None = None
     learning_rate: float = 0.0  # the rate in use (with a rollback's cut)
     first_nonfinite_variable: str | None = None
-    first_nonfinite_layer: str | None = None
+    first_nonfinite_layer: str | None = None  # None when every gradient is non-finite
+    nonfinite_variables: int = 0  # how many variables' gradients were non-finite
     loss_scale: dict | None = None  # `LossScaleWatch`'s finding
+    method: str = "rules"  # "replay" when an experiment named the cause (`replay.py`)
+    replays: tuple = ()  # the replays run: {"change", "loss", "loss_after", "finite"}
+    replay_seconds: float | None = None  # from the event to its diagnosis (replays included)
     action: str = ""  # stop, raise, rollback, skip, clip or warn
     weights: dict | None = None  # step held, restored, kept_last
     restored_step: int | None = None
@@ -142,7 +149,7 @@ def running_median(values: np.ndarray, window: int, min_periods: int = MIN_PERIO
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
         median = np.nanmedian(windows, axis=-1)
         ratio = clean / median
-    ok = (count >= min_periods) & (median > 0) & np.isfinite(ratio)
+    ok = (count >= min_periods) & (median > NORM_FLOOR) & np.isfinite(ratio)
     ratio = np.where(ok, ratio, np.nan)
     median = np.where(count >= min_periods, median, np.nan)
     return (ratio[:, 0], median[:, 0]) if squeeze else (ratio, median)
@@ -167,7 +174,7 @@ def measure_growth(norms: np.ndarray, window: int) -> dict:
         return {"growth": None, "median": None, "recent": norms.tolist()}
     earlier, recent = norms[:-k][-window:], norms[-k:]
     median = float(np.median(earlier))
-    growth = float(recent.max() / median) if median > 0 else None
+    growth = float(recent.max() / median) if median > NORM_FLOOR else None
     return {"growth": growth, "median": median, "recent": recent.tolist()}
 
 
@@ -217,7 +224,7 @@ def input_ratio(variable_norms: np.ndarray, kernel: int, bias: int,
     if len(norms) == 0:
         return None
     k, b = norms[:, kernel], norms[:, bias]
-    ok = np.isfinite(k) & np.isfinite(b) & (b > 0)
+    ok = np.isfinite(k) & np.isfinite(b) & (b > NORM_FLOOR)
     if not ok.any():
         return None
     return float(np.median(k[ok] / b[ok]) / np.sqrt(fan_in))
@@ -488,7 +495,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
              gains: tuple = (), recurrent_gain: float | None = None,
              input_columns: tuple | None = None,
              weight_growth: float | None = None,
-             loss_scale: dict | None = None) -> NaNEvent:
+             loss_scale: dict | None = None,
+             earlier_epoch: int | None = None) -> NaNEvent:
     """Describes an event `find_event` (or the guard) found: a `NaNEvent`.
 
     Args:
@@ -505,6 +513,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         batch: 0-based batch of the event (the event's own, not its
             execution's last).
         repeated: the same batch index failed in an earlier epoch.
+        earlier_epoch: that earlier epoch (0-based), for the evidence.
         gains: `kernel_gains` of the model's kernels at the fit's start.
         recurrent_gain: the recurrent kernels' largest singular value at the
             fit's start, or `None`.
@@ -515,6 +524,13 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     """
     trigger, step = found["trigger"], found["step"]
     index = found.get("variable_index")
+    at_step = record.variable_norms[record.steps == step]
+    bad = (int((~np.isfinite(at_step[-1])).sum())
+           if len(at_step) and at_step.shape[1] else 0)
+    if index is not None and bad > 1 and bad == at_step.shape[1]:
+        # Every gradient is non-finite: the NaN came through the loss (an
+        # input, a target), and the first in list order names no origin.
+        index = None
     upto = (record.steps <= step) & (record.status != DISCARDED)
     suspects = rank_suspects(record.steps[upto], record.variable_norms[upto],
                              record.variable_paths, layers, window=window)
@@ -557,7 +573,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     cause, evidence, cure = name_cause(
         trigger, signs, suspects=suspects, repeated=repeated, clip=clip,
         learning_rate=learning_rate, epoch=epoch, batch=batch,
-        loss_scale=loss_scale)
+        loss_scale=loss_scale, earlier_epoch=earlier_epoch)
     if cause in ("bad_data", "transient_spike"):
         onset = step  # no divergence before it
     return NaNEvent(
@@ -568,13 +584,15 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         learning_rate=learning_rate,
         first_nonfinite_variable=None if index is None else record.variable_paths[index],
         first_nonfinite_layer=None if index is None else layers[index],
+        nonfinite_variables=bad,
         loss_scale=loss_scale,
     )
 
 
 def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: bool,
                clip: float | None, learning_rate: float, epoch: int, batch: int,
-               loss_scale: dict | None = None) -> tuple[str, str, str]:
+               loss_scale: dict | None = None,
+               earlier_epoch: int | None = None) -> tuple[str, str, str]:
     """Names the likeliest cause: `(cause, evidence, cure)`.
 
     Decided in this order, the first that holds:
@@ -619,9 +637,11 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     rg, gains, ratio = signs["recurrent_gain"], signs["gains"], signs["input_ratio"]
     total = float(np.prod(gains)) if gains else 0.0
     structure = structural_sign(gains, rg, ratio)
+    before = (f"epoch {earlier_epoch}" if earlier_epoch is not None
+              else "an earlier epoch")
     if trigger == "gradient_spike" and repeated:
         return ("bad_data",
-                f"the spike's batch {batch} spiked in an earlier epoch too ({where})",
+                f"the spike's batch {batch} spiked in {before} too (now {where})",
                 f"check the rows of {where} for outliers; the guard "
                 "skipped (or clipped) that step each time")
     if trigger == "gradient_spike" and not diverging:
@@ -630,7 +650,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 f"the last steps (recent norms at most {g or 0:.2g}x their median)",
                 "none needed if it stays isolated; if spikes recur, " + clip_text)
     if repeated or (not diverging and not (early and structure)):
-        evidence = (f"batch {batch} failed in an earlier epoch too ({where})"
+        evidence = (f"batch {batch} failed in {before} too (now {where})"
                     if repeated else
                     f"the {'loss' if trigger == 'nonfinite_loss' else 'gradient'} "
                     f"turned non-finite at {where} while the weights were finite "

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 
 import keras
 import numpy as np
 
 from .guard_actions import BatchSkipper, reset_moments
+from .guard_policy import choose_action, must_restore, weights_held  # noqa: F401 (public here too)
 from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
 from .diagnosis import (
     GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, SENSITIVITY, STALL_LOSS,
@@ -17,19 +19,25 @@ from .diagnosis import (
     first_step_sensitivity, input_ratio, loss_has_grown, loss_has_risen, measure_growth,
     structural_sign,
 )
-from .gradient_record import APPLIED, CLIPPED_SPIKE
+from .gradient_record import APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
 from .model_evidence import initial_gains, input_columns, to_float, weights_norm
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
     NonFiniteTrainingError, check_report_path, closing_line, format_message,
-    write_json_atomically,
+    free_report_path, write_json_atomically,
 )
-from .snapshots import Snapshots, all_finite, default_cadence
+from .batch_tap import BatchTap
+from .host_read import to_numpy
+from .optimizer_chain import innermost_optimizer
+from .replay import Replayer, batch_arrays, cure_for, judge_replays
+from .snapshots import Snapshots, all_finite, default_cadence, optimizer_state
 from .validation import check, check_int, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
+LOSS_KINDS = ("auto", "running", "batch")  # `loss_is`: what logs["loss"] holds
 SPIKE_ACTIONS = ("skip", "clip")
+REPLAY_BATCHES = 4  # recent batches the guard keeps references to (`BatchTap`)
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -177,8 +185,28 @@ class NaNGuard(keras.callbacks.Callback):
         verbose: bool = True,
         reset_moments: bool = False,
         skip_batches: int = 0,
+        skip_bad_data: bool = True,
+        max_consecutive_bad_batches: int = 3,
+        loss_is: str = "auto",
+        replay: bool = True,
+        overwrite: bool = False,
     ):
         super().__init__()
+        if report_path is not None and not isinstance(report_path, (str, os.PathLike)):
+            raise TypeError(
+                f"NaNGuard received report_path={report_path!r} of type "
+                f"{type(report_path).__name__}; expected a str or os.PathLike "
+                "file path (e.g. 'nan_report.json'), or None for no report."
+            )
+        if loss_is not in LOSS_KINDS:
+            raise ValueError(
+                f"NaNGuard received loss_is={loss_is!r}; expected one of "
+                f"{', '.join(repr(k) for k in LOSS_KINDS)}."
+            )
+        check_int("NaNGuard", "max_consecutive_bad_batches", max_consecutive_bad_batches, 1)
+        self.skip_bad_data = bool(skip_bad_data)
+        self.max_consecutive_bad_batches = max_consecutive_bad_batches
+        self.loss_is, self.replay, self.overwrite = loss_is, bool(replay), bool(overwrite)
         for name, value, allowed in [("action", action, ACTIONS),
                                      ("spike_action", spike_action, SPIKE_ACTIONS)]:
             if value not in allowed:
@@ -228,18 +256,25 @@ class NaNGuard(keras.callbacks.Callback):
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
+        self.report_file = None  # where the report goes (`free_report_path`)
         self.events: list[NaNEvent] = []
 
     # -- Keras hooks -------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         if self.report_path is not None and not self._written:
-            check_report_path(self.report_path, owner=self)
+            self.report_file = free_report_path(self.report_path, self.overwrite)
+            check_report_path(self.report_file, owner=self, overwrite=self.overwrite)
         model = self.model
         monitor = ensure_monitor(
             model, "NaNGuard", self.window + 1, check_weights=True
         )
-        begin_fit(monitor, self.params)
+        # A custom loop's `CallbackList([...], model=model)` passes no params:
+        # a dict of this fit's own (a new one, so the monitor's per-fit reset runs).
+        params = self.params if self.params else {}
+        self._per_batch_loss = self.loss_is == "batch" or (
+            self.loss_is == "auto" and "epochs" not in params)
+        begin_fit(monitor, params)
         rebuild = monitor.set_spike_gate(
             self.spike_factor, self.window, self.min_history, self.spike_action
         )
@@ -251,7 +286,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._epoch = 0
         self._columns = None
         self._failed = set()  # (epoch, batch) of the events handled so far
-        self._every = self.snapshot_every or default_cadence(self.params.get("steps"))
+        self._every = self.snapshot_every or default_cadence(params.get("steps"))
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._catch_up(monitor)
@@ -269,7 +304,22 @@ class NaNGuard(keras.callbacks.Callback):
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
         self._skipper = BatchSkipper(self.skip_batches)
+        self._consecutive_bad, self._last_bad_step = 0, None
+        self._epoch_sum, self._epoch_count = 0.0, 0  # a per-batch loss's running mean
+        self._tap = BatchTap(REPLAY_BATCHES)
+        self._tapped = self.replay and self._tap.install(model)
+        self._replayer = Replayer()
 
+    def observe_batch(self, x, y=None, sample_weight=None) -> None:
+        """Hands the guard the batch about to be trained on (custom loops).
+
+        `fit` needs no call: the guard draws the batch from Keras' own
+        iterator (`batch_tap.py`). A custom training loop calls this before
+        `callbacks.on_train_batch_end`, so an event can be replayed
+        (`replay.py`); without it, the rules decide.
+        """
+        if self.replay:
+            self._tap.add((x, y, sample_weight))
     @property
     def skipped_batches(self) -> list[dict]:
         """`{"epoch", "batch", "steps"}` of every batch skipped after a rollback."""
@@ -283,9 +333,13 @@ class NaNGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._running = (-1, 0.0)  # (batch, running loss) last seen this epoch
+        self._epoch_sum, self._epoch_count = 0.0, 0
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
+        self._tap.remove()
+        self._tap.batches.clear()
+        self._replayer = Replayer()  # the copy's memory goes back
         line = closing_line(self.events, self.max_retries)
         if self.verbose and line:
             print(line)
@@ -352,12 +406,19 @@ class NaNGuard(keras.callbacks.Callback):
         if not math.isfinite(loss):
             return {"trigger": "nonfinite_loss", "step": self._step,
                     "detail": f"the running loss is {loss}"}
+        prev_batch, prev_running = self._running
+        if self._per_batch_loss:  # a custom loop's own loss: the running mean is ours
+            if batch <= prev_batch:  # a new epoch (on_epoch_begin may not be called)
+                self._epoch_sum, self._epoch_count = 0.0, 0
+            self._epoch_sum, self._epoch_count = self._epoch_sum + loss, self._epoch_count + 1
+            this_batch, loss = loss, self._epoch_sum / self._epoch_count
+        else:
+            this_batch = batch_loss(batch, loss, prev_batch, prev_running)
         if self._first_loss is None:
             self._first_loss = loss
-        prev_batch, prev_running = self._running
         self._running = (batch, loss)
         self._losses.append(loss)
-        self._batch_losses.append(batch_loss(batch, loss, prev_batch, prev_running))
+        self._batch_losses.append(this_batch)
         if len(self._first_batch_losses) < 2 * STALL_STEPS:
             self._first_batch_losses.append(self._batch_losses[-1])
         self._loss_steps.append(self._step)
@@ -461,24 +522,37 @@ class NaNGuard(keras.callbacks.Callback):
             self._input_columns = input_columns(model, record.variable_paths)
         layers = [self._layer_names[c] for c in self._columns]
         batch = found["batch"]
+        earlier = [e for e, b in self._failed if b == batch and e < self._epoch]
+        started = time.perf_counter()
         event = diagnose(
             found, record, layers=layers, window=self.window,
             min_history=self.min_history, start_step=self._start_step,
             learning_rate=to_float(monitor.learning_rate) * monitor.lr_multiplier,
             epoch=self._epoch, batch=batch,
-            repeated=any(b == batch and e < self._epoch for e, b in self._failed),
+            repeated=bool(earlier), earlier_epoch=max(earlier) if earlier else None,
             gains=self._gains, recurrent_gain=self._recurrent_gain,
             input_columns=self._input_columns,
             weight_growth=weights_norm(model) / self._start_norm
             if self._start_norm else None,
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
         )
-        if event.cause == "bad_data" and self.action == "rollback":
+        if self.replay and not earlier:
+            event = self._replay(event, record, monitor)
+        event = dataclasses.replace(
+            event, replay_seconds=time.perf_counter() - started)
+        skips_bad = self.skip_bad_data or self.action == "rollback"
+        if (event.cause == "bad_data" and skips_bad
+                and event.trigger != "gradient_spike"):
             self.bad_batches += 1
+            follows = self._last_bad_step is not None and event.step - self._last_bad_step <= 1
+            self._consecutive_bad = self._consecutive_bad + 1 if follows else 1
+            self._last_bad_step = event.step
         action, used_up = choose_action(
             self.action, event.cause, self.retries, self.max_retries,
             self.bad_batches, self.max_bad_batches, self.spike_action,
-            event.trigger,
+            event.trigger, skip_bad_data=skips_bad,
+            consecutive_bad=self._consecutive_bad,
+            max_consecutive_bad=self.max_consecutive_bad_batches,
         )
         weights_ok = all_finite(model.get_weights())
         restored = None
@@ -527,6 +601,54 @@ class NaNGuard(keras.callbacks.Callback):
             end_fit(monitor)  # on_train_end will not run
             raise NonFiniteTrainingError(event.message, event)
 
+    def _replay(self, event, record, monitor):
+        """The event with the cause the replays name (`replay.py`), if they name one.
+
+        From the weights before the failing update: the model's own where
+        the monitor held that update back, else the newest snapshot from
+        before the onset. No batch, no such state, or a model that cannot
+        be copied: the rules' event, unchanged.
+        """
+        batches = list(self._tap.batches)
+        if not batches or event.trigger in ("loss_scale", "stalled"):
+            return event
+        row = record.steps == event.step
+        status = int(record.status[row][-1]) if row.any() else None
+        held_back = status in (NONFINITE, SKIPPED_SPIKE) or (
+            status is None and event.trigger == "nonfinite_loss")
+        if held_back and all_finite(self.model.get_weights()):
+            start = event.step - 1
+            weights = [to_numpy(v) for v in self.model.weights]
+            state = [to_numpy(v) for v in optimizer_state(monitor)]
+        else:
+            copy = self._snapshots.newest_before(event.onset_step)
+            if copy is None:
+                return event
+            start, weights, state = copy
+        if not self._replayer.prepare(self.model, innermost_optimizer(monitor)):
+            return event
+        try:
+            data = batch_arrays(batches[-1])
+            recent = [batch_arrays(b) for b in batches[:-1]]
+            replays = self._replayer.run(weights, state, start, data, recent,
+                                         event.learning_rate)
+        except Exception as error:  # noqa: BLE001  (an experiment, never a crash)
+            self._replayer.error = f"{type(error).__name__}: {error}"[:200]
+            return event
+        structural = event.cause if event.cause in ("depth", "recurrence") else None
+        verdict = judge_replays(replays, start, structural)
+        runs = tuple(dataclasses.asdict(r) for r in replays.values())
+        if verdict.cause is None:
+            return dataclasses.replace(
+                event, replays=runs, evidence=f"{event.evidence}; {verdict.evidence}")
+        where = f"epoch {event.epoch}, batch {event.batch} (0-based)"
+        return dataclasses.replace(
+            event, cause=verdict.cause, method="replay", replays=runs,
+            evidence=verdict.evidence,
+            cure=cure_for(verdict.cause, event.learning_rate, where, event.cure),
+            onset_step=event.step if verdict.cause == "bad_data" else event.onset_step,
+        )
+
     def _take_snapshot(self):
         monitor = find_monitor(self.model.optimizer)
         self._snapshots.take(self.model, monitor, self._step)
@@ -535,61 +657,8 @@ class NaNGuard(keras.callbacks.Callback):
     def _write_report(self):
         if self.report_path is None:
             return
-        write_json_atomically(self.report_path,
+        write_json_atomically(self.report_file,
                               {"events": [e.to_dict() for e in self.events]})
         self._written = True
 
 
-
-def choose_action(action: str, cause: str, retries: int, max_retries: int,
-                  bad_batches: int, max_bad_batches: int,
-                  spike_action: str = "skip",
-                  trigger: str = "") -> tuple[str, str]:
-    """What NaNGuard does: `action`, `"skip"`/`"clip"`, `"warn"` or `"stop"`.
-
-    A `stalled` model is warned about (recorded, training goes on): its
-    weights are finite and a healthy model's loss can stay flat for a few
-    steps too; only its structure marks it.
-
-    A transient spike, or a spike from a batch that spiked in an earlier
-    epoch too, was skipped (or clipped) by the monitor already: training
-    goes on. With `"rollback"`, bad data is skipped (`bad_batches`
-    counts this one) until `max_bad_batches` are used up; other causes roll
-    back until `max_retries` are used up. Returns the action and a note for
-    the detail.
-    """
-    if trigger == "stalled":  # finite weights, evidence short of a divergence
-        return "warn", ""
-    if cause == "transient_spike" or (trigger == "gradient_spike" and cause == "bad_data"):
-        return spike_action, ""  # the monitor skipped or clipped it already
-    if action == "rollback" and cause == "bad_data":
-        if bad_batches <= max_bad_batches:
-            return "skip", ""
-        return "stop", f"; {max_bad_batches} bad batches used up"
-    if action == "rollback" and retries >= max_retries:
-        return "stop", f"; {max_retries} rollbacks used up"
-    return action, ""
-
-
-def must_restore(event: NaNEvent, weights_ok: bool, action: str,
-                 restore_weights: bool) -> bool:
-    """Whether to go back to the snapshot before the event's onset.
-
-    Always when the weights are non-finite; for a divergence (the norms
-    left their median before the event, or the loss scaler kept skipping:
-    its skips changed nothing, the update before them led there) on
-    rollback, and on stop/raise unless `restore_weights=False`.
-    """
-    diverging = event.trigger == "loss_scale" or (
-        event.cause not in ("bad_data", "transient_spike")
-        and event.onset_step < event.step
-    )
-    return not weights_ok or (diverging and (
-        action == "rollback" or (action in ("stop", "raise") and restore_weights)
-    ))
-
-
-def weights_held(record, step: int, start_step: int) -> int:
-    """The step whose weights a model holds when nothing was restored."""
-    kept = (record.steps <= step) & np.isin(record.status, (APPLIED, CLIPPED_SPIKE))
-    return int(record.steps[kept][-1]) if kept.any() else start_step

@@ -24,14 +24,36 @@ class NonFiniteTrainingError(FloatingPointError):
 _CLAIMS: dict[str, weakref.ref] = {}
 
 
-def check_report_path(path: str, owner=None) -> None:
-    """Raises unless `path` is a new file in a writable folder, free for `owner`.
+def free_report_path(path: str, overwrite: bool = False) -> str:
+    """`path`, or the first free numbered sibling when it exists.
+
+    `nan_report.json` exists: `nan_report-1.json`, then `-2`, ... A script
+    re-run with the same `report_path` trains and keeps every earlier
+    report; `overwrite=True` writes over `path` itself.
+    """
+    if overwrite or not os.path.lexists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.lexists(f"{stem}-{n}{ext}"):
+        n += 1
+    return f"{stem}-{n}{ext}"
+
+
+def check_report_path(path: str, owner=None, overwrite: bool = False) -> None:
+    """Raises unless `path` is a writable file path free for `owner`.
 
     A path is claimed by the first guard that checks it (for as long as that
     guard lives): a second guard given the same path would overwrite the
-    first one's events, so it is refused before training.
+    first one's events, so it is refused before training. An existing file
+    is refused unless `overwrite` (`free_report_path` numbers a new one).
     """
-    if os.path.exists(path):
+    if os.path.isdir(path):
+        raise ValueError(
+            f"NaNGuard received report_path={path!r}, which is a folder; "
+            "pass a file path such as 'nan_report.json'."
+        )
+    if os.path.exists(path) and not overwrite:
         raise ValueError(
             f"NaNGuard received report_path={path!r}, which already exists; "
             "pass a new path or move the old report away."
@@ -96,6 +118,11 @@ def format_message(event: dict) -> str:
     else:
         done = action
     evidence = [f"Cause: {event['cause']} ({event['evidence']})."]
+    if event.get("nonfinite_variables", 0) > 1 and not event["first_nonfinite_variable"]:
+        evidence.append(
+            f"Every gradient is non-finite ({event['nonfinite_variables']} variables): "
+            "the NaN reached the loss, so no layer is singled out."
+        )
     if event["first_nonfinite_variable"]:
         evidence.append(
             f"First non-finite gradient: {event['first_nonfinite_variable']} "

@@ -56,9 +56,14 @@ class Snapshots:
         weights = [to_numpy(v) for v in model.weights]
         if not all_finite(weights):
             return False
-        state = [to_numpy(v) for v in _state(monitor)]
+        state = [to_numpy(v) for v in optimizer_state(monitor)]
         self._copies.append((step, weights, state))
         return True
+
+    def newest_before(self, before: int):
+        """`(step, weights, state)` of the newest copy before step `before`, or `None`."""
+        earlier = [c for c in self._copies if c[0] < before]
+        return earlier[-1] if earlier else None
 
     def restore(self, model, monitor, before: int) -> int | None:
         """Restores the newest copy taken before step `before`.
@@ -77,12 +82,12 @@ class Snapshots:
         while self._copies and self._copies[-1][0] > step:
             self._copies.pop()
         model.set_weights(weights)
-        for variable, value in zip(_state(monitor), state):
+        for variable, value in zip(optimizer_state(monitor), state):
             variable.assign(value)
         return step
 
 
-def _state(monitor) -> list:
+def optimizer_state(monitor) -> list:
     updater = innermost_optimizer(monitor)
     keep = (step_counter(updater), getattr(updater, "_learning_rate", None))
     return [
