@@ -552,7 +552,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         onset = min(onset, max(step, start_step + 1))
     if "best_step" in found:  # loss_growth, loss_rise: it grew after its best
         onset = min(onset, found["best_step"] + 1)
-    if trigger == "stalled":  # broken from the first step
+    if trigger in ("stalled", "early_blowup"):  # broken from the first steps
         onset = min(onset, start_step + 1)
     spikes = np.isin(record.status, (SKIPPED_SPIKE, CLIPPED_SPIKE)) & upto
     signs = {
@@ -632,19 +632,20 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     weights_grew = early and wg is not None and wg >= WEIGHT_GROWTH
     diverging = (grew or weights_grew or bool(signs["earlier_suspects"])
                  or trigger in ("nonfinite_weights", "loss_growth", "loss_rise",
-                                "stalled")
+                                "stalled", "early_blowup")
                  or (trigger == "gradient_spike" and signs["spikes"] > 1))
+    spike = trigger in ("gradient_spike", "held_spike")  # held: by the user's clip
     rg, gains, ratio = signs["recurrent_gain"], signs["gains"], signs["input_ratio"]
     total = float(np.prod(gains)) if gains else 0.0
     structure = structural_sign(gains, rg, ratio)
     before = (f"epoch {earlier_epoch}" if earlier_epoch is not None
               else "an earlier epoch")
-    if trigger == "gradient_spike" and repeated:
+    if spike and repeated:
         return ("bad_data",
                 f"the spike's batch {batch} spiked in {before} too (now {where})",
                 f"check the rows of {where} for outliers; the guard "
                 "skipped (or clipped) that step each time")
-    if trigger == "gradient_spike" and not diverging:
+    if spike and not diverging:
         return ("transient_spike",
                 f"one spike, with no growth before it and no other spike in "
                 f"the last steps (recent norms at most {g or 0:.2g}x their median)",
@@ -692,6 +693,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                     f"the weights' norm grew {wg:.3g}x in the first steps" if weights_grew
                     else "the loss grew far above its best" if trigger in (
                         "loss_growth", "loss_rise")
+                    else "the first steps blew up" if trigger == "early_blowup"
+                    else "a clip held a raw spike" if trigger == "held_spike"
                     else "repeated spikes" if trigger == "gradient_spike"
                     else "a variable left its median first" if first
                     else "the weights overflowed after an update")

@@ -19,7 +19,8 @@ from .diagnosis import (
     first_step_sensitivity, input_ratio, loss_has_grown, loss_has_risen, measure_growth,
     structural_sign,
 )
-from .gradient_record import APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE
+from .blowup_rules import find_early_blowup, find_held_spike
+from .gradient_record import APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE
 from .layer_names import layer_of_paths
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
 from .model_evidence import initial_gains, input_columns, to_float, weights_norm
@@ -29,7 +30,7 @@ from .nan_report import (  # NonFiniteTrainingError: imported from here too
 )
 from .batch_tap import BatchTap
 from .host_read import to_numpy
-from .optimizer_chain import innermost_optimizer
+from .optimizer_chain import clip_settings, innermost_optimizer
 from .replay import Replayer, batch_arrays, cure_for, judge_replays
 from .snapshots import Snapshots, all_finite, default_cadence, optimizer_state
 from .validation import check, check_int, is_number
@@ -257,6 +258,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.verbose = verbose
         self._written = False
         self.report_file = None  # where the report goes (`free_report_path`)
+        self.replays_run = 0  # events diagnosed by replay (none while nothing fires)
         self.events: list[NaNEvent] = []
 
     # -- Keras hooks -------------------------------------------------------
@@ -305,6 +307,10 @@ class NaNGuard(keras.callbacks.Callback):
         self._take_snapshot()
         self._skipper = BatchSkipper(self.skip_batches)
         self._consecutive_bad, self._last_bad_step = 0, None
+        self._early_judged = self._held_warned = False
+        self._held_since = self._step
+        self._clipping = bool(clip_settings(monitor)) or getattr(
+            monitor, "autoclip_percentile", None) is not None
         self._epoch_sum, self._epoch_count = 0.0, 0  # a per-batch loss's running mean
         self._tap = BatchTap(REPLAY_BATCHES)
         self._tapped = self.replay and self._tap.install(model)
@@ -334,6 +340,21 @@ class NaNGuard(keras.callbacks.Callback):
         self._epoch = epoch
         self._running = (-1, 0.0)  # (batch, running loss) last seen this epoch
         self._epoch_sum, self._epoch_count = 0.0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        # A rollback's cut is a multiplier inside the monitor: the rate in use
+        # goes into History (and TensorBoard) under Keras' own key.
+        monitor = find_monitor(self.model.optimizer)
+        if logs is not None and monitor is not None and monitor.lr_multiplier != 1.0:
+            logs["learning_rate"] = self.learning_rate
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The learning rate in use: the optimizer's times a rollback's cut."""
+        monitor = None if self.model is None else find_monitor(self.model.optimizer)
+        if monitor is None:
+            return None
+        return to_float(monitor.learning_rate) * monitor.lr_multiplier
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
@@ -374,6 +395,8 @@ class NaNGuard(keras.callbacks.Callback):
                      "detail": describe_skips(scale)}
         if found is None:
             found = self._watch_loss(logs.get("loss"), monitor.read, int(batch))
+        if found is None and self._clipping and not self._held_warned:
+            found = self._watch_held_spike(monitor.read())
         if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
@@ -426,6 +449,11 @@ class NaNGuard(keras.callbacks.Callback):
             # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
             del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
             del self._batch_losses[STALL_STEPS]
+        if (self.spike_factor is not None and not self._early_judged
+                and self._step - self._start_step <= self.min_history):
+            early = self._watch_early(read())
+            if early is not None:
+                return early
         if (self.spike_factor is not None  # off with the spike gate: non-finite only
                 and loss_has_grown(self._batch_losses, self._best_loss, self._first_loss)
                 and not self._norms_growing(read())):
@@ -443,14 +471,41 @@ class NaNGuard(keras.callbacks.Callback):
             return self._watch_absolute(read)
         return None
 
+    def _watch_early(self, record) -> dict | None:
+        """`early_blowup`: the fit's first steps against its first (`find_early_blowup`)."""
+        # Only the steps the spike gate is blind to (fewer than min_history
+        # norms before them): from there on, the gate judges.
+        rows = ((record.steps > self._start_step) & (record.status != DISCARDED)
+                & (record.steps <= self._start_step + self.min_history))
+        steps = record.steps[rows]
+        known = dict(zip(self._loss_steps, self._batch_losses))
+        losses = [known.get(int(t), np.nan) for t in steps]
+        blowup = find_early_blowup(steps, record.norm[rows], losses)
+        if blowup is None:
+            return None
+        self._early_judged = True
+        return {"trigger": "early_blowup", "step": blowup.step, "detail": blowup.detail}
+
+    def _watch_held_spike(self, record) -> dict | None:
+        """`held_spike`: a raw spike a clip held (`find_held_spike`); warned once a fit."""
+        blowup = find_held_spike(record.steps, record.norm, record.norm_clipped,
+                                 record.status == APPLIED, self.window, self._held_since)
+        self._held_since = self._step
+        if blowup is None:
+            return None
+        self._held_warned = True
+        return {"trigger": "held_spike", "step": blowup.step, "detail": blowup.detail}
+
     def _norms_growing(self, record) -> bool:
         """Whether the recent global norms of applied steps grow (`GROWTH_FACTOR`).
 
         Measured only when a loss rule fires: a median over the window,
         not worth paying on every batch.
         """
-        applied = (record.status == APPLIED) & np.isfinite(record.norm)
-        growth = measure_growth(record.norm[applied], self.window)["growth"]
+        # The norms the spike gate judges (after the user's clip): a clip that
+        # holds them leaves the loss rules to decide.
+        applied = (record.status == APPLIED) & np.isfinite(record.norm_clipped)
+        growth = measure_growth(record.norm_clipped[applied], self.window)["growth"]
         return growth is not None and growth >= GROWTH_FACTOR
 
     def _watch_absolute(self, read) -> dict | None:
@@ -610,7 +665,7 @@ class NaNGuard(keras.callbacks.Callback):
         be copied: the rules' event, unchanged.
         """
         batches = list(self._tap.batches)
-        if not batches or event.trigger in ("loss_scale", "stalled"):
+        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike"):
             return event
         row = record.steps == event.step
         status = int(record.status[row][-1]) if row.any() else None
@@ -627,6 +682,7 @@ class NaNGuard(keras.callbacks.Callback):
             start, weights, state = copy
         if not self._replayer.prepare(self.model, innermost_optimizer(monitor)):
             return event
+        self.replays_run += 1
         try:
             data = batch_arrays(batches[-1])
             recent = [batch_arrays(b) for b in batches[:-1]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import weakref
 
 import numpy as np
@@ -117,7 +118,8 @@ def format_message(event: dict) -> str:
         done = f"{'skipped' if action == 'skip' else 'clipped'} as bad data, learning rate unchanged"
     else:
         done = action
-    evidence = [f"Cause: {event['cause']} ({event['evidence']})."]
+    how = ", found by replay" if event.get("method") == "replay" else ""
+    evidence = [f"Cause: {event['cause']}{how} ({event['evidence']})."]
     if event.get("nonfinite_variables", 0) > 1 and not event["first_nonfinite_variable"]:
         evidence.append(
             f"Every gradient is non-finite ({event['nonfinite_variables']} variables): "
@@ -138,7 +140,7 @@ def format_message(event: dict) -> str:
     if event["last_applied_norm"] is not None:
         evidence.append(f"Last applied global norm {event['last_applied_norm']:.4g}.")
     evidence.append(f"Learning rate in use {event['learning_rate']:.4g}.")
-    return "\n".join([
+    return wrap_lines([
         f"Step {event['step']}: NaNGuard caught "
         f"{event['trigger'].replace('_', ' ')}: cause {event['cause']}, "
         f"action {done}.",
@@ -148,6 +150,19 @@ def format_message(event: dict) -> str:
         f"  Cure: {event['cure']}.",
         f"  Weights: {_weights(event)}",
     ])
+
+
+LINE_WIDTH = 120  # no line NaNGuard prints is longer (a 120-column terminal)
+
+
+def wrap_lines(lines: list[str], width: int = LINE_WIDTH) -> str:
+    """Joins `lines`, each wrapped at `width`, continuations indented 4 spaces."""
+    out = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        out.append(textwrap.fill(line, width, subsequent_indent=indent + "    ",
+                                 break_long_words=True, break_on_hyphens=False))
+    return "\n".join(out)
 
 
 def closing_line(events: list[dict], max_retries: int) -> str | None:
