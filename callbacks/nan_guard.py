@@ -661,7 +661,8 @@ class NaNGuard(keras.callbacks.Callback):
 
         From the weights before the failing update: the model's own where
         the monitor held that update back, else the newest snapshot from
-        before the onset. No batch, no such state, or a model that cannot
+        before the event's step (the failing step is replayed from there
+        with the failing batch). No batch, no such state, or a model that cannot
         be copied: the rules' event, unchanged.
         """
         batches = list(self._tap.batches)
@@ -672,27 +673,26 @@ class NaNGuard(keras.callbacks.Callback):
         held_back = status in (NONFINITE, SKIPPED_SPIKE) or (
             status is None and event.trigger == "nonfinite_loss")
         if held_back and all_finite(self.model.get_weights()):
-            start = event.step - 1
-            weights = [to_numpy(v) for v in self.model.weights]
-            state = [to_numpy(v) for v in optimizer_state(monitor)]
+            near = (event.step - 1, [to_numpy(v) for v in self.model.weights],
+                    [to_numpy(v) for v in optimizer_state(monitor)])
         else:
-            copy = self._snapshots.newest_before(event.onset_step)
-            if copy is None:
+            near = self._snapshots.newest_before(event.step)  # the failing step's, replayed
+            if near is None:
                 return event
-            start, weights, state = copy
+        far = self._snapshots.newest_before(event.onset_step)
         if not self._replayer.prepare(self.model, innermost_optimizer(monitor)):
             return event
         self.replays_run += 1
         try:
             data = batch_arrays(batches[-1])
             recent = [batch_arrays(b) for b in batches[:-1]]
-            replays = self._replayer.run(weights, state, start, data, recent,
-                                         event.learning_rate)
+            replays = self._replayer.run(near, far, data, recent, event.learning_rate)
         except Exception as error:  # noqa: BLE001  (an experiment, never a crash)
             self._replayer.error = f"{type(error).__name__}: {error}"[:200]
             return event
         structural = event.cause if event.cause in ("depth", "recurrence") else None
-        verdict = judge_replays(replays, start, structural)
+        verdict = judge_replays(replays, near[0], structural,
+                                None if far is None else far[0])
         runs = tuple(dataclasses.asdict(r) for r in replays.values())
         if verdict.cause is None:
             return dataclasses.replace(

@@ -1,15 +1,21 @@
 """The cause by experiment: replay the failing step on a copy with one thing changed.
 
 When NaNGuard fires and it holds the failing batch (`batch_tap.py`), it
-replays one step on a copy of the model (never the user's weights), from
-the state before the failing update (the weights the guard kept, or the
-newest snapshot from before the onset), under counterfactuals:
+replays one step on a copy of the model (never the user's weights) under
+counterfactuals. First, from the state just before the failing update (the
+weights the guard kept, or the newest snapshot before the event's step):
 
 - `as_given`: the same state, batch and learning rate;
-- `other_batch`: another recent batch (a bad batch, or a bad state?);
-- `inputs_standardized`: the batch's float inputs standardized with the
-  recent batches' statistics (only where they are far from unit scale);
-- `targets_scaled`: the targets divided by their root mean square (only
+- `other_batch`: another recent batch (a bad batch, or a bad state?).
+
+Then, unless that names a bad batch, from the newest snapshot before the
+onset (a state the divergence had not reached yet; the same state when the
+failure has no history):
+
+- `from_onset`: the failing batch as given;
+- `inputs_standardized`: its float inputs standardized with the recent
+  batches' statistics (only where they are far from unit scale);
+- `targets_scaled`: its targets divided by their root mean square (only
   where that is far from 1);
 - `lr_x0.1`: the learning rate times 0.1.
 
@@ -60,6 +66,7 @@ class Replay:
 
 _CHANGE_WORDS = {
     "as_given": "as given", "other_batch": "another batch",
+    "from_onset": "as given",
     "inputs_standardized": "inputs standardized", "targets_scaled": "targets scaled",
     "lr_x0.1": f"lr x{LR_CUT:g}",
 }
@@ -81,15 +88,17 @@ def step_failed(loss: float, loss_after: float, finite: bool) -> bool:
 
 
 def judge_replays(replays: dict[str, Replay], start_step: int,
-                  structural: str | None = None) -> ReplayVerdict:
+                  structural: str | None = None,
+                  onset_step: int | None = None) -> ReplayVerdict:
     """Names the cause from the replays: the change that removes the failure.
 
     1. The step replayed as given does not fail: no verdict (the failure
        needs more than one step from that state; the rules decide).
     2. Another recent batch does not fail from the same state: `bad_data`
        (a bad batch, not a bad state).
-    3. Standardized inputs do not fail: `input_scale`; scaled targets do
-       not: `target_scale`.
+    3. From before the onset (`from_onset`, where replayed), the batch as
+       given does not fail: no verdict. Standardized inputs do not fail:
+       `input_scale`; scaled targets do not: `target_scale`.
     4. A structural cause the rules found (`depth`, `recurrence`) stands:
        one step cannot test an initialization.
     5. The learning rate x`LR_CUT` does not fail: `learning_rate`.
@@ -100,15 +109,26 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
             optional (not run when impossible or irrelevant).
         start_step: the global step of the state replayed from.
         structural: the rules' structural cause, or `None`.
+        onset_step: the step of the state the `from_onset` replays start
+            from, or `None` (they start from `start_step`).
     """
     given = replays["as_given"]
+    moved = "from_onset" in replays  # the cause replays start from an earlier state
+    near = [r for c, r in replays.items() if not moved or c in ("as_given", "other_batch")]
+    far = [r for c, r in replays.items() if moved and c not in ("as_given", "other_batch")]
     evidence = f"replay from the weights after step {start_step}: " + "; ".join(
-        r.describe() for r in replays.values())
+        r.describe() for r in near)
+    if far:
+        at = start_step if onset_step is None else onset_step
+        evidence += f"; from step {at}: " + "; ".join(r.describe() for r in far)
     if not given.failed:
         return ReplayVerdict(None, evidence + " (the step alone does not fail)")
     other = replays.get("other_batch")
     if other is not None and not other.failed:
         return ReplayVerdict("bad_data", evidence)
+    base = replays.get("from_onset")
+    if base is not None and not base.failed:
+        return ReplayVerdict(None, evidence + " (from before the onset the step does not fail)")
     for change, cause in (("inputs_standardized", "input_scale"),
                           ("targets_scaled", "target_scale")):
         r = replays.get(change)
@@ -260,16 +280,34 @@ class Replayer:
             after = _loss(copy.train_on_batch(x, y, sample_weight=sw, return_dict=True))
         return Replay(change, before, after, bool(finite))
 
-    def run(self, weights, state, iterations: int, data, recent: list,
+    def run(self, near: tuple, far: tuple | None, data, recent: list,
             learning_rate: float) -> dict[str, Replay]:
-        """The counterfactual replays of `data` (see the module docstring)."""
-        replays = {"as_given": self.step("as_given", weights, state, iterations,
+        """The counterfactual replays of `data` (see the module docstring).
+
+        Args:
+            near: `(step, weights, optimizer state)` just before the failing update.
+            far: the same from before the onset, or `None` (use `near`).
+            data: the failing batch, `(x, y, sample_weight)` as numpy.
+            recent: earlier batches, oldest first.
+            learning_rate: the rate in use.
+        """
+        step, weights, state = near
+        replays = {"as_given": self.step("as_given", weights, state, step,
                                          data, learning_rate)}
         if not replays["as_given"].failed:
             return replays
         if recent:
             replays["other_batch"] = self.step("other_batch", weights, state,
-                                               iterations, recent[-1], learning_rate)
+                                               step, recent[-1], learning_rate)
+            if not replays["other_batch"].failed:
+                return replays
+        if far is not None and far[0] != step:
+            step, weights, state = far
+            replays["from_onset"] = self.step("from_onset", weights, state, step,
+                                              data, learning_rate)
+            if not replays["from_onset"].failed:
+                return replays
+        iterations = step
         x, y, sw = data
         if root_mean_square(x) > SCALE:
             x_std = standardize(x, [r[0] for r in recent])
