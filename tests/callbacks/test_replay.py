@@ -1,5 +1,7 @@
 """The cause by experiment: the replays' judgment on numbers, then on real models."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -164,3 +166,17 @@ def test_no_replay_runs_when_nothing_fires():
     guard = NaNGuard(verbose=False)
     _fit(x, y, keras.optimizers.Adam(1e-3), guard, epochs=2)
     assert guard.events == [] and guard.replays_run == 0
+
+
+def test_a_guard_after_a_replay_deep_copies_and_pickles():
+    import copy
+    import pickle
+
+    x, y = _data()
+    x[70, 3] = np.nan
+    guard = NaNGuard(verbose=False)
+    _fit(x, y, keras.optimizers.Adam(1e-2), guard)
+    for clone in (copy.deepcopy(guard), pickle.loads(pickle.dumps(guard))):
+        assert (json.dumps([e.to_dict() for e in clone.events])  # NaN != NaN: as text
+                == json.dumps([e.to_dict() for e in guard.events]))
+        assert clone.replays_run == 1 and clone.skip_bad_data
