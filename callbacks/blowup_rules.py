@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from .diagnosis import NORM_FLOOR, running_median
+from .norm_history import NORM_FLOOR, running_median
 
 EARLY_NORM_JUMP = 100.0  # a raw norm this many times the fit's first: blown up
 EARLY_LOSS_JUMP = 10.0  # a batch loss this many times the first (with the norm x EARLY_BOTH)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .diagnosis import NaNEvent
+from .nan_event import NaNEvent
 from .gradient_record import APPLIED, CLIPPED_SPIKE
 
 

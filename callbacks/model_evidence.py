@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .diagnosis import kernel_gains, ungated_recurrent_gain
+from .structure_signs import kernel_gains, ungated_recurrent_gain
 
 # MultiHeadAttention's einsum kernels: their fan-in is not "every axis but the last".
 EINSUM_KERNELS = ("query", "key", "value", "attention_output")
