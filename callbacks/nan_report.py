@@ -173,14 +173,14 @@ def closing_line(events: list[dict], max_retries: int) -> str | None:
     rates = f"learning rate {rollbacks[0]['learning_rate']:.4g} -> {rollbacks[-1]['new_learning_rate']:.4g}"
     last = events[-1]
     if last["action"] == "stop":
-        return (f"NaNGuard: training stopped at step {last['step']} after "
+        return wrap_lines([f"NaNGuard: training stopped at step {last['step']} after "
                 f"{len(rollbacks)} rollback{'s' * (len(rollbacks) != 1)} "
                 f"(max_retries={max_retries}, {rates}): the retries are "
                 f"exhausted; the model holds the weights after step "
-                f"{last['weights']['step']}.")
-    return (f"NaNGuard: training went on after {len(rollbacks)} "
-            f"rollback{'s' * (len(rollbacks) != 1)} ({rates}; "
-            f"{max_retries - len(rollbacks)} of max_retries={max_retries} left).")
+                f"{last['weights']['step']}."])
+    return wrap_lines([f"NaNGuard: training went on after {len(rollbacks)} "
+                       f"rollback{'s' * (len(rollbacks) != 1)} ({rates}; "
+                       f"{max_retries - len(rollbacks)} of max_retries={max_retries} left)."])
 
 
 def _weights(event: dict) -> str:

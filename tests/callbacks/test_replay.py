@@ -108,6 +108,10 @@ def test_one_nan_input_is_bad_data_by_replay_skipped_and_training_goes_on():
     assert np.isfinite(replays["other_batch"]["loss_after"])
     assert replays["other_batch"]["loss_after"] < replays["other_batch"]["loss"] * 10
     assert "another batch" in first.evidence and "found by replay" in first.message
+    # The in-run message names the cause on its first line; no line over 120.
+    assert first.message.splitlines()[0].startswith(
+        "Step 3: NaNGuard caught nonfinite gradient: cause bad_data, action skipped")
+    assert max(len(line) for line in first.message.splitlines()) <= 120
     # The repeat is named from the first (no second replay) and skipped too.
     assert (again.epoch, again.cause, again.action) == (1, "bad_data", "skip")
     assert guard.replays_run == 1
@@ -180,3 +184,15 @@ def test_a_guard_after_a_replay_deep_copies_and_pickles():
         assert (json.dumps([e.to_dict() for e in clone.events])  # NaN != NaN: as text
                 == json.dumps([e.to_dict() for e in guard.events]))
         assert clone.replays_run == 1 and clone.skip_bad_data
+
+
+def test_the_batch_tap_changes_no_number():
+    # The guard draws each batch from Keras' iterator and hands it to Keras'
+    # own step: the weights equal those of a guard without the tap, bit for bit.
+    x, y = _data()
+    tapped, plain = NaNGuard(verbose=False), NaNGuard(verbose=False, replay=False)
+    a, _, _ = _fit(x, y, keras.optimizers.Adam(1e-2), tapped, epochs=2)
+    b, _, _ = _fit(x, y, keras.optimizers.Adam(1e-2), plain, epochs=2)
+    assert tapped._tapped and not plain._tapped
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)
