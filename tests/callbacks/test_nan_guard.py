@@ -197,6 +197,10 @@ def test_report_path_of_the_wrong_type_names_the_value_and_the_fix():
     ({"window": 1}, r"NaNGuard received window=1; expected an int >= 2\."),
     ({"lr_factor": 0}, r"NaNGuard received lr_factor=0; expected a number in \(0, 1\]\."),
     ({"max_retries": -1}, r"NaNGuard received max_retries=-1; expected an int >= 0\."),
+    ({"loss_is": "mean"},
+     r"NaNGuard received loss_is='mean'; expected one of 'auto', 'running', 'batch'\."),
+    ({"max_consecutive_bad_batches": 0},
+     r"NaNGuard received max_consecutive_bad_batches=0; expected an int >= 1\."),
 ])
 def test_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
