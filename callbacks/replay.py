@@ -6,7 +6,10 @@ counterfactuals. First, from the state just before the failing update (the
 weights the guard kept, or the newest snapshot before the event's step):
 
 - `as_given`: the same state, batch and learning rate;
-- `other_batch`: another recent batch (a bad batch, or a bad state?).
+- `other_batch`: another recent batch (a bad batch, or a bad state?);
+- `finite_rows`: the same batch without its rows holding NaN/inf (where
+  it has any: the one experiment at a fit's first step, with no other
+  batch yet).
 
 Then, unless that names a bad batch, from the newest snapshot before the
 onset (a state the divergence had not reached yet; the same state when the
@@ -17,7 +20,8 @@ failure has no history):
   batches' statistics (only where they are far from unit scale);
 - `targets_scaled`: its targets divided by their root mean square (only
   where that is far from 1);
-- `lr_x0.1`: the learning rate times 0.1.
+- `lr_x0.1`: the learning rate times 0.1 (and `lr_x0.01`, times 0.01,
+  where a tenth fails too).
 
 Each replay is one optimizer update with Keras' own `train_on_batch`, then
 the same batch's loss again: it *fails* when a value turns non-finite or
@@ -43,7 +47,7 @@ import numpy as np
 
 BLOWUP = 10.0  # a batch loss that rises this many times over one update blew up
 SCALE = 30.0  # inputs' or targets' root mean square above this: not unit scale
-LR_CUT = 0.1  # the learning-rate counterfactual's factor
+LR_CUT = 0.1  # the learning-rate counterfactual's factor (then its square, if that fails too)
 LOSS_FLOOR = 1e-8  # losses below this count as this (a converged net's rounding)
 
 
@@ -66,9 +70,10 @@ class Replay:
 
 _CHANGE_WORDS = {
     "as_given": "as given", "other_batch": "another batch",
+    "finite_rows": "its finite rows only",
     "from_onset": "as given",
     "inputs_standardized": "inputs standardized", "targets_scaled": "targets scaled",
-    "lr_x0.1": f"lr x{LR_CUT:g}",
+    "lr_x0.1": f"lr x{LR_CUT:g}", "lr_x0.01": f"lr x{LR_CUT ** 2:g}",
 }
 
 
@@ -94,14 +99,16 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
 
     1. The step replayed as given does not fail: no verdict (the failure
        needs more than one step from that state; the rules decide).
-    2. Another recent batch does not fail from the same state: `bad_data`
-       (a bad batch, not a bad state).
+    2. Another recent batch, or the batch without its non-finite rows,
+       does not fail from the same state: `bad_data` (a bad batch, not a
+       bad state).
     3. From before the onset (`from_onset`, where replayed), the batch as
        given does not fail: no verdict. Standardized inputs do not fail:
        `input_scale`; scaled targets do not: `target_scale`.
     4. A structural cause the rules found (`depth`, `recurrence`) stands:
        one step cannot test an initialization.
-    5. The learning rate x`LR_CUT` does not fail: `learning_rate`.
+    5. The learning rate x`LR_CUT` (or x`LR_CUT`**2, a rate 1000x too
+       high) does not fail: `learning_rate`.
     6. Otherwise no verdict.
 
     Args:
@@ -114,8 +121,9 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
     """
     given = replays["as_given"]
     moved = "from_onset" in replays  # the cause replays start from an earlier state
-    near = [r for c, r in replays.items() if not moved or c in ("as_given", "other_batch")]
-    far = [r for c, r in replays.items() if moved and c not in ("as_given", "other_batch")]
+    first = ("as_given", "other_batch", "finite_rows")
+    near = [r for c, r in replays.items() if not moved or c in first]
+    far = [r for c, r in replays.items() if moved and c not in first]
     evidence = f"replay from the weights after step {start_step}: " + "; ".join(
         r.describe() for r in near)
     if far:
@@ -123,9 +131,10 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
         evidence += f"; from step {at}: " + "; ".join(r.describe() for r in far)
     if not given.failed:
         return ReplayVerdict(None, evidence + " (the step alone does not fail)")
-    other = replays.get("other_batch")
-    if other is not None and not other.failed:
-        return ReplayVerdict("bad_data", evidence)
+    for change in ("other_batch", "finite_rows"):
+        other = replays.get(change)
+        if other is not None and not other.failed:
+            return ReplayVerdict("bad_data", evidence)
     base = replays.get("from_onset")
     if base is not None and not base.failed:
         return ReplayVerdict(None, evidence + " (from before the onset the step does not fail)")
@@ -136,9 +145,10 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
             return ReplayVerdict(cause, evidence)
     if structural in ("depth", "recurrence"):
         return ReplayVerdict(None, evidence)
-    cut = replays.get("lr_x0.1")
-    if cut is not None and not cut.failed:
-        return ReplayVerdict("learning_rate", evidence)
+    for change in ("lr_x0.1", "lr_x0.01"):
+        cut = replays.get(change)
+        if cut is not None and not cut.failed:
+            return ReplayVerdict("learning_rate", evidence)
     return ReplayVerdict(None, evidence)
 
 
@@ -204,6 +214,21 @@ def standardize(x, recent: list):
         return flat.reshape(a.shape).astype(a.dtype)
     return keras.tree.map_structure(one, x, *recent) if recent else \
         keras.tree.map_structure(one, x)
+
+
+def finite_rows(data):
+    """`data` without the rows holding NaN/inf, or `None` (none such, or none left)."""
+    arrays = [np.asarray(a) for a in keras.tree.flatten(data) if a is not None]
+    n = len(arrays[0]) if arrays else 0
+    keep = np.ones(n, bool)
+    for a in arrays:
+        if a.dtype.kind == "f" and a.ndim and len(a) == n:
+            keep &= np.isfinite(a.reshape(n, -1)).all(axis=1)
+    if keep.all() or not keep.any():
+        return None
+    return keras.tree.map_structure(
+        lambda a: a if a is None or np.ndim(a) == 0 or len(a) != n else np.asarray(a)[keep],
+        data)
 
 
 def scale_targets(y):
@@ -301,6 +326,12 @@ class Replayer:
                                                step, recent[-1], learning_rate)
             if not replays["other_batch"].failed:
                 return replays
+        rows = finite_rows(data)
+        if rows is not None:
+            replays["finite_rows"] = self.step("finite_rows", weights, state, step,
+                                               rows, learning_rate)
+            if not replays["finite_rows"].failed:
+                return replays
         if far is not None and far[0] != step:
             step, weights, state = far
             replays["from_onset"] = self.step("from_onset", weights, state, step,
@@ -320,6 +351,9 @@ class Replayer:
                 learning_rate)
         replays["lr_x0.1"] = self.step("lr_x0.1", weights, state, iterations, data,
                                        learning_rate * LR_CUT)
+        if replays["lr_x0.1"].failed:
+            replays["lr_x0.01"] = self.step("lr_x0.01", weights, state, iterations, data,
+                                            learning_rate * LR_CUT ** 2)
         return replays
 
     def __deepcopy__(self, memo):

@@ -8,8 +8,8 @@ import pytest
 
 from gradguard.callbacks import NaNGuard
 from gradguard.callbacks.replay import (
-    BLOWUP, LR_CUT, Replay, judge_replays, root_mean_square, scale_targets, standardize,
-    step_failed,
+    BLOWUP, LR_CUT, Replay, finite_rows, judge_replays, root_mean_square, scale_targets,
+    standardize, step_failed,
 )
 from tests.callbacks.helpers import WeightsPerStep
 
@@ -56,6 +56,25 @@ def test_the_first_change_that_removes_the_failure_names_the_cause():
     # A step that does not fail as given decides nothing.
     verdict = judge_replays({"as_given": ok}, 1)
     assert verdict.cause is None and "the step alone does not fail" in verdict.evidence
+
+
+def test_a_batch_whose_finite_rows_train_is_bad_data_and_a_tenth_squared_counts():
+    nan = _r("as_given", NAN, NAN)
+    assert judge_replays({"as_given": nan, "finite_rows": _r("finite_rows", 0.3, 0.2)},
+                         0).cause == "bad_data"
+    bad = _r("as_given", 1.0, 1e6)
+    assert judge_replays({"as_given": bad, "other_batch": bad, "lr_x0.1": bad,
+                          "lr_x0.01": _r("lr_x0.01", 1.0, 0.9)}, 0).cause == "learning_rate"
+
+
+def test_finite_rows():
+    x = np.ones((4, 2), "float32")
+    y = np.ones((4, 1), "float32")
+    x[1, 0], y[3, 0] = np.nan, np.inf
+    fx, fy, sw = finite_rows((x, y, None))
+    assert fx.shape == (2, 2) and fy.shape == (2, 1) and sw is None
+    assert finite_rows((np.ones((3, 2)), np.ones((3, 1)), None)) is None  # nothing to drop
+    assert finite_rows((np.full((2, 2), np.nan), np.ones((2, 1)), None)) is None  # none left
 
 
 def test_batch_statistics():
