@@ -38,8 +38,10 @@ class BatchTap:
         self.batches.clear()
         backend = keras.backend.backend()
         original = getattr(model, "train_function", None)
-        if (original is None or getattr(original, "_gradguard_tap", False)
-                or getattr(model, "steps_per_execution", 1) != 1
+        # A tap an earlier guard left (its fit raised before on_train_end):
+        # Keras' own function under it is the one to wrap.
+        original = getattr(original, "_gradguard_original", original)
+        if (original is None or getattr(model, "steps_per_execution", 1) != 1
                 or backend not in ("tensorflow", "jax")):
             return False
         if backend == "tensorflow":
@@ -63,6 +65,7 @@ class BatchTap:
                 return original(state, iter([data]))
 
         tapped._gradguard_tap = True
+        tapped._gradguard_original = original
         self._model, self._original = model, original
         model.train_function = tapped
         return True

@@ -116,6 +116,7 @@ class EventResponse:
             model.stop_training = True
         elif action == "raise":
             end_fit(monitor)  # on_train_end will not run
+            self._tap.remove()
             raise NonFiniteTrainingError(event.message, event)
 
     def _replay(self, event, record, monitor):

@@ -215,3 +215,17 @@ def test_the_batch_tap_changes_no_number():
     assert tapped._tapped and not plain._tapped
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
+
+
+def test_a_fit_that_raised_leaves_no_tap_behind():
+    x, y = _data()
+    x[70, 3] = np.nan
+    model = _mlp()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    with pytest.raises(FloatingPointError):
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[NaNGuard(action="raise", skip_bad_data=False, verbose=False)])
+    assert not getattr(model.train_function, "_gradguard_tap", False)
+    guard = NaNGuard(verbose=False)  # a fresh guard taps Keras' function and replays
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    assert guard._tapped and guard.events[0].method == "replay"
