@@ -31,7 +31,9 @@ class BatchTap:
 
     def __init__(self, keep: int = 4):
         self.batches = collections.deque(maxlen=keep)
-        self._model = self._original = None
+        # `inner`: the train function the tap calls (Keras' own, or the one a
+        # `StepLogs` put in its place for this fit).
+        self._model = self._original = self.inner = None
 
     def install(self, model) -> bool:
         """Wraps `model.train_function`; returns whether the tap is on."""
@@ -54,19 +56,21 @@ class BatchTap:
 
             def tapped(iterator):
                 if not isinstance(iterator, iterator_types):
-                    return original(iterator)
+                    return self.inner(iterator)
                 data = next(iterator)  # StopIteration at the end, as Keras expects
                 self.batches.append(data)
-                return original([data])  # Keras' own step on that one batch
+                return self.inner([data])  # Keras' own step on that one batch
         else:
             def tapped(state, iterator):
                 data = next(iterator)
                 self.batches.append(data)
-                return original(state, iter([data]))
+                return self.inner(state, iter([data]))
 
-        tapped._gradguard_tap = True
+        # The tap itself, so that another wrapper (`StepLogs`) can find the
+        # function it wraps and swap it (`inner`) without unwrapping the tap.
+        tapped._gradguard_tap = self
         tapped._gradguard_original = original
-        self._model, self._original = model, original
+        self._model, self._original, self.inner = model, original, original
         model.train_function = tapped
         return True
 
@@ -77,9 +81,9 @@ class BatchTap:
     def remove(self) -> None:
         """Puts Keras' train function back (if nothing replaced the tap since)."""
         model, self._model = self._model, None
-        if model is not None and getattr(model.train_function, "_gradguard_tap", False):
-            model.train_function = self._original
-        self._original = None
+        if model is not None and getattr(model.train_function, "_gradguard_tap", None) is self:
+            model.train_function = self.inner
+        self._original = self.inner = None
 
     def __deepcopy__(self, memo):
         return BatchTap(self.batches.maxlen)

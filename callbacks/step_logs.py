@@ -65,6 +65,7 @@ class StepLogs:
         self.due = False
         self._keras_fn = None  # Keras' train function the cached one replaces
         self._ours = None
+        self._tap = None  # NaNGuard's BatchTap the swap went inside, if any
 
     def __repr__(self):
         return f"StepLogs({self.owner}, active={self.active})"
@@ -82,19 +83,31 @@ class StepLogs:
         keras_fn = model.train_function
         if keras_fn is None:
             return
+        # NaNGuard's `BatchTap` may wrap Keras' function for this fit: swap
+        # the function inside the tap, so that the tap keeps drawing batches
+        # and the cache stays keyed on Keras' own function (no retrace).
+        self._tap = getattr(keras_fn, "_gradguard_tap", None)
+        if self._tap is not None:
+            keras_fn = self._tap.inner
         cached = getattr(model, CACHE, None)
         if cached is None or cached[0] is not keras_fn:
             cached = (keras_fn, model._make_function(_norm_step(model)))
             # Past Keras' attribute tracking: not a layer, variable or saved state.
             object.__setattr__(model, CACHE, cached)
         self._keras_fn, self._ours = cached
-        model.train_function = self._ours
+        if self._tap is not None:
+            self._tap.inner = self._ours
+        else:
+            model.train_function = self._ours
         self.active = True
 
     def end(self, model) -> None:
         """Gives Keras its own train function back."""
         self.due = False
-        if self.active and model.train_function is self._ours:
+        tap, self._tap = self._tap, None
+        if self.active and tap is not None and tap.inner is self._ours:
+            tap.inner = self._keras_fn
+        elif self.active and model.train_function is self._ours:
             model.train_function = self._keras_fn
         self.active = False
         # The functions stay cached on the model, not here: a callback
