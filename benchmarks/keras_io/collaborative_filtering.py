@@ -60,8 +60,12 @@ def make_data(seed: int):
     n = 1280
     users = rng.integers(0, 60, size=n)  # a few active users and popular movies
     movies = rng.integers(0, 200, size=n)
+    # Mostly how generous a user is and how good a movie is (the model's biases),
+    # a little taste (the embeddings' dot product).
+    generous, good = rng.normal(size=num_users), rng.normal(size=num_movies)
     taste, kind = rng.normal(size=(num_users, 3)), rng.normal(size=(num_movies, 3))
-    score = (taste[users] * kind[movies]).sum(axis=1) + 0.3 * rng.normal(size=n)
+    score = (generous[users] + good[movies] + 0.3 * (taste[users] * kind[movies]).sum(axis=1)
+             + 0.3 * rng.normal(size=n))
     rating = np.clip(np.round(2 * (3 + score)) / 2, min_rating, max_rating)
     y = (rating - min_rating) / (max_rating - min_rating)
     return np.stack([users, movies], axis=1).astype("int64"), y.astype("float32")

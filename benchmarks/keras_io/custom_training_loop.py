@@ -12,8 +12,11 @@ images whose class is where a bright square sits. Shrunk: 320 images (not
 Two additions let callbacks see the loop, as a user would add them: the
 model is compiled with the guide's optimizer and loss (the guard wraps
 `model.optimizer`, so the loop applies gradients through it), and the loop
-drives a `keras.callbacks.CallbackList(callbacks, model=model)`, passing the
-batch's own loss (not a running mean) as `logs["loss"]`.
+drives a `keras.callbacks.CallbackList(callbacks, model=model, epochs=...,
+steps=..., verbose=0)` (the params `fit` gives its callbacks; without them
+NaNGuard raised `AttributeError: 'NoneType' object has no attribute 'get'`
+on every run at 75cfd5d), passing the batch's own loss (not a running mean)
+as `logs["loss"]`.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def train(setup: Setup, callbacks: list) -> dict:
     model, loss_fn = setup.model, setup.fit_kwargs["loss_fn"]
     train_dataset = tf.data.Dataset.from_tensor_slices((setup.x, setup.y))
     train_dataset = train_dataset.shuffle(buffer_size=1024).batch(batch_size)
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    steps = int(np.ceil(len(setup.y) / batch_size))
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs,
+                                                 steps=steps, verbose=0)
     model.stop_training = False
     callback_list.on_train_begin()
     losses = []
