@@ -278,7 +278,9 @@ def summarize(df: pd.DataFrame) -> str:
     silent = broken[(broken["events"] == 0)
                     & (~broken["weights_finite"].astype(bool) | broken["at_chance"].astype(bool))]
     single = broken[broken["brk"].isin(SINGLE_BAD)]
-    handled = single[(single["cause"] == "bad_data") & single["went_on"].astype(bool)]
+    named = single["cause"] == "bad_data"
+    skipped = single["action"] == "skip"
+    went_on = single["went_on"].astype(bool)
     lines = [
         f"runs: {len(df)} ({len(broken)} breaks, {len(healthy)} healthy, "
         f"{int((df['error'] != '').sum())} errors), scripts: {df['script'].nunique()}",
@@ -291,9 +293,10 @@ def summarize(df: pd.DataFrame) -> str:
         f"{int((broken['harmed'] & (broken['events'] == 0)).sum())}",
         f"breaks that leave the model NaN or at chance with no event: {len(silent)}"
         f" (NaN weights: {int((~silent['weights_finite'].astype(bool)).sum())})",
-        f"single bad batches named bad_data with training going on to the last epoch: "
-        f"{len(handled)} of {len(single)} (named bad_data: "
-        f"{int((single['cause'] == 'bad_data').sum())})",
+        f"single bad batches named bad_data, skipped and training going on to the last "
+        f"epoch: {int((named & skipped & went_on).sum())} of {len(single)} (named "
+        f"bad_data: {int(named.sum())}; action skip: {int(skipped.sum())}; went on: "
+        f"{int(went_on.sum())})",
         f"healthy runs with any event (warnings included): "
         f"{int((healthy['events'] > 0).sum())} of {len(healthy)}; healthy runs at chance "
         f"after their short fit (the reference for 'at chance'): "
@@ -349,6 +352,10 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--tag", default=None,
                         help="write benchmarks/results/diagnosis_scripts_<tag>.md/.csv")
     parser.add_argument("--note", default="", help="a line for the report's head")
+    parser.add_argument("--csv", default=None,
+                        help="report on rows saved earlier (a results .csv), no training")
+    parser.add_argument("--match", default=None,
+                        help="with --csv: keep only the runs (script, break, seed) in this .csv")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)  # the scripts' own (input_shape=)
     scripts = args.only.split(",") if args.only else list(keras_io.SCRIPTS)
@@ -357,6 +364,18 @@ def main(argv=None) -> pd.DataFrame:
         wanted = args.breaks.split(",")
         runs = [r for r in runs if r[1] in wanted]
     folder = os.path.join(os.path.dirname(__file__), "results")
+    if args.csv:  # a subset of a saved run, e.g. the runs a later, shorter run also made
+        df = pd.read_csv(args.csv, keep_default_na=False, na_values=["", "nan"])
+        if args.match:
+            keys = pd.read_csv(args.match)[["script", "brk", "seed"]]
+            df = df.merge(keys, on=["script", "brk", "seed"])
+        for column in ("error", "cause", "trigger", "action"):
+            df[column] = df[column].astype(object).fillna("")
+        for column in ("weights_finite", "at_chance", "went_on"):
+            df[column] = df[column].map({True: True, False: False, "True": True,
+                                         "False": False}).fillna(False).astype(bool)
+        scripts = [s for s in scripts if s in set(df["script"])]
+        runs = []
     rows = []
     for i, (script, brk, seed) in enumerate(runs):
         row = run_one(script, brk, seed)
@@ -368,7 +387,8 @@ def main(argv=None) -> pd.DataFrame:
             os.makedirs(folder, exist_ok=True)
             pd.DataFrame(rows).to_csv(os.path.join(
                 folder, f"diagnosis_scripts_{args.tag}.csv"), index=False)
-    df = pd.DataFrame(rows)
+    if not args.csv:
+        df = pd.DataFrame(rows)
     text = report(df, scripts, args.tag, args.note)
     print(text)
     if args.tag:
