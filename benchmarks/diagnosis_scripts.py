@@ -84,13 +84,6 @@ def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
 # -- breaks --------------------------------------------------------------
 
 
-def _float_input(module, x):
-    """The array a NaN or a scale goes into (the dict's float input, if any)."""
-    if isinstance(x, dict):
-        return x, getattr(module, "NAN_KEY", None)
-    return x, None
-
-
 def inject(module, setup, brk: str, seed: int) -> None:
     """Puts break `brk` into `setup` (its data copies, its optimizer)."""
     rng = np.random.default_rng(seed + 7)
