@@ -71,8 +71,9 @@ def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
             continue
         if name == "inf_label" and "nan_input" not in module.NOT_APPLICABLE:
             continue  # an inf label only where the inputs cannot hold NaN
-        if name == "inf_input" and "nan_label" not in module.NOT_APPLICABLE:
-            continue  # an inf input only where the labels cannot hold NaN
+        if name == "inf_input" and ("nan_label" not in module.NOT_APPLICABLE
+                                    or "nan_input" in module.NOT_APPLICABLE):
+            continue  # an inf input only where the labels cannot hold NaN and inputs can
         runs.append((name, 0))
     if quick:
         keep = ("lr_x100", "nan_input", "nan_label", "inf_label")
