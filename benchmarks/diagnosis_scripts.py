@@ -62,8 +62,8 @@ FP16_MAX = 3e4  # float inputs scaled so that their largest value is this (fits 
 
 
 def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
-    """(break, seed) runs of one script; `quick`: one healthy seed, lr_x100 and
-    one single bad batch only."""
+    """(break, seed) runs of one script; `quick`: lr_x100, lr_x1000, the first
+    single bad batch and one healthy seed only."""
     module = keras_io.load(script)
     runs = []
     for name in BREAKS:
@@ -76,9 +76,8 @@ def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
             continue  # an inf input only where the labels cannot hold NaN and inputs can
         runs.append((name, 0))
     if quick:
-        keep = ("lr_x100", "nan_input", "nan_label", "inf_label")
-        first_bad = [r for r in runs if r[0] in keep[1:]][:1]
-        runs = [r for r in runs if r[0] == "lr_x100"] + first_bad
+        first_bad = [r for r in runs if r[0] in SINGLE_BAD][:1]
+        runs = [r for r in runs if r[0] in ("lr_x100", "lr_x1000")] + first_bad
     return runs + [("healthy", s) for s in (HEALTHY_SEEDS[:1] if quick else HEALTHY_SEEDS)]
 
 
@@ -341,7 +340,7 @@ def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated script names")
     parser.add_argument("--quick", action="store_true",
-                        help="per script: lr_x100, one bad batch, one healthy run")
+                        help="per script: lr_x100, lr_x1000, one bad batch, one healthy run")
     parser.add_argument("--breaks", default=None, help="comma-separated breaks to run")
     parser.add_argument("--tag", default=None,
                         help="write benchmarks/results/diagnosis_scripts_<tag>.md/.csv")
