@@ -13,10 +13,11 @@ Two additions let callbacks see the loop, as a user would add them: the
 model is compiled with the guide's optimizer and loss (the guard wraps
 `model.optimizer`, so the loop applies gradients through it), and the loop
 drives a `keras.callbacks.CallbackList(callbacks, model=model, epochs=...,
-steps=..., verbose=0)` (the params `fit` gives its callbacks; without them
-NaNGuard raised `AttributeError: 'NoneType' object has no attribute 'get'`
-on every run at 75cfd5d), passing the batch's own loss (not a running mean)
-as `logs["loss"]`.
+steps=..., verbose=0)` as `fit` drives its callbacks: with fit's params
+(without them NaNGuard raised `AttributeError: 'NoneType' object has no
+attribute 'get'` on every run at 75cfd5d) and the epoch's running mean loss
+as `logs["loss"]`. A callback with an `observe_batch(x, y)` method (a
+custom-loop hook) is handed each batch before it trains.
 """
 
 from __future__ import annotations
@@ -60,22 +61,28 @@ def train(setup: Setup, callbacks: list) -> dict:
     steps = int(np.ceil(len(setup.y) / batch_size))
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs,
                                                  steps=steps, verbose=0)
+    observers = [c for c in callbacks if hasattr(c, "observe_batch")]
+    running = keras.metrics.Mean()
     model.stop_training = False
     callback_list.on_train_begin()
     losses = []
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
+        running.reset_state()
         for step, (x_batch_train, y_batch_train) in enumerate(train_dataset):
             callback_list.on_train_batch_begin(step)
+            for observer in observers:
+                observer.observe_batch(x_batch_train, y_batch_train)
             with tf.GradientTape() as tape:
                 logits = model(x_batch_train, training=True)
                 loss_value = loss_fn(y_batch_train, logits)
             grads = tape.gradient(loss_value, model.trainable_weights)
             model.optimizer.apply(grads, model.trainable_weights)
-            callback_list.on_train_batch_end(step, {"loss": float(loss_value)})
+            running.update_state(loss_value)
+            callback_list.on_train_batch_end(step, {"loss": float(running.result())})
             if model.stop_training:
                 break
-        losses.append(float(loss_value))
+        losses.append(float(running.result()))
         callback_list.on_epoch_end(epoch, {"loss": losses[-1]})
         if model.stop_training:
             break
