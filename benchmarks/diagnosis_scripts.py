@@ -123,6 +123,9 @@ def inject(module, setup, brk: str, seed: int) -> None:
     elif brk == "targets_x1e5":
         y = np.asarray(y, dtype="float32") * 1e5
     elif brk == "fp16_overflow":
+        if not setup.model.built:  # a subclassed model builds on its first call
+            setup.model(x[:2] if not isinstance(x, dict) else
+                        {k: v[:2] for k, v in x.items()})
         embeddings = [l for l in setup.model._flatten_layers()
                       if isinstance(l, keras.layers.Embedding)]
         if embeddings:  # token inputs: the tables' largest value to FP16_MAX
