@@ -345,6 +345,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--quick", action="store_true",
                         help="per script: lr_x100, lr_x1000, one bad batch, one healthy run")
     parser.add_argument("--breaks", default=None, help="comma-separated breaks to run")
+    parser.add_argument("--quick-first", action="store_true",
+                        help="run --quick's runs of every script before the others")
     parser.add_argument("--tag", default=None,
                         help="write benchmarks/results/diagnosis_scripts_<tag>.md/.csv")
     parser.add_argument("--note", default="", help="a line for the report's head")
@@ -356,6 +358,9 @@ def main(argv=None) -> pd.DataFrame:
     warnings.filterwarnings("ignore", category=UserWarning)  # the scripts' own (input_shape=)
     scripts = args.only.split(",") if args.only else list(keras_io.SCRIPTS)
     runs = [(s, b, seed) for s in scripts for b, seed in plan(s, args.quick)]
+    if args.quick_first:  # --quick's runs of every script first: a run cut short covers all
+        first = [(s, b, seed) for s in scripts for b, seed in plan(s, True)]
+        runs = first + [r for r in runs if r not in first]
     if args.breaks:
         wanted = args.breaks.split(",")
         runs = [r for r in runs if r[1] in wanted]
