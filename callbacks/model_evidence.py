@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .diagnosis import kernel_gains, ungated_recurrent_gain
+from .structure_signs import kernel_gains, ungated_recurrent_gain
 
 # MultiHeadAttention's einsum kernels: their fan-in is not "every axis but the last".
 EINSUM_KERNELS = ("query", "key", "value", "attention_output")
@@ -65,11 +65,18 @@ def initial_gains(model) -> tuple[list[float], float | None]:
 
 
 def input_columns(model, paths) -> tuple[int, int, int] | None:
-    """`(kernel, bias, fan_in)` of the model's first kernel in the record's columns."""
+    """`(kernel, bias, fan_in)` of the model's first kernel in the record's columns.
+
+    `None` when that kernel's layer feeds only normalization layers: a
+    BatchNormalization after it removes the batch mean, so the bias's
+    gradient is rounding noise and the kernel/bias ratio says nothing of
+    the inputs' scale (healthy Conv2D + BatchNormalization nets on
+    unit-scale inputs read "input_scale").
+    """
     first = next((v for v in model.trainable_variables
                   if v.path.endswith("kernel") and len(v.shape) >= 2
                   and "recurrent" not in v.path), None)
-    if first is None or first.path not in paths:
+    if first is None or first.path not in paths or first.path in normalized_kernels(model):
         return None
     bias = first.path[: -len("kernel")] + "bias"
     if bias not in paths:

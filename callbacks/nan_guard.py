@@ -2,37 +2,35 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 
 import keras
-import numpy as np
 
-from .guard_actions import BatchSkipper, reset_moments
-from .attach import begin_fit, end_fit, ensure_monitor, find_monitor, rebuild_train_function
-from .diagnosis import (
-    GROWTH_FACTOR, LOSS_GROWTH, LOSS_RISE, RECENT, SENSITIVITY, STALL_LOSS,
-    STALL_STEPS, NaNEvent, batch_loss, diagnose, early_level, find_event, find_stall,
-    first_step_sensitivity, input_ratio, loss_has_grown, loss_has_risen, measure_growth,
-    structural_sign,
-)
-from .gradient_record import APPLIED, CLIPPED_SPIKE
-from .layer_names import layer_of_paths
+from .attach import begin_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .batch_tap import BatchTap
+from .diagnosis import NaNEvent, find_event
+from .event_response import EventResponse
+from .guard_actions import BatchSkipper
+from .guard_policy import choose_action, must_restore, weights_held  # noqa: F401 (public here)
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
-from .model_evidence import initial_gains, input_columns, to_float, weights_norm
+from .loss_watch import LossWatch
+from .model_evidence import initial_gains, to_float, weights_norm
 from .nan_report import (  # NonFiniteTrainingError: imported from here too
-    NonFiniteTrainingError, check_report_path, closing_line, format_message,
+    NonFiniteTrainingError, check_report_path, closing_line, free_report_path,
     write_json_atomically,
 )
-from .snapshots import Snapshots, all_finite, default_cadence
+from .optimizer_chain import clip_settings
+from .replay import Replayer
+from .snapshots import Snapshots, default_cadence
 from .validation import check, check_int, is_number
 
 ACTIONS = ("stop", "raise", "rollback")
+LOSS_KINDS = ("auto", "running", "batch")  # `loss_is`: what logs["loss"] holds
 SPIKE_ACTIONS = ("skip", "clip")
+REPLAY_BATCHES = 4  # recent batches the guard keeps references to (`BatchTap`)
 
 
-class NaNGuard(keras.callbacks.Callback):
+class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     """Stops, raises or rolls back when gradients turn non-finite or explode.
 
     `TerminateOnNaN` looks at the running loss after the weights are ruined.
@@ -57,12 +55,20 @@ class NaNGuard(keras.callbacks.Callback):
     or whose first gradient norm is `SENSITIVITY` (100) x the square root
     of its first loss, or whose mean batch loss over steps 9-16 has not
     fallen below 0.9x that of steps 1-8, in a fit that starts at step 0 (`stalled`: broken from step 1 but
-    finite; recorded with action `"warn"` and training goes on). The loss
-    rules are off with `spike_factor=None`.
-    Each event is a frozen `NaNEvent` (`diagnosis.py`; read as attributes or
+    finite; recorded with action `"warn"` and training goes on). While the
+    spike gate has fewer than `min_history` norms it is blind: there the
+    evidence is absolute, against the fit's first step (`early_blowup`: a
+    raw norm 100x the first, or a batch loss 10x with the norm 10x;
+    `blowup_rules.py`). A spike the user's clip held (raw norm 100x its
+    median) is a warning with the raw figure (`held_spike`, once a fit).
+    The loss rules are off with `spike_factor=None`.
+    Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
-    `input_scale`, `depth`, `recurrence`, `bad_data`, `loss_scale`,
-    `transient_spike` or `unknown`; the rules are `diagnosis.name_cause`),
+    `input_scale`, `target_scale`, `depth`, `recurrence`, `bad_data`,
+    `loss_scale`, `transient_spike` or `unknown`), by experiment where it
+    can (`replay.py`: the failing step replayed on a copy with another
+    batch, standardized inputs, scaled targets, the rate x0.1) and by rules
+    otherwise (`cause_rules.name_cause`; `event.method` says which),
     the evidence and a cure, the variables whose norms crossed 10x their own
     running medians first, and which weights the model holds afterwards.
 
@@ -84,14 +90,18 @@ class NaNGuard(keras.callbacks.Callback):
     cut is a multiplier inside the monitor: `LearningRateScheduler`,
     `ReduceLROnPlateau` and `LearningRateSchedule`s set the optimizer's own
     rate and the cut applies on top; restoring a snapshot never restores a
-    learning rate; events report the rate in use. **Bad data** is not
-    divergence: with `"rollback"` a step named `bad_data` is skipped and
-    training goes on, with no restore, no cut and no retry used (at most
-    `max_bad_batches` of them). It is decided from the failing batch itself:
-    its loss or gradient turned non-finite while the weights were finite
-    and nothing grew before it (under `mixed_float16`, where the loss
-    scaler skips that step, from its non-finite loss: the same name as in
-    float32).
+    learning rate; events report the rate in use, and after a cut History
+    logs it under `"learning_rate"` (and `guard.learning_rate` reads it).
+    **Bad data** is not divergence: by default (`skip_bad_data=True`) a
+    step named `bad_data` is skipped and training goes on, whatever
+    `action`, with no restore, no cut and no retry used, until more than
+    `max_bad_batches` in all or `max_consecutive_bad_batches` in a row
+    (then the guard stops and the event says which cap). It is decided by
+    replaying the failing step from the same weights on another recent
+    batch (it trains: a bad batch, not a bad state), or, without the batch,
+    from the rules: its loss or gradient turned non-finite while the
+    weights were finite and nothing grew before it (under `mixed_float16`,
+    where the loss scaler skips that step, from its non-finite loss).
 
     **Mixed precision.** Keras' `LossScaleOptimizer` skips a step whose
     float16 gradients overflow without calling the monitor inside it. The
@@ -129,8 +139,10 @@ class NaNGuard(keras.callbacks.Callback):
             to 1.0.
         restore_weights: bool, on stop/raise return to the last good
             weights. Defaults to `True`.
-        report_path: path of a JSON report (written atomically; must not
-            exist yet), or `None`. Defaults to `None`.
+        report_path: path of a JSON report (written atomically; an
+            existing file is kept and the report goes to the first free
+            `name-N.json`, see `overwrite`; `guard.report_file` says where),
+            or `None`. Defaults to `None`.
         snapshot_every: int >= 1 or `None`, steps between host copies of the
             weights and optimizer state. `None`: four per epoch, at most
             every 50 steps. Defaults to `None`.
@@ -147,6 +159,29 @@ class NaNGuard(keras.callbacks.Callback):
             training on them; their update is undone and their indices are
             reported (`guard.skipped_batches`, and each event's
             `"skipped_batches"`). Defaults to 0.
+        skip_bad_data: bool, a step named `bad_data` is skipped and training
+            goes on, whatever `action` (as `LossScaleOptimizer` and optax's
+            `apply_if_finite` skip a non-finite step); never a rollback or
+            a learning-rate cut. `False`: bad data gets `action` (except a
+            rollback). Defaults to `True`.
+        max_consecutive_bad_batches: int >= 1, bad-data steps in a row
+            skipped before the guard stops (with `max_bad_batches` in all;
+            the event states the cap). Defaults to 3.
+        loss_is: `"running"` (Keras' running mean of the epoch, as `fit`
+            logs it), `"batch"` (each batch's own loss, as a custom loop
+            passes it) or `"auto"`: `"batch"` when the callbacks got no
+            `epochs` param (a `CallbackList([...], model=model)`), else
+            `"running"`. Defaults to `"auto"`.
+        replay: bool, name the cause by experiment when an event fires:
+            replay the failing step on a copy of the model with one thing
+            changed (`replay.py`; the event's `method` says `"replay"` or
+            `"rules"`). Under `fit` the guard keeps references to the last
+            4 batches (`batch_tap.py`); a custom loop hands them over with
+            `observe_batch`. Nothing is replayed while nothing fires.
+            Defaults to `True`.
+        overwrite: bool, write the report over an existing `report_path`;
+            `False` writes a numbered sibling (`nan_report-1.json`) instead.
+            Defaults to `False`.
 
     Example:
 
@@ -177,8 +212,28 @@ class NaNGuard(keras.callbacks.Callback):
         verbose: bool = True,
         reset_moments: bool = False,
         skip_batches: int = 0,
+        skip_bad_data: bool = True,
+        max_consecutive_bad_batches: int = 3,
+        loss_is: str = "auto",
+        replay: bool = True,
+        overwrite: bool = False,
     ):
         super().__init__()
+        if report_path is not None and not isinstance(report_path, (str, os.PathLike)):
+            raise TypeError(
+                f"NaNGuard received report_path={report_path!r} of type "
+                f"{type(report_path).__name__}; expected a str or os.PathLike "
+                "file path (e.g. 'nan_report.json'), or None for no report."
+            )
+        if loss_is not in LOSS_KINDS:
+            raise ValueError(
+                f"NaNGuard received loss_is={loss_is!r}; expected one of "
+                f"{', '.join(repr(k) for k in LOSS_KINDS)}."
+            )
+        check_int("NaNGuard", "max_consecutive_bad_batches", max_consecutive_bad_batches, 1)
+        self.skip_bad_data = bool(skip_bad_data)
+        self.max_consecutive_bad_batches = max_consecutive_bad_batches
+        self.loss_is, self.replay, self.overwrite = loss_is, bool(replay), bool(overwrite)
         for name, value, allowed in [("action", action, ACTIONS),
                                      ("spike_action", spike_action, SPIKE_ACTIONS)]:
             if value not in allowed:
@@ -228,18 +283,26 @@ class NaNGuard(keras.callbacks.Callback):
         self.report_path = None if report_path is None else os.fspath(report_path)
         self.verbose = verbose
         self._written = False
+        self.report_file = None  # where the report goes (`free_report_path`)
+        self.replays_run = 0  # events diagnosed by replay (none while nothing fires)
         self.events: list[NaNEvent] = []
 
     # -- Keras hooks -------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         if self.report_path is not None and not self._written:
-            check_report_path(self.report_path, owner=self)
+            self.report_file = free_report_path(self.report_path, self.overwrite)
+            check_report_path(self.report_file, owner=self, overwrite=self.overwrite)
         model = self.model
         monitor = ensure_monitor(
             model, "NaNGuard", self.window + 1, check_weights=True
         )
-        begin_fit(monitor, self.params)
+        # A custom loop's `CallbackList([...], model=model)` passes no params:
+        # a dict of this fit's own (a new one, so the monitor's per-fit reset runs).
+        params = self.params if self.params else {}
+        self._per_batch_loss = self.loss_is == "batch" or (
+            self.loss_is == "auto" and "epochs" not in params)
+        begin_fit(monitor, params)
         rebuild = monitor.set_spike_gate(
             self.spike_factor, self.window, self.min_history, self.spike_action
         )
@@ -251,7 +314,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._epoch = 0
         self._columns = None
         self._failed = set()  # (epoch, batch) of the events handled so far
-        self._every = self.snapshot_every or default_cadence(self.params.get("steps"))
+        self._every = self.snapshot_every or default_cadence(params.get("steps"))
         # The running median reads the monitor's ring, which lives with the
         # model: it carries over from earlier fit calls.
         self._catch_up(monitor)
@@ -269,7 +332,26 @@ class NaNGuard(keras.callbacks.Callback):
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
         self._skipper = BatchSkipper(self.skip_batches)
+        self._consecutive_bad, self._last_bad_step = 0, None
+        self._early_judged = self._held_warned = False
+        self._held_since = self._step
+        self._clipping = bool(clip_settings(monitor)) or getattr(
+            monitor, "autoclip_percentile", None) is not None
+        self._epoch_sum, self._epoch_count = 0.0, 0  # a per-batch loss's running mean
+        self._tap = BatchTap(REPLAY_BATCHES)
+        self._tapped = self.replay and self._tap.install(model)
+        self._replayer = Replayer()
 
+    def observe_batch(self, x, y=None, sample_weight=None) -> None:
+        """Hands the guard the batch about to be trained on (custom loops).
+
+        `fit` needs no call: the guard draws the batch from Keras' own
+        iterator (`batch_tap.py`). A custom training loop calls this before
+        `callbacks.on_train_batch_end`, so an event can be replayed
+        (`replay.py`); without it, the rules decide.
+        """
+        if self.replay:
+            self._tap.add((x, y, sample_weight))
     @property
     def skipped_batches(self) -> list[dict]:
         """`{"epoch", "batch", "steps"}` of every batch skipped after a rollback."""
@@ -283,9 +365,28 @@ class NaNGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._running = (-1, 0.0)  # (batch, running loss) last seen this epoch
+        self._epoch_sum, self._epoch_count = 0.0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        # A rollback's cut is a multiplier inside the monitor: the rate in use
+        # goes into History (and TensorBoard) under Keras' own key.
+        monitor = find_monitor(self.model.optimizer)
+        if logs is not None and monitor is not None and monitor.lr_multiplier != 1.0:
+            logs["learning_rate"] = self.learning_rate
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The learning rate in use: the optimizer's times a rollback's cut."""
+        monitor = None if self.model is None else find_monitor(self.model.optimizer)
+        if monitor is None:
+            return None
+        return to_float(monitor.learning_rate) * monitor.lr_multiplier
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
+        self._tap.remove()
+        self._tap.batches.clear()
+        self._replayer = Replayer()  # the copy's memory goes back
         line = closing_line(self.events, self.max_retries)
         if self.verbose and line:
             print(line)
@@ -320,6 +421,8 @@ class NaNGuard(keras.callbacks.Callback):
                      "detail": describe_skips(scale)}
         if found is None:
             found = self._watch_loss(logs.get("loss"), monitor.read, int(batch))
+        if found is None and self._clipping and not self._held_warned:
+            found = self._watch_held_spike(monitor.read())
         if found is None:
             if self._step - self._snapshot_step >= self._every:
                 self._take_snapshot()
@@ -336,196 +439,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._last_index, self._alarms = tally.count, tally.alarms
         return tally
 
-    def _watch_loss(self, loss, read, batch: int = 0) -> dict | None:
-        """A non-finite running loss, batch losses `LOSS_GROWTH` x above the best for `RECENT` steps, or
-        the absolute rules (`_watch_absolute`).
-
-        The growth counts only while the gradient norms are not growing
-        (`GROWTH_FACTOR`): when they are, the spike gate and the non-finite
-        checks decide, with the suspects and onset they give.
-
-        `read()` gives the monitor's record, read only when a rule needs it.
-        """
-        if loss is None:
-            return None
-        loss = float(loss)
-        if not math.isfinite(loss):
-            return {"trigger": "nonfinite_loss", "step": self._step,
-                    "detail": f"the running loss is {loss}"}
-        if self._first_loss is None:
-            self._first_loss = loss
-        prev_batch, prev_running = self._running
-        self._running = (batch, loss)
-        self._losses.append(loss)
-        self._batch_losses.append(batch_loss(batch, loss, prev_batch, prev_running))
-        if len(self._first_batch_losses) < 2 * STALL_STEPS:
-            self._first_batch_losses.append(self._batch_losses[-1])
-        self._loss_steps.append(self._step)
-        if len(self._losses) > STALL_STEPS + RECENT:
-            # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
-            del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
-            del self._batch_losses[STALL_STEPS]
-        if (self.spike_factor is not None  # off with the spike gate: non-finite only
-                and loss_has_grown(self._batch_losses, self._best_loss, self._first_loss)
-                and not self._norms_growing(read())):
-            last = self._batch_losses[-1]
-            return {"trigger": "loss_growth", "step": self._step,
-                    "best_step": self._best_step,
-                    "detail": f"the batch loss ({last:.4g} at the last step; running "
-                              f"{loss:.4g}) has stayed above {LOSS_GROWTH:g}x the best "
-                              f"running loss {self._best_loss:.4g} (step {self._best_step}) "
-                              f"for {RECENT} steps, and above the first "
-                              f"{self._first_loss:.4g}"}
-        if self._best_loss is None or loss <= self._best_loss:
-            self._best_loss, self._best_step = loss, self._step
-        if self.spike_factor is not None:
-            return self._watch_absolute(read)
-        return None
-
-    def _norms_growing(self, record) -> bool:
-        """Whether the recent global norms of applied steps grow (`GROWTH_FACTOR`).
-
-        Measured only when a loss rule fires: a median over the window,
-        not worth paying on every batch.
-        """
-        applied = (record.status == APPLIED) & np.isfinite(record.norm)
-        growth = measure_growth(record.norm[applied], self.window)["growth"]
-        return growth is not None and growth >= GROWTH_FACTOR
-
-    def _watch_absolute(self, read) -> dict | None:
-        """`loss_rise` and `stalled`: the rules that need no running median.
-
-        `loss_rise` counts only while the gradient norms are not growing
-        (`_norms_growing`), as `loss_growth` does. `read()` gives the
-        monitor's record.
-        """
-        losses = np.asarray(self._losses)
-        if (loss_has_risen(losses, self._batch_losses)
-                and not self._norms_growing(read())):
-            best = int(np.argmin(losses[:-RECENT]))
-            early = early_level(losses)
-            return {"trigger": "loss_rise", "step": self._step,
-                    "best_step": self._loss_steps[best],
-                    "detail": f"the batch loss ({self._batch_losses[-1]:.4g} at the last "
-                              f"step; running {losses[-1]:.4g}) has stayed above "
-                              f"{LOSS_RISE:g}x its early level {early:.4g} (its first, "
-                              f"or the median of the first {STALL_STEPS} if lower) "
-                              f"for {RECENT} steps"}
-        # Judged after the fit's first STALL_STEPS steps, and again after
-        # 2 * STALL_STEPS (`windows_flat`); at most one warning a fit.
-        if self._stall_judged >= 2 or len(losses) < STALL_STEPS or (
-                self._stall_judged == 1
-                and len(self._first_batch_losses) < 2 * STALL_STEPS):
-            return None
-        self._stall_judged += 1
-        if self._start_step != 0:  # only a model trained from its first step:
-            return None  # a resumed one may have learned all it can already
-        record = read()
-        if self._input_columns is None:
-            self._input_columns = input_columns(self.model, record.variable_paths)
-        ratio = (None if self._input_columns is None else
-                 input_ratio(record.variable_norms[record.status == APPLIED],
-                             *self._input_columns))
-        structure = structural_sign(self._gains, self._recurrent_gain, ratio)
-        first = record.steps == self._start_step + 1
-        sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
-                       if first.any() else None)
-        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses)
-        if evidence is None:
-            return None
-        self._stall_judged = 2
-        if evidence == "flat":
-            detail = (f"the running loss {losses[-1]:.4g} has not fallen below "
-                      f"{STALL_LOSS:g}x its first {losses[0]:.4g} in {len(losses)} steps")
-        elif evidence == "sensitivity":
-            detail = (f"the first step's gradient norm is {sensitivity:.3g}x the "
-                      f"square root of its loss (> {SENSITIVITY:g}; a few units "
-                      "for a well-initialized net)")
-        else:  # "windows"
-            first = np.mean(self._first_batch_losses[:STALL_STEPS])
-            second = np.mean(self._first_batch_losses[STALL_STEPS:])
-            detail = (f"the mean batch loss of steps {STALL_STEPS + 1}-{2 * STALL_STEPS} "
-                      f"({second:.4g}) has not fallen below {STALL_LOSS:g}x that of "
-                      f"steps 1-{STALL_STEPS} ({first:.4g})")
-        return {"trigger": "stalled", "step": self._step, "detail": detail}
-
     # -- actions -----------------------------------------------------------
-
-    def _handle(self, found, record, scale):
-        model = self.model
-        monitor = find_monitor(model.optimizer)
-        if self._columns is None:
-            self._layer_names, self._columns = layer_of_paths(
-                model, record.variable_paths
-            )
-            self._input_columns = input_columns(model, record.variable_paths)
-        layers = [self._layer_names[c] for c in self._columns]
-        batch = found["batch"]
-        event = diagnose(
-            found, record, layers=layers, window=self.window,
-            min_history=self.min_history, start_step=self._start_step,
-            learning_rate=to_float(monitor.learning_rate) * monitor.lr_multiplier,
-            epoch=self._epoch, batch=batch,
-            repeated=any(b == batch and e < self._epoch for e, b in self._failed),
-            gains=self._gains, recurrent_gain=self._recurrent_gain,
-            input_columns=self._input_columns,
-            weight_growth=weights_norm(model) / self._start_norm
-            if self._start_norm else None,
-            loss_scale=scale if found["trigger"] == "loss_scale" else None,
-        )
-        if event.cause == "bad_data" and self.action == "rollback":
-            self.bad_batches += 1
-        action, used_up = choose_action(
-            self.action, event.cause, self.retries, self.max_retries,
-            self.bad_batches, self.max_bad_batches, self.spike_action,
-            event.trigger,
-        )
-        weights_ok = all_finite(model.get_weights())
-        restored = None
-        if must_restore(event, weights_ok, action, self.restore_weights):
-            restored = self._snapshots.restore(model, monitor, event.onset_step)
-        if restored is not None:
-            monitor.mark_discarded(restored + 1, self._step)
-            self._snapshot_step = self._step
-            held = restored
-            if event.trigger == "loss_scale":  # the scale those weights had
-                self.loss_scale.restore_scale()
-        else:
-            held = weights_held(record, self._step, self._start_step)
-        new_lr = None
-        if action == "rollback":
-            self.retries += 1
-            monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
-            new_lr = event.learning_rate * self.lr_factor
-            self._best_loss = None  # the loss starts again from the snapshot
-            self._losses, self._loss_steps, self._batch_losses = [], [], []
-            self._first_batch_losses = []
-        moments = skipped = None
-        if action in ("rollback", "skip") and self.reset_moments:
-            moments = reset_moments(monitor)
-        if action == "rollback" and self.skip_batches:
-            skipped = self._skipper.start()  # filled as they pass
-        self.loss_scale.reset()
-        if action in ("rollback", "skip"):
-            model.reset_metrics()  # the bad batch's loss left the mean
-        self._failed.add((self._epoch, batch))
-        event = dataclasses.replace(
-            event, detail=event.detail + used_up, action=action,
-            restored_step=restored, new_learning_rate=new_lr,
-            moments_reset=moments, skipped_batches=skipped,
-            weights={"step": held, "restored": restored is not None,
-                     "kept_last": not self.restore_weights and restored is None},
-        )
-        event = dataclasses.replace(event, message=format_message(event))
-        self.events.append(event)
-        self._write_report()
-        if self.verbose:
-            print("\n" + event.message)  # on its own lines, never after Keras' progress bar
-        if action == "stop":
-            model.stop_training = True
-        elif action == "raise":
-            end_fit(monitor)  # on_train_end will not run
-            raise NonFiniteTrainingError(event.message, event)
 
     def _take_snapshot(self):
         monitor = find_monitor(self.model.optimizer)
@@ -535,61 +449,8 @@ class NaNGuard(keras.callbacks.Callback):
     def _write_report(self):
         if self.report_path is None:
             return
-        write_json_atomically(self.report_path,
+        write_json_atomically(self.report_file,
                               {"events": [e.to_dict() for e in self.events]})
         self._written = True
 
 
-
-def choose_action(action: str, cause: str, retries: int, max_retries: int,
-                  bad_batches: int, max_bad_batches: int,
-                  spike_action: str = "skip",
-                  trigger: str = "") -> tuple[str, str]:
-    """What NaNGuard does: `action`, `"skip"`/`"clip"`, `"warn"` or `"stop"`.
-
-    A `stalled` model is warned about (recorded, training goes on): its
-    weights are finite and a healthy model's loss can stay flat for a few
-    steps too; only its structure marks it.
-
-    A transient spike, or a spike from a batch that spiked in an earlier
-    epoch too, was skipped (or clipped) by the monitor already: training
-    goes on. With `"rollback"`, bad data is skipped (`bad_batches`
-    counts this one) until `max_bad_batches` are used up; other causes roll
-    back until `max_retries` are used up. Returns the action and a note for
-    the detail.
-    """
-    if trigger == "stalled":  # finite weights, evidence short of a divergence
-        return "warn", ""
-    if cause == "transient_spike" or (trigger == "gradient_spike" and cause == "bad_data"):
-        return spike_action, ""  # the monitor skipped or clipped it already
-    if action == "rollback" and cause == "bad_data":
-        if bad_batches <= max_bad_batches:
-            return "skip", ""
-        return "stop", f"; {max_bad_batches} bad batches used up"
-    if action == "rollback" and retries >= max_retries:
-        return "stop", f"; {max_retries} rollbacks used up"
-    return action, ""
-
-
-def must_restore(event: NaNEvent, weights_ok: bool, action: str,
-                 restore_weights: bool) -> bool:
-    """Whether to go back to the snapshot before the event's onset.
-
-    Always when the weights are non-finite; for a divergence (the norms
-    left their median before the event, or the loss scaler kept skipping:
-    its skips changed nothing, the update before them led there) on
-    rollback, and on stop/raise unless `restore_weights=False`.
-    """
-    diverging = event.trigger == "loss_scale" or (
-        event.cause not in ("bad_data", "transient_spike")
-        and event.onset_step < event.step
-    )
-    return not weights_ok or (diverging and (
-        action == "rollback" or (action in ("stop", "raise") and restore_weights)
-    ))
-
-
-def weights_held(record, step: int, start_step: int) -> int:
-    """The step whose weights a model holds when nothing was restored."""
-    kept = (record.steps <= step) & np.isin(record.status, (APPLIED, CLIPPED_SPIKE))
-    return int(record.steps[kept][-1]) if kept.any() else start_step

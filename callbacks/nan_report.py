@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import weakref
 
 import numpy as np
@@ -24,14 +25,36 @@ class NonFiniteTrainingError(FloatingPointError):
 _CLAIMS: dict[str, weakref.ref] = {}
 
 
-def check_report_path(path: str, owner=None) -> None:
-    """Raises unless `path` is a new file in a writable folder, free for `owner`.
+def free_report_path(path: str, overwrite: bool = False) -> str:
+    """`path`, or the first free numbered sibling when it exists.
+
+    `nan_report.json` exists: `nan_report-1.json`, then `-2`, ... A script
+    re-run with the same `report_path` trains and keeps every earlier
+    report; `overwrite=True` writes over `path` itself.
+    """
+    if overwrite or not os.path.lexists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.lexists(f"{stem}-{n}{ext}"):
+        n += 1
+    return f"{stem}-{n}{ext}"
+
+
+def check_report_path(path: str, owner=None, overwrite: bool = False) -> None:
+    """Raises unless `path` is a writable file path free for `owner`.
 
     A path is claimed by the first guard that checks it (for as long as that
     guard lives): a second guard given the same path would overwrite the
-    first one's events, so it is refused before training.
+    first one's events, so it is refused before training. An existing file
+    is refused unless `overwrite` (`free_report_path` numbers a new one).
     """
-    if os.path.exists(path):
+    if os.path.isdir(path):
+        raise ValueError(
+            f"NaNGuard received report_path={path!r}, which is a folder; "
+            "pass a file path such as 'nan_report.json'."
+        )
+    if os.path.exists(path) and not overwrite:
         raise ValueError(
             f"NaNGuard received report_path={path!r}, which already exists; "
             "pass a new path or move the old report away."
@@ -95,7 +118,13 @@ def format_message(event: dict) -> str:
         done = f"{'skipped' if action == 'skip' else 'clipped'} as bad data, learning rate unchanged"
     else:
         done = action
-    evidence = [f"Cause: {event['cause']} ({event['evidence']})."]
+    how = ", found by replay" if event.get("method") == "replay" else ""
+    evidence = [f"Cause: {event['cause']}{how} ({event['evidence']})."]
+    if event.get("nonfinite_variables", 0) > 1 and not event["first_nonfinite_variable"]:
+        evidence.append(
+            f"Every gradient is non-finite ({event['nonfinite_variables']} variables): "
+            "the NaN reached the loss, so no layer is singled out."
+        )
     if event["first_nonfinite_variable"]:
         evidence.append(
             f"First non-finite gradient: {event['first_nonfinite_variable']} "
@@ -111,7 +140,7 @@ def format_message(event: dict) -> str:
     if event["last_applied_norm"] is not None:
         evidence.append(f"Last applied global norm {event['last_applied_norm']:.4g}.")
     evidence.append(f"Learning rate in use {event['learning_rate']:.4g}.")
-    return "\n".join([
+    return wrap_lines([
         f"Step {event['step']}: NaNGuard caught "
         f"{event['trigger'].replace('_', ' ')}: cause {event['cause']}, "
         f"action {done}.",
@@ -123,6 +152,19 @@ def format_message(event: dict) -> str:
     ])
 
 
+LINE_WIDTH = 120  # no line NaNGuard prints is longer (a 120-column terminal)
+
+
+def wrap_lines(lines: list[str], width: int = LINE_WIDTH) -> str:
+    """Joins `lines`, each wrapped at `width`, continuations indented 4 spaces."""
+    out = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        out.append(textwrap.fill(line, width, subsequent_indent=indent + "    ",
+                                 break_long_words=True, break_on_hyphens=False))
+    return "\n".join(out)
+
+
 def closing_line(events: list[dict], max_retries: int) -> str | None:
     """One line when rollbacks ran out (or were used), else None."""
     rollbacks = [e for e in events if e["action"] == "rollback"]
@@ -131,14 +173,14 @@ def closing_line(events: list[dict], max_retries: int) -> str | None:
     rates = f"learning rate {rollbacks[0]['learning_rate']:.4g} -> {rollbacks[-1]['new_learning_rate']:.4g}"
     last = events[-1]
     if last["action"] == "stop":
-        return (f"NaNGuard: training stopped at step {last['step']} after "
+        return wrap_lines([f"NaNGuard: training stopped at step {last['step']} after "
                 f"{len(rollbacks)} rollback{'s' * (len(rollbacks) != 1)} "
                 f"(max_retries={max_retries}, {rates}): the retries are "
                 f"exhausted; the model holds the weights after step "
-                f"{last['weights']['step']}.")
-    return (f"NaNGuard: training went on after {len(rollbacks)} "
-            f"rollback{'s' * (len(rollbacks) != 1)} ({rates}; "
-            f"{max_retries - len(rollbacks)} of max_retries={max_retries} left).")
+                f"{last['weights']['step']}."])
+    return wrap_lines([f"NaNGuard: training went on after {len(rollbacks)} "
+                       f"rollback{'s' * (len(rollbacks) != 1)} ({rates}; "
+                       f"{max_retries - len(rollbacks)} of max_retries={max_retries} left)."])
 
 
 def _weights(event: dict) -> str:

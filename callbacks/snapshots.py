@@ -38,12 +38,17 @@ class Snapshots:
 
     def __init__(self, keep: int):
         self._copies = collections.deque(maxlen=keep)
+        # The fit's first copy, never dropped: an onset older than every
+        # copy kept (a suspect that left its median 50 steps back) still
+        # finds weights from before it, never ones from after.
+        self._anchor = None
 
     def __len__(self) -> int:
         return len(self._copies)
 
     def clear(self) -> None:
         self._copies.clear()
+        self._anchor = None
 
     @property
     def newest_step(self) -> int | None:
@@ -56,33 +61,48 @@ class Snapshots:
         weights = [to_numpy(v) for v in model.weights]
         if not all_finite(weights):
             return False
-        state = [to_numpy(v) for v in _state(monitor)]
+        state = [to_numpy(v) for v in optimizer_state(monitor)]
         self._copies.append((step, weights, state))
+        if self._anchor is None:
+            self._anchor = self._copies[-1]
         return True
+
+    def newest_before(self, before: int):
+        """`(step, weights, state)` of the newest copy before step `before`, or `None`."""
+        earlier = [c for c in self._all() if c[0] < before]
+        return earlier[-1] if earlier else None
+
+    def _all(self) -> list:
+        kept = list(self._copies)
+        if self._anchor is not None and not any(c is self._anchor for c in kept):
+            kept.insert(0, self._anchor)
+        return kept
 
     def restore(self, model, monitor, before: int) -> int | None:
         """Restores the newest copy taken before step `before`.
 
-        That is the weights after step `before - 1` or earlier; with none
-        that early, the oldest copy kept. Newer copies are dropped (they lie
-        on the path that went wrong).
+        That is the weights after step `before - 1` or earlier (the fit's
+        first copy is always kept for that); never a copy from `before` on.
+        Newer copies are dropped (they lie on the path that went wrong).
 
         Returns:
-            The step of the copy restored, or `None` when there is none.
+            The step of the copy restored, or `None` when there is none
+            before `before`.
         """
-        if not self._copies:
+        chosen = self.newest_before(before)
+        if chosen is None:
             return None
-        earlier = [c for c in self._copies if c[0] < before]
-        step, weights, state = earlier[-1] if earlier else self._copies[0]
+        step, weights, state = chosen
         while self._copies and self._copies[-1][0] > step:
             self._copies.pop()
         model.set_weights(weights)
-        for variable, value in zip(_state(monitor), state):
+        for variable, value in zip(optimizer_state(monitor), state):
             variable.assign(value)
         return step
 
 
-def _state(monitor) -> list:
+def optimizer_state(monitor) -> list:
+    """The updating optimizer's variables but its step counter and learning rate."""
     updater = innermost_optimizer(monitor)
     keep = (step_counter(updater), getattr(updater, "_learning_rate", None))
     return [

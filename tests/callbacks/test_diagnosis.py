@@ -201,7 +201,11 @@ def test_an_isolated_spike_is_transient_and_repeated_ones_are_not():
 def test_diagnose_a_divergence_on_a_record():
     norms = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 1.1, 4.0, 16.0, np.inf]
     status = [APPLIED] * 9 + [NONFINITE]
-    record = _record(norms, status=status, first_nonfinite=[-1] * 9 + [0])
+    # Only the kernel's gradient is non-finite at step 10: it is named.
+    variable_norms = np.stack([np.asarray(norms) / np.sqrt(2)] * 2, axis=1)
+    variable_norms[-1, 1] = 1.0
+    record = _record(norms, status=status, first_nonfinite=[-1] * 9 + [0],
+                     variable_norms=variable_norms)
     event = _diagnose(record)
     assert isinstance(event, dg.NaNEvent)
     assert (event.trigger, event.step, event.cause) == ("nonfinite_gradient", 10, "learning_rate")
@@ -219,6 +223,36 @@ def test_diagnose_a_divergence_on_a_record():
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.cause = "depth"
     assert json.loads(json.dumps(event.to_dict()))["step"] == 10
+
+
+def test_every_gradient_nonfinite_names_no_variable():
+    # A NaN label makes every gradient NaN: the first in list order (often
+    # the embedding) is no origin, so none is named.
+    norms = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, np.nan]
+    record = _record(norms, status=[APPLIED] * 6 + [NONFINITE],
+                     first_nonfinite=[-1] * 6 + [0])
+    event = _diagnose(record)
+    assert event.first_nonfinite_variable is None and event.nonfinite_variables == 2
+
+
+def test_a_repeated_bad_batch_names_the_earlier_epoch():
+    norms = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, np.nan]
+    record = _record(norms, status=[APPLIED] * 6 + [NONFINITE],
+                     first_nonfinite=[-1] * 6 + [0])
+    event = _diagnose(record, epoch=3, batch=4, repeated=True, earlier_epoch=1)
+    assert event.cause == "bad_data"
+    assert "batch 4 failed in epoch 1 too (now epoch 3, batch 4 (0-based))" in event.evidence
+
+
+def test_ratio_rules_take_no_ratio_over_rounding_noise():
+    # A converged net's norms of 4.5e-9, then 1e-3: no "2e5x" rise is claimed.
+    tiny = [4.5e-9] * 8 + [1e-3]
+    ratio, _ = dg.running_median(np.asarray(tiny), window=50)
+    assert np.isnan(ratio).all()
+    assert dg.measure_growth(np.asarray(tiny), window=50)["growth"] is None
+    k = np.full((5, 1), 1e-3)
+    assert dg.input_ratio(np.hstack([k, np.full((5, 1), 4.5e-9)]), 0, 1, 4) is None
+    assert dg.input_ratio(np.hstack([k, np.full((5, 1), 1e-3)]), 0, 1, 4) == pytest.approx(0.5)
 
 
 def test_diagnose_bad_data_on_a_flat_record():

@@ -35,8 +35,11 @@ def test_rollback_resets_moments_and_skips_the_next_batches(tmp_path):
     ])
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5), loss="mse")
     keep, moments = WeightsPerStep(), Moments()
+    # min_history=2: the spike gate judges from step 3 (the early rule's
+    # absolute evidence, steps 1-2 only, would otherwise catch the growth
+    # before step 9's spike).
     guard = NaNGuard(action="rollback", reset_moments=True, skip_batches=3,
-                     max_retries=1, snapshot_every=1, verbose=False,
+                     max_retries=1, snapshot_every=1, verbose=False, min_history=2,
                      report_path=tmp_path / "report.json")
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
               callbacks=[guard, keep, moments])  # keep and moments see what the guard left

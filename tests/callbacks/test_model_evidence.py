@@ -68,3 +68,32 @@ def test_a_kernel_that_feeds_only_a_normalization_is_left_out_of_the_gains():
     model = keras.Model(inputs, out)
     gains, _ = initial_gains(model)
     np.testing.assert_allclose(gains, by_hand(model, ["shared", "head"]), rtol=1e-5)
+
+
+def test_a_first_convolution_feeding_batch_normalization_gives_no_input_ratio():
+    # BatchNormalization removes the batch mean, so the convolution's bias
+    # gradient is rounding noise and kernel/bias said "input_scale" of healthy
+    # Conv2D + BatchNormalization nets on unit-scale inputs (issue 29).
+    from gradguard.callbacks.model_evidence import input_columns
+
+    def convnet(norm):
+        keras.utils.set_random_seed(0)
+        layers = [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv")]
+        layers += [keras.layers.BatchNormalization()] if norm else []
+        layers += [keras.layers.ReLU(), keras.layers.Flatten(), keras.layers.Dense(1)]
+        return keras.Sequential(layers)
+
+    for norm, expected in ((True, None), (False, (0, 1, 9))):
+        model = convnet(norm)
+        paths = [v.path for v in model.trainable_variables]
+        assert input_columns(model, paths) == expected
+    # And on a real batch the bias gradient behind BatchNormalization is ~0.
+    import tensorflow as tf
+
+    model = convnet(True)
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(keras.ops.square(model(x, training=True) - 1.0))
+    grads = tape.gradient(loss, model.trainable_variables)
+    kernel, bias = (float(np.linalg.norm(g)) for g in grads[:2])
+    assert bias < 1e-4 * kernel

@@ -27,7 +27,10 @@ def test_poisoned_batch(action, value, tmp_path):
     model = dense_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     report = tmp_path / "report.json"
-    guard = NaNGuard(action=action, report_path=report, snapshot_every=1, verbose=False)
+    # skip_bad_data=False: stop and raise act on bad data too (by default a
+    # single bad batch is skipped and training goes on, whatever `action`).
+    guard = NaNGuard(action=action, report_path=report, snapshot_every=1, verbose=False,
+                     skip_bad_data=False)
     keep = WeightsPerStep()
     fit = lambda: model.fit(  # noqa: E731
         x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
@@ -43,10 +46,11 @@ def test_poisoned_batch(action, value, tmp_path):
     assert _finite(model)
     event = guard.events[0]
     assert (event["trigger"], event["step"], event["batch"]) == ("nonfinite_gradient", 3, 2)
-    # Every gradient is NaN; the first variable in the optimizer's order is
-    # the first layer's kernel.
-    assert event["first_nonfinite_variable"] == model.layers[0].kernel.path
-    assert event["first_nonfinite_layer"] == "hidden"
+    # Every gradient is NaN: no variable is named (the first in list order
+    # would name the first layer, wherever the NaN came from).
+    assert event["first_nonfinite_variable"] is None
+    assert event["nonfinite_variables"] == len(model.trainable_variables)
+    assert "Every gradient is non-finite (6 variables)" in event["message"]
     assert json.loads(report.read_text())["events"][0]["trigger"] == "nonfinite_gradient"
     if action == "stop":
         assert keep.step == 3  # fit ended at the poisoned batch
@@ -119,7 +123,8 @@ def test_diverging_rnn_is_caught_at_the_spike_before_nan(snapshot_every):
     assert event["cause"] == "learning_rate"
     assert "rnn_cell/recurrent_kernel left its median first" in event["evidence"]
     taken = [t for t in range(0, event["step"], snapshot_every)][-8:]
-    assert restored == max([t for t in taken if t < onset], default=taken[0])
+    # None of those before the onset: the fit's first copy (step 0), never a later one.
+    assert restored == max([t for t in taken if t < onset], default=0)
     for a, b in zip(model.get_weights(), keep.weights[restored]):
         np.testing.assert_array_equal(a, b)
 
@@ -148,18 +153,40 @@ def test_nonfinite_weights_are_restored():
     assert _finite(model)
 
 
-def test_existing_report_is_never_overwritten(tmp_path):
+def test_existing_report_gets_a_numbered_sibling(tmp_path):
+    # A script re-run with the same report_path trains, keeps the old report
+    # and writes report-1.json (issue 31: never refuse, never overwrite).
+    report = tmp_path / "report.json"
+    report.write_text("mine")
+    (tmp_path / "report-1.json").write_text("mine too")
+    x, y = _poisoned(np.nan)
+    model = dense_model()
+    model.compile(optimizer="sgd", loss="mse")
+    guard = NaNGuard(report_path=report, verbose=False)
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[guard])
+    assert report.read_text() == "mine"
+    assert (tmp_path / "report-1.json").read_text() == "mine too"
+    written = json.loads((tmp_path / "report-2.json").read_text())
+    assert [e["batch"] for e in written["events"]] == [2]
+    assert guard.report_file == str(tmp_path / "report-2.json")
+
+
+def test_overwrite_writes_over_the_report(tmp_path):
     report = tmp_path / "report.json"
     report.write_text("mine")
     x, y = _poisoned(np.nan)
     model = dense_model()
     model.compile(optimizer="sgd", loss="mse")
-    before = model.get_weights()
-    with pytest.raises(ValueError, match=r"report_path=.*report.json', which already exists; pass a new path"):
-        model.fit(x, y, verbose=0, callbacks=[NaNGuard(report_path=report)])
-    assert report.read_text() == "mine"
-    for a, b in zip(before, model.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0,
+              callbacks=[NaNGuard(report_path=report, overwrite=True, verbose=False)])
+    assert json.loads(report.read_text())["events"][0]["cause"] == "bad_data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_report_path_of_the_wrong_type_names_the_value_and_the_fix():
+    with pytest.raises(TypeError, match=r"NaNGuard received report_path=123 of type int; "
+                                        r"expected a str or os\.PathLike file path"):
+        NaNGuard(report_path=123)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -170,6 +197,10 @@ def test_existing_report_is_never_overwritten(tmp_path):
     ({"window": 1}, r"NaNGuard received window=1; expected an int >= 2\."),
     ({"lr_factor": 0}, r"NaNGuard received lr_factor=0; expected a number in \(0, 1\]\."),
     ({"max_retries": -1}, r"NaNGuard received max_retries=-1; expected an int >= 0\."),
+    ({"loss_is": "mean"},
+     r"NaNGuard received loss_is='mean'; expected one of 'auto', 'running', 'batch'\."),
+    ({"max_consecutive_bad_batches": 0},
+     r"NaNGuard received max_consecutive_bad_batches=0; expected an int >= 1\."),
 ])
 def test_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

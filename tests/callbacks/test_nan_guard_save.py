@@ -51,12 +51,15 @@ def test_saved_model_loads_with_the_rate_in_use_after_rollbacks(tmp_path, capsys
     printed = capsys.readouterr().out
     first = guard.events[0]
     # Each message starts on a line of its own, headline first, then indented lines.
-    assert f"\nStep {first['step']}: NaNGuard caught gradient spike: cause {first['cause']}, " \
+    caught = first["trigger"].replace("_", " ")  # early blowup: SGD(1.0) is caught at step 5
+    assert f"\nStep {first['step']}: NaNGuard caught {caught}: cause {first['cause']}, " \
            "action rollback, learning rate 1 -> 0.5.\n  What: " in printed
     for label in ("  Cause: ", "  Cure: ", "  Weights: the model holds the weights after step"):
         assert label in first["message"]
     assert first["message"].splitlines()[0] == printed.split("\n")[1]
-    # One closing line says the retries ran out.
-    last = printed.strip().splitlines()[-1]
+    # One closing line says the retries ran out (wrapped at 120 columns).
+    closing = printed[printed.rindex("NaNGuard: training stopped"):].strip().splitlines()
+    assert max(len(line) for line in closing) <= 120
+    last = " ".join(line.strip() for line in closing)
     assert last.startswith(f"NaNGuard: training stopped at step {guard.events[-1]['step']} after 1 rollback ")
     assert "retries are exhausted" in last and "learning rate 1 -> 0.5" in last

@@ -303,7 +303,9 @@ def test_after_an_exception_the_model_saves_loads_and_trains_plainly(tmp_path):
     model = _model()
     with pytest.raises(FloatingPointError):
         model.fit(bad_x, y, batch_size=16, shuffle=False, verbose=0,
-                  callbacks=[AutoClip(), NaNGuard(action="raise", verbose=False)])
+                  # skip_bad_data=False: the bad batch raises (by default it is skipped)
+                  callbacks=[AutoClip(), NaNGuard(action="raise", verbose=False,
+                                                  skip_bad_data=False)])
     monitor = find_monitor(model.optimizer)
     assert monitor.autoclip_percentile is None  # switched off before raising
     model.save(tmp_path / "after.keras")

@@ -1,0 +1,180 @@
+"""`LossWatch`: NaNGuard's rules on the loss and on the norms the spike gate cannot judge.
+
+A mixin of `NaNGuard` (its state lives on the guard, set in
+`on_train_begin`): what the loss says (`loss_growth`, `loss_rise`,
+`stalled`, from `loss_rules.py`), the fit's first steps (`early_blowup`)
+and spikes a clip held (`held_spike`, from `blowup_rules.py`). Each method
+returns the event found (`trigger`, `step`, `detail`, ...) or `None`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .blowup_rules import find_early_blowup, find_held_spike
+from .gradient_record import APPLIED, DISCARDED
+from .loss_rules import (
+    LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
+    early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
+)
+from .model_evidence import input_columns
+from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
+from .structure_signs import input_ratio, structural_sign
+
+
+class LossWatch:
+    """NaNGuard's loss and early-step rules (a mixin: the guard holds the state)."""
+
+    def _watch_loss(self, loss, read, batch: int = 0) -> dict | None:
+        """A non-finite running loss, batch losses `LOSS_GROWTH` x above the best for `RECENT` steps, or
+        the absolute rules (`_watch_absolute`).
+
+        The growth counts only while the gradient norms are not growing
+        (`GROWTH_FACTOR`): when they are, the spike gate and the non-finite
+        checks decide, with the suspects and onset they give.
+
+        `read()` gives the monitor's record, read only when a rule needs it.
+        """
+        if loss is None:
+            return None
+        loss = float(loss)
+        if not math.isfinite(loss):
+            return {"trigger": "nonfinite_loss", "step": self._step,
+                    "detail": f"the running loss is {loss}"}
+        prev_batch, prev_running = self._running
+        if self._per_batch_loss:  # a custom loop's own loss: the running mean is ours
+            if batch <= prev_batch:  # a new epoch (on_epoch_begin may not be called)
+                self._epoch_sum, self._epoch_count = 0.0, 0
+            self._epoch_sum, self._epoch_count = self._epoch_sum + loss, self._epoch_count + 1
+            this_batch, loss = loss, self._epoch_sum / self._epoch_count
+        else:
+            this_batch = batch_loss(batch, loss, prev_batch, prev_running)
+        if self._first_loss is None:
+            self._first_loss = loss
+        self._running = (batch, loss)
+        self._losses.append(loss)
+        self._batch_losses.append(this_batch)
+        if len(self._first_batch_losses) < 2 * STALL_STEPS:
+            self._first_batch_losses.append(self._batch_losses[-1])
+        self._loss_steps.append(self._step)
+        if len(self._losses) > STALL_STEPS + RECENT:
+            # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
+            del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
+            del self._batch_losses[STALL_STEPS]
+        if (self.spike_factor is not None and not self._early_judged
+                and self._step - self._start_step <= self.min_history):
+            early = self._watch_early(read())
+            if early is not None:
+                return early
+        if (self.spike_factor is not None  # off with the spike gate: non-finite only
+                and loss_has_grown(self._batch_losses, self._best_loss, self._first_loss)
+                and not self._norms_growing(read())):
+            last = self._batch_losses[-1]
+            return {"trigger": "loss_growth", "step": self._step,
+                    "best_step": self._best_step,
+                    "detail": f"the batch loss ({last:.4g} at the last step; running "
+                              f"{loss:.4g}) has stayed above {LOSS_GROWTH:g}x the best "
+                              f"running loss {self._best_loss:.4g} (step {self._best_step}) "
+                              f"for {RECENT} steps, and above the first "
+                              f"{self._first_loss:.4g}"}
+        if self._best_loss is None or loss <= self._best_loss:
+            self._best_loss, self._best_step = loss, self._step
+        if self.spike_factor is not None:
+            return self._watch_absolute(read)
+        return None
+
+    def _watch_early(self, record) -> dict | None:
+        """`early_blowup`: the fit's first steps against its first (`find_early_blowup`)."""
+        # Only the steps the spike gate is blind to (fewer than min_history
+        # norms before them): from there on, the gate judges.
+        rows = ((record.steps > self._start_step) & (record.status != DISCARDED)
+                & (record.steps <= self._start_step + self.min_history))
+        steps = record.steps[rows]
+        known = dict(zip(self._loss_steps, self._batch_losses))
+        losses = [known.get(int(t), np.nan) for t in steps]
+        blowup = find_early_blowup(steps, record.norm[rows], losses)
+        if blowup is None:
+            return None
+        self._early_judged = True
+        return {"trigger": "early_blowup", "step": blowup.step, "detail": blowup.detail}
+
+    def _watch_held_spike(self, record) -> dict | None:
+        """`held_spike`: a raw spike a clip held (`find_held_spike`); warned once a fit."""
+        blowup = find_held_spike(record.steps, record.norm, record.norm_clipped,
+                                 record.status == APPLIED, self.window, self._held_since)
+        self._held_since = self._step
+        if blowup is None:
+            return None
+        self._held_warned = True
+        return {"trigger": "held_spike", "step": blowup.step, "detail": blowup.detail}
+
+    def _norms_growing(self, record) -> bool:
+        """Whether the recent global norms of applied steps grow (`GROWTH_FACTOR`).
+
+        Measured only when a loss rule fires: a median over the window,
+        not worth paying on every batch.
+        """
+        # The norms the spike gate judges (after the user's clip): a clip that
+        # holds them leaves the loss rules to decide.
+        applied = (record.status == APPLIED) & np.isfinite(record.norm_clipped)
+        growth = measure_growth(record.norm_clipped[applied], self.window)["growth"]
+        return growth is not None and growth >= GROWTH_FACTOR
+
+    def _watch_absolute(self, read) -> dict | None:
+        """`loss_rise` and `stalled`: the rules that need no running median.
+
+        `loss_rise` counts only while the gradient norms are not growing
+        (`_norms_growing`), as `loss_growth` does. `read()` gives the
+        monitor's record.
+        """
+        losses = np.asarray(self._losses)
+        if (loss_has_risen(losses, self._batch_losses)
+                and not self._norms_growing(read())):
+            best = int(np.argmin(losses[:-RECENT]))
+            early = early_level(losses)
+            return {"trigger": "loss_rise", "step": self._step,
+                    "best_step": self._loss_steps[best],
+                    "detail": f"the batch loss ({self._batch_losses[-1]:.4g} at the last "
+                              f"step; running {losses[-1]:.4g}) has stayed above "
+                              f"{LOSS_RISE:g}x its early level {early:.4g} (its first, "
+                              f"or the median of the first {STALL_STEPS} if lower) "
+                              f"for {RECENT} steps"}
+        # Judged after the fit's first STALL_STEPS steps, and again after
+        # 2 * STALL_STEPS (`windows_flat`); at most one warning a fit.
+        if self._stall_judged >= 2 or len(losses) < STALL_STEPS or (
+                self._stall_judged == 1
+                and len(self._first_batch_losses) < 2 * STALL_STEPS):
+            return None
+        self._stall_judged += 1
+        if self._start_step != 0:  # only a model trained from its first step:
+            return None  # a resumed one may have learned all it can already
+        record = read()
+        if self._input_columns is None:
+            self._input_columns = input_columns(self.model, record.variable_paths)
+        ratio = (None if self._input_columns is None else
+                 input_ratio(record.variable_norms[record.status == APPLIED],
+                             *self._input_columns))
+        structure = structural_sign(self._gains, self._recurrent_gain, ratio)
+        first = record.steps == self._start_step + 1
+        sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
+                       if first.any() else None)
+        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses)
+        if evidence is None:
+            return None
+        self._stall_judged = 2
+        if evidence == "flat":
+            detail = (f"the running loss {losses[-1]:.4g} has not fallen below "
+                      f"{STALL_LOSS:g}x its first {losses[0]:.4g} in {len(losses)} steps")
+        elif evidence == "sensitivity":
+            detail = (f"the first step's gradient norm is {sensitivity:.3g}x the "
+                      f"square root of its loss (> {SENSITIVITY:g}; a few units "
+                      "for a well-initialized net)")
+        else:  # "windows"
+            first = np.mean(self._first_batch_losses[:STALL_STEPS])
+            second = np.mean(self._first_batch_losses[STALL_STEPS:])
+            detail = (f"the mean batch loss of steps {STALL_STEPS + 1}-{2 * STALL_STEPS} "
+                      f"({second:.4g}) has not fallen below {STALL_LOSS:g}x that of "
+                      f"steps 1-{STALL_STEPS} ({first:.4g})")
+        return {"trigger": "stalled", "step": self._step, "detail": detail}

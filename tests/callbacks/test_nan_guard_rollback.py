@@ -1,0 +1,47 @@
+"""Rollback correctness: the weights restored are from before the onset, checked per step."""
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard.callbacks import NaNGuard
+from gradguard.callbacks.attach import find_monitor
+from tests.callbacks.helpers import WeightsPerStep
+from tests.callbacks.test_nan_guard_causes import _setup
+
+
+class AtEvent(keras.callbacks.Callback):
+    """The model's weights right after each NaNGuard event (runs after the guard)."""
+
+    def __init__(self, guard):
+        super().__init__()
+        self.guard, self.weights = guard, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if len(self.guard.events) > len(self.weights):
+            self.weights.append(self.model.get_weights())
+
+
+@pytest.mark.parametrize("keep_snapshots", [2, 8])
+def test_rollback_restores_weights_from_before_the_onset(keep_snapshots):
+    # SGD(1.0): the norm is 725x the first at step 5, onset step 1. With 2
+    # copies kept (steps 3 and 4), both are after the onset: the fit's first
+    # copy (step 0) is restored, never step 3 (issue 29: onset 40, restored 41).
+    x, y, model, optimizer, batch_size = _setup("learning_rate")
+    model.compile(optimizer=optimizer, loss="mse")
+    guard = NaNGuard(action="rollback", max_retries=1, snapshot_every=1,
+                     keep_snapshots=keep_snapshots, verbose=False)
+    keep, at = WeightsPerStep(), AtEvent(guard)
+    history = model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                        callbacks=[keep, guard, at])
+    event = guard.events[0]
+    assert event.action == "rollback"
+    assert event.restored_step is not None and event.restored_step < event.onset_step
+    for a, b in zip(at.weights[0], keep.weights[event.restored_step]):
+        np.testing.assert_array_equal(a, b)
+    # The cut is visible where users read it: History and the guard.
+    assert find_monitor(model.optimizer).lr_multiplier == pytest.approx(0.5 ** len(
+        [e for e in guard.events if e.action == "rollback"]))
+    assert history.history["learning_rate"][-1] == pytest.approx(guard.learning_rate)
+    rate = 1.0 * find_monitor(model.optimizer).lr_multiplier  # SGD(1.0) times the cuts
+    assert guard.learning_rate == pytest.approx(rate)
