@@ -19,6 +19,7 @@ Run from the repository root (writes benchmarks/results/diagnosis_<tag>.txt):
 
     python -m benchmarks.diagnosis --tag after          # the whole population
     python -m benchmarks.diagnosis --quick --tag quick  # one seed, a few runs
+    python -m benchmarks.diagnosis --scripts --tag T    # keras-io scripts (diagnosis_scripts.py)
 """
 
 from __future__ import annotations
@@ -514,6 +515,12 @@ def summarize(df: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> pd.DataFrame:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--scripts" in argv:  # the keras-io population: its own module and flags
+        from .diagnosis_scripts import main as scripts_main
+
+        argv.remove("--scripts")
+        return scripts_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one seed, one run per cause and healthy variant")

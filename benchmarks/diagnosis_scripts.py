@@ -1,0 +1,402 @@
+"""NaNGuard measured on scripts others wrote: keras-io examples with breaks injected.
+
+Each script in `benchmarks/keras_io/` (a keras-io example adapted to run
+offline on synthetic data, model/compile/fit as published) trains once per
+break with the default `NaNGuard()`, and twice healthy (seeds 0 and 1).
+Every run is labelled by construction with the cause the guard should name:
+
+    lr_x100, lr_x1000    learning rate x100 / x1000 after compile -> learning_rate
+    nan_label            one label NaN (one entry of a one-hot row) -> bad_data
+    inf_label            one label inf (where inputs cannot hold NaN) -> bad_data
+    nan_input            one input value NaN in one sample            -> bad_data
+    inf_input            one input value inf (where labels cannot hold NaN) -> bad_data
+    feature_x1e4         one input feature x1e4 in every sample       -> input_scale
+    targets_x1e5         every target x1e5 (labels, for classifiers)  -> target_scale
+    fp16_overflow        mixed_float16, float inputs scaled to ~3e4
+                         (token models: embedding tables to ~3e4)     -> loss_scale
+    healthy              nothing changed                              -> no event at all
+
+A break a script cannot carry (integer labels or token ids cannot hold
+NaN; TF raises on them before any gradient) is not run; the module says
+why (`NOT_APPLICABLE`) and the report lists it.
+
+Per run: event (yes/no), step, trigger, cause, action of the decisive event
+(the first that stopped training, else the first), weights finite at the
+end, whether the model ended at chance on the clean data (accuracy within
+0.02 of the majority class, or an R^2 <= 0.05, or non-finite predictions;
+`judge`), and whether training went on to the last epoch.
+
+    python -m benchmarks.diagnosis --scripts --tag before
+    python -m benchmarks.diagnosis --scripts --only vae --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from gradguard.callbacks import NaNGuard  # noqa: E402
+
+from . import keras_io  # noqa: E402
+from .diagnosis import _get, decisive  # noqa: E402
+
+BREAKS = {  # break -> the cause it should be named
+    "lr_x100": "learning_rate", "lr_x1000": "learning_rate",
+    "nan_label": "bad_data", "inf_label": "bad_data", "nan_input": "bad_data",
+    "inf_input": "bad_data",
+    "feature_x1e4": "input_scale", "targets_x1e5": "target_scale",
+    "fp16_overflow": "loss_scale",
+}
+SINGLE_BAD = ("nan_label", "inf_label", "nan_input", "inf_input")
+HEALTHY_SEEDS = (0, 1)
+FP16_MAX = 3e4  # float inputs scaled so that their largest value is this (fits float16)
+
+
+def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
+    """(break, seed) runs of one script; `quick`: lr_x100, lr_x1000, the first
+    single bad batch and one healthy seed only."""
+    module = keras_io.load(script)
+    runs = []
+    for name in BREAKS:
+        if name in module.NOT_APPLICABLE:
+            continue
+        if name == "inf_label" and "nan_input" not in module.NOT_APPLICABLE:
+            continue  # an inf label only where the inputs cannot hold NaN
+        if name == "inf_input" and ("nan_label" not in module.NOT_APPLICABLE
+                                    or "nan_input" in module.NOT_APPLICABLE):
+            continue  # an inf input only where the labels cannot hold NaN and inputs can
+        runs.append((name, 0))
+    if quick:
+        first_bad = [r for r in runs if r[0] in SINGLE_BAD][:1]
+        runs = [r for r in runs if r[0] in ("lr_x100", "lr_x1000")] + first_bad
+    return runs + [("healthy", s) for s in (HEALTHY_SEEDS[:1] if quick else HEALTHY_SEEDS)]
+
+
+# -- breaks --------------------------------------------------------------
+
+
+def inject(module, setup, brk: str, seed: int) -> None:
+    """Puts break `brk` into `setup` (its data copies, its optimizer)."""
+    rng = np.random.default_rng(seed + 7)
+    x, y = setup.x, setup.y
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    row = int(0.3 * n)  # inside the training part of any validation_split
+    if brk in ("lr_x100", "lr_x1000"):
+        opt = setup.model.optimizer
+        opt.learning_rate = float(keras.ops.convert_to_numpy(opt.learning_rate)) * (
+            100.0 if brk == "lr_x100" else 1000.0)
+    elif brk in ("nan_label", "inf_label"):
+        y = np.array(y, dtype="float32")
+        y.reshape(n, -1)[row, 0] = np.nan if brk == "nan_label" else np.inf
+    elif brk in ("nan_input", "inf_input"):
+        bad = np.nan if brk == "nan_input" else np.inf
+        if isinstance(x, dict):
+            x = dict(x)
+            key = module.NAN_KEY
+            x[key] = np.array(x[key], dtype="float32")
+            x[key][row, 0] = bad
+        else:
+            x = np.array(x)
+            flat = x.reshape(n, -1)
+            flat[row, int(rng.integers(flat.shape[1]))] = bad
+    elif brk == "feature_x1e4":
+        if isinstance(x, dict):
+            x = dict(x)
+            x[module.FEATURE_KEY] = x[module.FEATURE_KEY] * 10_000
+        else:
+            x = np.array(x)
+            if x.ndim == 3:  # a sequence: one channel at every step
+                x[..., 0] *= 1e4
+            else:  # a table's first column, or an image's centre pixel
+                flat = x.reshape(n, -1)
+                column = 0 if x.ndim == 2 else flat.shape[1] // 2
+                flat[:, column] *= 1e4
+    elif brk == "targets_x1e5":
+        y = np.asarray(y, dtype="float32") * 1e5
+    elif brk == "fp16_overflow":
+        if not setup.model.built:  # a subclassed model builds on its first call
+            setup.model(x[:2] if not isinstance(x, dict) else
+                        {k: v[:2] for k, v in x.items()})
+        embeddings = [l for l in setup.model._flatten_layers()
+                      if isinstance(l, keras.layers.Embedding)]
+        if embeddings:  # token inputs: the tables' largest value to FP16_MAX
+            for layer in embeddings:
+                table = keras.ops.convert_to_numpy(layer.embeddings)
+                layer.embeddings.assign(table * (FP16_MAX / np.abs(table).max()))
+        elif isinstance(x, dict):
+            x = {k: (v * FP16_MAX if v.dtype.kind == "i" else v) for k, v in x.items()}
+        else:
+            x = (np.asarray(x) * (FP16_MAX / np.nanmax(np.abs(x)))).astype("float32")
+    setup.x, setup.y = x, y
+
+
+# -- judging the end state -----------------------------------------------
+
+
+def _predict(setup, x):
+    """The model's outputs on `x`, called directly (no predict function to trace)."""
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    parts = []
+    for i in range(0, n, 256):
+        chunk = ({k: v[i:i + 256] for k, v in x.items()} if isinstance(x, dict)
+                 else x[i:i + 256])
+        parts.append(keras.ops.convert_to_numpy(setup.model(chunk, training=False)))
+    return np.concatenate(parts).astype("float64")
+
+
+def judge(setup, x, y) -> tuple[bool, float]:
+    """(at chance, skill) of the trained model on the clean data.
+
+    Skill: accuracy above the majority class's for classifiers, R^2 (1 -
+    mse / the constant prediction's) otherwise; NaN for non-finite outputs.
+    At chance: skill <= 0.02 for classifiers, <= 0.05 otherwise, or NaN.
+    """
+    try:
+        p = _predict(setup, x)
+    except Exception:  # noqa: BLE001  (a model that cannot predict is broken)
+        return True, float("nan")
+    if not np.isfinite(p).all():
+        return True, float("nan")
+    if setup.task == "binary":
+        labels = np.asarray(y).reshape(-1)
+        base = max(labels.mean(), 1 - labels.mean())
+        skill = float(((p.reshape(-1) > 0.5) == labels).mean()) - base
+        return skill <= 0.02, skill
+    if setup.task in ("onehot", "sparse"):
+        labels = np.asarray(y).argmax(-1) if setup.task == "onehot" else np.asarray(y)
+        base = np.bincount(labels.astype(int)).max() / len(labels)
+        skill = float((p.argmax(-1) == labels).mean()) - base
+        return skill <= 0.02, skill
+    target = np.asarray(x if y is None else y, dtype="float64").reshape(len(p), -1)
+    mse = float(((p.reshape(len(p), -1) - target) ** 2).mean())
+    skill = 1.0 - mse / float(((target - target.mean(axis=0)) ** 2).mean())
+    return skill <= 0.05, skill
+
+
+def weights_finite(model) -> bool:
+    return all(np.isfinite(w).all() for w in model.get_weights()
+               if np.asarray(w).dtype.kind == "f")
+
+
+# -- one run -------------------------------------------------------------
+
+
+def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
+    """Trains `script` with break `brk` (or "healthy") and the default NaNGuard.
+
+    `callbacks`: the callbacks to train with (default `[NaNGuard(verbose=False)]`);
+    pass `[]` for a plain run. One row of results.
+    """
+    module = keras_io.load(script)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    row = dict(script=script, source=module.SOURCE, brk=brk, seed=seed,
+               expected=BREAKS.get(brk, "none"))
+    start = time.perf_counter()
+    guard = NaNGuard(verbose=False) if callbacks is None else None
+    callbacks = [guard] if callbacks is None else list(callbacks)
+    try:
+        x_clean, y_clean = module.make_data(seed)
+        if brk == "fp16_overflow":
+            keras.config.set_dtype_policy("mixed_float16")
+        setup = module.build(x_clean, y_clean)
+        inject(module, setup, brk, seed)
+        history = setup.fit(callbacks)
+        losses = history.get("loss", [])
+        epochs = setup.fit_kwargs.get("epochs", 1)
+        row.update(
+            error="",
+            epochs_run=len(losses),
+            went_on=bool(len(losses) == epochs and not setup.model.stop_training),
+            final_loss=float(losses[-1]) if losses else np.nan,
+            weights_finite=weights_finite(setup.model),
+        )
+        row["at_chance"], row["skill"] = judge(setup, x_clean, y_clean)
+    except Exception as error:  # noqa: BLE001  (a row, not a crash)
+        row.update(error=f"{type(error).__name__}: {error}".replace("\n", " ")[:160])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    events = list(guard.events) if guard is not None else []
+    e = decisive(events)
+    row.update(
+        events=len(events),
+        step=int(_get(e, "step")) if e else -1,
+        trigger=_get(e, "trigger") if e else "",
+        cause=_get(e, "cause") if e else "",
+        action=_get(e, "action") if e else "",
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    row.setdefault("error", "")
+    return row
+
+
+# -- report --------------------------------------------------------------
+
+
+def mark_harm(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds `harmed`: whether a break left the model worse than its healthy runs.
+
+    Non-finite weights or outputs, or (where the script's healthy runs learn,
+    median skill >= 0.05) a skill below half of theirs. Judged on the clean
+    data, not on the running loss (a skipped NaN batch leaves a NaN there).
+    """
+    df = df.copy()
+    ok = df[df["error"] == ""]
+    ref = ok[ok["brk"] == "healthy"].groupby("script")["skill"].median()
+    harmed = []
+    for _, r in df.iterrows():
+        if r["error"] or r["brk"] == "healthy":
+            harmed.append(False)
+            continue
+        skill, good = float(r["skill"]), float(ref.get(r["script"], np.nan))
+        harmed.append(bool(not r["weights_finite"] or not np.isfinite(skill)
+                           or (good >= 0.05 and skill < 0.5 * good)))
+    df["harmed"] = harmed
+    return df
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """Counts over the breaks and healthy runs, and the confusion matrix."""
+    df = mark_harm(df)
+    ok = df[df["error"] == ""]
+    broken = ok[ok["brk"] != "healthy"]
+    healthy = ok[ok["brk"] == "healthy"]
+    right = broken["cause"] == broken["expected"]
+    silent = broken[(broken["events"] == 0)
+                    & (~broken["weights_finite"].astype(bool) | broken["at_chance"].astype(bool))]
+    single = broken[broken["brk"].isin(SINGLE_BAD)]
+    named = single["cause"] == "bad_data"
+    skipped = single["action"] == "skip"
+    went_on = single["went_on"].astype(bool)
+    lines = [
+        f"runs: {len(df)} ({len(broken)} breaks, {len(healthy)} healthy, "
+        f"{int((df['error'] != '').sum())} errors), scripts: {df['script'].nunique()}",
+        f"right cause: {int(right.sum())} of {len(broken)} breaks"
+        + (f" ({right.mean():.0%})" if len(broken) else ""),
+        f"breaks with an event: {int((broken['events'] > 0).sum())} of {len(broken)}",
+        f"breaks that harmed the model (NaN, or under half its healthy runs' skill on the "
+        f"clean data): {int(broken['harmed'].sum())}; right cause on "
+        f"{int(right[broken['harmed']].sum())} of them; no event on "
+        f"{int((broken['harmed'] & (broken['events'] == 0)).sum())}",
+        f"breaks that leave the model NaN or at chance with no event: {len(silent)}"
+        f" (NaN weights: {int((~silent['weights_finite'].astype(bool)).sum())})",
+        f"single bad batches named bad_data, skipped and training going on to the last "
+        f"epoch: {int((named & skipped & went_on).sum())} of {len(single)} (named "
+        f"bad_data: {int(named.sum())}; action skip: {int(skipped.sum())}; went on: "
+        f"{int(went_on.sum())})",
+        f"healthy runs with any event (warnings included): "
+        f"{int((healthy['events'] > 0).sum())} of {len(healthy)}; healthy runs at chance "
+        f"after their short fit (the reference for 'at chance'): "
+        f"{int(healthy['at_chance'].astype(bool).sum())} of {len(healthy)}",
+        "",
+        "confusion matrix (rows: expected cause, columns: named cause; (none) = no event)",
+        "",
+    ]
+    matrix = pd.crosstab(ok["expected"], ok["cause"].replace("", "(none)"))
+    lines.append(matrix.to_markdown())
+    errors = df[df["error"] != ""]
+    if len(errors):
+        lines += ["", "errors (runs that raised; not counted above)", "",
+                  errors[["script", "brk", "seed", "error"]].to_markdown(index=False)]
+    return "\n".join(lines)
+
+
+def not_applicable(scripts) -> pd.DataFrame:
+    rows = []
+    for s in scripts:
+        for brk, why in keras_io.load(s).NOT_APPLICABLE.items():
+            rows.append(dict(script=s, brk=brk, why=why))
+    return pd.DataFrame(rows)
+
+
+def report(df: pd.DataFrame, scripts, tag: str | None, note: str = "") -> str:
+    cols = ["script", "brk", "seed", "expected", "events", "step", "trigger", "cause",
+            "action", "weights_finite", "at_chance", "skill", "went_on", "harmed", "final_loss",
+            "seconds"]
+    sources = "\n".join(f"- `{s}`: keras-io `{keras_io.load(s).SOURCE}` at "
+                        f"{keras_io.load(s).COMMIT[:10]}" for s in scripts)
+    df = mark_harm(df)
+    na = not_applicable(scripts)
+    text = "\n\n".join([
+        f"# NaNGuard on keras-io scripts ({tag or 'untagged'})",
+        note or "`python -m benchmarks.diagnosis --scripts`",
+        "## Summary", summarize(df),
+        "## Per run", df[[c for c in cols if c in df]].to_markdown(
+            index=False, floatfmt=".3g"),
+        "## Breaks not run (the script cannot carry them)",
+        na.to_markdown(index=False) if len(na) else "none",
+        "## Scripts", sources,
+    ])
+    return text + "\n"
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated script names")
+    parser.add_argument("--quick", action="store_true",
+                        help="per script: lr_x100, lr_x1000, one bad batch, one healthy run")
+    parser.add_argument("--breaks", default=None, help="comma-separated breaks to run")
+    parser.add_argument("--quick-first", action="store_true",
+                        help="run --quick's runs of every script before the others")
+    parser.add_argument("--tag", default=None,
+                        help="write benchmarks/results/diagnosis_scripts_<tag>.md/.csv")
+    parser.add_argument("--note", default="", help="a line for the report's head")
+    parser.add_argument("--csv", default=None,
+                        help="report on rows saved earlier (a results .csv), no training")
+    parser.add_argument("--match", default=None,
+                        help="with --csv: keep only the runs (script, break, seed) in this .csv")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)  # the scripts' own (input_shape=)
+    scripts = args.only.split(",") if args.only else list(keras_io.SCRIPTS)
+    runs = [(s, b, seed) for s in scripts for b, seed in plan(s, args.quick)]
+    if args.quick_first:  # --quick's runs of every script first: a run cut short covers all
+        first = [(s, b, seed) for s in scripts for b, seed in plan(s, True)]
+        runs = first + [r for r in runs if r not in first]
+    if args.breaks:
+        wanted = args.breaks.split(",")
+        runs = [r for r in runs if r[1] in wanted]
+    folder = os.path.join(os.path.dirname(__file__), "results")
+    if args.csv:  # a subset of a saved run, e.g. the runs a later, shorter run also made
+        df = pd.read_csv(args.csv, keep_default_na=False, na_values=["", "nan"])
+        if args.match:
+            keys = pd.read_csv(args.match)[["script", "brk", "seed"]]
+            df = df.merge(keys, on=["script", "brk", "seed"])
+        for column in ("error", "cause", "trigger", "action"):
+            df[column] = df[column].astype(object).fillna("")
+        for column in ("weights_finite", "at_chance", "went_on"):
+            df[column] = df[column].map({True: True, False: False, "True": True,
+                                         "False": False}).fillna(False).astype(bool)
+        scripts = [s for s in scripts if s in set(df["script"])]
+        runs = []
+    rows = []
+    for i, (script, brk, seed) in enumerate(runs):
+        row = run_one(script, brk, seed)
+        rows.append(row)
+        print(f"[{i + 1}/{len(runs)}] {script:24s} {brk:14s} s{seed} -> "
+              f"{row['cause'] or '-':14s} {row['trigger']:18s} {row['action']:6s} "
+              f"step {row['step']:3d} {row['error'][:60]} ({row['seconds']}s)", flush=True)
+        if args.tag:  # written as it goes: a run cut short keeps its rows
+            os.makedirs(folder, exist_ok=True)
+            pd.DataFrame(rows).to_csv(os.path.join(
+                folder, f"diagnosis_scripts_{args.tag}.csv"), index=False)
+    if not args.csv:
+        df = pd.DataFrame(rows)
+    text = report(df, scripts, args.tag, args.note)
+    print(text)
+    if args.tag:
+        with open(os.path.join(folder, f"diagnosis_scripts_{args.tag}.md"), "w") as f:
+            f.write(text)
+    return df
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

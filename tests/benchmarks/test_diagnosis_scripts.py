@@ -1,0 +1,47 @@
+"""benchmarks.diagnosis_scripts: the keras-io population, its breaks and one run end to end."""
+
+import numpy as np
+import pytest
+
+from gradguard.benchmarks import diagnosis_scripts as ds
+from gradguard.benchmarks import keras_io
+
+
+def test_every_script_carries_at_least_six_breaks_or_says_why():
+    assert len(keras_io.SCRIPTS) >= 10
+    for script in keras_io.SCRIPTS:
+        module = keras_io.load(script)
+        runs = ds.plan(script)
+        breaks = [b for b, _ in runs if b != "healthy"]
+        assert sum(b == "healthy" for b, _ in runs) == 2
+        assert set(breaks).isdisjoint(module.NOT_APPLICABLE)
+        assert module.SOURCE.endswith(".py") and len(module.COMMIT) == 40
+        # Only the transformer (sparse labels and token ids) falls short, and says why.
+        assert len(breaks) >= 6 or len(module.NOT_APPLICABLE) >= 4, script
+
+
+def test_inject_puts_exactly_one_bad_value_into_the_data():
+    module = keras_io.load("boston_regression")
+    x, y = module.make_data(0)
+    setup = module.build(x, y)
+    ds.inject(module, setup, "nan_input", 0)
+    assert (~np.isfinite(setup.x)).sum() == 1 and np.isfinite(x).all()  # a copy
+    setup = module.build(x, y)
+    ds.inject(module, setup, "feature_x1e4", 0)
+    np.testing.assert_allclose(setup.x[:, 0], x[:, 0] * 1e4, rtol=1e-6)
+    np.testing.assert_array_equal(setup.x[:, 1:], x[:, 1:])
+
+
+@pytest.mark.slow  # two real fits of a 20-epoch MLP: ~10 s idle, more on a loaded machine
+def test_a_nan_input_row_against_a_plain_run():
+    """The row's event and finite weights, against the same break without the guard."""
+    plain = ds.run_one("boston_regression", "nan_input", 0, callbacks=[])
+    assert plain["error"] == ""
+    assert not plain["weights_finite"]  # the break really ruins a plain Keras run
+    assert not np.isfinite(plain["final_loss"])
+    row = ds.run_one("boston_regression", "nan_input", 0)
+    assert row["error"] == "" and row["expected"] == "bad_data"
+    assert row["events"] >= 1 and row["step"] >= 1
+    assert row["weights_finite"]  # the guard kept the NaN out of the weights
+    text = ds.summarize(__import__("pandas").DataFrame([plain, row]))
+    assert "right cause: " in text and "confusion matrix" in text
