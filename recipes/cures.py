@@ -151,8 +151,11 @@ def rebuild(model: keras.Model, change: Callable[[keras.layers.Layer, dict], obj
             *, reinitialize: bool = False) -> keras.Model:
     """Clones `model` layer by layer, letting `change(layer, config)` edit each one.
 
-    `change` returns `None` (keep the layer, with its weights), a config (the
-    same class built from it: with the old weights, or fresh ones from its
+    `change` returns `None` (keep the layer itself: `model` is a trial's
+    own faithful copy, so the rebuilt model may share it, and a layer's
+    state that is not a weight, such as an adapted vocabulary or
+    Normalization's statistics, stays as it is), a config (the same class
+    built from it: with the old weights, or fresh ones from its
     initializers when `reinitialize`) or a layer (used as it is; a
     `Sequential` whose first layer is the clone takes the old weights there).
     """
@@ -164,9 +167,8 @@ def rebuild(model: keras.Model, change: Callable[[keras.layers.Layer, dict], obj
         config = layer.get_config()
         new = change(layer, config)
         if new is None:
-            new = layer.__class__.from_config(config)
-            copies.append((layer, new))
-        elif isinstance(new, dict):
+            return layer
+        if isinstance(new, dict):
             new = layer.__class__.from_config(new)
             if not reinitialize:
                 copies.append((layer, new))

@@ -19,12 +19,14 @@ import math
 import pathlib
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
 import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
+from gradguard.callbacks.model_copy import model_bytes, model_from_bytes
 
 from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
@@ -164,10 +166,23 @@ class Trainer:
                  batch_size: int, out_dir: pathlib.Path | None):
         self.cls, self.config = type(model), model.get_config()
         self.compile_config = model.get_compile_config()
+        # Every trial starts from the model as Keras' own saving round-trips
+        # it (callbacks/model_copy.py): adapted Normalization statistics,
+        # lookup vocabularies and custom layers' state come back as loading
+        # rebuilds them, which from_config + set_weights does not do.
+        try:
+            self.saved = model_bytes(model)
+        except (TypeError, ValueError) as error:
+            warnings.warn(f"examine could not save the model ({error}); every trial is rebuilt "
+                          "from its config and weights instead, which loses the state of "
+                          "adapted preprocessing layers. Register custom layers with "
+                          "@keras.saving.register_keras_serializable().", stacklevel=3)
+            self.saved = None
         # An untrained model holds the initial weights its script made: every
         # trial starts from them (a config can lose an initializer's
         # arguments: Identity(gain=0.5) comes back as gain 1). A trained one
-        # is rebuilt from its config with the seed.
+        # gets fresh trainable weights from its config with the seed, and
+        # keeps its non-trainable state (adapted statistics).
         untrained = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
         self.initial = model.get_weights() if untrained else None
         self.sample = data[0][:1] if not isinstance(data[0], (list, tuple)) else [a[:1] for a in data[0]]
@@ -185,17 +200,29 @@ class Trainer:
     # -- the set-up as given ---------------------------------------------------
 
     def patient(self) -> Patient:
-        """A fresh copy of the user's set-up, with the seed's initial weights."""
+        """A fresh, faithful copy of the user's set-up, with the seed's initial weights."""
         keras.utils.set_random_seed(self.seed)
-        model = self.cls.from_config(copy.deepcopy(self.config))
-        if not model.built:
-            model(self.sample)
-        if self.initial is not None:
-            model.set_weights(self.initial)
+        if self.saved is not None:
+            model = model_from_bytes(self.saved)
+            if self.initial is None:
+                fresh = self._from_config()
+                for old, new in zip(model.trainable_variables, fresh.trainable_variables):
+                    old.assign(new)
+        else:
+            model = self._from_config()
+            if self.initial is not None:
+                model.set_weights(self.initial)
         optimizer = keras.optimizers.deserialize(copy.deepcopy(self.compile_config["optimizer"]))
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer = optimizer.inner_optimizer  # compile wraps it again under mixed_float16
         return Patient(model, optimizer, self.data)
+
+    def _from_config(self):
+        keras.utils.set_random_seed(self.seed)
+        model = self.cls.from_config(copy.deepcopy(self.config))
+        if not model.built:
+            model(self.sample)
+        return model
 
     # -- one trial ---------------------------------------------------------------
 
