@@ -61,14 +61,16 @@ class Diagnosis:
     problem: str  # "exploding", "vanishing", "dying_relu" or "none"
     trials: pd.DataFrame  # one row per trial, COLUMNS (+ "note")
     cure: str | None  # the winning change, or None
-    code: tuple[str, ...]  # the lines to paste into the user's script
+    code: tuple[str, ...]  # the lines to paste into the user's script, in order
     model: object  # the repaired (or healthy) trained copy; None without a cure
+    bar: object = None  # the trials.Bar every trial was judged by
+    findings: tuple = ()  # static_checks.Finding: what was wrong before training
 
 
 def examine(model, x, y, *, validation_data: tuple | None = None,
             validation_split: float = 0.2, epochs: int = 3, batch_size: int = 32,
             out_dir: str | os.PathLike | None = None, seed: int = 0,
-            max_trials: int = 8, try_all: bool = False,
+            max_trials: int = 8, try_all: bool = False, max_seconds: float | None = None,
             target: float | None = None, verbose: bool = True) -> Diagnosis:
     """Names what stops a compiled Keras model from learning and proves a cure.
 
@@ -90,6 +92,8 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
             Defaults to 8.
         try_all: train every cure and rank them, instead of stopping at the
             first that learns. Defaults to `False`.
+        max_seconds: wall-clock budget of the search after trial 0 (a
+            trial under way is finished). Defaults to `None` (no limit).
         target: the bar to reach: `val/trivial` at most this (regression,
             default 0.1) or validation accuracy at least this
             (classification). Defaults to `None`.
@@ -112,46 +116,51 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
     ```
     """
     from . import cures as C
-    from .trials import Bar, Trainer, split_data
+    from .search import search
+    from .static_checks import check_setup
     from .symptoms import name_problem
+    from .trials import Bar, Trainer, split_data
 
     _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target)
+    say = print if verbose else (lambda *_: None)
+    findings = check_setup(model, x, y)
+    for finding in findings:
+        say(f"static check ({finding.check}): {finding.message}"
+            + (f" -> cure: {finding.cure}" if finding.cure else ""))
     data = split_data(x, y, validation_data, validation_split)
     bar = Bar.measure(model, data, target)
+    say(f"bar: {describe_bar(bar)}")
     out = pathlib.Path(out_dir) if out_dir is not None else None
     trainer = Trainer(model, data, bar, seed=seed, epochs=epochs,
                       batch_size=batch_size, out_dir=out)
-    say = print if verbose else (lambda *_: None)
-    done = trainer.finished()
 
     first = trainer.first_findings()
     if first is None:
         result = trainer.train(0, "as given", trainer.patient())
         first = name_problem(result, bar, data, C.finite_rows)
         trainer.save_findings(first)
-        done = trainer.finished()
     say(f"trial 0 (as given): {first['cause']}, problem {first['problem']}: {first['evidence']}")
     if first["cause"] == "healthy":
-        return trainer.finish(first, None)
+        return trainer.finish(first, None, findings)
 
-    context = C.Context(clip_norm=first["clip_norm"], bad_rows=tuple(first["bad_rows"]))
-    trained = int((done["note"].fillna("") == "").sum())
-    for number, cure in enumerate(C.cures_for(first["cause"], first["problem"]), start=1):
-        if trained >= max_trials or (not try_all and trainer.winner() is not None):
-            break
-        if number in set(done["trial"]):
-            continue
-        try:
-            patient = cure.apply(trainer.patient(), context)
-        except C.NotApplicable as reason:
-            trainer.record_not_applicable(number, cure.name, str(reason))
-            say(f"trial {number} ({cure.name}): not applicable: {reason}")
-            continue
-        row = trainer.train(number, cure.name, patient).row
-        trained += 1
-        say(f"trial {number} ({cure.name}): val/trivial {row['val/trivial']:.3g}, "
-            f"learned {row['learned']}")
-    return trainer.finish(first, trainer.winner())
+    context = C.Context(clip_norm=first["clip_norm"], bad_rows=tuple(first["bad_rows"]),
+                        loss=model.loss, batch_size=batch_size)
+    search(trainer, first, findings, context, max_trials=max_trials, max_seconds=max_seconds,
+           try_all=try_all, say=say)
+    return trainer.finish(first, trainer.winner(), findings)
+
+
+def describe_bar(bar) -> str:
+    """The bar in words, as printed before trial 0."""
+    from .trials import RELATIVE
+
+    relative = (f"; or, without a guard event and no longer improving, val/trivial <= "
+                f"{RELATIVE:g} and <= {RELATIVE:g} x trial 0's")
+    if bar.kind == "regression":
+        return (f"learned = val_loss <= {bar.target:g} x the constant prediction's "
+                f"({bar.trivial:.4g}){relative}")
+    return (f"learned = val accuracy >= {bar.target:.3f} (majority class {bar.majority:.3f}; "
+            f"constant prediction's loss {bar.trivial:.4g}){relative}")
 
 
 def _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target):
@@ -179,7 +188,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m recipes.doctor",
         description="Names what stops a saved Keras model from learning on your data, "
                     "tries the cures for it and prints the code to change.")
-    parser.add_argument("--model", required=True, help="a compiled model saved as .keras")
+    parser.add_argument("--model", required=True, help="a compiled model saved as .keras (or .h5)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="a module to import first, so that the custom layers and losses it "
+                             "registers load (repeatable)")
     parser.add_argument("--data", required=True,
                         help=".npz with arrays x, y (optional x_val, y_val), or a .csv series")
     parser.add_argument("--target-column", help="CSV: the column to predict")
@@ -188,6 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--max-trials", type=int, default=8, help="trials at most (default 8)")
     parser.add_argument("--try-all", action="store_true", help="rank every cure")
+    parser.add_argument("--max-seconds", type=float, help="wall-clock budget of the search")
     parser.add_argument("--target", type=float, help="the bar: val/trivial (regression) or accuracy")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and shuffling (default 0)")
     parser.add_argument("--out", help="folder for results.csv, summary.txt, TensorBoard runs")
@@ -198,8 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, path in (("--model", args.model), ("--data", args.data)):
         if not pathlib.Path(path).is_file():
             parser.error(f"{flag} {path!r}: no such file.")
-    if not args.model.endswith(".keras"):
-        parser.error(f"--model {args.model!r}: expected a .keras file (model.save('m.keras')).")
+    if not args.model.endswith((".keras", ".h5")):
+        parser.error(f"--model {args.model!r}: expected a .keras or .h5 file (model.save('m.keras')).")
     suffix = pathlib.Path(args.data).suffix
     if suffix not in (".npz", ".csv"):
         parser.error(f"--data {args.data!r}: expected a .npz or a .csv file.")
@@ -239,7 +252,16 @@ def main(argv: list[str] | None = None) -> Diagnosis:
     except (ValueError, OSError) as error:
         sys.exit(f"{prog}: error: {error}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import importlib
+
     import keras
+
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            sys.exit(f"{prog}: error: --import {module!r}: {error}; give a module importable "
+                     "from the current folder or sys.path (e.g. my_layers for my_layers.py).")
 
     try:
         model = keras.saving.load_model(args.model)
@@ -248,21 +270,32 @@ def main(argv: list[str] | None = None) -> Diagnosis:
                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
     found = examine(model, x, y, validation_data=val, epochs=args.epochs,
                     batch_size=args.batch_size, out_dir=args.out, seed=args.seed,
-                    max_trials=args.max_trials, try_all=args.try_all, target=args.target)
+                    max_trials=args.max_trials, try_all=args.try_all, target=args.target,
+                    max_seconds=args.max_seconds)
     print(report(found))
     return found
 
 
 def report(found: Diagnosis) -> str:
-    """The summary: cause, evidence, the table and the code to change."""
-    lines = [f"cause: {found.cause} (problem: {found.problem})", f"evidence: {found.evidence}", "",
-             markdown_table(found.trials.astype(object).where(found.trials.notna(), None))]
+    """The summary: findings, cause, evidence, the bar, the table and the code to change."""
+    table = found.trials.copy()
+    if found.bar is not None and found.bar.kind == "regression":
+        table = table.drop(columns="accuracy")
+    if table["note"].eq("").all():
+        table = table.drop(columns="note")
+    lines = [*(f"static check ({f.check}): {f.message}" for f in found.findings),
+             f"cause: {found.cause} (problem: {found.problem})", f"evidence: {found.evidence}"]
+    if found.bar is not None:
+        lines.append(f"bar: {describe_bar(found.bar)}")
+    lines += ["", markdown_table(table.astype(object).where(table.notna(), ""))]
     if found.cause == "healthy":
         lines.append("Nothing to change: the set-up trains as given.")
     elif found.cure is None:
         lines.append("No cure tried learned; see docs/doctor.md for what the doctor cannot fix.")
     else:
-        lines += [f"cure: {found.cure}", "change in your script:", *[f"    {c}" for c in found.code]]
+        lines += [f"cure: {found.cure}",
+                  "change in your script, in this order, after building `model` and in place "
+                  "of your compile call:", *[f"    {c}" for c in found.code]]
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,11 @@ from .run_files import write_atomic
 SPIKE_FACTOR = 1000.0  # NaNGuard's spike gate, as in the recipes: an unmistakable explosion
 LEARNED_RATIO = 0.1  # val loss at most this x the constant prediction's (regression)
 ACCURACY_MARGIN = 0.5  # accuracy >= majority + this x (1 - majority) (classification)
-COLUMNS = ["trial", "change", "exploded_step", "val_loss", "val/trivial", "learned", "wall_time_s"]
+RELATIVE = 0.5  # or: no event, val/trivial at most this and this x trial 0's, and no longer falling
+IMPROVING = 0.97  # last epoch's val loss below this x every earlier epoch's: still improving
+DIVERGING = 1.5  # last epoch's val loss above this x the best epoch's: diverging
+COLUMNS = ["trial", "change", "exploded_step", "val_loss", "val/trivial", "accuracy", "trend",
+           "learned", "wall_time_s"]
 
 
 def split_data(x, y, validation_data, validation_split: float) -> tuple:
@@ -189,6 +193,7 @@ class Trainer:
         self.data, self.bar, self.seed = data, bar, seed
         self.epochs, self.batch_size, self.out = epochs, batch_size, out_dir
         self.rows: list[dict] = []
+        self.reference = None  # trial 0's val/trivial
         self.models: dict[int, keras.Model] = {}
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -196,6 +201,8 @@ class Trainer:
             if (self.out / "results.csv").exists() and (self.out / "findings.json").exists():
                 self.rows = pd.read_csv(self.out / "results.csv", keep_default_na=False,
                                         na_values=[""]).to_dict("records")
+                first = [r for r in self.rows if r["trial"] == 0]
+                self.reference = float(first[0]["val/trivial"]) if first else None
 
     # -- the set-up as given ---------------------------------------------------
 
@@ -230,30 +237,42 @@ class Trainer:
         """Compiles and trains `patient`, judges it and appends its row."""
         model = patient.model
         kwargs = keras.saving.deserialize_keras_object(copy.deepcopy(self.compile_config))
-        model.compile(**{**kwargs, "optimizer": patient.optimizer})
+        loss = patient.loss if patient.loss is not None else kwargs.get("loss")
+        model.compile(**{**kwargs, "optimizer": patient.optimizer, "loss": loss})
         initial = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
         tb = None
         if self.out is not None:
             tb = self.out / "tensorboard" / f"trial-{number}"
             shutil.rmtree(tb, ignore_errors=True)  # a trial trained but never recorded
         logger = GradientNormLogger(log_dir=None if tb is None else str(tb))
-        guard = NaNGuard(action="stop", spike_factor=SPIKE_FACTOR, verbose=False)
+        # NaNGuard's own defaults, so the doctor and a user's guard agree on a run.
+        guard = NaNGuard(verbose=False)
         x, y, x_val, y_val = patient.data
         keras.utils.set_random_seed(self.seed)
         start = time.perf_counter()
-        model.fit(x, y, validation_data=(x_val, y_val), epochs=self.epochs,
-                  batch_size=self.batch_size, verbose=0,
-                  callbacks=[logger, guard, *([EpochSummary(tb)] if tb else [])])
+        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=self.epochs,
+                            batch_size=self.batch_size, verbose=0,
+                            callbacks=[logger, guard, *([EpochSummary(tb)] if tb else [])])
         wall = time.perf_counter() - start
         norms = logger.to_dataframe("global")
         bad = norms["step"][~np.isfinite(norms["grad_norm"])].tolist()
         exploded = min([*bad[:1], *[int(e["step"]) for e in guard.events]], default=None)
-        score = self.bar.score(model, x_val, y_val)
+        bar = self.bar
+        if patient.loss is not None or patient.data is not self.data:  # scored on its own terms
+            bar = dataclasses.replace(Bar.measure(model, patient.data, None), target=self.bar.target)
+        score = bar.score(model, x_val, y_val)
+        trend = curve_trend(history.history.get("val_loss", []))
+        learned = score["learned"] or (
+            number > 0 and exploded is None and self.reference is not None
+            and trend != "improving" and score["val/trivial"] <= RELATIVE * min(1.0, self.reference))
         row = {"trial": number, "change": change, "exploded_step": exploded,
                "val_loss": score["val_loss"], "val/trivial": score["val/trivial"],
-               "learned": score["learned"], "wall_time_s": round(wall, 2),
-               "accuracy": score["accuracy"], "note": "", "code": "\n".join(patient.code)}
-        if score["learned"] or number == 0:
+               "accuracy": score["accuracy"], "trend": trend, "learned": bool(learned),
+               "wall_time_s": round(wall, 2), "note": "",
+               "code": "\n".join(patient.code + compile_code(patient.optimizer, loss))}
+        if number == 0:
+            self.reference = score["val/trivial"]
+        if learned or number == 0:
             self.models[number] = model
             if self.out is not None:
                 save_model(model, self.out / "models" / f"trial-{number}.keras")
@@ -263,7 +282,7 @@ class Trainer:
     def record_not_applicable(self, number: int, change: str, reason: str) -> None:
         self._append({"trial": number, "change": change, "exploded_step": None,
                       "val_loss": None, "val/trivial": None, "learned": False,
-                      "wall_time_s": 0.0, "accuracy": None,
+                      "wall_time_s": 0.0, "accuracy": None, "trend": "",
                       "note": f"not applicable: {reason}", "code": ""})
 
     def _append(self, row: dict) -> None:
@@ -275,10 +294,10 @@ class Trainer:
 
     def finished(self) -> pd.DataFrame:
         """The trials recorded so far (read back from results.csv on a resume)."""
-        table = pd.DataFrame(self.rows, columns=[*COLUMNS, "accuracy", "note", "code"])
+        table = pd.DataFrame(self.rows, columns=[*COLUMNS, "note", "code"])
         table["exploded_step"] = pd.to_numeric(table["exploded_step"]).astype("Int64")
         table["learned"] = table["learned"].astype(bool)
-        table[["note", "code"]] = table[["note", "code"]].fillna("")
+        table[["note", "code", "trend"]] = table[["note", "code", "trend"]].fillna("")
         return table
 
     def first_findings(self) -> dict | None:
@@ -302,7 +321,7 @@ class Trainer:
         best = table.sort_values(key, ascending=self.bar.kind == "regression").iloc[0]
         return int(best["trial"])
 
-    def finish(self, findings: dict, winner: int | None):
+    def finish(self, findings: dict, winner: int | None, static: tuple = ()):
         """The `Diagnosis`; writes summary.txt."""
         from .doctor import Diagnosis, report
 
@@ -318,12 +337,34 @@ class Trainer:
         found = Diagnosis(
             cause=findings["cause"], evidence=findings["evidence"], problem=findings["problem"],
             trials=table[[*COLUMNS, "note"]].reset_index(drop=True),
+            bar=self.bar, findings=tuple(static),
             cure=None if chosen.empty else str(chosen["change"].iloc[0]),
             code=() if chosen.empty else tuple(str(chosen["code"].iloc[0]).splitlines()),
             model=model)
         if self.out is not None:
             write_atomic(self.out / "summary.txt", report(found))
         return found
+
+
+def curve_trend(val_losses: list) -> str:
+    """`improving`, `flat` or `diverging`: the last epoch's validation loss against the others'."""
+    values = [float(v) for v in val_losses]
+    if not values or not all(math.isfinite(v) for v in values):
+        return "diverging" if values else ""
+    if len(values) < 2:
+        return ""
+    if values[-1] > DIVERGING * min(values):
+        return "diverging"
+    return "improving" if values[-1] < IMPROVING * min(values[:-1]) else "flat"
+
+
+def compile_code(optimizer, loss) -> tuple[str, ...]:
+    """The block's last lines: the optimizer and the compile call."""
+    from .cures import optimizer_code
+    from .output_cures import loss_code
+
+    return (optimizer_code(optimizer),
+            f"model.compile(optimizer=optimizer, loss={loss_code(loss)})  # and your metrics")
 
 
 def save_model(model: keras.Model, path: pathlib.Path) -> None:

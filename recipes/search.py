@@ -1,0 +1,102 @@
+"""The doctor's search: every cure family, ranked by the evidence, stacked.
+
+`rank` orders the whole catalogue for one examination: the cures the
+static findings name (facts about the set-up, found before training) come
+first, then the named cause's own list (`PRIORS`, argued in
+docs/doctor.md), then a learning-rate range test, then every other family.
+Nothing is left out because the cause was named otherwise: a wrong name
+costs trials, not the answer.
+
+`search` trains them one by one on fresh, faithful copies. A cure that
+improves (validation loss over the constant prediction's at most
+`IMPROVES` x the best so far, without a guard event) but does not learn is
+kept, and the next cure is stacked on it; stacked cures are applied in
+`cures.KINDS` order (data, layers, output and loss, Normalization in
+front, optimizer), and so is their code printed. It stops at the first
+trial that learns (or ranks all with `try_all`), after `max_trials`
+trained trials or `max_seconds`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+
+from . import cures as C
+from . import output_cures as O
+
+IMPROVES = 0.8  # val/trivial at most this x the best so far: kept, and stacked on
+
+CATALOGUE = (  # every cure, in the order tried after the evidence's
+    C.LR_FINDER, C.LR_10, C.LR_100, C.ADAM, C.NORMALIZE, O.TARGET_SCALE, C.FAN_IN,
+    C.BATCH_NORM, C.RELU, C.SELU, C.LEAKY, C.ELU, C.CLIP, C.ORTHOGONAL, C.LSTM,
+    C.FLOAT32_OUTPUT, O.LOGITS, O.LINEAR_OUTPUT, C.DROP_ROWS,
+)
+BY_NAME = {cure.name: cure for cure in CATALOGUE}
+
+# Each cause's (or problem's) own cures, first after the static findings'.
+PRIORS = {
+    "learning_rate": (C.LR_10, C.LR_100, C.LR_FINDER, C.CLIP, C.ADAM),
+    "input_scale": (C.NORMALIZE, C.LR_10, C.CLIP),
+    "depth": (C.FAN_IN, C.BATCH_NORM, C.CLIP, C.LR_10),
+    "vanishing": (C.FAN_IN, C.RELU, C.BATCH_NORM, C.SELU, C.LEAKY, C.ADAM),
+    "dying_relu": (C.FAN_IN, C.LEAKY, C.ELU, C.BATCH_NORM),
+    "recurrence": (C.CLIP, C.ORTHOGONAL, C.LSTM, C.LR_10, C.LR_100),
+    "bad_data": (C.DROP_ROWS,),
+    "loss_scale": (C.FLOAT32_OUTPUT, C.LR_10, C.CLIP),
+    "unknown": (C.LR_FINDER, C.LR_10, C.CLIP, C.ADAM),
+}
+
+
+def rank(findings, cause: str, problem: str) -> list[C.Cure]:
+    """Every cure once: the static findings' cures, the cause's, then the catalogue."""
+    named = [BY_NAME[f.cure] for f in findings if f.cure in BY_NAME]
+    prior = PRIORS.get(problem) or PRIORS.get(cause, PRIORS["unknown"])
+    return list(dict.fromkeys([*named, *prior, *CATALOGUE]))
+
+
+def stacked(trainer, cures: list[C.Cure], context: C.Context) -> C.Patient:
+    """A fresh patient with `cures` applied in `cures.KINDS` order (stable within a kind)."""
+    patient = trainer.patient()
+    for cure in sorted(cures, key=lambda c: C.KINDS.index(c.kind)):
+        patient = cure.apply(patient, context)
+    return patient
+
+
+def search(trainer, first: dict, findings, context: C.Context, *, max_trials: int,
+           max_seconds: float | None, try_all: bool, say) -> None:
+    """Trains ranked cures, stacking the ones that improve, within the budget."""
+    done = trainer.finished()
+    start = time.perf_counter()
+    trained = int((done["note"].fillna("") == "").sum())
+    best = float(done["val/trivial"].iloc[0]) if len(done) else math.inf
+    best = best if math.isfinite(best) else math.inf
+    kept: list[C.Cure] = []
+    for number, cure in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
+        if trained >= max_trials or (not try_all and trainer.winner() is not None):
+            break
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            say(f"stopped: the time budget of {max_seconds:g} s is spent")
+            break
+        name = " + ".join(c.name for c in [*kept, cure])
+        if number in set(done["trial"]):  # resumed: recorded before the interruption
+            row = done[done["trial"] == number].iloc[0]
+        else:
+            try:
+                patient = stacked(trainer, [*kept, cure], context)
+            except C.NotApplicable as reason:
+                trainer.record_not_applicable(number, cure.name, str(reason))
+                say(f"trial {number} ({cure.name}): not applicable: {reason}")
+                continue
+            row = trainer.train(number, name, patient).row
+            say(f"trial {number} ({name}): val/trivial {row['val/trivial']:.3g}, "
+                f"trend {row['trend']}, learned {row['learned']}")
+        trained += 1
+        ratio = float(row["val/trivial"]) if row["val/trivial"] is not None else math.inf
+        clean = pd.isna(row["exploded_step"])
+        if not row["learned"] and clean and math.isfinite(ratio) and ratio <= IMPROVES * best:
+            kept.append(cure)
+            best = ratio
+            say(f"  kept: {cure.name} improves (val/trivial {ratio:.3g}); the next cure stacks on it")
