@@ -14,7 +14,9 @@ kept, and the next cure is stacked on it; stacked cures are applied in
 `cures.KINDS` order (data, layers, output and loss, Normalization in
 front, optimizer), and so is their code printed. It stops at the first
 trial that learns (or ranks all with `try_all`), after `max_trials`
-trained trials or `max_seconds`.
+trained trials or `max_seconds`. A stack that was still improving at its
+last epoch when the candidates ran out gets the trials left, as one longer
+run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from . import cures as C
 from . import output_cures as O
 
 IMPROVES = 0.8  # val/trivial at most this x the best so far: kept, and stacked on
+EXTEND = 4  # a stack still improving at the end is retrained for up to this x the epochs
 
 CATALOGUE = (  # every cure, in the order tried after the evidence's
     C.LR_FINDER, C.LR_10, C.LR_100, C.ADAM, C.NORMALIZE, O.TARGET_SCALE, C.FAN_IN,
@@ -35,10 +38,12 @@ CATALOGUE = (  # every cure, in the order tried after the evidence's
     C.FLOAT32_OUTPUT, O.LOGITS, O.LINEAR_OUTPUT, C.DROP_ROWS,
 )
 BY_NAME = {cure.name: cure for cure in CATALOGUE}
+SCALES_RATE = (C.LR_10, C.LR_100)  # relative to the rate before: they compound when stacked
+SETS_RATE = (C.LR_FINDER, C.ADAM)  # set the rate themselves: a kept scaling is dropped
 
 # Each cause's (or problem's) own cures, first after the static findings'.
 PRIORS = {
-    "learning_rate": (C.LR_10, C.LR_100, C.LR_FINDER, C.CLIP, C.ADAM),
+    "learning_rate": (C.LR_10, C.LR_FINDER, C.LR_100, C.CLIP, C.ADAM),
     "input_scale": (C.NORMALIZE, C.LR_10, C.CLIP),
     "depth": (C.FAN_IN, C.BATCH_NORM, C.CLIP, C.LR_10),
     "vanishing": (C.FAN_IN, C.RELU, C.BATCH_NORM, C.SELU, C.LEAKY, C.ADAM),
@@ -70,33 +75,51 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     """Trains ranked cures, stacking the ones that improve, within the budget."""
     done = trainer.finished()
     start = time.perf_counter()
-    trained = int((done["note"].fillna("") == "").sum())
+    trained = 1  # trial 0; resumed trials count again as they are read back
     best = float(done["val/trivial"].iloc[0]) if len(done) else math.inf
     best = best if math.isfinite(best) else math.inf
     kept: list[C.Cure] = []
+    improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
+    number = 0
     for number, cure in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
         if trained >= max_trials or (not try_all and trainer.winner() is not None):
             break
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             say(f"stopped: the time budget of {max_seconds:g} s is spent")
             break
-        name = " + ".join(c.name for c in [*kept, cure])
-        if number in set(done["trial"]):  # resumed: recorded before the interruption
-            row = done[done["trial"] == number].iloc[0]
-        else:
-            try:
-                patient = stacked(trainer, [*kept, cure], context)
-            except C.NotApplicable as reason:
-                trainer.record_not_applicable(number, cure.name, str(reason))
-                say(f"trial {number} ({cure.name}): not applicable: {reason}")
-                continue
-            row = trainer.train(number, name, patient).row
-            say(f"trial {number} ({name}): val/trivial {row['val/trivial']:.3g}, "
-                f"trend {row['trend']}, learned {row['learned']}")
+        stack = [c for c in kept if not (cure in SETS_RATE and c in SCALES_RATE)] + [cure]
+        row = _trial(trainer, done, number, stack, context, say)
+        if row is None:
+            continue
         trained += 1
-        ratio = float(row["val/trivial"]) if row["val/trivial"] is not None else math.inf
-        clean = pd.isna(row["exploded_step"])
-        if not row["learned"] and clean and math.isfinite(ratio) and ratio <= IMPROVES * best:
-            kept.append(cure)
-            best = ratio
+        ratio = float(row["val/trivial"]) if pd.notna(row["val/trivial"]) else math.inf
+        if not row["learned"] and pd.isna(row["exploded_step"]) and math.isfinite(ratio) \
+                and ratio <= IMPROVES * best:
+            kept, best = stack, ratio
+            improving = stack if row["trend"] == "improving" else None
             say(f"  kept: {cure.name} improves (val/trivial {ratio:.3g}); the next cure stacks on it")
+    # A stack still improving at its last epoch gets the budget that is left,
+    # in one longer run (at most EXTEND x the epochs): a right cure that
+    # learns slowly is not rejected for its speed.
+    left = max_trials - trained
+    if improving and left > 0 and trainer.winner() is None and not try_all:
+        epochs = trainer.epochs * min(1 + left, EXTEND)
+        _trial(trainer, done, number + 1, improving, context, say, epochs=epochs)
+
+
+def _trial(trainer, done, number: int, stack: list[C.Cure], context, say, epochs=None):
+    """The row of trial `number` (read back on a resume, else trained); None: not applicable."""
+    name = " + ".join(c.name for c in stack) + (f" ({epochs} epochs)" if epochs else "")
+    if number in set(done["trial"]):  # resumed: recorded before the interruption
+        row = done[done["trial"] == number].iloc[0]
+        return None if row["note"] else row
+    try:
+        patient = stacked(trainer, stack, context)
+    except C.NotApplicable as reason:
+        trainer.record_not_applicable(number, stack[-1].name, str(reason))
+        say(f"trial {number} ({stack[-1].name}): not applicable: {reason}")
+        return None
+    row = trainer.train(number, name, patient, epochs=epochs).row
+    say(f"trial {number} ({name}): val/trivial {row['val/trivial']:.3g}, "
+        f"trend {row['trend'] or '-'}, learned {row['learned']}")
+    return row

@@ -147,7 +147,10 @@ def predict(model, x, batch_size: int = 1024) -> np.ndarray:
 
 def mean_loss(loss, y_true, y_pred) -> float:
     """The loss averaged over the rows, in float32 as Keras computes it."""
-    value = loss(np.asarray(y_true, np.float32), np.asarray(y_pred, np.float32))
+    y_true, y_pred = np.asarray(y_true, np.float32), np.asarray(y_pred, np.float32)
+    if y_true.ndim + 1 == y_pred.ndim and y_pred.shape[-1] == 1:  # (n,) labels, (n, 1) output
+        y_true = y_true[..., None]
+    value = loss(y_true, y_pred)
     return float(np.mean(keras.ops.convert_to_numpy(value)))
 
 
@@ -233,8 +236,8 @@ class Trainer:
 
     # -- one trial ---------------------------------------------------------------
 
-    def train(self, number: int, change: str, patient: Patient) -> Result:
-        """Compiles and trains `patient`, judges it and appends its row."""
+    def train(self, number: int, change: str, patient: Patient, epochs: int | None = None) -> Result:
+        """Compiles and trains `patient` (`epochs`, default the trials'), judges it, appends its row."""
         model = patient.model
         kwargs = keras.saving.deserialize_keras_object(copy.deepcopy(self.compile_config))
         loss = patient.loss if patient.loss is not None else kwargs.get("loss")
@@ -250,7 +253,7 @@ class Trainer:
         x, y, x_val, y_val = patient.data
         keras.utils.set_random_seed(self.seed)
         start = time.perf_counter()
-        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=self.epochs,
+        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=epochs or self.epochs,
                             batch_size=self.batch_size, verbose=0,
                             callbacks=[logger, guard, *([EpochSummary(tb)] if tb else [])])
         wall = time.perf_counter() - start
