@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> Diagnosis:
                      "from the current folder or sys.path (e.g. my_layers for my_layers.py).")
 
     try:
-        model = keras.saving.load_model(args.model)
+        model = load_user_model(args.model)
     except Exception as error:  # keras raises many kinds for a bad file
         sys.exit(f"{prog}: error: could not load --model {args.model!r}: "
                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
@@ -274,6 +274,31 @@ def main(argv: list[str] | None = None) -> Diagnosis:
                     max_seconds=args.max_seconds)
     print(report(found))
     return found
+
+
+def load_user_model(path: str):
+    """`keras.saving.load_model(path)`; for a legacy `.h5` whose compile
+    config Keras 3 cannot read back (a loss saved as the string "mse" fails
+    with "Could not deserialize 'keras.metrics.mse'"), the model without
+    it, compiled from the file's own `training_config`."""
+    import json
+
+    import keras
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception:  # noqa: BLE001 - retried below for .h5 only
+        if not path.endswith(".h5"):
+            raise
+    import h5py
+
+    model = keras.saving.load_model(path, compile=False)
+    with h5py.File(path, "r") as file:
+        config = json.loads(file.attrs["training_config"])
+    loss = config["loss"]
+    loss = keras.losses.deserialize(loss) if isinstance(loss, dict) else loss
+    model.compile(optimizer=keras.optimizers.deserialize(config["optimizer_config"]), loss=loss)
+    return model
 
 
 def report(found: Diagnosis) -> str:

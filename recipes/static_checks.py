@@ -33,6 +33,7 @@ PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
 RANGES = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1.0),
           "relu": (0.0, np.inf), "softplus": (0.0, np.inf), "exponential": (0.0, np.inf)}
 SCALE = 30.0  # inputs' or targets' root mean square above this: not "unit" (symptoms.INPUT_RMS)
+SCALING_LAYERS = ("Normalization", "Rescaling", "BatchNormalization", "LayerNormalization")
 OUT_OF_RANGE = 0.01  # fraction of targets the output activation cannot reach that counts
 
 # The cures' names (recipes/cures.py, recipes/output_cures.py).
@@ -53,7 +54,7 @@ class Finding:
 
 
 def judge(*, activation: str, units: int, loss: str, from_logits: bool,
-          x_arrays: list, y: np.ndarray) -> tuple[Finding, ...]:
+          x_arrays: list, y: np.ndarray, scales_inputs: bool = False) -> tuple[Finding, ...]:
     """Everything wrong with one output layer, one loss and the data.
 
     Args:
@@ -63,6 +64,9 @@ def judge(*, activation: str, units: int, loss: str, from_logits: bool,
         from_logits: the loss' `from_logits` (False where it has none).
         x_arrays: the input arrays (non-numeric ones are skipped).
         y: the targets.
+        scales_inputs: the model's first layer rescales its inputs
+            (`Normalization`, `Rescaling`, a normalization layer): their
+            scale is not judged. Defaults to `False`.
 
     Returns:
         The findings, most fundamental first.
@@ -122,7 +126,7 @@ def judge(*, activation: str, units: int, loss: str, from_logits: bool,
         found.append(Finding("target_shape", f"the targets have {columns} column(s) but the "
                              f"output has {units}: Keras broadcasts one against the other "
                              "without an error; make them match", None))
-    rms = _input_rms(x_arrays)
+    rms = 0.0 if scales_inputs else _input_rms(x_arrays)
     if rms > SCALE:
         found.append(Finding("input_scale", f"the inputs' root mean square is {rms:.3g}, not ~1: "
                              "the first layer's pre-activations and gradients are that many "
@@ -135,8 +139,10 @@ def check_setup(model, x, y) -> tuple[Finding, ...]:
     activation, units = output_activation(model)
     loss, from_logits = loss_name(model.loss)
     arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    first = [type(layer).__name__ for layer in getattr(model, "layers", [])[:1]]
     return judge(activation=activation, units=units, loss=loss, from_logits=from_logits,
-                 x_arrays=arrays, y=np.asarray(y))
+                 x_arrays=arrays, y=np.asarray(y),
+                 scales_inputs=bool(set(first) & set(SCALING_LAYERS)))
 
 
 def output_activation(model) -> tuple[str, int]:

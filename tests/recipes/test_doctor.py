@@ -413,3 +413,41 @@ def test_try_all_trains_every_cure_up_to_max_trials_and_picks_the_best():
     assert len(trained) == 4 and trained["learned"].sum() >= 1
     learned = found.trials[found.trials["learned"]]
     assert found.cure == learned.sort_values("val/trivial")["change"].iloc[0]
+
+
+def test_cli_import_names_a_missing_module(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2)), y=np.zeros(8))
+    (tmp_path / "m.h5").write_bytes(b"")
+    with pytest.raises(SystemExit) as error:
+        doctor.main(["--model", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
+                     "--import", "no_such_module_here"])
+    assert "--import 'no_such_module_here'" in str(error.value.code)
+
+
+@pytest.mark.slow
+def test_cli_loads_a_custom_layer_from_import_and_an_h5_model(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_layers.py").write_text(
+        "import keras\n"
+        "@keras.saving.register_keras_serializable(package='my_layers')\n"
+        "class Scale(keras.layers.Layer):\n"
+        "    def __init__(self, factor=1.0, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.factor = factor\n"
+        "    def call(self, x):\n"
+        "        return x * self.factor\n"
+        "    def get_config(self):\n"
+        "        return {**super().get_config(), 'factor': self.factor}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_layers
+
+    x, y = linear_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), my_layers.Scale(0.5),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    model.save(tmp_path / "m.h5")
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    found = doctor.main(["--model", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
+                         "--import", "my_layers", "--batch-size", "16"])
+    assert found.cause == "healthy"
+    assert "bar: learned = val_loss <= 0.1 x the constant prediction's" in capsys.readouterr().out

@@ -177,3 +177,18 @@ def test_the_search_ranks_static_findings_first_and_keeps_every_family():
     ranked = rank([finding], "learning_rate", "exploding")
     assert ranked[0] is O.TARGET_SCALE and ranked[1] is C.LR_10
     assert set(ranked) == set(BY_NAME.values()) and len(ranked) == len(BY_NAME)
+
+
+def test_a_healthy_model_behind_an_adapted_normalization_is_left_alone():
+    """Issue 30: a config + weights copy passed raw inputs x1000 through and called this input_scale."""
+    from gradguard.recipes.doctor import examine
+
+    x, y = linear_data(scale=1000.0)
+    normalize = keras.layers.Normalization()
+    normalize.adapt(split(x, y)[0])
+    model = sequential([normalize, D(32, activation="relu"), D(1)], keras.optimizers.SGD(0.05))
+    found = examine(model, x, y, epochs=EPOCHS, batch_size=BATCH, verbose=False)
+    assert found.cause == "healthy" and len(found.trials) == 1 and found.findings == ()
+    ok, ratio = learned_by_numpy(np.asarray(found.model.predict(split(x, y)[2], verbose=0),
+                                            np.float64), x, y, "regression")
+    assert ok, ratio

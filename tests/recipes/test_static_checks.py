@@ -90,3 +90,14 @@ def test_the_cures_named_exist():
 
     for name in (S.LOGITS, S.LINEAR_OUTPUT, S.TARGET_SCALE, S.NORMALIZE, S.DROP_ROWS):
         assert name in BY_NAME
+
+
+def test_inputs_behind_a_normalization_layer_are_not_judged_by_scale():
+    normalize = keras.layers.Normalization()
+    normalize.adapt(X * 500)
+    model = keras.Sequential([keras.Input((4,)), normalize, keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    assert S.check_setup(model, X * 500, Y) == ()
+    bare = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    bare.compile(optimizer="sgd", loss="mse")
+    assert checks(S.check_setup(bare, X * 500, Y)) == [("input_scale", S.NORMALIZE)]
