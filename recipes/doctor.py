@@ -1,41 +1,52 @@
 """
-Title: The doctor: the named cure, tried on your own model, proven to learn
-Description: Train a copy of a compiled Keras model under NaNGuard, name what
-is wrong, then try the cures for that cause one by one until one learns.
+Title: The doctor: every cure family, searched on your own model, proven to learn
+Description: Check a compiled Keras model against its loss and data, train a
+faithful copy under NaNGuard, name what is wrong, then search the cures of
+every family, ranked by that evidence and stacked, until one learns.
 
 `examine(model, x, y)` never trains or changes `model`. Every trial is a
-fresh copy built from the model's config and compile config, with the same
-initial weights (from `seed`):
+faithful copy: the model as `model.save` + `keras.saving.load_model` give
+it back (adapted preprocessing layers included), with the same initial
+weights (the model's own, or the seed's for a trained model):
 
-1. Trial 0 trains the set-up as given under `NaNGuard`. No event, finite
-   weights and a model that learns: `cause="healthy"`, one trial, nothing
-   changed. A guard event names the cause (`bad_data` when the data hold
-   NaN/inf). A run that neither trips the guard nor learns is named from
-   absolute evidence (`symptoms.py`): loss against the constant
-   prediction's, the kernels' gains product, per-layer gradient norms, dead
-   ReLUs. `problem` is `exploding`, `vanishing`, `dying_relu` or `none`.
-2. The cures for that cause (`cures.CURES`, in the order given there and
-   argued in docs/doctor.md), each on a fresh copy, until one learns (or
-   all of them, ranked, with `try_all=True`).
+1. Static checks (`static_checks.py`, no training): output activation vs
+   loss, targets vs output range, scale and finiteness of inputs and
+   targets, target columns vs output units. Each finding names its cure.
+2. Trial 0 trains the set-up as given under `NaNGuard()`'s defaults. No
+   event and a model that learns (or clearly beats the constant prediction
+   and is still improving): `cause="healthy"`, one trial, nothing changed.
+   Else a guard event, the data or the absolute evidence of `symptoms.py`
+   name the cause and `problem` (`exploding`, `vanishing`, `dying_relu`,
+   `none`).
+3. The search (`search.py`): the static findings' cures, the cause's own
+   list, then every other family; a cure that improves without learning is
+   kept and the next is stacked on it; within `max_trials` and
+   `max_seconds`, stopping at the first that learns (or all, `try_all`).
 
 A trial *learns* when its validation loss is at most 0.1 x the constant
-prediction's (regression), or its error rate is at most half the majority
-class's (classification: accuracy >= majority + 0.5 x (1 - majority)).
+prediction's (regression) or its accuracy is at least majority + 0.5 x
+(1 - majority) (classification); or, without a guard event and with a curve
+no longer falling, when val/trivial is at most 0.5 and 0.5 x trial 0's. The
+bar used is printed.
 
-What you will see: a table, one row per trial (trial, change,
-exploded_step, val_loss, val/trivial, learned, wall_time_s), and the lines
-of code to change. With `out_dir`: results.csv (appended per trial),
-summary.txt, a TensorBoard run per trial and the repaired model; an
+What you will see: the static findings, the bar, a table, one row per trial
+(trial, change, exploded_step, val_loss, val/trivial, accuracy, trend,
+learned, wall_time_s), and the block of code to paste, in the order it goes
+(ending with the compile call). With `out_dir`: results.csv (appended per
+trial), summary.txt, a TensorBoard run per trial and the repaired model; an
 interrupted examination resumes from the trials already in results.csv.
 
 Run it with `python -m recipes.doctor --model m.keras --data d.npz` from the
-repository root, or `python -m gradguard.recipes.doctor` from anywhere.
+repository root, or `python -m gradguard.recipes.doctor` from anywhere
+(`--import MODULE` for registered custom layers and losses; `.h5` accepted).
 
 References:
     - Zhang et al., "AUTOTRAINER: An Automatic DNN Training Problem
       Detection and Repair System", ICSE 2021.
     - Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent
       neural networks", ICML 2013.
+    - Kim et al., "Repairing DNN Architecture: Are We There Yet?", ICST 2023
+      (a random choice of cure as the baseline to beat).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 `Bar` is the learned bar, measured once from the data: the constant
 prediction's validation loss (regression) or the majority class's accuracy
-(classification). `Trainer` builds each trial's `Patient` from the user's
-model config and compile config (the same initial weights every time, from
-the seed), trains it under `NaNGuard` and a `GradientNormLogger`, and keeps
+(classification). `Trainer` builds each trial's `Patient` as a faithful
+copy of the user's model (`model.save` + `load_model`, in memory; the same
+initial weights every time) and its compile config, trains it under
+`NaNGuard()`'s defaults and a `GradientNormLogger`, and keeps
 the run folder: results.csv appended per trial, a TensorBoard run per trial,
 the first trial's findings and each learned model, so that an interrupted
 examination resumes where it stopped.
@@ -32,7 +33,6 @@ from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
 from .run_files import write_atomic
 
-SPIKE_FACTOR = 1000.0  # NaNGuard's spike gate, as in the recipes: an unmistakable explosion
 LEARNED_RATIO = 0.1  # val loss at most this x the constant prediction's (regression)
 ACCURACY_MARGIN = 0.5  # accuracy >= majority + this x (1 - majority) (classification)
 RELATIVE = 0.5  # or: no event, val/trivial at most this and this x trial 0's, and no longer falling
