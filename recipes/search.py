@@ -55,11 +55,18 @@ PRIORS = {
 }
 
 
-def rank(findings, cause: str, problem: str) -> list[C.Cure]:
-    """Every cure once: the static findings' cures, the cause's, then the catalogue."""
-    named = [BY_NAME[f.cure] for f in findings if f.cure in BY_NAME]
+def rank(findings, cause: str, problem: str) -> list[tuple[C.Cure, ...]]:
+    """The candidates, each a tuple of cures to add to the kept stack.
+
+    Every cure once, in this order: the static findings' cures (first all
+    of them together when there are several: facts found before training,
+    such as inputs *and* targets in the thousands, that each fail alone),
+    the cause's own, then the catalogue.
+    """
+    named = list(dict.fromkeys(BY_NAME[f.cure] for f in findings if f.cure in BY_NAME))
     prior = PRIORS.get(problem) or PRIORS.get(cause, PRIORS["unknown"])
-    return list(dict.fromkeys([*named, *prior, *CATALOGUE]))
+    single = [(cure,) for cure in dict.fromkeys([*named, *prior, *CATALOGUE])]
+    return [tuple(named), *single] if len(named) > 1 else single
 
 
 def stacked(trainer, cures: list[C.Cure], context: C.Context) -> C.Patient:
@@ -81,13 +88,15 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     kept: list[C.Cure] = []
     improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
     number = 0
-    for number, cure in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
+    for number, add in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
         if trained >= max_trials or (not try_all and trainer.winner() is not None):
             break
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             say(f"stopped: the time budget of {max_seconds:g} s is spent")
             break
-        stack = [c for c in kept if not (cure in SETS_RATE and c in SCALES_RATE)] + [cure]
+        sets_rate = any(c in SETS_RATE for c in add)
+        stack = [c for c in kept if not (sets_rate and c in SCALES_RATE)]
+        stack += [c for c in add if c not in stack]
         row = _trial(trainer, done, number, stack, context, say)
         if row is None:
             continue
@@ -97,7 +106,8 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
                 and ratio <= IMPROVES * best:
             kept, best = stack, ratio
             improving = stack if row["trend"] == "improving" else None
-            say(f"  kept: {cure.name} improves (val/trivial {ratio:.3g}); the next cure stacks on it")
+            say(f"  kept: {' + '.join(c.name for c in add)} improves (val/trivial {ratio:.3g}); "
+                "the next cure stacks on it")
     # A stack still improving at its last epoch gets the budget that is left,
     # in one longer run (at most EXTEND x the epochs): a right cure that
     # learns slowly is not rejected for its speed.
@@ -116,8 +126,8 @@ def _trial(trainer, done, number: int, stack: list[C.Cure], context, say, epochs
     try:
         patient = stacked(trainer, stack, context)
     except C.NotApplicable as reason:
-        trainer.record_not_applicable(number, stack[-1].name, str(reason))
-        say(f"trial {number} ({stack[-1].name}): not applicable: {reason}")
+        trainer.record_not_applicable(number, name, str(reason))
+        say(f"trial {number} ({name}): not applicable: {reason}")
         return None
     row = trainer.train(number, name, patient, epochs=epochs).row
     say(f"trial {number} ({name}): val/trivial {row['val/trivial']:.3g}, "

@@ -302,6 +302,7 @@ class Trainer:
         table = pd.DataFrame(self.rows, columns=[*COLUMNS, "note", "code"])
         table["exploded_step"] = pd.to_numeric(table["exploded_step"]).astype("Int64")
         table["learned"] = table["learned"].astype(bool)
+        table["accuracy"] = pd.to_numeric(table["accuracy"])  # None and a CSV's blank alike
         table[["note", "code", "trend"]] = table[["note", "code", "trend"]].fillna("")
         return table
 

@@ -175,8 +175,12 @@ def test_printed_code_lists_the_changes_in_the_order_they_go():
 def test_the_search_ranks_static_findings_first_and_keeps_every_family():
     finding = Finding("target_scale", "targets in the thousands", O.TARGET_SCALE.name)
     ranked = rank([finding], "learning_rate", "exploding")
-    assert ranked[0] is O.TARGET_SCALE and ranked[1] is C.LR_10
-    assert set(ranked) == set(BY_NAME.values()) and len(ranked) == len(BY_NAME)
+    assert ranked[0] == (O.TARGET_SCALE,) and ranked[1] == (C.LR_10,)
+    assert {c for (c,) in ranked} == set(BY_NAME.values()) and len(ranked) == len(BY_NAME)
+    # Several findings: all their cures together first, then each on its own.
+    inputs = Finding("input_scale", "inputs in the thousands", C.NORMALIZE.name)
+    ranked = rank([finding, inputs], "input_scale", "exploding")
+    assert ranked[:3] == [(O.TARGET_SCALE, C.NORMALIZE), (O.TARGET_SCALE,), (C.NORMALIZE,)]
 
 
 def test_a_healthy_model_behind_an_adapted_normalization_is_left_alone():
