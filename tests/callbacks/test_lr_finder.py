@@ -1,5 +1,11 @@
 """find_learning_rate on a real MLP and real batches, checked against independent computations."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -95,3 +101,29 @@ def test_a_schedule_or_an_uncompiled_model_is_refused():
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="uncompiled model"):
         find_learning_rate(model, x, y)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_under_jax_the_sweep_suggests_a_rate_below_divergence_and_leaves_the_model():
+    script = textwrap.dedent("""
+        import numpy as np, keras
+        from gradguard.callbacks import find_learning_rate
+        assert keras.backend.backend() == "jax"
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(512, 8)).astype("float32")
+        y = (x @ rng.normal(size=(8, 1)) / np.sqrt(8)).astype("float32")
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="mse")
+        before = [w.copy() for w in model.get_weights()]
+        found = find_learning_rate(model, x, y, num_steps=80)
+        assert found.diverged_lr is not None
+        assert found.learning_rates[0] <= found.suggestion <= found.min_loss_lr < found.diverged_lr
+        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+        print("OK", found.suggestion, found.diverged_lr)
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
