@@ -94,6 +94,8 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             say(f"stopped: the time budget of {max_seconds:g} s is spent")
             break
+        if all(c in kept for c in add):  # tried already, as part of the kept stack
+            continue
         sets_rate = any(c in SETS_RATE for c in add)
         stack = [c for c in kept if not (sets_rate and c in SCALES_RATE)]
         stack += [c for c in add if c not in stack]
