@@ -93,7 +93,7 @@ FAMILIES = {  # cure -> (build the user's model, data[, epochs: the broad set-up
 # 0.17, under SGD 0.05 and 0.1 it diverged, 6 under Adam 0.003 reached 0.17),
 # and Adam at its default rate (SGD at 1e-5 -> Adam 1e-3 needs more than 5
 # epochs of 16 steps).
-FAST = (C.LR_FINDER, O.TARGET_SCALE, O.LOGITS, O.LINEAR_OUTPUT)
+FAST = (O.TARGET_SCALE, O.LOGITS, O.LINEAR_OUTPUT)  # the range test (a sweep + 2 fits) is slow
 
 
 def repair(build, x, y, cure, epochs=EPOCHS):
