@@ -138,8 +138,11 @@ def _find_rate(patient: Patient, context: Context) -> Patient:
                   loss=patient.loss if patient.loss is not None else context.loss)
     x, y = patient.data[:2]
     keep = finite_rows(x, y)
-    found = find_learning_rate(model, _take(x, keep), _take(y, keep),
-                               batch_size=context.batch_size, seed=0)
+    try:
+        found = find_learning_rate(model, _take(x, keep), _take(y, keep),
+                                   batch_size=context.batch_size, seed=0)
+    except ValueError as error:  # the loss is not finite even at 1e-7
+        raise NotApplicable(str(error)) from error
     config = {**opt.get_config(), "learning_rate": float(f"{found.suggestion:.2g}")}
     return _with_optimizer(patient, type(opt).from_config(config))
 
