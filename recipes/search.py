@@ -15,8 +15,8 @@ kept, and the next cure is stacked on it; stacked cures are applied in
 front, optimizer), and so is their code printed. It stops at the first
 trial that learns (or ranks all with `try_all`), after `max_trials`
 trained trials or `max_seconds`. A stack that was still improving at its
-last epoch when the candidates ran out gets the trials left, as one longer
-run.
+last epoch gets the trials left when the candidates run out, and the
+last trial of the budget in any case, as one longer run.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     for number, add in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
         if trained >= max_trials or (not try_all and trainer.winner() is not None):
             break
+        if improving and not try_all and max_trials - trained <= 1:
+            break  # the last trial goes to the improving stack's longer run
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             say(f"stopped: the time budget of {max_seconds:g} s is spent")
             break
