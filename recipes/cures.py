@@ -363,7 +363,9 @@ def _normalize_inputs(patient: Patient, context: Context) -> Patient:
     inputs, normalized = [], []
     for array in arrays:  # the data's shapes: a subclassed model has no `inputs`
         array = np.asarray(array, np.float32)
-        layer = keras.layers.Normalization(axis=-1)
+        # float32 under mixed_float16 too: the variance of inputs in the
+        # thousands (~1e7) overflows float16 (max 65504) and zeroes the output.
+        layer = keras.layers.Normalization(axis=-1, dtype="float32")
         layer.adapt(array)
         inputs.append(keras.Input(shape=array.shape[1:]))
         normalized.append(layer(inputs[-1]))
@@ -371,7 +373,7 @@ def _normalize_inputs(patient: Patient, context: Context) -> Patient:
     repaired = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
     return dataclasses.replace(patient, model=repaired, code=patient.code + (
         "# Normalization in front of the model, adapted on the training inputs, before compile:",
-        "normalize = keras.layers.Normalization(axis=-1)",
+        "normalize = keras.layers.Normalization(axis=-1, dtype='float32')",
         "normalize.adapt(x)  # the training inputs",
         "model = keras.Sequential([keras.Input(x.shape[1:]), normalize, model])",
     ))

@@ -84,7 +84,9 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     start = time.perf_counter()
     trained = 1  # trial 0; resumed trials count again as they are read back
     best = float(done["val/trivial"].iloc[0]) if len(done) else math.inf
-    best = best if math.isfinite(best) else math.inf
+    # To be kept, a cure beats the constant prediction too (a trial 0 that
+    # exploded makes any constant output look like progress).
+    best = min(best, 1.0) if math.isfinite(best) else 1.0
     kept: list[C.Cure] = []
     improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
     number = 0

@@ -165,7 +165,7 @@ def test_printed_code_lists_the_changes_in_the_order_they_go():
     patient = stacked(trainer, [C.LR_10, C.NORMALIZE, C.RELU, O.TARGET_SCALE], context)
     code = patient.code
     firsts = [next(i for i, line in enumerate(code) if key in line)
-              for key in ("y_mean, y_std", 'activation="relu"', "Normalization(axis=-1)")]
+              for key in ("y_mean, y_std", 'activation="relu"', "Normalization(axis=-1")]
     assert firsts == sorted(firsts)
     assert "before compile" in code[firsts[2] - 1]
     # And it runs: the block's model predicts on raw inputs.
