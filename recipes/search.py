@@ -30,6 +30,8 @@ from . import cures as C
 from . import output_cures as O
 
 IMPROVES = 0.8  # val/trivial at most this x the best so far: kept, and stacked on
+BEATS_CONSTANT = 0.95  # and below this x the constant prediction's: a trial 0 that exploded
+# makes a constant output (val/trivial ~1) look like progress
 EXTEND = 4  # a stack still improving at the end is retrained for up to this x the epochs
 
 CATALOGUE = (  # every cure, in the order tried after the evidence's
@@ -84,9 +86,7 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     start = time.perf_counter()
     trained = 1  # trial 0; resumed trials count again as they are read back
     best = float(done["val/trivial"].iloc[0]) if len(done) else math.inf
-    # To be kept, a cure beats the constant prediction too (a trial 0 that
-    # exploded makes any constant output look like progress).
-    best = min(best, 1.0) if math.isfinite(best) else 1.0
+    best = best if math.isfinite(best) else math.inf
     kept: list[C.Cure] = []
     improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
     number = 0
@@ -109,7 +109,7 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
         trained += 1
         ratio = float(row["val/trivial"]) if pd.notna(row["val/trivial"]) else math.inf
         if not row["learned"] and pd.isna(row["exploded_step"]) and math.isfinite(ratio) \
-                and ratio <= IMPROVES * best:
+                and ratio <= IMPROVES * best and ratio < BEATS_CONSTANT:
             kept, best = stack, ratio
             improving = stack if row["trend"] == "improving" else None
             say(f"  kept: {' + '.join(c.name for c in add)} improves (val/trivial {ratio:.3g}); "
