@@ -1,41 +1,52 @@
 """
-Title: The doctor: the named cure, tried on your own model, proven to learn
-Description: Train a copy of a compiled Keras model under NaNGuard, name what
-is wrong, then try the cures for that cause one by one until one learns.
+Title: The doctor: every cure family, searched on your own model, proven to learn
+Description: Check a compiled Keras model against its loss and data, train a
+faithful copy under NaNGuard, name what is wrong, then search the cures of
+every family, ranked by that evidence and stacked, until one learns.
 
 `examine(model, x, y)` never trains or changes `model`. Every trial is a
-fresh copy built from the model's config and compile config, with the same
-initial weights (from `seed`):
+faithful copy: the model as `model.save` + `keras.saving.load_model` give
+it back (adapted preprocessing layers included), with the same initial
+weights (the model's own, or the seed's for a trained model):
 
-1. Trial 0 trains the set-up as given under `NaNGuard`. No event, finite
-   weights and a model that learns: `cause="healthy"`, one trial, nothing
-   changed. A guard event names the cause (`bad_data` when the data hold
-   NaN/inf). A run that neither trips the guard nor learns is named from
-   absolute evidence (`symptoms.py`): loss against the constant
-   prediction's, the kernels' gains product, per-layer gradient norms, dead
-   ReLUs. `problem` is `exploding`, `vanishing`, `dying_relu` or `none`.
-2. The cures for that cause (`cures.CURES`, in the order given there and
-   argued in docs/doctor.md), each on a fresh copy, until one learns (or
-   all of them, ranked, with `try_all=True`).
+1. Static checks (`static_checks.py`, no training): output activation vs
+   loss, targets vs output range, scale and finiteness of inputs and
+   targets, target columns vs output units. Each finding names its cure.
+2. Trial 0 trains the set-up as given under `NaNGuard()`'s defaults. No
+   event and a model that learns (or clearly beats the constant prediction
+   and is still improving): `cause="healthy"`, one trial, nothing changed.
+   Else a guard event, the data or the absolute evidence of `symptoms.py`
+   name the cause and `problem` (`exploding`, `vanishing`, `dying_relu`,
+   `none`).
+3. The search (`search.py`): the static findings' cures, the cause's own
+   list, then every other family; a cure that improves without learning is
+   kept and the next is stacked on it; within `max_trials` and
+   `max_seconds`, stopping at the first that learns (or all, `try_all`).
 
 A trial *learns* when its validation loss is at most 0.1 x the constant
-prediction's (regression), or its error rate is at most half the majority
-class's (classification: accuracy >= majority + 0.5 x (1 - majority)).
+prediction's (regression) or its accuracy is at least majority + 0.5 x
+(1 - majority) (classification); or, without a guard event and with a curve
+no longer falling, when val/trivial is at most 0.5 and 0.5 x trial 0's. The
+bar used is printed.
 
-What you will see: a table, one row per trial (trial, change,
-exploded_step, val_loss, val/trivial, learned, wall_time_s), and the lines
-of code to change. With `out_dir`: results.csv (appended per trial),
-summary.txt, a TensorBoard run per trial and the repaired model; an
+What you will see: the static findings, the bar, a table, one row per trial
+(trial, change, exploded_step, val_loss, val/trivial, accuracy, trend,
+learned, wall_time_s), and the block of code to paste, in the order it goes
+(ending with the compile call). With `out_dir`: results.csv (appended per
+trial), summary.txt, a TensorBoard run per trial and the repaired model; an
 interrupted examination resumes from the trials already in results.csv.
 
 Run it with `python -m recipes.doctor --model m.keras --data d.npz` from the
-repository root, or `python -m gradguard.recipes.doctor` from anywhere.
+repository root, or `python -m gradguard.recipes.doctor` from anywhere
+(`--import MODULE` for registered custom layers and losses; `.h5` accepted).
 
 References:
     - Zhang et al., "AUTOTRAINER: An Automatic DNN Training Problem
       Detection and Repair System", ICSE 2021.
     - Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent
       neural networks", ICML 2013.
+    - Kim et al., "Repairing DNN Architecture: Are We There Yet?", ICST 2023
+      (a random choice of cure as the baseline to beat).
 """
 
 from __future__ import annotations
@@ -51,8 +62,9 @@ import numpy as np
 import pandas as pd
 
 from .cli import program
-from .console import WIDTH, quiet_start, wrap
+from .console import quiet_start, wrap
 from .doctor_inputs import check_files, check_model, check_model_file, claim_out
+from .run_files import markdown_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +76,16 @@ class Diagnosis:
     problem: str  # "exploding", "vanishing", "dying_relu" or "none"
     trials: pd.DataFrame  # one row per trial, COLUMNS (+ "note")
     cure: str | None  # the winning change, or None
-    code: tuple[str, ...]  # the lines to paste into the user's script
+    code: tuple[str, ...]  # the lines to paste into the user's script, in order
     model: object  # the repaired (or healthy) trained copy; None without a cure
+    bar: object = None  # the trials.Bar every trial was judged by
+    findings: tuple = ()  # static_checks.Finding: what was wrong before training
 
 
 def examine(model, x, y, *, validation_data: tuple | None = None,
             validation_split: float = 0.2, epochs: int = 3, batch_size: int = 32,
             out_dir: str | os.PathLike | None = None, seed: int = 0,
-            max_trials: int = 8, try_all: bool = False,
+            max_trials: int = 8, try_all: bool = False, max_seconds: float | None = None,
             target: float | None = None, verbose: bool = True) -> Diagnosis:
     """Names what stops a compiled Keras model from learning and proves a cure.
 
@@ -93,6 +107,8 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
             Defaults to 8.
         try_all: train every cure and rank them, instead of stopping at the
             first that learns. Defaults to `False`.
+        max_seconds: wall-clock budget of the search after trial 0 (a
+            trial under way is finished). Defaults to `None` (no limit).
         target: the bar to reach: `val/trivial` at most this (regression,
             default 0.1) or validation accuracy at least this
             (classification). Defaults to `None`.
@@ -115,46 +131,51 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
     ```
     """
     from . import cures as C
-    from .trials import Bar, Trainer, split_data
+    from .search import search
+    from .static_checks import check_setup
     from .symptoms import name_problem
+    from .trials import Bar, Trainer, split_data
 
     _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target)
+    say = (lambda line: print(wrap(line))) if verbose else (lambda *_: None)
+    findings = check_setup(model, x, y)
+    for finding in findings:
+        say(f"static check ({finding.check}): {finding.message}"
+            + (f" -> cure: {finding.cure}" if finding.cure else ""))
     data = split_data(x, y, validation_data, validation_split)
     bar = Bar.measure(model, data, target)
+    say(f"bar: {describe_bar(bar)}")
     out = pathlib.Path(out_dir) if out_dir is not None else None
     trainer = Trainer(model, data, bar, seed=seed, epochs=epochs,
                       batch_size=batch_size, out_dir=out)
-    say = (lambda line: print(wrap(line))) if verbose else (lambda *_: None)
-    done = trainer.finished()
 
     first = trainer.first_findings()
     if first is None:
         result = trainer.train(0, "as given", trainer.patient())
         first = name_problem(result, bar, data, C.finite_rows)
         trainer.save_findings(first)
-        done = trainer.finished()
     say(f"trial 0 (as given): {first['cause']}, problem {first['problem']}: {first['evidence']}")
     if first["cause"] == "healthy":
-        return trainer.finish(first, None)
+        return trainer.finish(first, None, findings)
 
-    context = C.Context(clip_norm=first["clip_norm"], bad_rows=tuple(first["bad_rows"]))
-    trained = int((done["note"].fillna("") == "").sum())
-    for number, cure in enumerate(C.cures_for(first["cause"], first["problem"]), start=1):
-        if trained >= max_trials or (not try_all and trainer.winner() is not None):
-            break
-        if number in set(done["trial"]):
-            continue
-        try:
-            patient = cure.apply(trainer.patient(), context)
-        except C.NotApplicable as reason:
-            trainer.record_not_applicable(number, cure.name, str(reason))
-            say(f"trial {number} ({cure.name}): not applicable: {reason}")
-            continue
-        row = trainer.train(number, cure.name, patient).row
-        trained += 1
-        say(f"trial {number} ({cure.name}): val/trivial {row['val/trivial']:.3g}, "
-            f"learned {row['learned']}")
-    return trainer.finish(first, trainer.winner())
+    context = C.Context(clip_norm=first["clip_norm"], bad_rows=tuple(first["bad_rows"]),
+                        loss=model.loss, batch_size=batch_size)
+    search(trainer, first, findings, context, max_trials=max_trials, max_seconds=max_seconds,
+           try_all=try_all, say=say)
+    return trainer.finish(first, trainer.winner(), findings)
+
+
+def describe_bar(bar) -> str:
+    """The bar in words, as printed before trial 0."""
+    from .trials import RELATIVE
+
+    relative = (f"; or, without a guard event and no longer improving, val/trivial <= "
+                f"{RELATIVE:g} and <= {RELATIVE:g} x trial 0's")
+    if bar.kind == "regression":
+        return (f"learned = val_loss <= {bar.target:g} x the constant prediction's "
+                f"({bar.trivial:.4g}){relative}")
+    return (f"learned = val accuracy >= {bar.target:.3f} (majority class {bar.majority:.3f}; "
+            f"constant prediction's loss {bar.trivial:.4g}){relative}")
 
 
 def _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target):
@@ -182,7 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog=program("recipes.doctor"),  # or gradguard.recipes.doctor, as the user ran it
         description="Names what stops a saved Keras model from learning on your data, "
                     "tries the cures for it and prints the code to change.")
-    parser.add_argument("--model", required=True, help="a compiled model saved as .keras")
+    parser.add_argument("--model", required=True, help="a compiled model saved as .keras (or .h5)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="a module to import first, so that the custom layers and losses it "
+                             "registers load (repeatable)")
     parser.add_argument("--data", required=True,
                         help=".npz with arrays x, y (optional x_val, y_val), or a .csv series")
     parser.add_argument("--target-column", help="CSV: the column to predict")
@@ -191,6 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--max-trials", type=int, default=8, help="trials at most (default 8)")
     parser.add_argument("--try-all", action="store_true", help="rank every cure")
+    parser.add_argument("--max-seconds", type=float, help="wall-clock budget of the search")
     parser.add_argument("--target", type=float, help="the bar: val/trivial (regression) or accuracy")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and shuffling (default 0)")
     parser.add_argument("--out", help="folder for results.csv, summary.txt, TensorBoard runs")
@@ -201,8 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, path in (("--model", args.model), ("--data", args.data)):
         if not pathlib.Path(path).is_file():
             parser.error(f"{flag} {path!r}: no such file.")
-    if not args.model.endswith(".keras"):
-        parser.error(f"--model {args.model!r}: expected a .keras file (model.save('m.keras')).")
+    if not args.model.endswith((".keras", ".h5")):
+        parser.error(f"--model {args.model!r}: expected a .keras or .h5 file (model.save('m.keras')).")
     suffix = pathlib.Path(args.data).suffix
     if suffix not in (".npz", ".csv"):
         parser.error(f"--data {args.data!r}: expected a .npz or a .csv file.")
@@ -244,14 +269,23 @@ def main(argv: list[str] | None = None) -> Diagnosis:
     except (ValueError, OSError) as error:
         sys.exit(f"{prog}: error: {error}")
     quiet_start()  # the backend loads here, after the arguments were checked
+    import importlib
+
     import keras
+
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            sys.exit(f"{prog}: error: --import {module!r}: {error}; give a module importable "
+                     "from the current folder or sys.path (e.g. my_layers for my_layers.py).")
 
     try:
         with warnings.catch_warnings():
             # A model saved before training has no optimizer variables yet:
             # Keras says it skips loading them, which is what the doctor wants.
             warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer")
-            model = keras.saving.load_model(args.model)
+            model = load_user_model(args.model)
     except Exception as error:  # keras raises many kinds for a bad file
         sys.exit(f"{prog}: error: could not load --model {args.model!r}: "
                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
@@ -262,7 +296,8 @@ def main(argv: list[str] | None = None) -> Diagnosis:
         sys.exit(f"{prog}: error: {error}")
     found = examine(model, x, y, validation_data=val, epochs=args.epochs,
                     batch_size=args.batch_size, out_dir=args.out, seed=args.seed,
-                    max_trials=args.max_trials, try_all=args.try_all, target=args.target)
+                    max_trials=args.max_trials, try_all=args.try_all, target=args.target,
+                    max_seconds=args.max_seconds)
     print(report(found))
     if args.out:
         from .report import _tensorboard_command
@@ -277,17 +312,51 @@ def main(argv: list[str] | None = None) -> Diagnosis:
     return found
 
 
+def load_user_model(path: str):
+    """`keras.saving.load_model(path)`; for a legacy `.h5` whose compile
+    config Keras 3 cannot read back (a loss saved as the string "mse" fails
+    with "Could not deserialize 'keras.metrics.mse'"), the model without
+    it, compiled from the file's own `training_config`."""
+    import json
+
+    import keras
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception:  # noqa: BLE001 - retried below for .h5 only
+        if not path.endswith(".h5"):
+            raise
+    import h5py
+
+    model = keras.saving.load_model(path, compile=False)
+    with h5py.File(path, "r") as file:
+        config = json.loads(file.attrs["training_config"])
+    loss = config["loss"]
+    loss = keras.losses.deserialize(loss) if isinstance(loss, dict) else loss
+    model.compile(optimizer=keras.optimizers.deserialize(config["optimizer_config"]), loss=loss)
+    return model
+
+
 def report(found: Diagnosis) -> str:
-    """The summary: cause, evidence, the table and the code to change."""
-    trials = found.trials.astype(object).where(found.trials.notna(), "")
-    lines = [f"cause: {found.cause} (problem: {found.problem})", wrap(f"evidence: {found.evidence}"), "",
-             trials.to_string(index=False, line_width=WIDTH), ""]
+    """The summary: findings, cause, evidence, the bar, the table and the code to change."""
+    table = found.trials.copy()
+    if found.bar is not None and found.bar.kind == "regression":
+        table = table.drop(columns="accuracy")
+    if table["note"].eq("").all():
+        table = table.drop(columns="note")
+    lines = [*(wrap(f"static check ({f.check}): {f.message}") for f in found.findings),
+             f"cause: {found.cause} (problem: {found.problem})", wrap(f"evidence: {found.evidence}")]
+    if found.bar is not None:
+        lines.append(f"bar: {describe_bar(found.bar)}")
+    lines += ["", markdown_table(table.astype(object).where(table.notna(), ""))]
     if found.cause == "healthy":
         lines.append("Nothing to change: the set-up trains as given.")
     elif found.cure is None:
         lines.append("No cure tried learned; see docs/doctor.md for what the doctor cannot fix.")
     else:
-        lines += [f"cure: {found.cure}", "change in your script:", *[f"    {c}" for c in found.code]]
+        lines += [f"cure: {found.cure}",
+                  "change in your script, in this order, after building `model` and in place "
+                  "of your compile call:", *[f"    {c}" for c in found.code]]
     return "\n".join(lines) + "\n"
 
 

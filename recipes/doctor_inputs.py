@@ -73,7 +73,22 @@ def check_files(args) -> None:
 
 
 def check_model_file(path: str) -> None:
-    """`--model` is a `.keras` archive holding `config.json`, saved after `compile`."""
+    """`--model` is a `.keras` archive holding `config.json`, saved after `compile`.
+
+    A legacy `.h5` is checked for HDF5's signature only here (reading its
+    attributes needs h5py); Keras' own loader judges the rest.
+    """
+    if str(path).lower().endswith(".h5"):
+        try:
+            with open(path, "rb") as file:
+                magic = file.read(8)
+        except OSError as error:
+            raise ValueError(f"--model {path!r}: {error.strerror or error}; give the path of a "
+                             "saved model (.keras or .h5).") from None
+        if magic != b"\x89HDF\r\n\x1a\n":
+            raise ValueError(f"--model {path!r} is not an HDF5 file (no HDF5 signature); save the "
+                             "model with model.save('model.keras') after model.compile(...).")
+        return
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))

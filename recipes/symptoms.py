@@ -27,6 +27,7 @@ RECURRENT_GAIN = 1.05  # a SimpleRNN recurrent kernel's largest singular value a
 INPUT_RMS = 30.0  # inputs' root mean square that is not "unit"
 DEAD = 0.5  # fraction of a ReLU layer's units that never fire on the training sample
 CLEARLY_BELOW = 0.5  # val/trivial at most this without a symptom: healthy, train longer
+STILL_LEARNING = 0.9  # below this and still improving at the last epoch, no symptom: healthy
 
 
 def name_problem(result, bar, data, finite_rows) -> dict:
@@ -90,6 +91,10 @@ def name_problem(result, bar, data, finite_rows) -> dict:
         return {**found, "cause": "healthy", "problem": "none", "evidence":
                 f"no guard event and no symptom; {facts}: below the constant prediction "
                 "but not at the bar yet, train longer"}
+    if ratio < STILL_LEARNING and row.get("trend") == "improving":
+        return {**found, "cause": "healthy", "problem": "none", "evidence":
+                f"no guard event and no symptom; {facts}: below the constant prediction and "
+                "still improving at the last epoch, train longer"}
     return {**found, "cause": "unknown", "problem": "none", "evidence":
             f"no guard event and no symptom, but it does not learn: {facts}"}
 

@@ -2,9 +2,10 @@
 
 `Bar` is the learned bar, measured once from the data: the constant
 prediction's validation loss (regression) or the majority class's accuracy
-(classification). `Trainer` builds each trial's `Patient` from the user's
-model config and compile config (the same initial weights every time, from
-the seed), trains it under `NaNGuard` and a `GradientNormLogger`, and keeps
+(classification). `Trainer` builds each trial's `Patient` as a faithful
+copy of the user's model (`model.save` + `load_model`, in memory; the same
+initial weights every time) and its compile config, trains it under
+`NaNGuard()`'s defaults and a `GradientNormLogger`, and keeps
 the run folder: results.csv appended per trial, a TensorBoard run per trial,
 the first trial's findings and each learned model, so that an interrupted
 examination resumes where it stopped.
@@ -19,21 +20,26 @@ import math
 import pathlib
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
 import pandas as pd
 
 from gradguard.callbacks import GradientNormLogger, NaNGuard
+from gradguard.callbacks.model_copy import model_bytes, model_from_bytes
 
 from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
 from .run_files import write_atomic
 
-SPIKE_FACTOR = 1000.0  # NaNGuard's spike gate, as in the recipes: an unmistakable explosion
 LEARNED_RATIO = 0.1  # val loss at most this x the constant prediction's (regression)
 ACCURACY_MARGIN = 0.5  # accuracy >= majority + this x (1 - majority) (classification)
-COLUMNS = ["trial", "change", "exploded_step", "val_loss", "val/trivial", "learned", "wall_time_s"]
+RELATIVE = 0.5  # or: no event, val/trivial at most this and this x trial 0's, and no longer falling
+IMPROVING = 0.97  # last epoch's val loss below this x every earlier epoch's: still improving
+DIVERGING = 1.5  # last epoch's val loss above this x the best epoch's: diverging
+COLUMNS = ["trial", "change", "exploded_step", "val_loss", "val/trivial", "accuracy", "trend",
+           "learned", "wall_time_s"]
 
 
 def split_data(x, y, validation_data, validation_split: float) -> tuple:
@@ -141,7 +147,10 @@ def predict(model, x, batch_size: int = 1024) -> np.ndarray:
 
 def mean_loss(loss, y_true, y_pred) -> float:
     """The loss averaged over the rows, in float32 as Keras computes it."""
-    value = loss(np.asarray(y_true, np.float32), np.asarray(y_pred, np.float32))
+    y_true, y_pred = np.asarray(y_true, np.float32), np.asarray(y_pred, np.float32)
+    if y_true.ndim + 1 == y_pred.ndim and y_pred.shape[-1] == 1:  # (n,) labels, (n, 1) output
+        y_true = y_true[..., None]
+    value = loss(y_true, y_pred)
     return float(np.mean(keras.ops.convert_to_numpy(value)))
 
 
@@ -164,16 +173,30 @@ class Trainer:
                  batch_size: int, out_dir: pathlib.Path | None):
         self.cls, self.config = type(model), model.get_config()
         self.compile_config = model.get_compile_config()
+        # Every trial starts from the model as Keras' own saving round-trips
+        # it (callbacks/model_copy.py): adapted Normalization statistics,
+        # lookup vocabularies and custom layers' state come back as loading
+        # rebuilds them, which from_config + set_weights does not do.
+        try:
+            self.saved = model_bytes(model)
+        except (TypeError, ValueError) as error:
+            warnings.warn(f"examine could not save the model ({error}); every trial is rebuilt "
+                          "from its config and weights instead, which loses the state of "
+                          "adapted preprocessing layers. Register custom layers with "
+                          "@keras.saving.register_keras_serializable().", stacklevel=3)
+            self.saved = None
         # An untrained model holds the initial weights its script made: every
         # trial starts from them (a config can lose an initializer's
         # arguments: Identity(gain=0.5) comes back as gain 1). A trained one
-        # is rebuilt from its config with the seed.
+        # gets fresh trainable weights from its config with the seed, and
+        # keeps its non-trainable state (adapted statistics).
         untrained = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
         self.initial = model.get_weights() if untrained else None
         self.sample = data[0][:1] if not isinstance(data[0], (list, tuple)) else [a[:1] for a in data[0]]
         self.data, self.bar, self.seed = data, bar, seed
         self.epochs, self.batch_size, self.out = epochs, batch_size, out_dir
         self.rows: list[dict] = []
+        self.reference = None  # trial 0's val/trivial
         self.models: dict[int, keras.Model] = {}
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -181,52 +204,80 @@ class Trainer:
             if (self.out / "results.csv").exists() and (self.out / "findings.json").exists():
                 self.rows = pd.read_csv(self.out / "results.csv", keep_default_na=False,
                                         na_values=[""]).to_dict("records")
+                first = [r for r in self.rows if r["trial"] == 0]
+                self.reference = float(first[0]["val/trivial"]) if first else None
 
     # -- the set-up as given ---------------------------------------------------
 
     def patient(self) -> Patient:
-        """A fresh copy of the user's set-up, with the seed's initial weights."""
+        """A fresh, faithful copy of the user's set-up, with the seed's initial weights."""
         keras.utils.set_random_seed(self.seed)
-        model = self.cls.from_config(copy.deepcopy(self.config))
-        if not model.built:
-            model(self.sample)
-        if self.initial is not None:
-            model.set_weights(self.initial)
+        if self.saved is not None:
+            model = model_from_bytes(self.saved)
+            if self.initial is None:
+                fresh = self._from_config()
+                for old, new in zip(model.trainable_variables, fresh.trainable_variables):
+                    old.assign(new)
+        else:
+            model = self._from_config()
+            if self.initial is not None:
+                model.set_weights(self.initial)
         optimizer = keras.optimizers.deserialize(copy.deepcopy(self.compile_config["optimizer"]))
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer = optimizer.inner_optimizer  # compile wraps it again under mixed_float16
         return Patient(model, optimizer, self.data)
 
+    def _from_config(self):
+        keras.utils.set_random_seed(self.seed)
+        model = self.cls.from_config(copy.deepcopy(self.config))
+        if not model.built:
+            model(self.sample)
+        return model
+
     # -- one trial ---------------------------------------------------------------
 
-    def train(self, number: int, change: str, patient: Patient) -> Result:
-        """Compiles and trains `patient`, judges it and appends its row."""
+    def train(self, number: int, change: str, patient: Patient, epochs: int | None = None) -> Result:
+        """Compiles and trains `patient` (`epochs`, default the trials'), judges it, appends its row."""
         model = patient.model
         kwargs = keras.saving.deserialize_keras_object(copy.deepcopy(self.compile_config))
-        model.compile(**{**kwargs, "optimizer": patient.optimizer})
+        loss = patient.loss if patient.loss is not None else kwargs.get("loss")
+        model.compile(**{**kwargs, "optimizer": patient.optimizer, "loss": loss})
         initial = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
         tb = None
         if self.out is not None:
             tb = self.out / "tensorboard" / f"trial-{number}"
             shutil.rmtree(tb, ignore_errors=True)  # a trial trained but never recorded
         logger = GradientNormLogger(log_dir=None if tb is None else str(tb))
-        guard = NaNGuard(action="stop", spike_factor=SPIKE_FACTOR, verbose=False)
+        # NaNGuard's own defaults, so the doctor and a user's guard agree on a run.
+        guard = NaNGuard(verbose=False)
         x, y, x_val, y_val = patient.data
         keras.utils.set_random_seed(self.seed)
         start = time.perf_counter()
-        model.fit(x, y, validation_data=(x_val, y_val), epochs=self.epochs,
-                  batch_size=self.batch_size, verbose=0,
-                  callbacks=[logger, guard, *([EpochSummary(tb)] if tb else [])])
+        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=epochs or self.epochs,
+                            batch_size=self.batch_size, verbose=0,
+                            callbacks=[logger, guard, *([EpochSummary(tb)] if tb else [])])
         wall = time.perf_counter() - start
         norms = logger.to_dataframe("global")
         bad = norms["step"][~np.isfinite(norms["grad_norm"])].tolist()
         exploded = min([*bad[:1], *[int(e["step"]) for e in guard.events]], default=None)
-        score = self.bar.score(model, x_val, y_val)
+        bar = self.bar
+        if patient.loss is not None or patient.data is not self.data:  # scored on its own terms
+            bar = dataclasses.replace(Bar.measure(model, patient.data, None), target=self.bar.target)
+        score = bar.score(model, x_val, y_val)
+        trend = curve_trend(history.history.get("val_loss", []))
+        # A cure learns without the guard stepping in: the user pastes it
+        # into a script that may have no guard.
+        learned = (number == 0 or exploded is None) and (score["learned"] or (
+            number > 0 and self.reference is not None and trend != "improving"
+            and score["val/trivial"] <= RELATIVE * min(1.0, self.reference)))
         row = {"trial": number, "change": change, "exploded_step": exploded,
                "val_loss": score["val_loss"], "val/trivial": score["val/trivial"],
-               "learned": score["learned"], "wall_time_s": round(wall, 2),
-               "accuracy": score["accuracy"], "note": "", "code": "\n".join(patient.code)}
-        if score["learned"] or number == 0:
+               "accuracy": score["accuracy"], "trend": trend, "learned": bool(learned),
+               "wall_time_s": round(wall, 2), "note": "",
+               "code": "\n".join(patient.code + compile_code(patient.optimizer, loss))}
+        if number == 0:
+            self.reference = score["val/trivial"]
+        if learned or number == 0:
             self.models[number] = model
             if self.out is not None:
                 save_model(model, self.out / "models" / f"trial-{number}.keras")
@@ -250,7 +301,7 @@ class Trainer:
     def record_not_applicable(self, number: int, change: str, reason: str) -> None:
         self._append({"trial": number, "change": change, "exploded_step": None,
                       "val_loss": None, "val/trivial": None, "learned": False,
-                      "wall_time_s": 0.0, "accuracy": None,
+                      "wall_time_s": 0.0, "accuracy": None, "trend": "",
                       "note": f"not applicable: {reason}", "code": ""})
 
     def _append(self, row: dict) -> None:
@@ -262,10 +313,11 @@ class Trainer:
 
     def finished(self) -> pd.DataFrame:
         """The trials recorded so far (read back from results.csv on a resume)."""
-        table = pd.DataFrame(self.rows, columns=[*COLUMNS, "accuracy", "note", "code"])
+        table = pd.DataFrame(self.rows, columns=[*COLUMNS, "note", "code"])
         table["exploded_step"] = pd.to_numeric(table["exploded_step"]).astype("Int64")
         table["learned"] = table["learned"].astype(bool)
-        table[["note", "code"]] = table[["note", "code"]].fillna("")
+        table["accuracy"] = pd.to_numeric(table["accuracy"])  # None and a CSV's blank alike
+        table[["note", "code", "trend"]] = table[["note", "code", "trend"]].fillna("")
         return table
 
     def first_findings(self) -> dict | None:
@@ -289,7 +341,7 @@ class Trainer:
         best = table.sort_values(key, ascending=self.bar.kind == "regression").iloc[0]
         return int(best["trial"])
 
-    def finish(self, findings: dict, winner: int | None):
+    def finish(self, findings: dict, winner: int | None, static: tuple = ()):
         """The `Diagnosis`; writes summary.txt."""
         from .doctor import Diagnosis, report
 
@@ -305,12 +357,34 @@ class Trainer:
         found = Diagnosis(
             cause=findings["cause"], evidence=findings["evidence"], problem=findings["problem"],
             trials=table[[*COLUMNS, "note"]].reset_index(drop=True),
+            bar=self.bar, findings=tuple(static),
             cure=None if chosen.empty else str(chosen["change"].iloc[0]),
             code=() if chosen.empty else tuple(str(chosen["code"].iloc[0]).splitlines()),
             model=model)
         if self.out is not None:
             write_atomic(self.out / "summary.txt", report(found))
         return found
+
+
+def curve_trend(val_losses: list) -> str:
+    """`improving`, `flat` or `diverging`: the last epoch's validation loss against the others'."""
+    values = [float(v) for v in val_losses]
+    if not values or not all(math.isfinite(v) for v in values):
+        return "diverging" if values else ""
+    if len(values) < 2:
+        return ""
+    if values[-1] > DIVERGING * min(values):
+        return "diverging"
+    return "improving" if values[-1] < IMPROVING * min(values[:-1]) else "flat"
+
+
+def compile_code(optimizer, loss) -> tuple[str, ...]:
+    """The block's last lines: the optimizer and the compile call."""
+    from .cures import optimizer_code
+    from .output_cures import loss_code
+
+    return (optimizer_code(optimizer),
+            f"model.compile(optimizer=optimizer, loss={loss_code(loss)})  # and your metrics")
 
 
 def save_model(model: keras.Model, path: pathlib.Path) -> None:

@@ -93,10 +93,12 @@ def test_learning_rate_too_high_is_cured_and_the_code_reproduces_it():
     assert found.trials["learned"].iloc[-1] and not found.trials["learned"].iloc[0]
     assert pd.notna(found.trials["exploded_step"].iloc[0])
     assert val_over_trivial(found.model, x, y) <= 0.1
-    # The printed line, pasted into the script.
-    assert found.code[0].startswith("optimizer=keras.optimizers.SGD(learning_rate=")
-    optimizer = eval(found.code[0].split("=", 1)[1], {"keras": keras})
-    by_hand = fit_by_hand(mlp(optimizer), x, y)
+    # The printed block, pasted into the script in place of its compile call.
+    assert found.code == ("optimizer = keras.optimizers.SGD(learning_rate=0.05)",
+                          "model.compile(optimizer=optimizer, loss='mse')  # and your metrics")
+    names = {"keras": keras, "np": np, "model": mlp(keras.optimizers.SGD(0.5))}
+    exec("\n".join(found.code), names)
+    by_hand = fit_by_hand(names["model"], x, y)
     assert by_hand <= 0.1
     assert by_hand == pytest.approx(found.trials["val/trivial"].iloc[-1], rel=0.05)
 
@@ -110,12 +112,9 @@ def test_input_scale_is_cured_by_normalization_pasted_by_hand():
     assert val_over_trivial(found.model, x, y) <= 0.1
     # The lines, as printed, around the user's model.
     model = mlp(keras.optimizers.SGD(0.05))
-    names = {"keras": keras, "x": split(x, y)[0], "model": model}
-    for line in found.code:
-        exec(line, names)
-    repaired = names["model"]
-    repaired.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    assert fit_by_hand(repaired, x, y) <= 0.1
+    names = {"keras": keras, "np": np, "x": split(x, y)[0], "model": model}
+    exec("\n".join(found.code), names)
+    assert fit_by_hand(names["model"], x, y) <= 0.1
 
 
 @pytest.mark.slow
@@ -155,7 +154,7 @@ def test_examine_refuses_an_uncompiled_model():
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "missing.keras", "--data", "{npz}"], "--model 'missing.keras': no such file."),
-    (["--model", "{npz}", "--data", "{npz}"], "expected a .keras file"),
+    (["--model", "{npz}", "--data", "{npz}"], "expected a .keras or .h5 file"),
     (["--model", "{keras}", "--data", "{keras}"], "expected a .npz or a .csv file"),
     (["--model", "{keras}", "--data", "{csv}"], "give --target-column and --seq-len too"),
     (["--model", "{keras}", "--data", "{npz}", "--epochs", "0"], "--epochs received 0"),
@@ -351,7 +350,7 @@ def test_cli_examines_a_saved_model_and_prints_the_code(tmp_path, capsys):
                          "--batch-size", "16", "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert found.cause == "learning_rate"
-    assert "optimizer=keras.optimizers.SGD(learning_rate=0.05)" in out
+    assert "optimizer = keras.optimizers.SGD(learning_rate=0.05)" in out
     assert (tmp_path / "run" / "summary.txt").read_text() in out
 
 
@@ -390,10 +389,12 @@ def test_structural_cures_are_not_applicable_to_a_subclassed_model():
     wrapped = cures.NORMALIZE.apply(patient(model, x, y), cures.Context(1.0, ())).model
     scaled = np.asarray(wrapped.layers[1](split(x, y)[0]))  # adapted on the training rows
     assert np.allclose(scaled.mean(0), 0, atol=1e-4) and np.allclose(scaled.std(0), 1, atol=1e-3)
-    code = cures.LR_10.apply(patient(model, x, y), cures.Context(1.0, ())).code
-    assert code == ("optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)",)
-    code = cures.CLIP.apply(patient(model, x, y), cures.Context(1234.5678, ())).code
-    assert code == ("optimizer=keras.optimizers.SGD(learning_rate=0.5, global_clipnorm=1.23e+03, momentum=0.9)",)
+    optimizer = cures.LR_10.apply(patient(model, x, y), cures.Context(1.0, ())).optimizer
+    assert cures.optimizer_code(optimizer) == \
+        "optimizer = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)"
+    optimizer = cures.CLIP.apply(patient(model, x, y), cures.Context(1234.5678, ())).optimizer
+    assert cures.optimizer_code(optimizer) == \
+        "optimizer = keras.optimizers.SGD(learning_rate=0.5, global_clipnorm=1.23e+03, momentum=0.9)"
 
 
 def test_rebuilt_layers_keep_every_weight_the_cure_leaves_alone():
@@ -420,3 +421,4 @@ def test_try_all_trains_every_cure_up_to_max_trials_and_picks_the_best():
     assert len(trained) == 4 and trained["learned"].sum() >= 1
     learned = found.trials[found.trials["learned"]]
     assert found.cure == learned.sort_values("val/trivial")["change"].iloc[0]
+

@@ -1,0 +1,141 @@
+"""The doctor's search: every cure family, ranked by the evidence, stacked.
+
+`rank` orders the whole catalogue for one examination: the cures the
+static findings name (facts about the set-up, found before training) come
+first, then the named cause's own list (`PRIORS`, argued in
+docs/doctor.md), then a learning-rate range test, then every other family.
+Nothing is left out because the cause was named otherwise: a wrong name
+costs trials, not the answer.
+
+`search` trains them one by one on fresh, faithful copies. A cure that
+improves (validation loss over the constant prediction's at most
+`IMPROVES` x the best so far, without a guard event) but does not learn is
+kept, and the next cure is stacked on it; stacked cures are applied in
+`cures.KINDS` order (data, layers, output and loss, Normalization in
+front, optimizer), and so is their code printed. It stops at the first
+trial that learns (or ranks all with `try_all`), after `max_trials`
+trained trials or `max_seconds`. A stack that was still improving at its
+last epoch gets the trials left when the candidates run out, and the
+last trial of the budget in any case, as one longer run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+
+from . import cures as C
+from . import output_cures as O
+
+IMPROVES = 0.8  # val/trivial at most this x the best so far: kept, and stacked on
+BEATS_CONSTANT = 0.95  # and below this x the constant prediction's: a trial 0 that exploded
+# makes a constant output (val/trivial ~1) look like progress
+EXTEND = 4  # a stack still improving at the end is retrained for up to this x the epochs
+
+CATALOGUE = (  # every cure, in the order tried after the evidence's
+    C.LR_FINDER, C.LR_10, C.LR_100, C.ADAM, C.NORMALIZE, O.TARGET_SCALE, C.FAN_IN,
+    C.BATCH_NORM, C.RELU, C.SELU, C.LEAKY, C.ELU, C.CLIP, C.ORTHOGONAL, C.LSTM,
+    C.FLOAT32_OUTPUT, O.LOGITS, O.LINEAR_OUTPUT, C.DROP_ROWS,
+)
+BY_NAME = {cure.name: cure for cure in CATALOGUE}
+SCALES_RATE = (C.LR_10, C.LR_100)  # relative to the rate before: they compound when stacked
+SETS_RATE = (C.LR_FINDER, C.ADAM)  # set the rate themselves: a kept scaling is dropped
+
+# Each cause's (or problem's) own cures, first after the static findings'.
+PRIORS = {
+    "learning_rate": (C.LR_10, C.LR_FINDER, C.LR_100, C.CLIP, C.ADAM),
+    "input_scale": (C.NORMALIZE, C.LR_10, C.CLIP),
+    "depth": (C.FAN_IN, C.BATCH_NORM, C.CLIP, C.LR_10),
+    "vanishing": (C.FAN_IN, C.RELU, C.BATCH_NORM, C.SELU, C.LEAKY, C.ADAM),
+    "dying_relu": (C.FAN_IN, C.LEAKY, C.ELU, C.BATCH_NORM),
+    "recurrence": (C.CLIP, C.ORTHOGONAL, C.LSTM, C.LR_10, C.LR_100),
+    "bad_data": (C.DROP_ROWS,),
+    "loss_scale": (C.FLOAT32_OUTPUT, C.LR_10, C.CLIP),
+    "unknown": (C.LR_FINDER, C.LR_10, C.CLIP, C.ADAM),
+}
+
+
+def rank(findings, cause: str, problem: str) -> list[tuple[C.Cure, ...]]:
+    """The candidates, each a tuple of cures to add to the kept stack.
+
+    Every cure once, in this order: the static findings' cures (first all
+    of them together when there are several: facts found before training,
+    such as inputs *and* targets in the thousands, that each fail alone),
+    the cause's own, then the catalogue.
+    """
+    named = list(dict.fromkeys(BY_NAME[f.cure] for f in findings if f.cure in BY_NAME))
+    prior = PRIORS.get(problem) or PRIORS.get(cause, PRIORS["unknown"])
+    single = [(cure,) for cure in dict.fromkeys([*named, *prior, *CATALOGUE])]
+    return [tuple(named), *single] if len(named) > 1 else single
+
+
+def stacked(trainer, cures: list[C.Cure], context: C.Context) -> C.Patient:
+    """A fresh patient with `cures` applied in `cures.KINDS` order (stable within a kind)."""
+    patient = trainer.patient()
+    for cure in sorted(cures, key=lambda c: C.KINDS.index(c.kind)):
+        patient = cure.apply(patient, context)
+    return patient
+
+
+def search(trainer, first: dict, findings, context: C.Context, *, max_trials: int,
+           max_seconds: float | None, try_all: bool, say) -> None:
+    """Trains ranked cures, stacking the ones that improve, within the budget."""
+    done = trainer.finished()
+    start = time.perf_counter()
+    trained = 1  # trial 0; resumed trials count again as they are read back
+    best = float(done["val/trivial"].iloc[0]) if len(done) else math.inf
+    best = best if math.isfinite(best) else math.inf
+    kept: list[C.Cure] = []
+    improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
+    number = 0
+    for number, add in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
+        if trained >= max_trials or (not try_all and trainer.winner() is not None):
+            break
+        if improving and not try_all and max_trials - trained <= 1:
+            break  # the last trial goes to the improving stack's longer run
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            say(f"stopped: the time budget of {max_seconds:g} s is spent")
+            break
+        if all(c in kept for c in add):  # tried already, as part of the kept stack
+            continue
+        sets_rate = any(c in SETS_RATE for c in add)
+        stack = [c for c in kept if not (sets_rate and c in SCALES_RATE)]
+        stack += [c for c in add if c not in stack]
+        row = _trial(trainer, done, number, stack, context, say)
+        if row is None:
+            continue
+        trained += 1
+        ratio = float(row["val/trivial"]) if pd.notna(row["val/trivial"]) else math.inf
+        if not row["learned"] and pd.isna(row["exploded_step"]) and math.isfinite(ratio) \
+                and ratio <= IMPROVES * best and ratio < BEATS_CONSTANT:
+            kept, best = stack, ratio
+            improving = stack if row["trend"] == "improving" else None
+            say(f"  kept: {' + '.join(c.name for c in add)} improves (val/trivial {ratio:.3g}); "
+                "the next cure stacks on it")
+    # A stack still improving at its last epoch gets the budget that is left,
+    # in one longer run (at most EXTEND x the epochs): a right cure that
+    # learns slowly is not rejected for its speed.
+    left = max_trials - trained
+    if improving and left > 0 and trainer.winner() is None and not try_all:
+        epochs = trainer.epochs * min(1 + left, EXTEND)
+        _trial(trainer, done, number + 1, improving, context, say, epochs=epochs)
+
+
+def _trial(trainer, done, number: int, stack: list[C.Cure], context, say, epochs=None):
+    """The row of trial `number` (read back on a resume, else trained); None: not applicable."""
+    name = " + ".join(c.name for c in stack) + (f" ({epochs} epochs)" if epochs else "")
+    if number in set(done["trial"]):  # resumed: recorded before the interruption
+        row = done[done["trial"] == number].iloc[0]
+        return None if row["note"] else row
+    try:
+        patient = stacked(trainer, stack, context)
+    except C.NotApplicable as reason:
+        trainer.record_not_applicable(number, name, str(reason))
+        say(f"trial {number} ({name}): not applicable: {reason}")
+        return None
+    row = trainer.train(number, name, patient, epochs=epochs).row
+    say(f"trial {number} ({name}): val/trivial {row['val/trivial']:.3g}, "
+        f"trend {row['trend'] or '-'}, learned {row['learned']}")
+    return row
