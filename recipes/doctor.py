@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> Diagnosis:
     quiet_start()  # the backend loads here, after the arguments were checked
     import importlib
 
-    import keras
+    import keras  # noqa: F401 - loaded before the --import modules that register with it
 
     for module in args.imports:
         try:
