@@ -58,6 +58,16 @@ def test_the_first_change_that_removes_the_failure_names_the_cause():
     assert verdict.cause is None and "the step alone does not fail" in verdict.evidence
 
 
+def test_a_finite_batch_that_blows_up_where_another_trains_is_not_bad_data():
+    """SGD at 0.5 on a plain MLP: one update of a finite batch 2.4 -> 34.7, another's trains."""
+    given = _r("as_given", 2.4, 34.7)
+    other = _r("other_batch", 3.0, 2.1)
+    assert judge_replays({"as_given": given, "other_batch": other,
+                          "lr_x0.1": _r("lr_x0.1", 2.4, 1.9)}, 3).cause == "learning_rate"
+    assert judge_replays({"as_given": given, "other_batch": other,
+                          "lr_x0.1": _r("lr_x0.1", 2.4, 30.0)}, 3).cause is None
+
+
 def test_a_batch_whose_finite_rows_train_is_bad_data_and_a_tenth_squared_counts():
     nan = _r("as_given", NAN, NAN)
     assert judge_replays({"as_given": nan, "finite_rows": _r("finite_rows", 0.3, 0.2)},
