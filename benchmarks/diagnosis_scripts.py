@@ -38,7 +38,12 @@ import sys
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
+    from gradguard.recipes.console import quiet_start
+
+    quiet_start()
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
