@@ -424,7 +424,9 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         if found is None and self._clipping and not self._held_warned:
             found = self._watch_held_spike(monitor.read())
         if found is None:
-            if self._step - self._snapshot_step >= self._every:
+            # No copy yet: a model built at its first batch had no weights to
+            # copy at on_train_begin; its first copy is the first finite step's.
+            if self._step - self._snapshot_step >= self._every or not len(self._snapshots):
                 self._take_snapshot()
             return
         # With steps_per_execution > 1 this call comes once per execution,

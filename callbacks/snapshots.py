@@ -59,7 +59,9 @@ class Snapshots:
         # `model.get_weights()`, read by the cheapest path (`host_read.py`):
         # about 3x faster under TensorFlow.
         weights = [to_numpy(v) for v in model.weights]
-        if not all_finite(weights):
+        # A subclassed model builds at its first batch: a copy taken before
+        # holds no weights, and restoring it would raise in `set_weights`.
+        if not weights or not all_finite(weights):
             return False
         state = [to_numpy(v) for v in optimizer_state(monitor)]
         self._copies.append((step, weights, state))

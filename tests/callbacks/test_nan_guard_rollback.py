@@ -45,3 +45,37 @@ def test_rollback_restores_weights_from_before_the_onset(keep_snapshots):
     assert history.history["learning_rate"][-1] == pytest.approx(guard.learning_rate)
     rate = 1.0 * find_monitor(model.optimizer).lr_multiplier  # SGD(1.0) times the cuts
     assert guard.learning_rate == pytest.approx(rate)
+
+
+class LazyNet(keras.Model):
+    """Built at its first batch, as keras-io's RecommenderNet: no weights at `on_train_begin`."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_stop_on_a_model_built_at_its_first_batch_says_what_it_holds():
+    """No copy exists before its first step (it has no weights at on_train_begin).
+
+    The guard used to keep that empty copy and raise in `set_weights` on a
+    stop (keras-io's collaborative filtering at lr x1000). Now it stops, says
+    it restored nothing, and the model holds the step's weights as it says.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    model = LazyNet()
+    model.compile(optimizer=keras.optimizers.SGD(50.0), loss="mse")
+    per_step = WeightsPerStep()
+    guard = NaNGuard()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False, callbacks=[per_step, guard])
+    (event,) = guard.events
+    assert event.action == "stop" and event.restored_step is None
+    assert f"holds the weights after step {event.step} (including step {event.step}'s update)" in event.message
+    for ours, theirs in zip(model.get_weights(), per_step.weights[event.step], strict=True):
+        np.testing.assert_array_equal(ours, theirs)

@@ -15,7 +15,8 @@ def linear_data(n=320, d=8, *, seed=0):
 
 def test_cli_import_names_a_missing_module(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((8, 2)), y=np.zeros(8))
-    (tmp_path / "m.h5").write_bytes(b"")
+    # Past the file checks (HDF5's signature), so that --import is what fails.
+    (tmp_path / "m.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     with pytest.raises(SystemExit) as error:
         doctor.main(["--model", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
                      "--import", "no_such_module_here"])
