@@ -24,6 +24,33 @@ def lstm_model(seq_len: int = 12, n_features: int = 3) -> keras.Model:
     ])
 
 
+def tanh_data(n: int = 256, d: int = 8, seed: int = 0):
+    """A learnable regression: tanh of a random projection, plus 0.1 noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    w = rng.normal(size=(d, 1)).astype("float32")
+    y = (np.tanh(x @ w / np.sqrt(d)) + 0.1 * rng.normal(size=(n, 1))).astype("float32")
+    return x, y
+
+
+def custom_scalars_layout(logdir) -> dict:
+    """The custom-scalars layout TensorBoard's own plugin serves for `logdir`."""
+    import json
+
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    data = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    plugin = CustomScalarsPlugin(base_plugin.TBContext(logdir=str(logdir), multiplexer=mux,
+                                                       data_provider=data))
+    return json.loads(plugin.layout_impl(context.RequestContext(), ""))
+
+
 def regression_data(shape, n: int = 64, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *shape)).astype("float32")

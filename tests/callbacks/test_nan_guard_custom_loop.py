@@ -5,14 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradguard.callbacks import NaNGuard
-
-
-def _data(n=256, d=8, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    w = rng.normal(size=(d, 1)).astype("float32")
-    y = (np.tanh(x @ w / np.sqrt(d)) + 0.1 * rng.normal(size=(n, 1))).astype("float32")
-    return x, y
+from tests.callbacks.helpers import tanh_data
 
 
 def _train(x, y, guard, epochs=2, lr=1e-2, observe=True):
@@ -51,7 +44,7 @@ def _train(x, y, guard, epochs=2, lr=1e-2, observe=True):
 def test_a_healthy_custom_loop_gets_no_event():
     # The loss is per batch: read as Keras' running mean it would give false
     # "has not fallen" evidence; NaNGuard sees no params and takes it per batch.
-    x, y = _data()
+    x, y = tanh_data()
     guard = NaNGuard(verbose=False)
     model, losses = _train(x, y, guard)
     assert guard.events == [] and guard._per_batch_loss
@@ -61,7 +54,7 @@ def test_a_healthy_custom_loop_gets_no_event():
 def test_a_nan_after_convergence_is_bad_data_by_replay_and_skipped():
     # The issue's custom loop: a NaN after convergence was "input_scale up to
     # 2.83e+08x" of a 4.5e-9 norm; one bad batch is bad data, skipped.
-    x, y = _data()
+    x, y = tanh_data()
     x[32 * 5 + 3, 1] = np.nan  # batch 5, each epoch
     guard = NaNGuard(verbose=False)
     model, _ = _train(x, y, guard, epochs=2)
@@ -74,7 +67,7 @@ def test_a_nan_after_convergence_is_bad_data_by_replay_and_skipped():
 
 
 def test_without_the_batch_the_rules_decide():
-    x, y = _data()
+    x, y = tanh_data()
     x[32 * 5 + 3, 1] = np.nan
     guard = NaNGuard(verbose=False)
     _train(x, y, guard, epochs=1, observe=False)

@@ -12,6 +12,7 @@ from gradguard.callbacks.replay import (
     standardize, step_failed,
 )
 from tests.callbacks.helpers import WeightsPerStep
+from tests.callbacks.helpers import tanh_data
 
 NAN = float("nan")
 
@@ -32,7 +33,7 @@ def test_step_failed(loss, after, finite, failed):
     assert step_failed(loss, after, finite) is failed
 
 
-def test_another_batch_that_trains_names_bad_data():
+def test_another_batch_that_trains_names_badtanh_data():
     verdict = judge_replays({"as_given": _r("as_given", NAN, NAN),
                              "other_batch": _r("other_batch", 0.5, 0.4),
                              "lr_x0.1": _r("lr_x0.1", NAN, NAN)}, 11)
@@ -58,7 +59,7 @@ def test_the_first_change_that_removes_the_failure_names_the_cause():
     assert verdict.cause is None and "the step alone does not fail" in verdict.evidence
 
 
-def test_a_finite_batch_that_blows_up_where_another_trains_is_not_bad_data():
+def test_a_finite_batch_that_blows_up_where_another_trains_is_not_badtanh_data():
     """SGD at 0.5 on a plain MLP: one update of a finite batch 2.4 -> 34.7, another's trains."""
     given = _r("as_given", 2.4, 34.7)
     other = _r("other_batch", 3.0, 2.1)
@@ -101,14 +102,6 @@ def test_batch_statistics():
 # -- on real models ----------------------------------------------------------
 
 
-def _data(n=256, d=8, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    w = rng.normal(size=(d, 1)).astype("float32")
-    y = (np.tanh(x @ w / np.sqrt(d)) + 0.1 * rng.normal(size=(n, 1))).astype("float32")
-    return x, y
-
-
 def _mlp(d=8, act="tanh"):
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input((d,)), keras.layers.Dense(16, activation=act),
@@ -125,7 +118,7 @@ def _fit(x, y, optimizer, guard, epochs=1, act="tanh"):
 
 
 def test_one_nan_input_is_bad_data_by_replay_skipped_and_training_goes_on():
-    x, y = _data()
+    x, y = tanh_data()
     x[70, 3] = np.nan  # batch 2 of 8, each epoch
     guard = NaNGuard(verbose=False)
     model, keep, history = _fit(x, y, keras.optimizers.Adam(1e-2), guard, epochs=2)
@@ -153,7 +146,7 @@ def test_one_nan_input_is_bad_data_by_replay_skipped_and_training_goes_on():
 
 
 def test_bad_batches_in_a_row_stop_at_the_stated_cap():
-    x, y = _data()
+    x, y = tanh_data()
     x[64:160, 0] = np.nan  # batches 2, 3 and 4
     guard = NaNGuard(verbose=False, max_consecutive_bad_batches=2)
     _fit(x, y, keras.optimizers.Adam(1e-2), guard)
@@ -163,7 +156,7 @@ def test_bad_batches_in_a_row_stop_at_the_stated_cap():
 
 
 def test_features_far_from_unit_scale_are_input_scale_by_replay():
-    x, y = _data()
+    x, y = tanh_data()
     x[:, 2] *= 1e4  # one feature x1e4
     guard = NaNGuard(verbose=False)
     _fit(x, y, keras.optimizers.SGD(1e-2), guard, act="relu")
@@ -174,7 +167,7 @@ def test_features_far_from_unit_scale_are_input_scale_by_replay():
 
 
 def test_targets_far_from_unit_scale_are_target_scale_by_replay():
-    x, y = _data()
+    x, y = tanh_data()
     guard = NaNGuard(verbose=False)
     _fit(x, y * 1e5, keras.optimizers.SGD(1e-2), guard, act="relu")
     event = guard.events[0]
@@ -183,7 +176,7 @@ def test_targets_far_from_unit_scale_are_target_scale_by_replay():
 
 
 def test_a_rate_far_too_high_is_learning_rate_by_replay():
-    x, y = _data()
+    x, y = tanh_data()
     guard = NaNGuard(verbose=False, snapshot_every=1)
     _fit(x, y, keras.optimizers.SGD(3.0), guard)
     event = guard.events[0]
@@ -195,7 +188,7 @@ def test_a_rate_far_too_high_is_learning_rate_by_replay():
 
 
 def test_no_replay_runs_when_nothing_fires():
-    x, y = _data()
+    x, y = tanh_data()
     guard = NaNGuard(verbose=False)
     _fit(x, y, keras.optimizers.Adam(1e-3), guard, epochs=2)
     assert guard.events == [] and guard.replays_run == 0
@@ -205,7 +198,7 @@ def test_a_guard_after_a_replay_deep_copies_and_pickles():
     import copy
     import pickle
 
-    x, y = _data()
+    x, y = tanh_data()
     x[70, 3] = np.nan
     guard = NaNGuard(verbose=False)
     _fit(x, y, keras.optimizers.Adam(1e-2), guard)
@@ -218,7 +211,7 @@ def test_a_guard_after_a_replay_deep_copies_and_pickles():
 def test_the_batch_tap_changes_no_number():
     # The guard draws each batch from Keras' iterator and hands it to Keras'
     # own step: the weights equal those of a guard without the tap, bit for bit.
-    x, y = _data()
+    x, y = tanh_data()
     tapped, plain = NaNGuard(verbose=False), NaNGuard(verbose=False, replay=False)
     a, _, _ = _fit(x, y, keras.optimizers.Adam(1e-2), tapped, epochs=2)
     b, _, _ = _fit(x, y, keras.optimizers.Adam(1e-2), plain, epochs=2)
@@ -228,7 +221,7 @@ def test_the_batch_tap_changes_no_number():
 
 
 def test_a_fit_that_raised_leaves_no_tap_behind():
-    x, y = _data()
+    x, y = tanh_data()
     x[70, 3] = np.nan
     model = _mlp()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")

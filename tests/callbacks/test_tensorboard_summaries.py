@@ -74,12 +74,9 @@ def test_image_summary_refuses_what_is_not_a_png():
 def test_a_users_own_logger_fit_opens_custom_scalars_on_its_layout(tmp_path):
     """A real `fit` with `GradientNormLogger(log_dir=...)`, read back by the Custom Scalars plugin."""
     import keras
-    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
-    from tensorboard import context
-    from tensorboard.plugins import base_plugin
-    from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
 
     from gradguard.callbacks import GradientNormLogger
+    from tests.callbacks.helpers import custom_scalars_layout
 
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
@@ -88,12 +85,7 @@ def test_a_users_own_logger_fit_opens_custom_scalars_on_its_layout(tmp_path):
     model.fit(x, x[:, :1], epochs=2, batch_size=16, verbose=0, callbacks=[GradientNormLogger(log_dir=str(log_dir))])
     model.fit(x, x[:, :1], epochs=1, batch_size=16, verbose=0, callbacks=[GradientNormLogger(log_dir=str(log_dir))])
 
-    mux = plugin_event_multiplexer.EventMultiplexer()
-    mux.AddRunsFromDirectory(str(tmp_path))
-    mux.Reload()
-    data = data_provider.MultiplexerDataProvider(mux, str(tmp_path))
-    plugin = CustomScalarsPlugin(base_plugin.TBContext(logdir=str(tmp_path), multiplexer=mux, data_provider=data))
-    layout = json.loads(plugin.layout_impl(context.RequestContext(), ""))
+    layout = custom_scalars_layout(tmp_path)
     assert [c["title"] for c in layout["category"]] == list(LOGGER_LAYOUT)
     # Two fits, one layout each: TensorBoard merges the identical charts into one set.
     charts = layout["category"][0]["chart"]

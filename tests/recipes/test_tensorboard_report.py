@@ -1,7 +1,5 @@
 """The recipes' TensorBoard extras: NaNGuard's Markdown, and the layouts of the rows' and figures' runs merged."""
 
-import json
-
 from gradguard.callbacks.tensorboard_writer import LOGGER_CATEGORY, LOGGER_LAYOUT, SummaryWriter, layout_summary
 from gradguard.recipes.epoch_summary import LAYOUT
 from gradguard.recipes.tensorboard_report import guard_markdown, write_figures
@@ -21,22 +19,14 @@ def test_guard_markdown_makes_a_paragraph_of_each_part_of_the_message():
 
 def test_a_logger_layout_in_every_row_and_the_recipes_layout_merge_log10_first(tmp_path):
     """If GradientNormLogger writes its own layout in each row's run, the merged view still opens on log10."""
-    from tensorboard import context
-    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
-    from tensorboard.plugins import base_plugin
-    from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
+    from tests.callbacks.helpers import custom_scalars_layout
 
     for run in ("exploded/a-seed0", "stable/b-seed0"):
         writer = SummaryWriter(str(tmp_path / run))
         writer.add(layout_summary(), 0)  # the line GradientNormLogger would add
         writer.close()
     write_figures(tmp_path)  # the recipes' layout, in the figures run
-    mux = plugin_event_multiplexer.EventMultiplexer()
-    mux.AddRunsFromDirectory(str(tmp_path))
-    mux.Reload()
-    data = data_provider.MultiplexerDataProvider(mux, str(tmp_path))
-    plugin = CustomScalarsPlugin(base_plugin.TBContext(logdir=str(tmp_path), multiplexer=mux, data_provider=data))
-    layout = json.loads(plugin.layout_impl(context.RequestContext(), ""))
+    layout = custom_scalars_layout(tmp_path)
     first = layout["category"][0]
     assert first["title"] == LOGGER_CATEGORY and "log10" in first["chart"][0]["title"]
     charts = {c["title"] for category in layout["category"] for c in category["chart"]}
