@@ -33,7 +33,7 @@ class BatchTap:
         self.batches = collections.deque(maxlen=keep)
         # `inner`: the train function the tap calls (Keras' own, or the one a
         # `StepLogs` put in its place for this fit).
-        self._model = self._original = self.inner = None
+        self._model = self.inner = None
 
     def install(self, model) -> bool:
         """Wraps `model.train_function`; returns whether the tap is on."""
@@ -70,7 +70,7 @@ class BatchTap:
         # function it wraps and swap it (`inner`) without unwrapping the tap.
         tapped._gradguard_tap = self
         tapped._gradguard_original = original
-        self._model, self._original, self.inner = model, original, original
+        self._model, self.inner = model, original
         model.train_function = tapped
         return True
 
@@ -83,7 +83,7 @@ class BatchTap:
         model, self._model = self._model, None
         if model is not None and getattr(model.train_function, "_gradguard_tap", None) is self:
             model.train_function = self.inner
-        self._original = self.inner = None
+        self.inner = None
 
     def __deepcopy__(self, memo):
         return BatchTap(self.batches.maxlen)
