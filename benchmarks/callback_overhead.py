@@ -84,10 +84,39 @@ import sys
 import tempfile
 import time
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
-    from gradguard.recipes.console import quiet_start
+DEFAULT_OUT = pathlib.Path(__file__).parent / "results" / "callback_overhead.md"
 
-    quiet_start()
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (it needs no Keras: `--help` answers before Keras loads)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.callback_overhead",
+        description="Time gradguard's callbacks against plain fit.")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny MLP, 2 short rounds: a smoke run of seconds")
+    parser.add_argument("--out", default=None,
+                        help=f"Markdown file to write (must not exist); "
+                             f"default {DEFAULT_OUT.relative_to(DEFAULT_OUT.parents[2])} or a "
+                             "timestamped sibling")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds (default 5, quick 2)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="least duration of a timed plain fit (default 3)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models (default: all), of MODELS in "
+                             "benchmarks/overhead_models.py")
+    parser.add_argument("--fresh-rounds", type=int, default=None,
+                        help="whole fits per configuration with fresh callbacks "
+                             "(default 7, quick 2; 0 skips them)")
+    parser.add_argument("--extras", action="store_true",
+                        help="also the GradientTape and Keras TensorBoard rows")
+    return parser
+
+
+if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
+    from .program import start
+
+    start(build_parser)
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -111,7 +140,6 @@ from .report import (  # noqa: E402
 )
 from .tape_norm import TapeGradientNorm  # noqa: E402
 
-DEFAULT_OUT = pathlib.Path(__file__).parent / "results" / "callback_overhead.md"
 
 MONITOR_SKIP = "GradientMonitor compiled in, skipping non-finite steps (as NaNGuard sets it)"
 KERAS_NORM = "Keras Adam(global_clipnorm=1e9)"
@@ -368,25 +396,7 @@ def _fresh_section(config: Config, fresh: pd.DataFrame | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.callback_overhead",
-        description="Time gradguard's callbacks against plain fit.")
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny MLP, 2 short rounds: a smoke run of seconds")
-    parser.add_argument("--out", default=None,
-                        help=f"Markdown file to write (must not exist); "
-                             f"default {DEFAULT_OUT} or a timestamped sibling")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds (default 5, quick 2)")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="least duration of a timed plain fit (default 3)")
-    parser.add_argument("--models", default=None,
-                        help="comma-separated models, of: " + ", ".join(MODELS))
-    parser.add_argument("--fresh-rounds", type=int, default=None,
-                        help="whole fits per configuration with fresh callbacks "
-                             "(default 7, quick 2; 0 skips them)")
-    parser.add_argument("--extras", action="store_true",
-                        help="also the GradientTape and Keras TensorBoard rows")
+    parser = build_parser()
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
     if args.rounds is not None:

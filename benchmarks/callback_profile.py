@@ -32,10 +32,21 @@ import os
 import sys
 import time
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
-    from gradguard.recipes.console import quiet_start
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (it needs no Keras: `--help` answers before Keras loads)."""
+    from gradguard.recipes.cli import program
 
-    quiet_start()
+    parser = argparse.ArgumentParser(prog=program("benchmarks.callback_profile"),
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=100, help="part 1's interleaved rounds (default 100)")
+    parser.add_argument("--hooks-only", action="store_true", help="run part 2 alone (about a minute)")
+    return parser
+
+
+if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
+    from .program import start
+
+    start(build_parser)
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,7 +56,6 @@ import numpy as np  # noqa: E402
 from gradguard.callbacks import AutoClip, GradientMonitor, GradientNormLogger, NaNGuard  # noqa: E402
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
 
-from gradguard.recipes.cli import program  # noqa: E402
 
 from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
 
@@ -91,11 +101,7 @@ def call_ms(fn, n: int = 200) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=program("benchmarks.callback_profile"),
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=100, help="part 1's interleaved rounds (default 100)")
-    parser.add_argument("--hooks-only", action="store_true", help="run part 2 alone (about a minute)")
-    args = parser.parse_args(argv)  # --help answers here instead of running the benchmark
+    args = build_parser().parse_args(argv)  # --help answers here instead of running the benchmark
     rounds, hooks_only = args.rounds, args.hooks_only
     adam = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
     variants = {

@@ -29,7 +29,22 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (it needs no TensorFlow: `--help` answers before it loads)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.mirrored_step",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 steps, 1 round")
+    return parser
+
+
+if __name__ == "__main__":  # run as a program: the flags first, then TensorFlow, quietly
+    from .program import start
+
+    start(build_parser)
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
@@ -75,8 +90,7 @@ def time_run(strategy, name: str, x, y, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.mirrored_step")
-    parser.add_argument("--quick", action="store_true", help="8 steps, 1 round")
+    parser = build_parser()
     args = parser.parse_args(argv)
     steps, repeats = (8, 1) if args.quick else (32, 3)
     devices = tf.config.list_logical_devices("CPU")

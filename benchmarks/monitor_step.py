@@ -20,10 +20,21 @@ import argparse
 import os
 import time
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
-    from gradguard.recipes.console import quiet_start
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (it needs no Keras: `--help` answers before Keras loads)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor_step",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds")
+    parser.add_argument("--min-seconds", type=float, default=3.0,
+                        help="least duration of one timed fit")
+    parser.add_argument("--no-jit", action="store_true", help="skip jit_compile=True")
+    return parser
 
-    quiet_start()
+
+if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
+    from .program import start
+
+    start(build_parser)
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -96,12 +107,7 @@ def run(jit: bool, rounds: int, min_seconds: float, log=print) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds")
-    parser.add_argument("--min-seconds", type=float, default=3.0,
-                        help="least duration of one timed fit")
-    parser.add_argument("--no-jit", action="store_true", help="skip jit_compile=True")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     load = os.getloadavg()
     frames = [run(False, args.rounds, args.min_seconds)]
     if not args.no_jit:

@@ -16,13 +16,29 @@ and learns the same.
 
 from __future__ import annotations
 
+import argparse
 import os
+import pathlib
 import sys
+import time
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
-    from gradguard.recipes.console import quiet_start
 
-    quiet_start()
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (it needs no Keras: `--help` answers before Keras loads)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recurrent_gain_twins",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None,
+                        help="Markdown file to write (must not exist); default "
+                             "benchmarks/results/recurrent_gain_twins.md, or a timestamped "
+                             "sibling when that exists")
+    return parser
+
+
+if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
+    from .program import start
+
+    start(build_parser)
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -89,14 +105,29 @@ def run() -> pd.DataFrame:
     return df
 
 
+def output_path(out: str | None) -> pathlib.Path:
+    """Where the table goes: `out`, or the default, never over an existing file."""
+    if out is not None:
+        return pathlib.Path(out)
+    default = pathlib.Path(__file__).parent / "results" / "recurrent_gain_twins.md"
+    if not default.exists():
+        return default
+    return default.with_name(f"{default.stem}-{time.strftime('%Y%m%d-%H%M%S')}.md")
+
+
 def main(argv=None) -> pd.DataFrame:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    path = output_path(args.out)
+    if path.exists():
+        parser.error(f"--out {path}: the file exists; name a new file (nothing is overwritten).")
     df = run()
     text = df.to_markdown(index=False, floatfmt=".3g")
     print(text)
-    folder = os.path.join(os.path.dirname(__file__), "results")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "recurrent_gain_twins.md"), "w") as f:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x") as f:  # "x": never overwrite
         f.write(text + "\n")
+    print(f"Wrote {path}")
     return df
 
 

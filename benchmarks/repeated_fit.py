@@ -33,10 +33,22 @@ import os
 import sys
 import time
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
-    from gradguard.recipes.console import quiet_start
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (it needs no Keras: `--help` answers before Keras loads)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.repeated_fit",
+        description="Time gradguard's callbacks over repeated fit calls.")
+    parser.add_argument("--quick", action="store_true",
+                        help="short sequences, 8 steps per epoch, 1 round")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="round-robin rounds (default 3, quick 1)")
+    return parser
 
-    quiet_start()
+
+if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
+    from .program import start
+
+    start(build_parser)
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -156,13 +168,7 @@ def summary_table(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.repeated_fit",
-        description="Time gradguard's callbacks over repeated fit calls.")
-    parser.add_argument("--quick", action="store_true",
-                        help="short sequences, 8 steps per epoch, 1 round")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="round-robin rounds (default 3, quick 1)")
+    parser = build_parser()
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
     if args.repeats is not None:

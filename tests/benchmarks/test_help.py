@@ -1,4 +1,4 @@
-"""The benchmarks' --help: usage naming the program, no TensorFlow start-up noise (they load Keras first: slow)."""
+"""Every benchmark run as a program answers `--help` before Keras loads, with no start-up noise."""
 
 import os
 import pathlib
@@ -8,19 +8,36 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+PROGRAMS = sorted(f"benchmarks.{path.stem}" for path in (ROOT / "benchmarks").glob("*.py")
+                  if 'if __name__ == "__main__":' in path.read_text())
+
+# Runs the module as `python -m` would, then says which heavy modules the run imported.
+PROBE = """
+import runpy, sys
+sys.argv = [{module!r}, "--help"]
+try:
+    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+except SystemExit as stop:
+    code = stop.code
+print("LOADED", sorted(m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules), code)
+"""
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", ["benchmarks.callback_profile", "benchmarks.callback_overhead",
-                                    "benchmarks.doctor", "benchmarks.repeated_fit"])
-def test_help_prints_usage_without_startup_noise(module):
+def test_every_program_is_found():
+    assert {"benchmarks.callback_overhead", "benchmarks.doctor", "benchmarks.diagnosis",
+            "benchmarks.recurrent_gain_twins"} <= set(PROGRAMS)
+
+
+@pytest.mark.parametrize("module", PROGRAMS)
+def test_help_answers_before_keras_loads(module):
     from gradguard.recipes.console import STARTUP_NOISE
 
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.startswith(f"usage: python -m {module} [-h]")
-    lines = out.stdout.splitlines() + out.stderr.splitlines()
+    assert out.stdout.startswith(f"usage: python -m {module} [-h]"), out.stdout[:200]
+    assert out.stdout.splitlines()[-1] == "LOADED [] 0", out.stdout.splitlines()[-1]
+    lines = out.stdout.splitlines()[:-1] + out.stderr.splitlines()
     assert not [line for line in lines if STARTUP_NOISE.match(line) or "absl" in line or "cuInit" in line]
     assert out.stderr.strip() == "" and max(map(len, lines)) <= 120
