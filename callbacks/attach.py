@@ -11,7 +11,7 @@ import weakref
 
 import keras
 
-from . import distributed
+from . import distributed, legacy_h5
 from .gradient_monitor import DOUBLE_LOSS_SCALE, GradientMonitor
 from .host_read import to_int
 from .optimizer_chain import find_monitor, step_counter
@@ -183,6 +183,7 @@ def _place(model, monitor: GradientMonitor, caller: str) -> None:
     Keras puts a monitor the user compiles with, so that checkpoints keep
     `LossScaleOptimizer(inner)`'s layout and the norms it sees are unscaled.
     """
+    legacy_h5.install()  # a legacy .h5 save writes the optimizer without the monitor
     optimizer = model.optimizer
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer.inner_optimizer = monitor
