@@ -294,10 +294,15 @@ def main(argv: list[str] | None = None) -> Diagnosis:
         claim_out(args)
     except (ValueError, OSError) as error:
         sys.exit(f"{prog}: error: {error}")
-    found = examine(model, x, y, validation_data=val, epochs=args.epochs,
-                    batch_size=args.batch_size, out_dir=args.out, seed=args.seed,
-                    max_trials=args.max_trials, try_all=args.try_all, target=args.target,
-                    max_seconds=args.max_seconds)
+    from .run_files import RunFolderInvalid
+
+    try:
+        found = examine(model, x, y, validation_data=val, epochs=args.epochs,
+                        batch_size=args.batch_size, out_dir=args.out, seed=args.seed,
+                        max_trials=args.max_trials, try_all=args.try_all, target=args.target,
+                        max_seconds=args.max_seconds)
+    except RunFolderInvalid as error:  # the folder's files, refused before any trial
+        sys.exit(f"{prog}: error: {error}")
     print(report(found))
     if args.out:
         from .report import _tensorboard_command

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import shutil
 import time
 import warnings
 
@@ -31,7 +30,9 @@ from gradguard.callbacks.model_copy import model_bytes, model_from_bytes
 
 from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
-from .run_files import write_atomic
+from .resume import read_results
+from .run_files import RunFolderInvalid, write_atomic
+from .safe_paths import check_no_links, remove_inside
 
 LEARNED_RATIO = 0.1  # val loss at most this x the constant prediction's (regression)
 ACCURACY_MARGIN = 0.5  # accuracy >= majority + this x (1 - majority) (classification)
@@ -40,6 +41,76 @@ IMPROVING = 0.97  # last epoch's val loss below this x every earlier epoch's: st
 DIVERGING = 1.5  # last epoch's val loss above this x the best epoch's: diverging
 COLUMNS = ["trial", "change", "exploded_step", "val_loss", "val/trivial", "accuracy", "trend",
            "learned", "wall_time_s"]
+
+
+FINDINGS = {"cause": str, "problem": str, "evidence": str, "bad_rows": list}  # findings.json's keys
+
+
+def read_trials(out: pathlib.Path) -> list[dict]:
+    """The trials an interrupted examination recorded in `out/results.csv`, checked.
+
+    Raises:
+        RunFolderInvalid: With one line naming the file, the row or column
+            and the fix, for a link in the folder, a damaged file, a column
+            the doctor never writes, a trial number that is not a whole
+            number >= 0, a trial twice, no trial 0, or a value that is not
+            a number where the doctor writes numbers.
+    """
+    check_no_links(out, "--out")
+    path = out / "results.csv"
+    table, _ = read_results(path)
+    where = f"--out: {str(path)!r}"
+    fix = "move results.csv and findings.json away to examine the model again"
+    known = {*COLUMNS, "note", "code"}
+    foreign = [c for c in table.columns if c not in known]
+    missing = [c for c in ("trial", "change", "val/trivial", "learned") if c not in table.columns]
+    if foreign or missing:
+        raise RunFolderInvalid(f"{where} has " + (f"columns {foreign} the doctor never writes" if foreign
+                               else f"no column {missing}") + f"; {fix}.")
+    numbers = pd.to_numeric(table["trial"], errors="coerce")
+    bad = table["trial"][~(numbers.notna() & (numbers >= 0) & (numbers == numbers.round()))]
+    if len(bad):
+        raise RunFolderInvalid(f"{where} holds trial {_shown(bad.iloc[0])}, not a whole number >= 0; {fix}.")
+    twice = numbers[numbers.duplicated()]
+    if len(twice):
+        raise RunFolderInvalid(f"{where} holds trial {int(twice.iloc[0])} twice; {fix}.")
+    if len(table) and 0 not in set(numbers):
+        raise RunFolderInvalid(f"{where} has no trial 0 (the model as given); {fix}.")
+    for column in ("exploded_step", "val_loss", "val/trivial", "accuracy", "wall_time_s"):
+        if column in table:
+            values = pd.to_numeric(table[column], errors="coerce")
+            wrong = table[column][values.isna() & table[column].notna()]
+            if len(wrong):
+                raise RunFolderInvalid(f"{where}: {column} {_shown(wrong.iloc[0])} is not a number; {fix}.")
+    learned = table["learned"].map(lambda v: {True: True, False: False, "True": True, "False": False}.get(v))
+    if learned.isna().any():
+        raise RunFolderInvalid(f"{where}: learned {_shown(table['learned'][learned.isna()].iloc[0])} is "
+                               f"not True or False; {fix}.")
+    table = table.assign(trial=numbers.astype(int), learned=learned.astype(bool))
+    return table.sort_values("trial").to_dict("records")
+
+
+def _shown(value) -> str:
+    """A value read from a CSV as Python writes it (`-1`, `'abc'`), not numpy's repr."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def read_findings(path: pathlib.Path) -> dict:
+    """Trial 0's findings from `findings.json`, checked (`RunFolderInvalid` names the fix)."""
+    fix = "move results.csv and findings.json away to examine the model again"
+    try:
+        findings = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunFolderInvalid(f"--out: {str(path)!r} cannot be read "
+                               f"({getattr(error, 'strerror', None) or str(error)[:80]}); {fix}.") from None
+    for key, kind in FINDINGS.items():
+        if not isinstance(findings, dict) or not isinstance(findings.get(key), kind):
+            raise RunFolderInvalid(f"--out: {str(path)!r} has no {key} ({kind.__name__}) as the "
+                                   f"doctor writes it; {fix}.")
+    if not isinstance(findings.get("clip_norm"), (int, float, type(None))) or "clip_norm" not in findings:
+        raise RunFolderInvalid(f"--out: {str(path)!r} has no clip_norm (a number or null) as the "
+                               f"doctor writes it; {fix}.")
+    return findings
 
 
 def split_data(x, y, validation_data, validation_split: float) -> tuple:
@@ -202,8 +273,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             # Trials are resumed only after trial 0's findings were saved.
             if (self.out / "results.csv").exists() and (self.out / "findings.json").exists():
-                self.rows = pd.read_csv(self.out / "results.csv", keep_default_na=False,
-                                        na_values=[""]).to_dict("records")
+                self.rows = read_trials(self.out)
                 first = [r for r in self.rows if r["trial"] == 0]
                 self.reference = float(first[0]["val/trivial"]) if first else None
 
@@ -246,7 +316,7 @@ class Trainer:
         tb = None
         if self.out is not None:
             tb = self.out / "tensorboard" / f"trial-{number}"
-            shutil.rmtree(tb, ignore_errors=True)  # a trial trained but never recorded
+            remove_inside(self.out, tb)  # a trial trained but never recorded
         logger = GradientNormLogger(log_dir=None if tb is None else str(tb))
         # NaNGuard's own defaults, so the doctor and a user's guard agree on a run.
         guard = NaNGuard(verbose=False)
@@ -324,7 +394,7 @@ class Trainer:
         path = self.out / "findings.json" if self.out is not None else None
         if path is None or not path.exists() or not self.rows:
             return None
-        return json.loads(path.read_text())
+        return read_findings(path)
 
     def save_findings(self, findings: dict) -> None:
         self.findings = findings
