@@ -30,7 +30,6 @@ from gradguard.callbacks.model_copy import model_bytes, model_from_bytes
 
 from .cures import Patient, finite_rows
 from .epoch_summary import EpochSummary
-from .resume import read_results
 from .run_files import RunFolderInvalid, write_atomic
 from .safe_paths import check_no_links, remove_inside
 
@@ -58,9 +57,13 @@ def read_trials(out: pathlib.Path) -> list[dict]:
     """
     check_no_links(out, "--out")
     path = out / "results.csv"
-    table, _ = read_results(path)
     where = f"--out: {str(path)!r}"
     fix = "move results.csv and findings.json away to examine the model again"
+    try:  # its code column holds lines: quoted fields over several lines
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except (OSError, ValueError, pd.errors.ParserError) as error:  # UnicodeDecodeError too
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise RunFolderInvalid(f"{where} is damaged ({reason[:100]}); {fix}.") from None
     known = {*COLUMNS, "note", "code"}
     foreign = [c for c in table.columns if c not in known]
     missing = [c for c in ("trial", "change", "val/trivial", "learned") if c not in table.columns]

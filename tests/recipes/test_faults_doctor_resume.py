@@ -42,7 +42,7 @@ def world(tmp_path):
              "accuracy": None, "trend": "flat", "learned": False, "wall_time_s": 1.2, "note": "", "code": ""},
             {"trial": 1, "change": "lr x0.1", "exploded_step": None, "val_loss": 0.01, "val/trivial": 0.05,
              "accuracy": None, "trend": "flat", "learned": True, "wall_time_s": 1.0, "note": "",
-             "code": "optimizer = keras.optimizers.SGD(0.001)"}]
+             "code": "optimizer = keras.optimizers.SGD(0.001)\nmodel.compile(optimizer=optimizer, loss='mse')"}]
     pd.DataFrame(rows, columns=[*COLUMNS, "note", "code"]).to_csv(out / "results.csv", index=False)
     (out / "findings.json").write_text(json.dumps(
         {"cause": "learning_rate", "problem": "exploded", "evidence": "norm 1e5 at step 3",
@@ -92,7 +92,7 @@ def test_results_csv_fault_is_one_line_before_any_trial(world, capsys, what, cha
 def test_damaged_results_csv_bytes(world, capsys):
     (world[0] / "exam" / "results.csv").write_bytes(b"\xff\xfe\x00garbage" * 20)
     line = refused(world, capsys)
-    assert "results.csv' is damaged" in line
+    assert "results.csv' is damaged" in line and "move results.csv and findings.json away" in line
 
 
 FINDINGS_FAULTS = [
