@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 from collections.abc import Sequence
 
 from gradguard.callbacks.tensorboard_writer import SummaryWriter, image_summary, text_summary
 
 from .run_files import RunFolderError
+from .safe_paths import remove_inside
 
 FIGURES_RUN = "figures"  # tensorboard/figures: the run's PNG figures, step 0
-FIGURE_TAG = "figures/{}"  # image tag of figure <stem>
+FIGURE_TAG = "charts/{}"  # image tag of figure <stem>: "charts" sorts before Keras' "epoch_loss",
+# so Time Series, which groups cards by tag prefix in name order, opens on the figures
 GUARD_TAG = "nan_guard"  # text tag of NaNGuard's events in a row's run
 
 
@@ -76,7 +77,7 @@ def write_guard_events(run_dir: str | os.PathLike, events: Sequence) -> None:
 
 
 def write_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], step: int = 0) -> None:
-    """Writes PNG files as image summaries `figures/<file stem>` at `step` to a new event file in `run_dir`."""
+    """Writes PNG files as image summaries `charts/<file stem>` at `step` to a new event file in `run_dir`."""
     _write(pathlib.Path(run_dir), [(image_summary(FIGURE_TAG.format(pathlib.Path(p).stem),
                                                   pathlib.Path(p).read_bytes()), step) for p in images],
            "the doctor's TensorBoard images")
@@ -91,7 +92,7 @@ def write_figures(tensorboard_dir: str | os.PathLike, figures: Sequence[str | os
 
     Args:
         tensorboard_dir: The folder given to `tensorboard --logdir`.
-        figures: PNG files; each becomes the image `figures/<file stem>` at
+        figures: PNG files; each becomes the image `charts/<file stem>` at
             step 0. Defaults to none.
 
     Returns:
@@ -100,7 +101,7 @@ def write_figures(tensorboard_dir: str | os.PathLike, figures: Sequence[str | os
     from .epoch_summary import layout_summary
 
     folder = pathlib.Path(tensorboard_dir) / FIGURES_RUN
-    shutil.rmtree(folder, ignore_errors=True)  # a resumed run draws its figures again
+    remove_inside(tensorboard_dir, folder)  # a resumed run draws its figures again; never through a link
     items = [(layout_summary(), 0)]
     items += [(image_summary(FIGURE_TAG.format(pathlib.Path(p).stem), pathlib.Path(p).read_bytes()), 0)
               for p in figures]

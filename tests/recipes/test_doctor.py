@@ -330,7 +330,7 @@ def test_out_dir_is_written_per_trial_and_resumed(tmp_path):
     for n in first.trials["trial"]:
         acc = EventAccumulator(str(tmp_path / "tensorboard" / f"trial-{n}"), size_guidance={"images": 0})
         acc.Reload()
-        (image,) = acc.Images(f"figures/gradient_flow-trial-{n}")
+        (image,) = acc.Images(f"charts/gradient_flow-trial-{n}")
         assert image.encoded_image_string == (tmp_path / f"gradient_flow-trial-{n}.png").read_bytes()
     assert "cure: learning rate x0.1" in (tmp_path / "summary.txt").read_text()
     # Interrupted after trial 0: the rerun trains only what is missing.

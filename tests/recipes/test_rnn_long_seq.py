@@ -132,7 +132,7 @@ def test_tensorboard_opens_on_the_figures_and_nan_guards_words(quick_run):
     images, texts = tensorboard_blobs_and_texts(out / "tensorboard")
     # The Images tab: the run's three figures, byte for byte the PNG files on disk.
     assert set(images) == {"figures"}
-    assert images["figures"] == {f"figures/{stem}": (out / f"{stem}.png").read_bytes()
+    assert images["figures"] == {f"charts/{stem}": (out / f"{stem}.png").read_bytes()
                                  for stem in ("grad_norms", "loss", "gradient_flow")}
     # The Text tab: each NaNGuard event in its row's run, at the step NaNGuard acted.
     guarded = {Row(r.variant, r.cell, r.seed).name: r for r in table.itertuples() if r.nan_guard != "none"}
@@ -150,6 +150,9 @@ def test_tensorboard_opens_on_the_figures_and_nan_guards_words(quick_run):
     assert groups == sorted(groups) and groups[0] == "exploded"
     # The per-epoch max norm equals the largest finite norm of that epoch in grad_norms.csv.
     _, _, scalars = tensorboard_view(out / "tensorboard")
+    # Time Series shows one section per tag prefix, in name order: the figures' comes first.
+    prefixes = {tag.split("/")[0] for tags in scalars.values() for tag in tags}
+    assert {"epoch_loss", "gradients"} <= prefixes and "charts" < min(prefixes)
     for r in table.itertuples():
         name = Row(r.variant, r.cell, r.seed).name
         norms = pd.read_csv(out / "rows" / name / "grad_norms.csv")
