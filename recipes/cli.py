@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
 import re
 import sys
 import textwrap
@@ -84,8 +85,12 @@ def parse_config(
     argv = list(sys.argv[1:] if argv is None else argv)
     if description is None:
         description = (config_cls.__doc__ or "").strip().split("\n")[0] or None
-    config = tyro.cli(config_cls, args=_none_words(config_cls, argv), prog=prog,
-                      description=description)
+    try:
+        config = tyro.cli(config_cls, args=_none_words(config_cls, argv), prog=prog,
+                          description=description)
+    except BrokenPipeError:  # `--help | head` closed the pipe: end quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     problem = _problem(config)
     if problem:
         _usage_error(prog, problem)

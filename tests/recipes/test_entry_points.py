@@ -39,3 +39,17 @@ def test_help_from_anywhere_names_the_installed_module(module, tmp_path):
     stdout, imported, noise = _help(f"gradguard.{module}", tmp_path)
     assert stdout.startswith(f"usage: python -m gradguard.{module} [-h]")
     assert not BACKENDS & imported and noise == []
+
+
+def test_help_into_a_pipe_closed_early_ends_quietly():
+    """`python -m recipes.rnn_long_seq --help | head -1`: no BrokenPipeError traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    reader, writer = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "recipes.rnn_long_seq", "--help"], cwd=ROOT, env=env,
+                               stdout=writer, stderr=subprocess.PIPE)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        first = pipe.read(16)  # then the reader goes away, as `head` does
+    _, stderr = process.communicate(timeout=120)
+    assert first.startswith(b"usage:")
+    assert process.returncode == 0 and b"Traceback" not in stderr, stderr.decode()[-2000:]
