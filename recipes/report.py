@@ -175,8 +175,9 @@ def closing_lines(out_dir: pathlib.Path, figures: Sequence[pathlib.Path] = (), p
     lines = [f"Results in {out}: results.md, results.csv, summary.txt"]
     if figures:
         lines.append(f"Figures: {', '.join(str(pathlib.Path(p).resolve()) for p in figures)}")
-    lines.append("TensorBoard (the figures in its Images tab; untick \"Ignore outliers in chart scaling\" in "
-                 "Scalars and in Time Series, on by default, or it hides the explosion):")
+    lines.append("TensorBoard (it opens on the figures, charts/; NaNGuard's words in its Text tab; untick "
+                 "\"Ignore outliers in chart scaling\" in Scalars and in Time Series, on by default, or the "
+                 "scalar charts hide the explosion):")
     lines = [wrap(prefix + line) for line in lines]
     # The command stays on one line, to be copied whole.
     return [*lines, f"{prefix}  {_tensorboard_command()} --logdir {out / 'tensorboard'}"]
