@@ -49,3 +49,50 @@ def to_numpy(variable) -> np.ndarray:
 def to_int(variable) -> int:
     """A scalar integer variable's value (a step counter, a count)."""
     return int(to_numpy(variable))
+
+
+COMPILE_AFTER = 3  # reads of the same variables before they get a compiled reader
+
+
+def read_many(variables, holder) -> list[np.ndarray]:
+    """Numpy copies of many variables (a snapshot's weights and optimizer state).
+
+    Under TensorFlow each eager read is an op dispatched from Python (~60 us
+    on this project's machine): a snapshot of a 15-layer MLP with Adam (92
+    variables) took ~7 ms, and NaNGuard takes 4 a epoch, so a fit of 30
+    short steps paid ~0.1 s for them. From the `COMPILE_AFTER`-th read of the
+    same list on, one compiled function reads them all (~1 ms). It is kept
+    on `holder` (the model, past Keras' attribute tracking: not a layer,
+    variable or saved state), so a later `fit` with fresh callbacks reuses
+    it; a new list (a recompile, a new optimizer) starts the count again.
+    Tracing it costs ~0.2 s once, which is why the first reads stay eager.
+    JAX, torch and `tf.distribute` variables are read one by one (`to_numpy`).
+
+    Args:
+        variables: `keras.Variable`s.
+        holder: the object the compiled reader lives on (the model).
+
+    Returns:
+        One array per variable, equal to `to_numpy(variable)`.
+    """
+    variables = list(variables)
+    values = [getattr(v, "value", v) for v in variables]
+    if keras.backend.backend() != "tensorflow":
+        return [to_numpy(v) for v in variables]
+    import tensorflow as tf
+
+    if not tf.executing_eagerly() or not all(
+            isinstance(v, tf.Variable) and not isinstance(v, tf.distribute.DistributedValues)
+            for v in values):
+        return [to_numpy(v) for v in variables]
+    key = tuple(id(v) for v in values)
+    cache = getattr(holder, "_gradguard_reader", None)
+    if cache is None or cache[0] != key:
+        cache = [key, 0, None]  # the list, reads so far, the compiled reader
+        object.__setattr__(holder, "_gradguard_reader", cache)
+    cache[1] += 1
+    if cache[2] is None and cache[1] >= COMPILE_AFTER:
+        cache[2] = tf.function(lambda: [tf.identity(v) for v in values], autograph=False)
+    if cache[2] is None:
+        return [to_numpy(v) for v in variables]
+    return [t.numpy() for t in cache[2]()]

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from gradguard.callbacks import NaNGuard
 from gradguard.callbacks.attach import find_monitor
-from gradguard.callbacks.host_read import to_int, to_numpy
+from gradguard.callbacks.host_read import COMPILE_AFTER, read_many, to_int, to_numpy
 from tests.callbacks.helpers import dense_model, regression_data
 
 
@@ -67,3 +67,41 @@ def test_a_copy_read_before_training_is_not_changed_by_the_updates():
         np.testing.assert_array_equal(a, b, err_msg=v.path)
         changed += not np.array_equal(v.numpy(), b)
     assert changed >= len(model.weights)  # training did move them
+
+
+def test_read_many_equals_each_variable_read_eager_then_compiled_and_copies_stay_put():
+    x, y = regression_data((8,), n=64)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-1), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # builds Adam's slots
+    variables = [*model.weights, *model.optimizer.variables]
+    kept = []
+    for read in range(COMPILE_AFTER + 2):  # eager reads, then the compiled reader's
+        got = read_many(variables, model)
+        want = [v.numpy() for v in variables]
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+        for g, w, v in zip(got, want, variables):
+            np.testing.assert_array_equal(g, w, err_msg=f"read {read}: {v.path}")
+        kept.append((got, [np.array(g, copy=True) for g in got]))
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # moves every weight
+    assert model._gradguard_reader[2] is not None  # the compiled reader was used
+    for got, frozen in kept:  # a snapshot's arrays are copies: later updates never reach them
+        for g, f in zip(got, frozen):
+            np.testing.assert_array_equal(g, f)
+
+
+def test_read_many_after_a_recompile_reads_the_new_optimizer():
+    x, y = regression_data((8,), n=64)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-1), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    for _ in range(COMPILE_AFTER + 1):
+        read_many([*model.weights, *model.optimizer.variables], model)
+    model.compile(optimizer=keras.optimizers.SGD(1e-2, momentum=0.9), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    variables = [*model.weights, *model.optimizer.variables]
+    for _ in range(COMPILE_AFTER + 1):
+        got = read_many(variables, model)
+    for g, v in zip(got, variables):
+        np.testing.assert_array_equal(g, v.numpy(), err_msg=v.path)
+    assert len(got) == len(variables)
