@@ -114,6 +114,41 @@ def wrap(text: str, width: int = WIDTH, indent: str = "  ") -> str:
         for line in text.split("\n"))
 
 
+def text_table(frame, last: str, width: int = WIDTH) -> str:
+    """`frame` as aligned text columns within `width`, column `last` at the end, wrapped.
+
+    Numbers take 4 significant digits; the other columns keep their
+    width; the text of `last` (a cure's name, say) is wrapped into what is
+    left of each line (at least 30 characters) and continues under itself.
+    """
+    import math
+
+    def cell(value) -> str:
+        if isinstance(value, bool) or value is None:
+            return "" if value is None else str(value)
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    columns = [c for c in frame.columns if c != last]
+    cells = [[cell(v) for v in frame[c].tolist()] for c in columns]
+    widths = [max([len(c), *map(len, col)]) for c, col in zip(columns, cells)]
+    words = [all(isinstance(v, str) for v in frame[c].tolist() if v is not None) for c in columns]
+    left = sum(widths) + 2 * len(widths)
+    room = max(30, width - left)
+
+    def line(values) -> str:  # text to the left, numbers to the right
+        return "  ".join(v.ljust(w) if word else v.rjust(w) for v, w, word in zip(values, widths, words)) + "  "
+
+    lines = [line(columns) + last]
+    for i, text in enumerate(frame[last].tolist()):
+        front = line([col[i] for col in cells])
+        parts = textwrap.wrap(str(text), room, break_long_words=False, break_on_hyphens=False) or [""]
+        lines.append(front + parts[0])
+        lines += [" " * left + part for part in parts[1:]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def duration(seconds: float) -> str:
     """`42 s`, `3 min 05 s` or `1 h 02 min`."""
     seconds = max(0, round(seconds))

@@ -62,9 +62,8 @@ import numpy as np
 import pandas as pd
 
 from .cli import program
-from .console import quiet_start, wrap
+from .console import quiet_start, text_table, wrap
 from .doctor_inputs import check_files, check_model, check_model_file, claim_out
-from .run_files import markdown_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,8 +351,8 @@ def report(found: Diagnosis) -> str:
     lines = [*(wrap(f"static check ({f.check}): {f.message}") for f in found.findings),
              f"cause: {found.cause} (problem: {found.problem})", wrap(f"evidence: {found.evidence}")]
     if found.bar is not None:
-        lines.append(f"bar: {describe_bar(found.bar)}")
-    lines += ["", markdown_table(table.astype(object).where(table.notna(), ""))]
+        lines.append(wrap(f"bar: {describe_bar(found.bar)}"))
+    lines += ["", text_table(table.astype(object).where(table.notna(), None), last="change"), ""]
     if found.cause == "healthy":
         lines.append("Nothing to change: the set-up trains as given.")
     elif found.cure is None:

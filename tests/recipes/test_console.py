@@ -46,6 +46,20 @@ def test_console_table_is_compact_rounded_and_blank_for_missing():
     assert max(map(len, console.console_table(table, width=70).splitlines())) <= 70
 
 
+def test_text_table_keeps_120_columns_and_wraps_the_last_column_under_itself():
+    long = "standardize the targets + Normalization in front of the inputs + learning rate x0.1"
+    frame = pd.DataFrame({"trial": [0, 12], "change": ["as given", long], "val_loss": [101755.0, None],
+                          "learned": [False, True]}).astype(object)
+    frame = frame.where(frame.notna(), None)
+    lines = console.text_table(frame, last="change", width=60).splitlines()
+    assert max(map(len, lines)) <= 60 and lines[0].split() == ["trial", "val_loss", "learned", "change"]
+    start = lines[0].index("change")
+    assert lines[1].split() == ["0", "1.018e+05", "False", "as", "given"]
+    assert " ".join(line[start:] for line in lines[2:]) == long  # every word, in order, under its column
+    assert all(line[:start].strip() == "" for line in lines[3:])
+    assert lines[2][:start].split() == ["12", "True"]  # a missing number is blank
+
+
 def test_progress_line_counts_rows_and_estimates_the_time_left():
     assert console.progress_line(1, 14, "a", 0.0, 0, 112) == "[1/14] a  (0 s so far)"
     # 9 epochs in 90 s: 10 s each; 11 rows of 8 epochs left: 880 s.

@@ -352,6 +352,13 @@ def test_cli_examines_a_saved_model_and_prints_the_code(tmp_path, capsys):
     assert found.cause == "learning_rate"
     assert "optimizer = keras.optimizers.SGD(learning_rate=0.05)" in out
     assert (tmp_path / "run" / "summary.txt").read_text() in out
+    # Every line within 120 columns, the trials table and the bar included; the TensorBoard
+    # command stays whole on its line, to be copied (its length is the paths').
+    assert max(len(line) for line in out.splitlines() if "tensorboard --logdir" not in line) <= 120
+    table = out[out.rindex("\ntrial  ") + 1:].splitlines()  # the summary's table, to its end
+    table = table[:next(i for i, line in enumerate(table) if line.startswith("cure"))]
+    rows = [line for line in table[1:] if line[:5].strip()]  # continued lines start blank
+    assert [int(line.split()[0]) for line in rows] == found.trials["trial"].tolist(), "\n".join(table)
 
 
 # -- the cures on their own (no training) ---------------------------------------------
