@@ -14,7 +14,7 @@ import time
 
 from .diagnosis import diagnose
 from .gradient_record import NONFINITE, SKIPPED_SPIKE
-from .guard_actions import reset_moments
+from .guard_actions import cut_learning_rate, reset_moments
 from .guard_policy import choose_action, must_restore, weights_held
 from .host_read import to_numpy
 from .layer_names import layer_of_paths
@@ -86,7 +86,8 @@ class EventResponse:
         new_lr = None
         if action == "rollback":
             self.retries += 1
-            monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
+            used_up += cut_learning_rate(monitor, self.lr_factor)
+            self._lr_cut = True  # History logs the rate in use from now on
             new_lr = event.learning_rate * self.lr_factor
             self._best_loss = None  # the loss starts again from the snapshot
             self._losses, self._loss_steps, self._batch_losses = [], [], []

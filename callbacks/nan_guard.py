@@ -19,7 +19,7 @@ from .nan_report import (  # NonFiniteTrainingError: imported from here too
     NonFiniteTrainingError, check_report_path, closing_line, free_report_path,
     write_json_atomically,
 )
-from .optimizer_chain import clip_settings
+from .optimizer_chain import clip_settings, innermost_optimizer
 from .replay import Replayer
 from .snapshots import Snapshots, default_cadence
 from .validation import check, check_int, is_number
@@ -87,11 +87,15 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     before the onset (`restore_weights=False` keeps the last finite ones).
     `"rollback"` restores that snapshot, multiplies the learning rate by
     `lr_factor` and goes on, at most `max_retries` times, then stops. The
-    cut is a multiplier inside the monitor: `LearningRateScheduler`,
-    `ReduceLROnPlateau` and `LearningRateSchedule`s set the optimizer's own
-    rate and the cut applies on top; restoring a snapshot never restores a
-    learning rate; events report the rate in use, and after a cut History
-    logs it under `"learning_rate"` (and `guard.learning_rate` reads it).
+    cut sets the optimizer's own rate, so `model.optimizer.learning_rate`
+    reads it (`ReduceLROnPlateau` goes on from it; a
+    `LearningRateScheduler` that returns a fixed rate per epoch replaces it
+    at its next epoch, as it replaces any rate set by hand). A
+    `LearningRateSchedule` cannot be set: there the cut multiplies every
+    update inside the monitor, the schedule's later values cannot undo it,
+    and the event says so. Restoring a snapshot never restores a learning
+    rate; events report the rate in use, and after a cut History logs it
+    under `"learning_rate"` (and `guard.learning_rate` reads it).
     **Bad data** is not divergence: by default (`skip_bad_data=True`) a
     step named `bad_data` is skipped and training goes on, whatever
     `action`, with no restore, no cut and no retry used, until more than
@@ -306,11 +310,14 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         rebuild = monitor.set_spike_gate(
             self.spike_factor, self.window, self.min_history, self.spike_action
         )
-        if self.action == "rollback" and self.lr_factor < 1:
-            rebuild |= monitor.compile_lr_multiplier()  # now, not mid-fit
+        if self.action == "rollback" and self.lr_factor < 1 and not isinstance(
+                getattr(innermost_optimizer(monitor), "_learning_rate", None), keras.Variable):
+            # A schedule's cut is a multiplier in the step: compiled now, not mid-fit.
+            rebuild |= monitor.compile_lr_multiplier()
         if rebuild:
             rebuild_train_function(model)
         self.retries = self.bad_batches = 0
+        self._lr_cut = False  # a rollback cut the rate in this fit
         self._epoch = 0
         self._columns = None
         self._failed = set()  # (epoch, batch) of the events handled so far
@@ -368,10 +375,11 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._epoch_sum, self._epoch_count = 0.0, 0
 
     def on_epoch_end(self, epoch, logs=None):
-        # A rollback's cut is a multiplier inside the monitor: the rate in use
-        # goes into History (and TensorBoard) under Keras' own key.
+        # After a rollback's cut the rate in use goes into History (and
+        # TensorBoard) under Keras' own key.
         monitor = find_monitor(self.model.optimizer)
-        if logs is not None and monitor is not None and monitor.lr_multiplier != 1.0:
+        if logs is not None and monitor is not None and (
+                self._lr_cut or monitor.lr_multiplier != 1.0):
             logs["learning_rate"] = self.learning_rate
 
     @property

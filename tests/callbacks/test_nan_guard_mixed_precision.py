@@ -73,6 +73,8 @@ def test_rollback_on_loss_scale_cuts_the_lr_and_goes_on():
     assert guard.events[0]["cause"] == "loss_scale"
     assert guard.events[0]["action"] == "rollback"
     assert guard.events[0]["new_learning_rate"] == pytest.approx(0.5)
+    # The LossScaleOptimizer around the monitor reads the cut rate too.
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.5)
     assert len(keep.weights) == 17  # all 16 batches ran
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
