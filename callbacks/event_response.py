@@ -52,6 +52,7 @@ class EventResponse:
             weight_growth=weights_norm(model) / self._start_norm
             if self._start_norm else None,
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
+            target_rms=self._target_rms,
         )
         if self.replay and not earlier:
             event = self._replay(event, record, monitor)
@@ -130,7 +131,8 @@ class EventResponse:
         be copied: the rules' event, unchanged.
         """
         batches = list(self._tap.batches)
-        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike"):
+        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike",
+                                             "off_scale_targets"):
             return event
         row = record.steps == event.step
         status = int(record.status[row][-1]) if row.any() else None

@@ -21,7 +21,9 @@ from .loss_rules import (
 )
 from .model_evidence import input_columns
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
+from .replay import batch_arrays
 from .structure_signs import input_ratio, structural_sign
+from .target_scale import find_off_scale_targets, targets_rms
 
 
 class LossWatch:
@@ -63,6 +65,10 @@ class LossWatch:
             # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
             del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
             del self._batch_losses[STALL_STEPS]
+        if not self._targets_judged:
+            off = self._watch_targets(this_batch)
+            if off is not None:
+                return off
         if (self.spike_factor is not None and not self._early_judged
                 and self._step - self._start_step <= self.min_history):
             early = self._watch_early(read())
@@ -84,6 +90,26 @@ class LossWatch:
         if self.spike_factor is not None:
             return self._watch_absolute(read)
         return None
+
+    def _watch_targets(self, first_loss: float) -> dict | None:
+        """`off_scale_targets`: the fit's first batch's targets far from unit scale.
+
+        Judged once a fit, at its first loss, on the batch the guard holds
+        (`batch_tap.py`; none without `replay`, or in a custom loop that does
+        not hand it over): `target_scale.find_off_scale_targets`.
+        """
+        self._targets_judged = True
+        batches = self._tap.batches
+        if not batches:
+            return None
+        try:
+            self._target_rms = targets_rms(batch_arrays(batches[-1]))
+        except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
+            return None
+        detail = find_off_scale_targets(self._target_rms, first_loss)
+        if detail is None:
+            return None
+        return {"trigger": "off_scale_targets", "step": self._step, "detail": detail}
 
     def _watch_early(self, record) -> dict | None:
         """`early_blowup`: the fit's first steps against its first (`find_early_blowup`)."""

@@ -341,6 +341,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._skipper = BatchSkipper(self.skip_batches)
         self._consecutive_bad, self._last_bad_step = 0, None
         self._early_judged = self._held_warned = False
+        self._target_rms, self._targets_judged = None, False  # `target_scale.py`
         self._held_since = self._step
         self._clipping = bool(clip_settings(monitor)) or getattr(
             monitor, "autoclip_percentile", None) is not None
