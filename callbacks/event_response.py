@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import keras
+
+from .bad_rows import nonfinite_rows
 from .diagnosis import diagnose
 from .gradient_record import NONFINITE, SKIPPED_SPIKE
 from .guard_actions import cut_learning_rate, reset_moments
@@ -61,7 +64,16 @@ class EventResponse:
         skips_bad = self.skip_bad_data or self.action == "rollback"
         if (event.cause == "bad_data" and skips_bad
                 and event.trigger != "gradient_spike"):
-            self.bad_batches += 1
+            digests = self._bad_row_digests()
+            first = self._bad_rows.seen_before(digests)
+            if first is None:  # new bad rows (or none to tell): one more against the cap
+                self.bad_batches += 1
+                self._bad_rows.add(digests, event.step)
+            else:
+                event = dataclasses.replace(event, evidence=(
+                    f"{event.evidence}; the same {len(digests)} non-finite row(s) as at "
+                    f"step {first}, in another batch (shuffled): the same bad data, "
+                    "counted once against max_bad_batches"))
             follows = self._last_bad_step is not None and event.step - self._last_bad_step <= 1
             self._consecutive_bad = self._consecutive_bad + 1 if follows else 1
             self._last_bad_step = event.step
@@ -72,6 +84,8 @@ class EventResponse:
             consecutive_bad=self._consecutive_bad,
             max_consecutive_bad=self.max_consecutive_bad_batches,
         )
+        if action == "skip" and event.cause == "bad_data":
+            self._bad_skip_epoch = self._epoch  # a running loss may carry its NaN
         weights_ok = all_finite(model.get_weights())
         restored = None
         if must_restore(event, weights_ok, action, self.restore_weights):
@@ -120,6 +134,16 @@ class EventResponse:
             end_fit(monitor)  # on_train_end will not run
             self._tap.remove()
             raise NonFiniteTrainingError(event.message, event)
+
+    def _bad_row_digests(self) -> list:
+        """Fingerprints of the non-finite rows of the batch the guard holds (`bad_rows.py`)."""
+        batches = self._tap.batches
+        if not batches:
+            return []
+        try:
+            return nonfinite_rows(keras.tree.flatten(batch_arrays(batches[-1])))
+        except Exception:  # noqa: BLE001  (a batch we cannot read: counted as new)
+            return []
 
     def _replay(self, event, record, monitor):
         """The event with the cause the replays name (`replay.py`), if they name one.

@@ -43,6 +43,8 @@ class LossWatch:
             return None
         loss = float(loss)
         if not math.isfinite(loss):
+            if self._carries_skipped_nan(read):
+                return None
             return {"trigger": "nonfinite_loss", "step": self._step,
                     "detail": f"the running loss is {loss}"}
         prev_batch, prev_running = self._running
@@ -90,6 +92,21 @@ class LossWatch:
         if self.spike_factor is not None:
             return self._watch_absolute(read)
         return None
+
+    def _carries_skipped_nan(self, read) -> bool:
+        """Whether a non-finite running loss is only a skipped bad batch's, carried.
+
+        `fit` resets its running mean after a skip; a custom loop's own
+        `keras.metrics.Mean` keeps the bad batch's NaN for the rest of the
+        epoch. So a running loss (not a per-batch one) that is non-finite
+        in the epoch of a skipped bad batch, while this step's gradient was
+        finite and applied, is no new event.
+        """
+        if self._per_batch_loss or self._bad_skip_epoch != self._epoch:
+            return False
+        record = read()
+        now = record.steps == self._step
+        return bool(now.any()) and int(record.status[now][-1]) == APPLIED
 
     def _watch_targets(self, first_loss: float) -> dict | None:
         """`off_scale_targets`: the fit's first batch's targets far from unit scale.

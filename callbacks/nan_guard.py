@@ -7,6 +7,7 @@ import os
 import keras
 
 from .attach import begin_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .bad_rows import BadRows
 from .batch_tap import BatchTap
 from .diagnosis import NaNEvent, find_event
 from .event_response import EventResponse
@@ -133,8 +134,11 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         lr_factor: float in (0, 1], learning-rate factor on rollback.
             Defaults to 0.5.
         max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
-        max_bad_batches: int >= 0, bad-data steps skipped (with
-            `"rollback"`) before stopping. Defaults to 10.
+        max_bad_batches: int >= 0, bad-data steps skipped before
+            stopping. A batch whose non-finite rows were all in an earlier
+            bad batch (the same rows, reshuffled into another batch: the
+            same bad data, `bad_rows.py`) is skipped and not counted again;
+            the event says so. Defaults to 10.
         max_loss_scale_skips: int >= 1, under `mixed_float16`: consecutive
             steps the loss scaler skips, once its scale has settled, that
             make a `loss_scale` event. Defaults to 3.
@@ -340,6 +344,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._take_snapshot()
         self._skipper = BatchSkipper(self.skip_batches)
         self._consecutive_bad, self._last_bad_step = 0, None
+        self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
         self._early_judged = self._held_warned = False
         self._target_rms, self._targets_judged = None, False  # `target_scale.py`
         self._held_since = self._step
