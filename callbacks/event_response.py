@@ -16,6 +16,7 @@ import keras
 
 from .bad_rows import nonfinite_rows
 from .diagnosis import diagnose
+from .float32_replay import batch_loss, computes_in_float16, float32_copy, judge_float32
 from .gradient_record import NONFINITE, SKIPPED_SPIKE
 from .guard_actions import cut_learning_rate, reset_moments
 from .guard_policy import choose_action, must_restore, weights_held
@@ -59,6 +60,7 @@ class EventResponse:
         )
         if self.replay and not earlier:
             event = self._replay(event, record, monitor)
+            event = self._replay_in_float32(event)
         event = dataclasses.replace(
             event, replay_seconds=time.perf_counter() - started)
         skips_bad = self.skip_bad_data or self.action == "rollback"
@@ -112,7 +114,8 @@ class EventResponse:
             moments = reset_moments(monitor)
         if action == "rollback" and self.skip_batches:
             skipped = self._skipper.start()  # filled as they pass
-        self.loss_scale.reset()
+        if action != "warn":  # a warning changed nothing: the skips still count
+            self.loss_scale.reset()
         if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean
         self._failed.add((self._epoch, batch))
@@ -134,6 +137,41 @@ class EventResponse:
             end_fit(monitor)  # on_train_end will not run
             self._tap.remove()
             raise NonFiniteTrainingError(event.message, event)
+
+    def _replay_in_float32(self, event):
+        """`loss_scale` where float32 removes a non-finite loss the data did not hold.
+
+        Under a float16 policy, an event named `bad_data` (or left unknown)
+        from a non-finite value, on a batch with no NaN/inf in it, is
+        replayed as one forward pass of that batch on a float32 copy from
+        the same weights (`float32_replay.py`): a finite loss there is a
+        float16 overflow, not bad data.
+        """
+        if (event.cause not in ("bad_data", "unknown") or not event.trigger.startswith("nonfinite")
+                or not self._tap.batches or not computes_in_float16(self.model)):
+            return event
+        try:
+            data = batch_arrays(self._tap.batches[-1])
+            if nonfinite_rows(keras.tree.flatten(data)):
+                return event  # the batch holds NaN/inf: bad data indeed
+            copy = float32_copy(self.model)
+            if copy is None:
+                return event
+            loss = batch_loss(copy, data)
+        except Exception:  # noqa: BLE001  (an experiment, never a crash)
+            return event
+        if not judge_float32(float("nan"), loss):
+            return dataclasses.replace(event, evidence=(
+                f"{event.evidence}; in float32 the same batch's loss is {loss:.3g} too"))
+        return dataclasses.replace(
+            event, cause="loss_scale", method="replay",
+            evidence=(f"the batch holds no NaN/inf and its loss is non-finite under the "
+                      f"float16 policy, {loss:.4g} in float32 from the same weights: "
+                      "float16 overflows"),
+            cure=("keep the values that reach float16 within its range (~6.5e4): "
+                  "standardize the inputs, keep embeddings and activations small "
+                  "(normalization layers), or compute the overflowing layers in float32 "
+                  "(dtype='float32' on them)"))
 
     def _bad_row_digests(self) -> list:
         """Fingerprints of the non-finite rows of the batch the guard holds (`bad_rows.py`)."""
