@@ -62,6 +62,9 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     raw norm 100x the first, or a batch loss 10x with the norm 10x;
     `blowup_rules.py`). A spike the user's clip held (raw norm 100x its
     median) is a warning with the raw figure (`held_spike`, once a fit).
+    Float targets far from unit scale (root mean square above 1e3, with a
+    first batch loss above 1e3 in size) are a warning at a fit's first
+    step, cause `target_scale` (`off_scale_targets`, `target_scale.py`).
     The loss rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
@@ -114,7 +117,10 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     norm) and fires, cause `loss_scale`, on `max_loss_scale_skips` in a row
     once the scale has settled or on a scale below `min_loss_scale` (see
     `LossScaleWatch`); `stop`/`rollback` go back to the snapshot before the
-    last applied step, with the loss scale it had.
+    last applied step, with the loss scale it had. A non-finite loss on a
+    batch with no NaN/inf in it is replayed in float32 (one forward pass on
+    a float32 copy, `float32_replay.py`): finite there, the cause is
+    `loss_scale` (float16 overflows), not `bad_data`.
 
     Numbering: `step` is the global step (the optimizer's iterations after
     it: 1 for the first step, continuing across epochs and `fit` calls);
