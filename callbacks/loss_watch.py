@@ -67,7 +67,7 @@ class LossWatch:
             # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
             del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
             del self._batch_losses[STALL_STEPS]
-        if not self._targets_judged:
+        if self._target_checks < STALL_STEPS:
             off = self._watch_targets(this_batch)
             if off is not None:
                 return off
@@ -108,24 +108,31 @@ class LossWatch:
         now = record.steps == self._step
         return bool(now.any()) and int(record.status[now][-1]) == APPLIED
 
-    def _watch_targets(self, first_loss: float) -> dict | None:
+    def _watch_targets(self, loss: float) -> dict | None:
         """`off_scale_targets`: the fit's first batch's targets far from unit scale.
 
-        Judged once a fit, at its first loss, on the batch the guard holds
-        (`batch_tap.py`; none without `replay`, or in a custom loop that does
-        not hand it over): `target_scale.find_off_scale_targets`.
+        The targets are measured at the fit's first loss, on the batch the
+        guard holds (`batch_tap.py`; none without `replay`, or in a custom
+        loop that does not hand it over); the batch losses of the first
+        `STALL_STEPS` steps are judged against them
+        (`target_scale.find_off_scale_targets`): a sigmoid at 0.5 gives a
+        binary cross-entropy of 0.69 whatever the labels' scale, and the
+        scale reaches the loss a step or two later. At most one warning a fit.
         """
-        self._targets_judged = True
-        batches = self._tap.batches
-        if not batches:
+        self._target_checks += 1
+        if self._target_checks == 1:
+            batches = self._tap.batches
+            try:
+                self._target_rms = targets_rms(batch_arrays(batches[-1])) if batches else None
+            except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
+                self._target_rms = None
+        if self._target_rms is None:
+            self._target_checks = STALL_STEPS  # nothing to judge
             return None
-        try:
-            self._target_rms = targets_rms(batch_arrays(batches[-1]))
-        except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
-            return None
-        detail = find_off_scale_targets(self._target_rms, first_loss)
+        detail = find_off_scale_targets(self._target_rms, loss)
         if detail is None:
             return None
+        self._target_checks = STALL_STEPS
         return {"trigger": "off_scale_targets", "step": self._step, "detail": detail}
 
     def _watch_early(self, record) -> dict | None:

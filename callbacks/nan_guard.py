@@ -352,7 +352,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._consecutive_bad, self._last_bad_step = 0, None
         self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
         self._early_judged = self._held_warned = False
-        self._target_rms, self._targets_judged = None, False  # `target_scale.py`
+        self._target_rms, self._target_checks = None, 0  # `target_scale.py`
         self._held_since = self._step
         self._clipping = bool(clip_settings(monitor)) or getattr(
             monitor, "autoclip_percentile", None) is not None

@@ -10,8 +10,9 @@ weights tells this apart from a learning rate too high; the batch does.
 `targets_rms` measures the float targets of a batch (the largest per-column
 root mean square, `replay.root_mean_square`); `find_off_scale_targets`
 names them off scale only where both floors hold: the targets' root mean
-square above `TARGET_SCALE` *and* the fit's first batch loss above
-`TARGET_LOSS` in size (the scale reached the loss). A healthy regression on
+square above `TARGET_SCALE` *and* a batch loss of the fit's first steps
+above `TARGET_LOSS` in size (the scale reached the loss; NaNGuard judges
+the first 8). A healthy regression on
 raw targets of a few tens (Boston's prices in $1000s, root mean square ~23,
 first loss ~500) is under both.
 """
@@ -48,7 +49,7 @@ def find_off_scale_targets(rms: float | None, first_loss: float | None) -> str |
 
     Args:
         rms: `targets_rms` of the fit's first batch, or `None`.
-        first_loss: the fit's first batch loss, or `None`.
+        first_loss: a batch loss of the fit's first steps, or `None`.
     """
     if rms is None or first_loss is None or not math.isfinite(first_loss):
         return None

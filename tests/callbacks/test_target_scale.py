@@ -78,3 +78,21 @@ def test_targets_times_1e5_are_a_target_scale_warning_and_training_goes_on():
 def test_unit_scale_targets_draw_no_event():
     guard, history, _ = _fit(1.0)
     assert guard.events == [] and len(history.history["loss"]) == 2
+
+
+def test_labels_x1e5_under_a_sigmoid_are_warned_once_the_scale_reaches_the_loss():
+    # A sigmoid at 0.5 gives a binary cross-entropy of log 2 whatever the
+    # labels' scale: the first loss is under the floor, a later one is not.
+    keras.utils.set_random_seed(0)
+    x, y = tanh_data(n=256)
+    labels = ((y > 0) * 1e5).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+        1, activation="sigmoid", kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    first = float(keras.losses.binary_crossentropy(labels[:32], model(x[:32])).numpy().mean())
+    assert abs(first) < TARGET_LOSS  # log 2 (p = 0.5 everywhere), computed here
+    guard = NaNGuard(verbose=False)
+    model.fit(x, labels, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.trigger, event.cause, event.action) == ("off_scale_targets", "target_scale", "warn")
+    assert 1 < event.step <= 8
