@@ -30,19 +30,23 @@ import itertools
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras (and TensorFlow) load inside the functions that train, so that
+# `--help` answers at once; run as a program, TensorFlow's start-up notes
+# are filtered out (`quiet_start`) unless only help is asked for.
+if __name__ == "__main__" and not {"-h", "--help"} & set(sys.argv[1:]):
     from gradguard.recipes.console import quiet_start
 
     quiet_start()
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from gradguard.callbacks import NaNGuard  # noqa: E402
 
 CAUSES = ("learning_rate", "input_scale", "depth", "recurrence", "bad_data",
           "loss_scale")
@@ -90,6 +94,8 @@ def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
                rnn_act: str = "tanh", dropout: float = 0.0,
                batchnorm: bool = False, layernorm: bool = False) -> keras.Model:
     """A small model of `family`; `gain` scales every kernel's init (1: Glorot-like)."""
+    import keras
+
     init = keras.initializers.VarianceScaling(gain**2, "fan_in", "truncated_normal")
     rec = ("orthogonal" if recurrent_gain is None
            else keras.initializers.Orthogonal(gain=recurrent_gain))
@@ -144,6 +150,8 @@ def unscaled(x: np.ndarray, factor: float = 1.0) -> np.ndarray:
 
 
 def make_optimizer(name: str, lr):
+    import keras
+
     if name == "adam":
         return keras.optimizers.Adam(lr)
     if name == "momentum":
@@ -156,6 +164,8 @@ def make_optimizer(name: str, lr):
 
 def build(case: Case):
     """(x, y, model, optimizer, batch_size, epochs, policy) of a case."""
+    import keras
+
     keras.utils.set_random_seed(case.seed)
     f, v, opt = case.family, case.variant, case.optimizer
     x, y = make_data(f, case.seed)
@@ -326,61 +336,67 @@ def population(quick: bool = False) -> list[Case]:
 # -- one run -------------------------------------------------------------
 
 
-class _Weights(keras.callbacks.Callback):
-    """Host copies of the weights before training and after every batch."""
+def _recorders():
+    """`(_Weights(), _Trace())`: the run's per-step weights and its trace (Keras loaded here)."""
+    import keras
 
-    def on_train_begin(self, logs=None):
-        self.copies = [self.model.get_weights()]
+    class _Weights(keras.callbacks.Callback):
+        """Host copies of the weights before training and after every batch."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.copies.append(self.model.get_weights())
+        def on_train_begin(self, logs=None):
+            self.copies = [self.model.get_weights()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.copies.append(self.model.get_weights())
 
 
-class _Trace(keras.callbacks.Callback):
-    """Per-step running loss and the monitor's record, saved for offline study.
+    class _Trace(keras.callbacks.Callback):
+        """Per-step running loss and the monitor's record, saved for offline study.
 
-    Passive: reads what the guard reads. `save` writes one `.npz` per run
-    (`--traces DIR`), so rules can be replayed on the runs without training.
-    """
+        Passive: reads what the guard reads. `save` writes one `.npz` per run
+        (`--traces DIR`), so rules can be replayed on the runs without training.
+        """
 
-    def on_train_begin(self, logs=None):
-        from gradguard.callbacks.model_evidence import initial_gains, weights_norm
+        def on_train_begin(self, logs=None):
+            from gradguard.callbacks.model_evidence import initial_gains, weights_norm
 
-        self.gains, self.recurrent_gain = initial_gains(self.model)
-        self.start_norm = weights_norm(self.model)
-        self.losses, self.loss_steps, self.rows, self._seen = [], [], [], 0
+            self.gains, self.recurrent_gain = initial_gains(self.model)
+            self.start_norm = weights_norm(self.model)
+            self.losses, self.loss_steps, self.rows, self._seen = [], [], [], 0
 
-    def on_train_batch_end(self, batch, logs=None):
-        from gradguard.callbacks.attach import find_monitor
+        def on_train_batch_end(self, batch, logs=None):
+            from gradguard.callbacks.attach import find_monitor
 
-        monitor = find_monitor(self.model.optimizer)
-        record = monitor.read()
-        new = record.since(self._seen)
-        self._seen = record.count
-        self.rows.append(new)
-        self.record = record
-        self.losses.append(float((logs or {}).get("loss", np.nan)))
-        self.loss_steps.append(int(monitor.last_step))
+            monitor = find_monitor(self.model.optimizer)
+            record = monitor.read()
+            new = record.since(self._seen)
+            self._seen = record.count
+            self.rows.append(new)
+            self.record = record
+            self.losses.append(float((logs or {}).get("loss", np.nan)))
+            self.loss_steps.append(int(monitor.last_step))
 
-    def save(self, path):
-        from gradguard.callbacks.model_evidence import input_columns
+        def save(self, path):
+            from gradguard.callbacks.model_evidence import input_columns
 
-        rows = [r for r in getattr(self, "rows", []) if len(r.steps)]
-        if not rows:
-            return
-        paths = self.record.variable_paths
-        columns = input_columns(self.model, paths)
-        np.savez(
-            path, loss=np.asarray(self.losses), loss_steps=np.asarray(self.loss_steps),
-            steps=np.concatenate([r.steps for r in rows]),
-            norm=np.concatenate([r.norm for r in rows]),
-            status=np.concatenate([r.status for r in rows]),
-            variable_norms=np.concatenate([r.variable_norms for r in rows]),
-            weights_finite=np.concatenate([r.weights_finite for r in rows]),
-            paths=np.asarray(paths), gains=np.asarray(self.gains, dtype=float),
-            recurrent_gain=np.nan if self.recurrent_gain is None else self.recurrent_gain,
-            input_columns=np.asarray(columns if columns else (-1, -1, 0)),
-        )
+            rows = [r for r in getattr(self, "rows", []) if len(r.steps)]
+            if not rows:
+                return
+            paths = self.record.variable_paths
+            columns = input_columns(self.model, paths)
+            np.savez(
+                path, loss=np.asarray(self.losses), loss_steps=np.asarray(self.loss_steps),
+                steps=np.concatenate([r.steps for r in rows]),
+                norm=np.concatenate([r.norm for r in rows]),
+                status=np.concatenate([r.status for r in rows]),
+                variable_norms=np.concatenate([r.variable_norms for r in rows]),
+                weights_finite=np.concatenate([r.weights_finite for r in rows]),
+                paths=np.asarray(paths), gains=np.asarray(self.gains, dtype=float),
+                recurrent_gain=np.nan if self.recurrent_gain is None else self.recurrent_gain,
+                input_columns=np.asarray(columns if columns else (-1, -1, 0)),
+            )
+
+    return _Weights(), _Trace()
 
 
 def _get(event, key):
@@ -401,7 +417,11 @@ def run_case(case: Case, traces: str | None = None) -> dict:
     With `traces`, a folder: the run's per-step loss and record go to
     `<traces>/<label>-<family>-<variant>-<optimizer>-s<seed>.npz`.
     """
+    import keras
+
     keras.backend.clear_session()
+    from gradguard.callbacks import NaNGuard
+
     start = time.perf_counter()
     row = dataclasses.asdict(case)
     try:
@@ -410,7 +430,7 @@ def run_case(case: Case, traces: str | None = None) -> dict:
         # the compiled step, without seconds of tracing for a few steps.
         model.compile(optimizer=optimizer, loss="mse",
                       run_eagerly=case.family not in ("simplernn", "gru", "lstm"))
-        guard, copies, trace = NaNGuard(verbose=False), _Weights(), _Trace()
+        (copies, trace), guard = _recorders(), NaNGuard(verbose=False)
         history = model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
                             callbacks=[copies, guard, trace])
         if traces:

@@ -30,8 +30,6 @@ import sys
 import numpy as np
 import pandas as pd
 
-from gradguard.callbacks import diagnosis as dg
-
 from .diagnosis import summarize
 
 WINDOW = 50  # NaNGuard's default window
@@ -40,6 +38,8 @@ KEY = ["label", "family", "variant", "optimizer", "seed"]
 
 def replay(trace) -> dict | None:
     """The first `loss_rise` or `stalled` event in one trace: step and cause."""
+    from gradguard.callbacks import diagnosis as dg  # Keras: loaded here, not for --help
+
     loss, steps = trace["loss"], trace["loss_steps"]
     vn, status = trace["variable_norms"], trace["status"]
     kernel, bias, fan_in = (int(v) for v in trace["input_columns"])

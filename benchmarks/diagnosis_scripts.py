@@ -38,21 +38,19 @@ import sys
 import time
 import warnings
 
-if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
+import numpy as np
+import pandas as pd
+
+from . import keras_io
+from .diagnosis import _get, decisive
+
+# Keras loads inside the functions that train: `--help` answers at once.
+if __name__ == "__main__" and not {"-h", "--help"} & set(sys.argv[1:]):
     from gradguard.recipes.console import quiet_start
 
     quiet_start()
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from gradguard.callbacks import NaNGuard  # noqa: E402
-
-from . import keras_io  # noqa: E402
-from .diagnosis import _get, decisive  # noqa: E402
 
 BREAKS = {  # break -> the cause it should be named
     "lr_x100": "learning_rate", "lr_x1000": "learning_rate",
@@ -91,6 +89,8 @@ def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
 
 def inject(module, setup, brk: str, seed: int) -> None:
     """Puts break `brk` into `setup` (its data copies, its optimizer)."""
+    import keras
+
     rng = np.random.default_rng(seed + 7)
     x, y = setup.x, setup.y
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
@@ -149,6 +149,8 @@ def inject(module, setup, brk: str, seed: int) -> None:
 
 def _predict(setup, x):
     """The model's outputs on `x`, called directly (no predict function to trace)."""
+    import keras
+
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     parts = []
     for i in range(0, n, 256):
@@ -201,6 +203,10 @@ def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
     `callbacks`: the callbacks to train with (default `[NaNGuard(verbose=False)]`);
     pass `[]` for a plain run. One row of results.
     """
+    import keras
+
+    from gradguard.callbacks import NaNGuard
+
     module = keras_io.load(script)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)

@@ -15,6 +15,7 @@ from .nan_event import NaNEvent
 from .norm_history import (
     CLIP_PERCENTILE, GROWTH_FACTOR, RECENT, measure_growth, rank_suspects, suggest_clip,
 )
+from .target_scale import TARGET_SCALE
 from .structure_signs import RECURRENT_GAIN, WEIGHT_GROWTH, input_ratio, structural_sign
 
 
@@ -61,7 +62,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
              input_columns: tuple | None = None,
              weight_growth: float | None = None,
              loss_scale: dict | None = None,
-             earlier_epoch: int | None = None) -> NaNEvent:
+             earlier_epoch: int | None = None,
+             target_rms: float | None = None) -> NaNEvent:
     """Describes an event `find_event` (or the guard) found: a `NaNEvent`.
 
     Args:
@@ -86,6 +88,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
             record's columns, or `None` (for `input_ratio`).
         weight_growth: the weights' global norm now over the fit's start.
         loss_scale: `LossScaleWatch`'s finding of a `loss_scale` event.
+        target_rms: the root mean square of the fit's first batch's float
+            targets (`target_scale.targets_rms`), or `None`.
     """
     trigger, step = found["trigger"], found["step"]
     index = found.get("variable_index")
@@ -117,7 +121,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         onset = min(onset, max(step, start_step + 1))
     if "best_step" in found:  # loss_growth, loss_rise: it grew after its best
         onset = min(onset, found["best_step"] + 1)
-    if trigger in ("stalled", "early_blowup"):  # broken from the first steps
+    if trigger in ("stalled", "early_blowup", "off_scale_targets"):  # broken from the first steps
         onset = min(onset, start_step + 1)
     spikes = np.isin(record.status, (SKIPPED_SPIKE, CLIPPED_SPIKE)) & upto
     signs = {
@@ -128,6 +132,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         "recurrent_gain": recurrent_gain,
         "input_ratio": None if input_columns is None else input_ratio(
             record.variable_norms[upto], *input_columns),
+        "target_rms": target_rms,
     }
     row = record.steps == step
     spike = float(record.norm[row][-1]) if row.any() else None
@@ -179,6 +184,9 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
        structural sign below explains an overflow within the first
        `min_history` steps (an early overflow).
     6. `recurrence`: the recurrent kernel's gain exceeds `RECURRENT_GAIN`.
+    6b. `target_scale`: the fit's first batch's float targets have a root
+       mean square above `TARGET_SCALE` (`off_scale_targets`, or any
+       divergence on such targets).
     7. `depth`: `MIN_DEPTH` kernels or more whose gains multiply past `DEPTH_GAIN`.
     8. `input_scale`: the first layer's `input_ratio` exceeds `INPUT_SCALE`.
     9. `learning_rate`: diverging on a network with none of those signs.
@@ -197,7 +205,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     weights_grew = early and wg is not None and wg >= WEIGHT_GROWTH
     diverging = (grew or weights_grew or bool(signs["earlier_suspects"])
                  or trigger in ("nonfinite_weights", "loss_growth", "loss_rise",
-                                "stalled", "early_blowup")
+                                "stalled", "early_blowup", "off_scale_targets")
                  or (trigger == "gradient_spike" and signs["spikes"] > 1))
     spike = trigger in ("gradient_spike", "held_spike")  # held: by the user's clip
     rg, gains, ratio = signs["recurrent_gain"], signs["gains"], signs["input_ratio"]
@@ -228,6 +236,19 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     first = signs["earlier_suspects"][0] if signs["earlier_suspects"] else None
     led = (f"; {first['variable']} left its median first ({first['ratio']:.3g}x "
            f"at step {first['step']})" if first else "")
+    rms = signs.get("target_rms")
+    if trigger == "off_scale_targets" or (diverging and rms is not None and rms > TARGET_SCALE):
+        return ("target_scale",
+                ("" if trigger == "off_scale_targets" else
+                 "the loss has not fallen since the first step; " if trigger == "stalled" else
+                 "the first steps blew up; " if trigger == "early_blowup" else
+                 "diverging; ")
+                + f"the targets' root mean square is {rms:.3g}, not ~1: the loss and "
+                "its gradients carry their scale",
+                "scale the targets to unit variance (divide by their standard "
+                "deviation, multiply the predictions back), or use a loss that "
+                "does not grow with their scale (e.g. Huber); labels for a "
+                "cross-entropy are 0/1 (or class ids)")
     when = ("the loss has not fallen since the first step" if trigger == "stalled" else
             "an overflow within the first steps" if early and not grew else
             "the loss rose far above its best" if trigger == "loss_rise" else

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from .cause_rules import _loss_scale, diagnose, find_event, name_cause  # noqa: F401
 from .loss_rules import (  # noqa: F401
-    LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
+    LOSS_GROWTH, LOSS_RISE, SENSITIVITY, SENSITIVITY_FALL, SENSITIVITY_LOSS, STALL_LOSS,
+    STALL_STEPS, batch_loss,
     early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
     windows_flat,
 )

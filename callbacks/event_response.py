@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import keras
+
+from .bad_rows import nonfinite_rows
 from .diagnosis import diagnose
+from .float32_replay import batch_loss, computes_in_float16, float32_copy, judge_float32
 from .gradient_record import NONFINITE, SKIPPED_SPIKE
-from .guard_actions import reset_moments
+from .guard_actions import cut_learning_rate, reset_moments
 from .guard_policy import choose_action, must_restore, weights_held
 from .host_read import to_numpy
 from .layer_names import layer_of_paths
@@ -52,15 +56,26 @@ class EventResponse:
             weight_growth=weights_norm(model) / self._start_norm
             if self._start_norm else None,
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
+            target_rms=self._target_rms,
         )
         if self.replay and not earlier:
             event = self._replay(event, record, monitor)
+            event = self._replay_in_float32(event)
         event = dataclasses.replace(
             event, replay_seconds=time.perf_counter() - started)
         skips_bad = self.skip_bad_data or self.action == "rollback"
         if (event.cause == "bad_data" and skips_bad
                 and event.trigger != "gradient_spike"):
-            self.bad_batches += 1
+            digests = self._bad_row_digests()
+            first = self._bad_rows.seen_before(digests)
+            if first is None:  # new bad rows (or none to tell): one more against the cap
+                self.bad_batches += 1
+                self._bad_rows.add(digests, event.step)
+            else:
+                event = dataclasses.replace(event, evidence=(
+                    f"{event.evidence}; the same {len(digests)} non-finite row(s) as at "
+                    f"step {first}, in another batch (shuffled): the same bad data, "
+                    "counted once against max_bad_batches"))
             follows = self._last_bad_step is not None and event.step - self._last_bad_step <= 1
             self._consecutive_bad = self._consecutive_bad + 1 if follows else 1
             self._last_bad_step = event.step
@@ -71,6 +86,8 @@ class EventResponse:
             consecutive_bad=self._consecutive_bad,
             max_consecutive_bad=self.max_consecutive_bad_batches,
         )
+        if action == "skip" and event.cause == "bad_data":
+            self._bad_skip_epoch = self._epoch  # a running loss may carry its NaN
         weights_ok = all_finite(model.get_weights())
         restored = None
         if must_restore(event, weights_ok, action, self.restore_weights):
@@ -86,7 +103,8 @@ class EventResponse:
         new_lr = None
         if action == "rollback":
             self.retries += 1
-            monitor.set_lr_multiplier(monitor.lr_multiplier * self.lr_factor)
+            used_up += cut_learning_rate(monitor, self.lr_factor)
+            self._lr_cut = True  # History logs the rate in use from now on
             new_lr = event.learning_rate * self.lr_factor
             self._best_loss = None  # the loss starts again from the snapshot
             self._losses, self._loss_steps, self._batch_losses = [], [], []
@@ -96,7 +114,8 @@ class EventResponse:
             moments = reset_moments(monitor)
         if action == "rollback" and self.skip_batches:
             skipped = self._skipper.start()  # filled as they pass
-        self.loss_scale.reset()
+        if action != "warn":  # a warning changed nothing: the skips still count
+            self.loss_scale.reset()
         if action in ("rollback", "skip"):
             model.reset_metrics()  # the bad batch's loss left the mean
         self._failed.add((self._epoch, batch))
@@ -119,6 +138,51 @@ class EventResponse:
             self._tap.remove()
             raise NonFiniteTrainingError(event.message, event)
 
+    def _replay_in_float32(self, event):
+        """`loss_scale` where float32 removes a non-finite loss the data did not hold.
+
+        Under a float16 policy, an event named `bad_data` (or left unknown)
+        from a non-finite value, on a batch with no NaN/inf in it, is
+        replayed as one forward pass of that batch on a float32 copy from
+        the same weights (`float32_replay.py`): a finite loss there is a
+        float16 overflow, not bad data.
+        """
+        if (event.cause not in ("bad_data", "unknown") or not event.trigger.startswith("nonfinite")
+                or not self._tap.batches or not computes_in_float16(self.model)):
+            return event
+        try:
+            data = batch_arrays(self._tap.batches[-1])
+            if nonfinite_rows(keras.tree.flatten(data)):
+                return event  # the batch holds NaN/inf: bad data indeed
+            copy = float32_copy(self.model)
+            if copy is None:
+                return event
+            loss = batch_loss(copy, data)
+        except Exception:  # noqa: BLE001  (an experiment, never a crash)
+            return event
+        if not judge_float32(float("nan"), loss):
+            return dataclasses.replace(event, evidence=(
+                f"{event.evidence}; in float32 the same batch's loss is {loss:.3g} too"))
+        return dataclasses.replace(
+            event, cause="loss_scale", method="replay",
+            evidence=(f"the batch holds no NaN/inf and its loss is non-finite under the "
+                      f"float16 policy, {loss:.4g} in float32 from the same weights: "
+                      "float16 overflows"),
+            cure=("keep the values that reach float16 within its range (~6.5e4): "
+                  "standardize the inputs, keep embeddings and activations small "
+                  "(normalization layers), or compute the overflowing layers in float32 "
+                  "(dtype='float32' on them)"))
+
+    def _bad_row_digests(self) -> list:
+        """Fingerprints of the non-finite rows of the batch the guard holds (`bad_rows.py`)."""
+        batches = self._tap.batches
+        if not batches:
+            return []
+        try:
+            return nonfinite_rows(keras.tree.flatten(batch_arrays(batches[-1])))
+        except Exception:  # noqa: BLE001  (a batch we cannot read: counted as new)
+            return []
+
     def _replay(self, event, record, monitor):
         """The event with the cause the replays name (`replay.py`), if they name one.
 
@@ -129,7 +193,8 @@ class EventResponse:
         be copied: the rules' event, unchanged.
         """
         batches = list(self._tap.batches)
-        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike"):
+        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike",
+                                             "off_scale_targets"):
             return event
         row = record.steps == event.step
         status = int(record.status[row][-1]) if row.any() else None

@@ -6,6 +6,9 @@
   this, for every slot of the optimizer that does the update (Adam's
   `momentum` and `velocity`, RMSprop's `velocity`, SGD's `momentum`, ...;
   Adagrad's accumulators go back to `initial_accumulator_value`).
+- `cut_learning_rate`: a rollback's cut, on the optimizer's own rate where
+  it is a number (what `model.optimizer.learning_rate` reads), as a
+  multiplier inside the monitor where it is a `LearningRateSchedule`.
 - `BatchSkipper` (PaLM, Chowdhery et al. 2022): after a rollback, the next
   N batches are consumed but not learned from. A Keras callback cannot
   take batches out of `fit`'s data, so each skipped batch's update is
@@ -51,6 +54,33 @@ def reset_moments(optimizer) -> list[str]:
     for v in slots:
         v.assign(np.full(v.shape, start, dtype=v.dtype))
     return [v.path for v in slots]
+
+
+SCHEDULE_NOTE = (
+    "; the learning rate is a LearningRateSchedule, which cannot be set: the "
+    "cut multiplies its updates inside the monitor (model.optimizer.learning_rate "
+    "reads the schedule's own rate, guard.learning_rate the rate in use)")
+
+
+def cut_learning_rate(monitor, factor: float) -> str:
+    """Multiplies the learning rate in use by `factor`; returns a note for the event.
+
+    A rate that is a number is a variable of the optimizer that updates: it
+    is set to `factor` times itself, so `model.optimizer.learning_rate` (and
+    `ReduceLROnPlateau`, which reads it, and a saved model) see the cut
+    rate. A `LearningRateSchedule` is a function of the step and cannot be
+    set: the cut becomes the monitor's multiplier of every update
+    (`GradientMonitor.set_lr_multiplier`), which the schedule's later values
+    cannot undo, and the note says so (empty otherwise).
+    """
+    updater = innermost_optimizer(monitor)
+    rate = getattr(updater, "_learning_rate", None)
+    if isinstance(rate, keras.Variable):
+        value = keras.ops.convert_to_numpy(rate)
+        rate.assign(np.asarray(value * factor, dtype=value.dtype))
+        return ""
+    monitor.set_lr_multiplier(monitor.lr_multiplier * factor)
+    return SCHEDULE_NOTE
 
 
 class BatchSkipper:

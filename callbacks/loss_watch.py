@@ -21,7 +21,9 @@ from .loss_rules import (
 )
 from .model_evidence import input_columns
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
+from .replay import batch_arrays
 from .structure_signs import input_ratio, structural_sign
+from .target_scale import find_off_scale_targets, targets_rms
 
 
 class LossWatch:
@@ -41,6 +43,8 @@ class LossWatch:
             return None
         loss = float(loss)
         if not math.isfinite(loss):
+            if self._carries_skipped_nan(read):
+                return None
             return {"trigger": "nonfinite_loss", "step": self._step,
                     "detail": f"the running loss is {loss}"}
         prev_batch, prev_running = self._running
@@ -63,6 +67,10 @@ class LossWatch:
             # Bounded: the first STALL_STEPS (the stall, the early level) and the last RECENT.
             del self._losses[STALL_STEPS], self._loss_steps[STALL_STEPS]
             del self._batch_losses[STALL_STEPS]
+        if self._target_checks < STALL_STEPS:
+            off = self._watch_targets(this_batch)
+            if off is not None:
+                return off
         if (self.spike_factor is not None and not self._early_judged
                 and self._step - self._start_step <= self.min_history):
             early = self._watch_early(read())
@@ -84,6 +92,48 @@ class LossWatch:
         if self.spike_factor is not None:
             return self._watch_absolute(read)
         return None
+
+    def _carries_skipped_nan(self, read) -> bool:
+        """Whether a non-finite running loss is only a skipped bad batch's, carried.
+
+        `fit` resets its running mean after a skip; a custom loop's own
+        `keras.metrics.Mean` keeps the bad batch's NaN for the rest of the
+        epoch. So a running loss (not a per-batch one) that is non-finite
+        in the epoch of a skipped bad batch, while this step's gradient was
+        finite and applied, is no new event.
+        """
+        if self._per_batch_loss or self._bad_skip_epoch != self._epoch:
+            return False
+        record = read()
+        now = record.steps == self._step
+        return bool(now.any()) and int(record.status[now][-1]) == APPLIED
+
+    def _watch_targets(self, loss: float) -> dict | None:
+        """`off_scale_targets`: the fit's first batch's targets far from unit scale.
+
+        The targets are measured at the fit's first loss, on the batch the
+        guard holds (`batch_tap.py`; none without `replay`, or in a custom
+        loop that does not hand it over); the batch losses of the first
+        `STALL_STEPS` steps are judged against them
+        (`target_scale.find_off_scale_targets`): a sigmoid at 0.5 gives a
+        binary cross-entropy of 0.69 whatever the labels' scale, and the
+        scale reaches the loss a step or two later. At most one warning a fit.
+        """
+        self._target_checks += 1
+        if self._target_checks == 1:
+            batches = self._tap.batches
+            try:
+                self._target_rms = targets_rms(batch_arrays(batches[-1])) if batches else None
+            except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
+                self._target_rms = None
+        if self._target_rms is None:
+            self._target_checks = STALL_STEPS  # nothing to judge
+            return None
+        detail = find_off_scale_targets(self._target_rms, loss)
+        if detail is None:
+            return None
+        self._target_checks = STALL_STEPS
+        return {"trigger": "off_scale_targets", "step": self._step, "detail": detail}
 
     def _watch_early(self, record) -> dict | None:
         """`early_blowup`: the fit's first steps against its first (`find_early_blowup`)."""

@@ -20,7 +20,7 @@ class NaNEvent:
     0-based. The guard fills the last seven fields once it has acted.
     """
 
-    trigger: str  # nonfinite_gradient, nonfinite_weights, gradient_spike, nonfinite_loss, loss_scale
+    trigger: str  # nonfinite_gradient, nonfinite_weights, gradient_spike, nonfinite_loss, loss_scale, ...
     step: int
     epoch: int
     batch: int

@@ -7,6 +7,7 @@ import os
 import keras
 
 from .attach import begin_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .bad_rows import BadRows
 from .batch_tap import BatchTap
 from .diagnosis import NaNEvent, find_event
 from .event_response import EventResponse
@@ -19,7 +20,7 @@ from .nan_report import (  # NonFiniteTrainingError: imported from here too
     NonFiniteTrainingError, check_report_path, closing_line, free_report_path,
     write_json_atomically,
 )
-from .optimizer_chain import clip_settings
+from .optimizer_chain import clip_settings, innermost_optimizer
 from .replay import Replayer
 from .snapshots import Snapshots, default_cadence
 from .validation import check, check_int, is_number
@@ -61,6 +62,9 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     raw norm 100x the first, or a batch loss 10x with the norm 10x;
     `blowup_rules.py`). A spike the user's clip held (raw norm 100x its
     median) is a warning with the raw figure (`held_spike`, once a fit).
+    Float targets far from unit scale (root mean square above 1e3, with a
+    first batch loss above 1e3 in size) are a warning at a fit's first
+    step, cause `target_scale` (`off_scale_targets`, `target_scale.py`).
     The loss rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
@@ -87,11 +91,15 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     before the onset (`restore_weights=False` keeps the last finite ones).
     `"rollback"` restores that snapshot, multiplies the learning rate by
     `lr_factor` and goes on, at most `max_retries` times, then stops. The
-    cut is a multiplier inside the monitor: `LearningRateScheduler`,
-    `ReduceLROnPlateau` and `LearningRateSchedule`s set the optimizer's own
-    rate and the cut applies on top; restoring a snapshot never restores a
-    learning rate; events report the rate in use, and after a cut History
-    logs it under `"learning_rate"` (and `guard.learning_rate` reads it).
+    cut sets the optimizer's own rate, so `model.optimizer.learning_rate`
+    reads it (`ReduceLROnPlateau` goes on from it; a
+    `LearningRateScheduler` that returns a fixed rate per epoch replaces it
+    at its next epoch, as it replaces any rate set by hand). A
+    `LearningRateSchedule` cannot be set: there the cut multiplies every
+    update inside the monitor, the schedule's later values cannot undo it,
+    and the event says so. Restoring a snapshot never restores a learning
+    rate; events report the rate in use, and after a cut History logs it
+    under `"learning_rate"` (and `guard.learning_rate` reads it).
     **Bad data** is not divergence: by default (`skip_bad_data=True`) a
     step named `bad_data` is skipped and training goes on, whatever
     `action`, with no restore, no cut and no retry used, until more than
@@ -109,7 +117,10 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     norm) and fires, cause `loss_scale`, on `max_loss_scale_skips` in a row
     once the scale has settled or on a scale below `min_loss_scale` (see
     `LossScaleWatch`); `stop`/`rollback` go back to the snapshot before the
-    last applied step, with the loss scale it had.
+    last applied step, with the loss scale it had. A non-finite loss on a
+    batch with no NaN/inf in it is replayed in float32 (one forward pass on
+    a float32 copy, `float32_replay.py`): finite there, the cause is
+    `loss_scale` (float16 overflows), not `bad_data`.
 
     Numbering: `step` is the global step (the optimizer's iterations after
     it: 1 for the first step, continuing across epochs and `fit` calls);
@@ -129,8 +140,11 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         lr_factor: float in (0, 1], learning-rate factor on rollback.
             Defaults to 0.5.
         max_retries: int >= 0, rollbacks before stopping. Defaults to 3.
-        max_bad_batches: int >= 0, bad-data steps skipped (with
-            `"rollback"`) before stopping. Defaults to 10.
+        max_bad_batches: int >= 0, bad-data steps skipped before
+            stopping. A batch whose non-finite rows were all in an earlier
+            bad batch (the same rows, reshuffled into another batch: the
+            same bad data, `bad_rows.py`) is skipped and not counted again;
+            the event says so. Defaults to 10.
         max_loss_scale_skips: int >= 1, under `mixed_float16`: consecutive
             steps the loss scaler skips, once its scale has settled, that
             make a `loss_scale` event. Defaults to 3.
@@ -306,11 +320,14 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         rebuild = monitor.set_spike_gate(
             self.spike_factor, self.window, self.min_history, self.spike_action
         )
-        if self.action == "rollback" and self.lr_factor < 1:
-            rebuild |= monitor.compile_lr_multiplier()  # now, not mid-fit
+        if self.action == "rollback" and self.lr_factor < 1 and not isinstance(
+                getattr(innermost_optimizer(monitor), "_learning_rate", None), keras.Variable):
+            # A schedule's cut is a multiplier in the step: compiled now, not mid-fit.
+            rebuild |= monitor.compile_lr_multiplier()
         if rebuild:
             rebuild_train_function(model)
         self.retries = self.bad_batches = 0
+        self._lr_cut = False  # a rollback cut the rate in this fit
         self._epoch = 0
         self._columns = None
         self._failed = set()  # (epoch, batch) of the events handled so far
@@ -333,7 +350,9 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._take_snapshot()
         self._skipper = BatchSkipper(self.skip_batches)
         self._consecutive_bad, self._last_bad_step = 0, None
+        self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
         self._early_judged = self._held_warned = False
+        self._target_rms, self._target_checks = None, 0  # `target_scale.py`
         self._held_since = self._step
         self._clipping = bool(clip_settings(monitor)) or getattr(
             monitor, "autoclip_percentile", None) is not None
@@ -368,10 +387,11 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._epoch_sum, self._epoch_count = 0.0, 0
 
     def on_epoch_end(self, epoch, logs=None):
-        # A rollback's cut is a multiplier inside the monitor: the rate in use
-        # goes into History (and TensorBoard) under Keras' own key.
+        # After a rollback's cut the rate in use goes into History (and
+        # TensorBoard) under Keras' own key.
         monitor = find_monitor(self.model.optimizer)
-        if logs is not None and monitor is not None and monitor.lr_multiplier != 1.0:
+        if logs is not None and monitor is not None and (
+                self._lr_cut or monitor.lr_multiplier != 1.0):
             logs["learning_rate"] = self.learning_rate
 
     @property

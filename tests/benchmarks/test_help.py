@@ -41,3 +41,27 @@ def test_help_answers_before_keras_loads(module):
     lines = out.stdout.splitlines()[:-1] + out.stderr.splitlines()
     assert not [line for line in lines if STARTUP_NOISE.match(line) or "absl" in line or "cuInit" in line]
     assert out.stderr.strip() == "" and max(map(len, lines)) <= 120
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("gradguard.benchmarks.diagnosis", ["--help"]),
+    ("gradguard.benchmarks.diagnosis", ["--scripts", "--help"]),
+    ("gradguard.benchmarks.diagnosis_scripts", ["--help"]),
+    ("gradguard.benchmarks.diagnosis_replay", ["--help"]),
+])
+def test_diagnosis_help_loads_neither_keras_nor_tensorflow(module, argv):
+    # Issue 29: the population benchmarks answer --help at once (Keras and
+    # TensorFlow load inside the functions that train). Checked by what the
+    # process imported, not by a time on a shared machine.
+    probe = ("import runpy, sys\n"
+             f"sys.argv = ['x'] + {argv!r}\n"
+             "try:\n"
+             f"    runpy.run_module({module!r}, run_name='__main__')\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print('LOADED', sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage:" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "LOADED []"

@@ -376,6 +376,18 @@ def test_a_falling_astronomical_loss_stalls_by_its_sensitivity():
     assert not dg.find_stall(falling, None, sensitivity=1.4e5)  # no structural sign
 
 
+def test_a_loss_that_halves_from_a_sane_level_is_learning_whatever_its_sensitivity():
+    # Boston's raw features as published: sensitivity 730, 633 -> 290 in 8 steps.
+    first = 633.0
+    learning = first * np.linspace(1.0, 0.46, dg.STALL_STEPS)
+    assert learning.min() < dg.SENSITIVITY_FALL * first < dg.STALL_LOSS * first
+    assert not dg.find_stall(learning, "input_scale", sensitivity=730.0)
+    slower = first * np.linspace(1.0, 0.55, dg.STALL_STEPS)  # the broken conv nets: >= 0.51
+    assert dg.find_stall(slower, "input_scale", sensitivity=337.0) == "sensitivity"
+    astronomical = 2.2e6 * np.linspace(1.0, 0.39, dg.STALL_STEPS)  # deep attention at gain 3
+    assert dg.find_stall(astronomical, "depth", sensitivity=1.7e4) == "sensitivity"
+
+
 def _batch_losses_by_hand(batches, runnings):
     """Batch losses from running means, by summing (numpy-free reference)."""
     out, prev_sum, prev_b = [], 0.0, -1

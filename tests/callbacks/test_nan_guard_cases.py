@@ -67,6 +67,7 @@ def test_one_nan_cell_in_badly_scaled_features_is_bad_data():
     # Not restored steps back: only the bad step was left out.
     assert event.weights == {"step": 5, "restored": False, "kept_last": False}
     assert find_monitor(guard.model.optimizer).lr_multiplier == 1.0
+    assert float(guard.model.optimizer.learning_rate) == pytest.approx(1e-3)  # no cut
     assert keep.step == 8 and np.isfinite(history.history["loss"][-1])
 
 
@@ -141,6 +142,7 @@ def test_mixed_precision_names_a_nan_sample_bad_data_as_float32_does():
     assert (event.batch, event.cause, event.action) == (3, "bad_data", "skip")
     assert not event.weights["restored"] and guard.retries == 0
     assert find_monitor(model.optimizer).lr_multiplier == 1.0
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)  # no cut
     assert keep.step == 8
 
 

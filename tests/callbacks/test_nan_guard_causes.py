@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks import NaNGuard
-from gradguard.callbacks.attach import find_monitor
+from gradguard.callbacks.attach import find_monitor, rebuild_train_function
 from tests.callbacks.helpers import WeightsPerStep, adding_data
 
 
@@ -131,7 +131,7 @@ def test_rollback_recovers_from_a_learning_rate_too_high():
 
 
 @pytest.mark.parametrize("scheduler", ["callback", "plateau", "schedule"])
-def test_rollback_cut_survives_learning_rate_schedules(scheduler):
+def test_rollback_cut_and_learning_rate_schedules(scheduler):
     x, y, model, _, batch_size = _setup("learning_rate")
     callbacks = []
     if scheduler == "schedule":
@@ -143,16 +143,30 @@ def test_rollback_cut_survives_learning_rate_schedules(scheduler):
                      keras.callbacks.ReduceLROnPlateau("loss", factor=0.9, patience=0)]
     model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
     guard = NaNGuard(action="rollback", lr_factor=0.5, max_retries=1, verbose=False)
-    model.fit(x, y, batch_size=batch_size, epochs=3, shuffle=False, verbose=0,
-              callbacks=callbacks + [guard])
+    history = model.fit(x, y, batch_size=batch_size, epochs=3, shuffle=False, verbose=0,
+                        callbacks=callbacks + [guard])
     monitor = find_monitor(model.optimizer)
     first = guard.events[0]
-    # The rate reported is the rate in use, and the cut is still in force
-    # after the scheduler set the optimizer's own rate at later epochs.
+    cuts = len([e for e in guard.events if e["action"] == "rollback"])
+    assert first["action"] == "rollback"
     assert first["new_learning_rate"] == pytest.approx(first["learning_rate"] * 0.5)
-    assert monitor.lr_multiplier == pytest.approx(0.5 ** len(
-        [e for e in guard.events if e["action"] == "rollback"]))
-    assert monitor.lr_multiplier < 1
+    rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    if scheduler == "schedule":
+        # A schedule cannot be set: the cut multiplies the updates, the
+        # event says so, and the schedule's later values cannot undo it.
+        assert monitor.lr_multiplier == pytest.approx(0.5 ** cuts)
+        assert "LearningRateSchedule" in first["detail"]
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        assert rate == pytest.approx(0.99 ** (step / 100), rel=1e-5)
+        assert guard.learning_rate == pytest.approx(rate * 0.5 ** cuts, rel=1e-5)
+    else:
+        assert monitor.lr_multiplier == 1.0 and "LearningRateSchedule" not in first["detail"]
+        assert guard.learning_rate == pytest.approx(rate)
+        if scheduler == "plateau":  # goes on from the cut rate: at most 1.0 x the cuts
+            assert rate <= 0.5 ** cuts + 1e-7
+        else:  # a fixed rate per epoch replaces the cut at the next epoch, as any rate set by hand
+            last_cut = max(e["epoch"] for e in guard.events if e["action"] == "rollback")
+            assert rate == (1.0 if history.epoch[-1] > last_cut else 0.5 ** cuts)
 
 
 def test_the_lr_multiplier_is_the_learning_rate_in_use():
@@ -167,7 +181,9 @@ def test_the_lr_multiplier_is_the_learning_rate_in_use():
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
                   callbacks=[NaNGuard(action="rollback", verbose=False)])
         model.optimizer.learning_rate = lr
-        find_monitor(model.optimizer).set_lr_multiplier(multiplier)
+        if find_monitor(model.optimizer).set_lr_multiplier(multiplier):
+            # (the multiplier that a schedule's cut uses, compiled into the step now)
+            rebuild_train_function(model)
         before = model.get_weights()
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
         runs.append([a - b for a, b in zip(model.get_weights(), before)])

@@ -72,3 +72,41 @@ def test_without_the_batch_the_rules_decide():
     guard = NaNGuard(verbose=False)
     _train(x, y, guard, epochs=1, observe=False)
     assert (guard.events[0].cause, guard.events[0].method) == ("bad_data", "rules")
+
+
+def test_a_running_mean_that_carries_a_skipped_nan_is_no_new_event():
+    # The keras-io guide's loop passes its own running keras.metrics.Mean,
+    # which keeps a skipped batch's NaN for the rest of the epoch (fit resets
+    # its own). That NaN is the bad batch already skipped, not a new event:
+    # it was named input_scale and stopped training (issue 29).
+    x, y = tanh_data()
+    x[32 * 2 + 3, 1] = np.nan  # batch 2 of each epoch
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    guard = NaNGuard(verbose=False)
+    steps = len(x) // 32
+    callbacks = keras.callbacks.CallbackList([guard], model=model, epochs=2, steps=steps)
+    callbacks.on_train_begin()
+    running, nan_logged = keras.metrics.Mean(), 0
+    for epoch in range(2):
+        callbacks.on_epoch_begin(epoch)
+        running.reset_state()
+        for step in range(steps):
+            xb, yb = x[step * 32:(step + 1) * 32], y[step * 32:(step + 1) * 32]
+            callbacks.on_train_batch_begin(step)
+            guard.observe_batch(xb, yb)
+            with tf.GradientTape() as tape:
+                loss = keras.losses.MeanSquaredError()(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_weights)
+            model.optimizer.apply(grads, model.trainable_weights)
+            running.update_state(loss)
+            nan_logged += not np.isfinite(float(running.result()))
+            callbacks.on_train_batch_end(step, {"loss": float(running.result())})
+        callbacks.on_epoch_end(epoch, {})
+    callbacks.on_train_end()
+    assert not guard._per_batch_loss and nan_logged == 2 * (steps - 2)  # the carry happened
+    assert [(e.cause, e.action) for e in guard.events] == [("bad_data", "skip")] * 2
+    assert not model.stop_training
+    assert all(np.isfinite(w).all() for w in model.get_weights())

@@ -73,6 +73,8 @@ def test_rollback_on_loss_scale_cuts_the_lr_and_goes_on():
     assert guard.events[0]["cause"] == "loss_scale"
     assert guard.events[0]["action"] == "rollback"
     assert guard.events[0]["new_learning_rate"] == pytest.approx(0.5)
+    # The LossScaleOptimizer around the monitor reads the cut rate too.
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.5)
     assert len(keep.weights) == 17  # all 16 batches ran
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
@@ -100,7 +102,10 @@ def test_a_scale_below_the_floor_is_divergence_even_unsettled():
     guard = NaNGuard(verbose=False)
     model, keep, _, _ = _fit(None, target_scale=1e6, epochs=2, guard=guard,
                              optimizer=keras.optimizers.Adam(1e-3))
-    [event] = guard.events
+    # Targets of 1e6 are also warned about at the first step (target_scale.py).
+    warning, event = guard.events
+    assert (warning["trigger"], warning["cause"], warning["action"]) == (
+        "off_scale_targets", "target_scale", "warn")
     assert event["cause"] == "loss_scale"
     assert event["loss_scale"]["rule"] == "min_scale"
     assert event["loss_scale"]["scale"] == 0.5 and event["step"] == 0

@@ -1,0 +1,54 @@
+"""Float16 overflow or bad data: the failing batch again in float32 (issue 29)."""
+
+import re
+
+import keras
+import numpy as np
+
+from gradguard.callbacks import NaNGuard
+from gradguard.callbacks.float32_replay import computes_in_float16, float32_copy, judge_float32
+from tests.callbacks.helpers import tanh_data
+
+
+def _model():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(1, dtype="float32")])
+
+
+def _forward64(weights, x):
+    k1, b1, k2, b2 = (np.asarray(w, np.float64) for w in weights)
+    return np.maximum(x.astype(np.float64) @ k1 + b1, 0.0) @ k2 + b2
+
+
+def test_the_float32_copy_computes_what_float64_numpy_does():
+    keras.config.set_dtype_policy("mixed_float16")  # conftest resets it
+    keras.utils.set_random_seed(0)
+    model = _model()
+    model.compile(optimizer="adam", loss="mse")
+    x = (tanh_data(n=32)[0] * 3e4).astype("float32")  # float16 overflows in the first layer
+    copy = float32_copy(model)
+    assert computes_in_float16(model) and not computes_in_float16(copy)
+    want = _forward64(model.get_weights(), x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(copy(x)), want, rtol=1e-4)
+    assert not np.isfinite(keras.ops.convert_to_numpy(model(x))).all()  # as given: overflow
+    assert judge_float32(float("nan"), 3.0) and not judge_float32(float("nan"), float("inf"))
+    assert not judge_float32(1.0, 1.0)
+
+
+def test_float16_overflow_on_finite_data_is_loss_scale_not_bad_data():
+    keras.config.set_dtype_policy("mixed_float16")
+    keras.utils.set_random_seed(0)
+    x, y = tanh_data(n=128)
+    x = (x * 3e4).astype("float32")
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    start = model.get_weights()
+    guard = NaNGuard(verbose=False)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    event = guard.events[0]
+    assert (event.cause, event.method) == ("loss_scale", "replay")
+    # The float32 loss in the evidence is the first batch's from the start
+    # weights (every step overflowed: none was applied), computed here in float64.
+    want = float(np.mean((_forward64(start, x[:32]) - y[:32]) ** 2))
+    got = float(re.search(r"non-finite under the float16 policy, (\S+) in float32", event.evidence)[1])
+    assert got == np.float32(want) or abs(got - want) <= 1e-3 * want
