@@ -541,7 +541,9 @@ def main(argv=None) -> pd.DataFrame:
 
         argv.remove("--scripts")
         return scripts_main(argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from gradguard.recipes.cli import program
+
+    parser = argparse.ArgumentParser(prog=program("benchmarks.diagnosis"), description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one seed, one run per cause and healthy variant")
     parser.add_argument("--tag", default=None,

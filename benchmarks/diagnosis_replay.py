@@ -85,7 +85,9 @@ def replay(trace) -> dict | None:
 
 
 def main(argv=None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from gradguard.recipes.cli import program
+
+    parser = argparse.ArgumentParser(prog=program("benchmarks.diagnosis_replay"), description=__doc__.splitlines()[0])
     parser.add_argument("--traces", required=True, help="the --traces folder")
     parser.add_argument("--results", required=True,
                         help="glob of the run's CSV files (shards)")

@@ -351,7 +351,9 @@ def report(df: pd.DataFrame, scripts, tag: str | None, note: str = "") -> str:
 
 
 def main(argv=None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from gradguard.recipes.cli import program
+
+    parser = argparse.ArgumentParser(prog=program("benchmarks.diagnosis_scripts"), description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated script names")
     parser.add_argument("--quick", action="store_true",
                         help="per script: lr_x100, lr_x1000, one bad batch, one healthy run")
