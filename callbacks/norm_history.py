@@ -41,6 +41,9 @@ def running_median(values: np.ndarray, window: int, min_periods: int = MIN_PERIO
     if squeeze:
         values = values[:, None]
     clean = np.where(np.isfinite(values), values, np.nan)
+    if not len(clean):  # no rows yet (a read before the first step was recorded)
+        empty = np.zeros_like(clean)
+        return (empty[:, 0], empty[:, 0]) if squeeze else (empty, empty)
     padded = np.concatenate([np.full((window, clean.shape[1]), np.nan), clean])
     windows = sliding_window_view(padded[:-1], window, axis=0)  # rows t-window..t-1
     count = np.sum(np.isfinite(windows), axis=-1)

@@ -63,6 +63,17 @@ def test_running_median_matches_a_loop():
                 assert np.isnan(ratio[t, v])
 
 
+def test_running_median_of_no_rows_is_empty_and_a_held_spike_needs_rows():
+    # A read before any row was recorded (a clipped fit's first batch under mixed precision).
+    ratio, median = dg.running_median(np.zeros(0), window=50)
+    assert ratio.shape == median.shape == (0,)
+    ratio, median = dg.running_median(np.zeros((0, 3)), window=5)
+    assert ratio.shape == median.shape == (0, 3)
+    from gradguard.callbacks.blowup_rules import find_held_spike
+
+    assert find_held_spike([], [], [], [], window=50, since_step=0) is None
+
+
 def test_measure_growth_is_the_recent_max_over_the_earlier_median():
     norms = [1.0, 2.0, 1.0, 3.0, 1.0, 4.0, 9.0, 2.0]
     got = dg.measure_growth(norms, window=50)
