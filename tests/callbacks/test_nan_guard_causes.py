@@ -70,7 +70,8 @@ def _fit(name, guard, epochs=2):
     ("learning_rate", "early_blowup"),
     ("input_scale", "nonfinite_gradient"),
     ("depth", "nonfinite_gradient"),
-    pytest.param("recurrence", "gradient_spike", marks=pytest.mark.slow),
+    # tanh RNN at gain 1.2: its norm passes 100x the first step's within the warm-up.
+    pytest.param("recurrence", "early_blowup", marks=pytest.mark.slow),
     ("bad_data", "nonfinite_gradient"),
 ])
 def test_stop_names_the_cause_and_keeps_the_pre_onset_weights(name, trigger):
