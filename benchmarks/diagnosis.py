@@ -457,8 +457,9 @@ def run_case(case: Case, traces: str | None = None) -> dict:
         constant_loss=float(np.nanvar(np.where(np.isfinite(y), y, np.nan))),
         seconds=time.perf_counter() - start,
     )
+    final = model.get_weights()
+    row["weights_finite"] = all(np.isfinite(w).all() for w in final if w.dtype.kind == "f")
     if e is not None and _get(e, "action") == "stop":
-        final = model.get_weights()
         before = copies.copies[: max(int(_get(e, "step")), 1)]
         same = [all(np.array_equal(a, b) for a, b in zip(final, c)) for c in before]
         row["held_finite"] = all(np.isfinite(w).all() for w in final)

@@ -24,7 +24,8 @@ def test_quick_subset_runs_and_reports():
     assert (df["error"] == "").all()
     broken, healthy = df.iloc[0], df.iloc[1]
     assert broken["events"] >= 1 and broken["cause"] == "bad_data"
-    assert broken["held_pre_event"]  # stopped with the weights from before the bad step
+    # NaNGuard()'s defaults: the bad batch is skipped, training goes on, the weights stay finite.
+    assert broken["skips"] >= 1 and broken["stops"] == 0 and broken["weights_finite"]
     assert healthy["stops"] == 0
     text = diagnosis.summarize(df)
     assert "detection: 1/1 = 100.0%" in text and "cause confusion matrix" in text
