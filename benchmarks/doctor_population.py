@@ -375,7 +375,7 @@ def _nan_free_standard(v):
 def _embedding_lr(v):
     name, rate = v.pick(("sgd", 50.0), ("adam", 3.0), ("sgd", 100.0))
     return (lambda: (embedding(opt(name, rate), v), *tokens(v), {}),
-            lambda: (embedding(opt(name, 0.5 if name == "sgd" else 0.01), v), *tokens(v), {}))
+            lambda: (embedding(opt("adam", 0.01), v), *tokens(v), {}))
 
 
 def _conv_pixels(v):
