@@ -7,6 +7,7 @@ from the doctor.
 
 import keras
 import numpy as np
+import pytest
 
 from gradguard.recipes.trials import Bar, predict, split_data
 
@@ -55,3 +56,23 @@ def test_a_hand_written_loss_on_real_targets_stays_regression():
     y = (x[:, :1] * 0.3 + 0.5).clip(0.01, 0.99)  # probabilities in (0, 1), not labels
     bar = Bar.measure(classifier("sgd", hand_log_loss), split_data(x, y, None, 0.2), None)
     assert bar.kind == "regression"
+
+
+@pytest.mark.slow  # ~10 s on idle cores, 23 s under a benchmark
+def test_a_kept_cure_still_improving_gets_its_longer_run_next():
+    from gradguard.recipes.doctor import examine
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(320, 12)).astype("float32")
+    y = (x @ rng.normal(size=(12, 1)) / np.sqrt(12)).astype("float32")
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(48, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    found = examine(model, x * 300, y, epochs=3, batch_size=16, max_trials=3, verbose=False)
+    trained = found.trials[found.trials["note"] == ""]
+    assert found.cure == "Normalization in front of the inputs (12 epochs)", found.trials
+    assert list(trained["change"])[1:] == ["Normalization in front of the inputs", found.cure]
+    # judged here: validation MSE against the training mean's, on the raw (x 300) inputs
+    pred = np.asarray(found.model(x[256:] * 300), np.float64)
+    assert np.mean((pred - y[256:]) ** 2) / np.mean((y[256:] - y[:256].mean()) ** 2) <= 0.1
