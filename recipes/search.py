@@ -12,7 +12,8 @@ improves (validation loss over the constant prediction's at most
 `IMPROVES` x the best so far, without a guard event) but does not learn is
 kept, and the next cure is stacked on it; stacked cures are applied in
 `cures.KINDS` order (data, layers, output and loss, Normalization in
-front, optimizer), and so is their code printed. It stops at the first
+front, optimizer), and so is their code printed. The static findings'
+cures are kept whatever their own trial shows: they fix facts. It stops at the first
 trial that learns (or ranks all with `try_all`), after `max_trials`
 trained trials or `max_seconds`. A kept stack that is still improving at
 its last epoch is retrained at once for `EXTEND` x the epochs, before
@@ -91,6 +92,7 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
     extended: list[list[C.Cure]] = []  # stacks given their longer run already
     number = 0  # the trial numbers: every candidate's, and each longer run's
+    named = tuple(dict.fromkeys(BY_NAME[f.cure] for f in findings if f.cure in BY_NAME))
     for add in rank(findings, first["cause"], first["problem"]):
         if trained >= max_trials or (not try_all and trainer.winner() is not None):
             break
@@ -114,6 +116,15 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
             improving = stack if row["trend"] == "improving" else None
             say(f"  kept: {' + '.join(c.name for c in add)} improves (val/trivial {ratio:.3g}); "
                 "the next cure stacks on it")
+        elif not row["learned"] and not kept and set(add) == set(named):
+            # The static findings' cures fix facts found before training (fan-in
+            # for an output 100x the targets', Normalization for inputs in the
+            # thousands): the next cure stacks on them even when they alone
+            # did not help (a deep stack at its right initialization may still
+            # need a lower learning rate).
+            kept = stack
+            say(f"  kept: {' + '.join(c.name for c in add)}, the static findings' cures; "
+                "the next cure stacks on them")
         # A kept stack still improving at its last epoch gets its longer run
         # (EXTEND x the epochs) next, before other cures are stacked on it: a
         # right cure that learns slowly is not rejected for its speed, and the
