@@ -32,6 +32,7 @@ Run from the repository root (rows are appended to `--csv` as they finish):
     python -m benchmarks.doctor --kinds lr_sgd,target_scale --no-baseline
     python -m benchmarks.doctor --check-references --csv refs.csv
     python -m benchmarks.doctor --table a.csv b.csv --md table.md   # the per-kind table of finished rows
+    python -m benchmarks.doctor --table after.csv --before before.csv   # the same set-ups, two runs
 
 To measure an older doctor, run this file with `PYTHONPATH` pointing at a
 tree whose `gradguard` package is that version, with `--no-baseline`.
@@ -185,7 +186,9 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--csv", help="append one row per set-up here as it finishes; finished rows "
                                       "already there are skipped (a resume)")
     parser.add_argument("--table", nargs="+", metavar="CSV", help="only print the per-kind table of these")
-    parser.add_argument("--md", help="with --table: write the table here too")
+    parser.add_argument("--before", nargs="+", metavar="CSV",
+                        help="with --table: an earlier run of the same set-ups, shown beside it")
+    parser.add_argument("--md", help="with --table: append the table here too")
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",") if args.kinds else list(KINDS)
     unknown = sorted(set(kinds) - set(KINDS))
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None):
     if args.every < 1:
         parser.error(f"--every received {args.every}; expected an int >= 1.")
     if args.table:
-        return report(args.table, args.md)
+        return report(args.table, args.md, args.before)
 
     if __name__ == "__main__":  # run as a program: TensorFlow's start-up notes filtered out
         from gradguard.recipes.console import quiet_start
@@ -230,12 +233,28 @@ def main(argv: list[str] | None = None):
     return table
 
 
-def report(paths: list[str], md: str | None):
-    """The per-kind table and totals of finished CSVs (several shards read as one)."""
+def report(paths: list[str], md: str | None, before: list[str] | None = None):
+    """The per-kind table and totals of finished CSVs (several shards read as one), beside `before`'s."""
     import pandas as pd
 
-    rows = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths])
-    text = per_kind(rows).to_markdown(index=False) + "\n\n" + totals(rows) + "\n"
+    def read(files):
+        return pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in files])
+
+    rows = read(paths)
+    table = per_kind(rows)
+    text = totals(rows) + "\n"
+    if before:
+        old = read(before)
+        old = old.merge(rows[["kind", "variation"]], on=["kind", "variation"])  # the same set-ups
+        earlier = per_kind(old).drop(columns="n")
+        if "baseline" in old and "baseline" not in table:  # the baseline ran once, with the before run
+            table = table.merge(earlier[["kind", "baseline", "baseline_median_trials"]], on="kind")
+            rows = rows.merge(old[["kind", "variation", "baseline"]], on=["kind", "variation"])
+            text = totals(rows) + "\n"
+        earlier = earlier.drop(columns=[c for c in earlier if c.startswith("baseline")])
+        table = earlier.add_prefix("before_").rename(columns={"before_kind": "kind"}).merge(table, on="kind")
+        text = f"before: {totals(old)}\nafter: {text}"
+    text = table.to_markdown(index=False) + "\n\n" + text
     print(text)
     if md:
         with open(md, "a") as file:
