@@ -123,6 +123,7 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
             # did not help (a deep stack at its right initialization may still
             # need a lower learning rate).
             kept = stack
+            improving = stack if row["trend"] == "improving" and pd.isna(row["exploded_step"]) else None
             say(f"  kept: {' + '.join(c.name for c in add)}, the static findings' cures; "
                 "the next cure stacks on them")
         # A kept stack still improving at its last epoch gets its longer run
