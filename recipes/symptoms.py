@@ -28,8 +28,6 @@ INPUT_RMS = 30.0  # inputs' root mean square that is not "unit"
 DEAD = 0.5  # fraction of a ReLU layer's units that never fire on the training sample
 CLEARLY_BELOW = 0.5  # val/trivial at most this without a symptom: healthy, train longer
 STILL_LEARNING = 0.9  # below this and still improving at the last epoch, no symptom: healthy
-ABOVE_MAJORITY = 0.25  # a classifier below STILL_LEARNING whose accuracy is majority + this x
-# (1 - majority) or more, no symptom: healthy (a data-limited one flattens below the bar)
 
 
 def name_problem(result, bar, data, finite_rows) -> dict:
@@ -97,12 +95,6 @@ def name_problem(result, bar, data, finite_rows) -> dict:
         return {**found, "cause": "healthy", "problem": "none", "evidence":
                 f"no guard event and no symptom; {facts}: below the constant prediction and "
                 "still improving at the last epoch, train longer"}
-    accuracy = row.get("accuracy")
-    if ratio < STILL_LEARNING and bar.kind == "classification" and accuracy is not None \
-            and accuracy >= bar.majority + ABOVE_MAJORITY * (1 - bar.majority):
-        return {**found, "cause": "healthy", "problem": "none", "evidence":
-                f"no guard event and no symptom; {facts}: accuracy {accuracy:.3f} against the "
-                f"majority class's {bar.majority:.3f}, below the bar (the labels may allow no more)"}
     return {**found, "cause": "unknown", "problem": "none", "evidence":
             f"no guard event and no symptom, but it does not learn: {facts}"}
 
