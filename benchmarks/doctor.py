@@ -126,7 +126,8 @@ def check_reference(kind: str, index: int) -> dict:
     """Is the fault real (trial 0 does not learn, or an event) and does the reference fix learn?"""
     import keras
 
-    row = {"kind": kind, "variation": index}
+    row = {"kind": kind, "variation": index, "reference_learned": None, "reference_event": None,
+           "reference_val/trivial": None}  # every row the same columns: one CSV header fits all
     for name in ("broken", "reference"):
         if name == "reference" and kind.startswith("healthy"):
             break
@@ -137,6 +138,8 @@ def check_reference(kind: str, index: int) -> dict:
         row[f"{name}_event"] = bool(result.events)
         row[f"{name}_val/trivial"] = round(float(result.row["val/trivial"]), 4)
     keras.config.set_dtype_policy("float32")
+    row = {k: row[k] for k in ("kind", "variation", "broken_learned", "broken_event", "broken_val/trivial",
+                               "reference_learned", "reference_event", "reference_val/trivial")}
     # healthy: trains without an event and beats the constant prediction (a
     # data-limited one need not reach the bar)
     row["proven"] = (row["broken_val/trivial"] < 1 and row["broken_event"] is False
