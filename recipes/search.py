@@ -12,11 +12,12 @@ improves (validation loss over the constant prediction's at most
 `IMPROVES` x the best so far, without a guard event) but does not learn is
 kept, and the next cure is stacked on it; stacked cures are applied in
 `cures.KINDS` order (data, layers, output and loss, Normalization in
-front, optimizer), and so is their code printed. It stops at the first
+front, optimizer), and so is their code printed. The static findings'
+cures are kept whatever their own trial shows: they fix facts. It stops at the first
 trial that learns (or ranks all with `try_all`), after `max_trials`
-trained trials or `max_seconds`. A stack that was still improving at its
-last epoch gets the trials left when the candidates run out, and the
-last trial of the budget in any case, as one longer run.
+trained trials or `max_seconds`. A kept stack that is still improving at
+its last epoch is retrained at once for `EXTEND` x the epochs, before
+anything is stacked on it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from . import output_cures as O
 IMPROVES = 0.8  # val/trivial at most this x the best so far: kept, and stacked on
 BEATS_CONSTANT = 0.95  # and below this x the constant prediction's: a trial 0 that exploded
 # makes a constant output (val/trivial ~1) look like progress
-EXTEND = 4  # a stack still improving at the end is retrained for up to this x the epochs
+EXTEND = 4  # a kept stack still improving at the end is retrained for this x the epochs
 
 CATALOGUE = (  # every cure, in the order tried after the evidence's
     C.LR_FINDER, C.LR_10, C.LR_100, C.ADAM, C.NORMALIZE, O.TARGET_SCALE, C.FAN_IN,
@@ -89,15 +90,16 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
     best = best if math.isfinite(best) else math.inf
     kept: list[C.Cure] = []
     improving: list[C.Cure] | None = None  # the best stack, while its curve still falls
-    number = 0
-    for number, add in enumerate(rank(findings, first["cause"], first["problem"]), start=1):
+    extended: list[list[C.Cure]] = []  # stacks given their longer run already
+    number = 0  # the trial numbers: every candidate's, and each longer run's
+    named = tuple(dict.fromkeys(BY_NAME[f.cure] for f in findings if f.cure in BY_NAME))
+    for add in rank(findings, first["cause"], first["problem"]):
         if trained >= max_trials or (not try_all and trainer.winner() is not None):
             break
-        if improving and not try_all and max_trials - trained <= 1:
-            break  # the last trial goes to the improving stack's longer run
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             say(f"stopped: the time budget of {max_seconds:g} s is spent")
             break
+        number += 1
         if all(c in kept for c in add):  # tried already, as part of the kept stack
             continue
         sets_rate = any(c in SETS_RATE for c in add)
@@ -114,13 +116,26 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
             improving = stack if row["trend"] == "improving" else None
             say(f"  kept: {' + '.join(c.name for c in add)} improves (val/trivial {ratio:.3g}); "
                 "the next cure stacks on it")
-    # A stack still improving at its last epoch gets the budget that is left,
-    # in one longer run (at most EXTEND x the epochs): a right cure that
-    # learns slowly is not rejected for its speed.
-    left = max_trials - trained
-    if improving and left > 0 and trainer.winner() is None and not try_all:
-        epochs = trainer.epochs * min(1 + left, EXTEND)
-        _trial(trainer, done, number + 1, improving, context, say, epochs=epochs)
+        elif not row["learned"] and not kept and set(add) == set(named):
+            # The static findings' cures fix facts found before training (fan-in
+            # for an output 100x the targets', Normalization for inputs in the
+            # thousands): the next cure stacks on them even when they alone
+            # did not help (a deep stack at its right initialization may still
+            # need a lower learning rate).
+            kept = stack
+            improving = stack if row["trend"] == "improving" and pd.isna(row["exploded_step"]) else None
+            say(f"  kept: {' + '.join(c.name for c in add)}, the static findings' cures; "
+                "the next cure stacks on them")
+        # A kept stack still improving at its last epoch gets its longer run
+        # (EXTEND x the epochs) next, before other cures are stacked on it: a
+        # right cure that learns slowly is not rejected for its speed, and the
+        # trials other cures would spend around it are saved.
+        if improving and improving not in extended and not try_all and trained < max_trials:
+            extended.append(improving)
+            number += 1
+            if _trial(trainer, done, number, improving, context, say,
+                      epochs=trainer.epochs * EXTEND) is not None:
+                trained += 1
 
 
 def _trial(trainer, done, number: int, stack: list[C.Cure], context, say, epochs=None):

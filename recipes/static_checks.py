@@ -42,6 +42,7 @@ LINEAR_OUTPUT = "linear output layer"
 TARGET_SCALE = "standardize the targets"
 NORMALIZE = "Normalization in front of the inputs"
 DROP_ROWS = "drop the non-finite rows"
+FAN_IN = "fan-in initialization"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,8 @@ class Finding:
 
 
 def judge(*, activation: str, units: int, loss: str, from_logits: bool,
-          x_arrays: list, y: np.ndarray, scales_inputs: bool = False) -> tuple[Finding, ...]:
+          x_arrays: list, y: np.ndarray, scales_inputs: bool = False,
+          output_rms: float = 0.0) -> tuple[Finding, ...]:
     """Everything wrong with one output layer, one loss and the data.
 
     Args:
@@ -67,6 +69,11 @@ def judge(*, activation: str, units: int, loss: str, from_logits: bool,
         scales_inputs: the model's first layer rescales its inputs
             (`Normalization`, `Rescaling`, a normalization layer): their
             scale is not judged. Defaults to `False`.
+        output_rms: the root mean square of the model's output at its
+            initial weights on the (finite) inputs: with unit-scale inputs
+            and targets, an output `SCALE` x larger than the targets comes
+            from the initialization (a deep stack with large gains).
+            Defaults to 0 (not judged).
 
     Returns:
         The findings, most fundamental first.
@@ -131,6 +138,12 @@ def judge(*, activation: str, units: int, loss: str, from_logits: bool,
         found.append(Finding("input_scale", f"the inputs' root mean square is {rms:.3g}, not ~1: "
                              "the first layer's pre-activations and gradients are that many "
                              "times too large", NORMALIZE))
+    y_rms = float(np.sqrt(np.mean(finite_y ** 2))) if finite_y is not None and finite_y.size else 1.0
+    if rms <= SCALE and output_rms > SCALE * max(1.0, y_rms) and not probabilistic:
+        found.append(Finding("initial_output", f"at its initial weights the model's output has a root "
+                             f"mean square of {output_rms:.3g}, against {y_rms:.3g} for the targets, "
+                             "on unit-scale inputs: the initialization multiplies the signal at each "
+                             "layer; use fan-in initialization", FAN_IN))
     return tuple(found)
 
 
@@ -142,7 +155,27 @@ def check_setup(model, x, y) -> tuple[Finding, ...]:
     first = [type(layer).__name__ for layer in getattr(model, "layers", [])[:1]]
     return judge(activation=activation, units=units, loss=loss, from_logits=from_logits,
                  x_arrays=arrays, y=np.asarray(y),
-                 scales_inputs=bool(set(first) & set(SCALING_LAYERS)))
+                 scales_inputs=bool(set(first) & set(SCALING_LAYERS)),
+                 output_rms=initial_output_rms(model, arrays))
+
+
+def initial_output_rms(model, arrays, rows: int = 256) -> float:
+    """The root mean square of the model's output on its first `rows` finite input rows (0 if none)."""
+    from .trials import predict
+
+    if not all(np.issubdtype(np.asarray(a).dtype, np.number) for a in arrays):
+        return 0.0
+    sample = [np.asarray(a[:rows]) for a in arrays]
+    keep = np.ones(len(sample[0]), bool)
+    for a in sample:
+        keep &= np.isfinite(a.astype(np.float64).reshape(len(a), -1)).all(1)
+    if not keep.any():
+        return 0.0
+    sample = [a[keep] for a in sample]
+    out = predict(model, sample if len(sample) > 1 else sample[0])
+    out = np.asarray(out[0] if isinstance(out, list) else out, np.float64)
+    out = out[np.isfinite(out)]
+    return float(np.sqrt(np.mean(out ** 2))) if out.size else float("inf")
 
 
 def output_activation(model) -> tuple[str, int]:

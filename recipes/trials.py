@@ -154,14 +154,17 @@ class Bar:
         name = (getattr(loss, "name", None) or getattr(loss, "__name__", "")).lower()
         y_train = np.asarray(y, np.float64)
         y_val = np.asarray(y_val, np.float64)
-        if "crossentropy" not in name:
+        config = loss.get_config() if hasattr(loss, "get_config") else {}
+        logits = bool(config.get("from_logits", False))
+        if "crossentropy" in name:
+            labels = "sparse" if "sparse" in name else "binary" if "binary" in name else "onehot"
+        else:  # a loss of the user's own: class labels into probabilities are a classifier too
+            labels = probability_labels(model, y_train)
+        if labels is None:
             constant = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
             trivial = mean_loss(loss, y_val, constant)
             return cls("regression", loss, trivial, None,
                        LEARNED_RATIO if target is None else float(target))
-        config = loss.get_config() if hasattr(loss, "get_config") else {}
-        logits = bool(config.get("from_logits", False))
-        labels = "sparse" if "sparse" in name else "binary" if "binary" in name else "onehot"
         if labels == "sparse":
             classes = int(max(y_train.max(), y_val.max())) + 1
             prior = np.bincount(y_train.astype(int).ravel(), minlength=classes) / y_train.size
@@ -204,6 +207,27 @@ class Bar:
             accuracy = float(np.mean(pred.argmax(-1) == truth))
         return {"val_loss": val, "val/trivial": ratio, "accuracy": accuracy,
                 "learned": bool(accuracy >= self.target)}
+
+
+def probability_labels(model, y: np.ndarray) -> str | None:
+    """"binary" or "onehot" for 0/1 targets into a sigmoid or softmax output, else None.
+
+    A custom loss (binary cross-entropy written by hand) has no
+    "crossentropy" in its name; its targets and the output say what it is.
+    Judged as regression, a classifier would need its loss at 0.1 x the
+    constant prediction's, which a right cure may never reach.
+    """
+    from .static_checks import output_activation
+
+    activation, units = output_activation(model)
+    if y.size == 0 or not np.isin(y, (0.0, 1.0)).all():
+        return None
+    if activation == "sigmoid":
+        return "binary"
+    if activation == "softmax" and units > 1 and y.ndim == 2 and y.shape[-1] == units \
+            and np.all(y.sum(-1) == 1):
+        return "onehot"
+    return None
 
 
 def predict(model, x, batch_size: int = 1024) -> np.ndarray:

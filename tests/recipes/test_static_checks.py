@@ -88,7 +88,7 @@ def test_check_setup_reads_a_compiled_model():
 def test_the_cures_named_exist():
     from gradguard.recipes.search import BY_NAME
 
-    for name in (S.LOGITS, S.LINEAR_OUTPUT, S.TARGET_SCALE, S.NORMALIZE, S.DROP_ROWS):
+    for name in (S.LOGITS, S.LINEAR_OUTPUT, S.TARGET_SCALE, S.NORMALIZE, S.DROP_ROWS, S.FAN_IN):
         assert name in BY_NAME
 
 
@@ -101,3 +101,23 @@ def test_inputs_behind_a_normalization_layer_are_not_judged_by_scale():
     bare = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     bare.compile(optimizer="sgd", loss="mse")
     assert checks(S.check_setup(bare, X * 500, Y)) == [("input_scale", S.NORMALIZE)]
+
+
+def deep_relu(stddev, depth=5, seed=0):
+    keras.utils.set_random_seed(seed)
+    init = keras.initializers.RandomNormal(stddev=stddev)
+    model = keras.Sequential([keras.Input((4,)), *[keras.layers.Dense(32, activation="relu",
+                                                                       kernel_initializer=init)
+                                                    for _ in range(depth)], keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_an_initial_output_far_larger_than_the_targets_names_fan_in_initialization():
+    model = deep_relu(4.0 / np.sqrt(32))  # gain 4 per layer: the signal grows ~2.8x a layer
+    rms = np.sqrt(np.mean(np.asarray(model.predict(X, verbose=0), np.float64) ** 2))  # by numpy
+    assert rms > S.SCALE * np.sqrt(np.mean(Y ** 2))
+    found = [f for f in S.check_setup(model, X, Y) if f.check == "initial_output"]
+    assert [f.cure for f in found] == [S.FAN_IN] and f"{rms:.3g}" in found[0].message
+    assert S.check_setup(deep_relu(np.sqrt(2 / 32)), X, Y) == ()  # he_normal's scale: nothing
+    assert not [f for f in S.check_setup(model, X * 100, Y) if f.check == "initial_output"]  # input_scale's
