@@ -240,6 +240,82 @@ def plot_losses(table: pd.DataFrame, losses: Mapping[str, pd.DataFrame],
     return _save(plt, fig, path)
 
 
+FIRST_STEPS = 50  # steps shown in `plot_first_steps`
+
+
+def plot_first_steps(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame],
+                     path: str | os.PathLike, *, title: str, steps: int = FIRST_STEPS) -> pathlib.Path:
+    """Every row's unclipped gradient norm over its first `steps` steps, on one log axis.
+
+    The figure TensorBoard opens on (`charts/first_steps`): an explosion
+    happens in the first steps, where the per-variant panels of
+    `plot_grad_norms` squeeze it against their left edge. Rows that
+    exploded are drawn in red, thick, with a cross where they stopped and
+    their name and last norm beside it; the rows that learned in green; the
+    others thin and grey. A non-finite norm is a triangle at the top.
+
+    Args:
+        table: The experiment table.
+        norms: Row name -> `GradientNormLogger.to_dataframe("global")`.
+        path: Where to write the PNG.
+        title: Figure title.
+        steps: How many first steps to show. Defaults to `FIRST_STEPS`.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(9.0, 4.6))
+    finite = [d["grad_norm"].to_numpy(np.float64)[:steps] for d in norms.values()]
+    finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in finite] or [np.ones(1)])
+    top = float(finite.max()) * 3 if finite.size else 10.0
+    exploded_names = []
+    for r, name in _rows(table):
+        frame = norms.get(name)
+        if frame is None:
+            continue
+        first = frame.iloc[:steps]
+        x, y = first["step"].to_numpy(), first["grad_norm"].to_numpy(np.float64)
+        ok = np.isfinite(y) & (y > 0)
+        exploded = not pd.isna(r.exploded_step)
+        colour = EXPLODED if exploded else LEARNED if bool(r.learned) else "0.6"
+        ax.plot(x[ok], y[ok], color=colour, linewidth=2.2 if exploded else 1.3 if r.learned else 0.8,
+                zorder=3 if exploded else 2)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            ax.plot(x[bad], np.full(bad.sum(), top), "^", color=colour, ms=7, clip_on=False)
+        if exploded:
+            exploded_names.append(name)
+            hit = y[x == r.exploded_step]
+            at = float(hit[0]) if len(hit) and math.isfinite(hit[0]) else top
+            ax.plot([r.exploded_step], [at], "x", color=EXPLODED, ms=11, mew=2.5, clip_on=False, zorder=4)
+            ax.annotate(f"{r.variant} / {r.cell}: stopped at step {int(r.exploded_step)}, norm {at:.3g}",
+                        (r.exploded_step, at), textcoords="offset points", xytext=(8, -4),
+                        color=EXPLODED, fontsize="small")
+    ax.set_yscale("log")
+    ax.set_xlim(0, steps + 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("unclipped global gradient norm (log)")
+    worst = f"{len(exploded_names)} of {len(table)} rows exploded" if exploded_names else "no row exploded"
+    ax.set_title(f"{title}: the first {steps} steps, {worst}",
+                 color=EXPLODED if exploded_names else "black")
+    entries = [(Line2D([], [], color=EXPLODED, linewidth=2.2), "exploded (x: where it stopped)")] \
+        if exploded_names else []
+    entries += [(Line2D([], [], color=LEARNED, linewidth=1.3), "learned"),
+                (Line2D([], [], color="0.6", linewidth=0.8), "stable, not learned")]
+    ax.legend(*zip(*entries), loc="upper right", fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return write_atomic(path, buffer.getvalue())
+
+
 def _save(plt, fig, path) -> pathlib.Path:
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     buffer = io.BytesIO()

@@ -64,7 +64,7 @@ def write_report(table: pd.DataFrame, out_dir: pathlib.Path, *, caption: str, ti
 
 
 def plot_report(table: pd.DataFrame) -> list[pathlib.Path]:
-    """Writes grad_norms.png, loss.png and gradient_flow.png from the rows saved on disk.
+    """Writes first_steps.png, grad_norms.png, loss.png and gradient_flow.png from the rows on disk.
 
     The figures also go to TensorBoard as images (`tensorboard/figures`,
     `tensorboard_report.write_figures`). Returns the PNG files written.
@@ -77,6 +77,7 @@ def plot_report(table: pd.DataFrame) -> list[pathlib.Path]:
     names = analysis.load_norms(out_dir, table)
     losses = {n: pd.read_csv(out_dir / "rows" / n / "losses.csv") for n in names}
     written = [
+        plots.plot_first_steps(table, names, out_dir / "first_steps.png", title=table.attrs["title"]),
         plots.plot_grad_norms(table, names, out_dir / "grad_norms.png", title=table.attrs["title"],
                               threshold=table.attrs["threshold"]),
         plots.plot_losses(table, losses, out_dir / "loss.png", title=table.attrs["title"],

@@ -124,3 +124,27 @@ def test_time_left_times_each_kind_of_row_by_its_own_measured_epochs():
     assert console.time_left(spent, ["gru"], 5) == 36.0 / 10 * 5
     line = console.progress_line(3, 14, "c", 36.0, 10, 96, left=console.time_left(spent, ["lstm"] * 12, 8))
     assert line == "[3/14] c  (36 s so far, about 16 min 00 s left)"
+
+
+def _red_pixels(path) -> int:
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(path)[..., :3] * 255).astype(int)
+    return int(np.sum((abs(rgb[..., 0] - 214) < 20) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)))
+
+
+def test_first_steps_draws_the_exploded_row_in_red_and_nothing_red_without_one(tmp_path):
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 201)
+    rows = {"baseline": [6, 22, 24, 40, 387], "global_clipnorm": list(rng.lognormal(size=200)),
+            "lower_lr": list(rng.lognormal(size=200))}
+    table = pd.DataFrame({"variant": list(rows), "cell": "simple_rnn", "seed": 0,
+                          "exploded_step": pd.array([5, None, None], dtype="Int64"),
+                          "learned": [False, True, False]})
+    norms = {f"{v}-simple_rnn-seed0": pd.DataFrame({"step": steps[:len(n)], "grad_norm": n})
+             for v, n in rows.items()}
+    path = plots.plot_first_steps(table, norms, tmp_path / "first_steps.png", title="t")
+    assert _red_pixels(path) > 300  # the thick red curve, its cross, its label and the title
+    calm = table.assign(exploded_step=pd.array([None, None, None], dtype="Int64"))
+    calm_norms = {**norms, "baseline-simple_rnn-seed0": norms["lower_lr-simple_rnn-seed0"]}
+    assert _red_pixels(plots.plot_first_steps(calm, calm_norms, tmp_path / "calm.png", title="t")) == 0

@@ -133,7 +133,7 @@ def test_tensorboard_opens_on_the_figures_and_nan_guards_words(quick_run):
     # The Images tab: the run's three figures, byte for byte the PNG files on disk.
     assert set(images) == {"figures"}
     assert images["figures"] == {f"charts/{stem}": (out / f"{stem}.png").read_bytes()
-                                 for stem in ("grad_norms", "loss", "gradient_flow")}
+                                 for stem in ("first_steps", "grad_norms", "loss", "gradient_flow")}
     # The Text tab: each NaNGuard event in its row's run, at the step NaNGuard acted.
     guarded = {Row(r.variant, r.cell, r.seed).name: r for r in table.itertuples() if r.nan_guard != "none"}
     assert guarded  # the baseline SimpleRNN explodes
