@@ -362,9 +362,10 @@ class Trainer:
             bar = dataclasses.replace(Bar.measure(model, patient.data, None), target=self.bar.target)
         score = bar.score(model, x_val, y_val)
         trend = curve_trend(history.history.get("val_loss", []))
-        # A cure learns without the guard stepping in: the user pastes it
-        # into a script that may have no guard.
-        learned = (number == 0 or exploded is None) and (score["learned"] or (
+        # A set-up learns without the guard stepping in: the user's script (trial 0)
+        # and the cure they paste into it may have no guard. A guard that skipped
+        # bad batches lets trial 0 score on the clean ones; as given, it was NaN.
+        learned = exploded is None and (score["learned"] or (
             number > 0 and self.reference is not None and trend != "improving"
             and score["val/trivial"] <= RELATIVE * min(1.0, self.reference)))
         row = {"trial": number, "change": change, "exploded_step": exploded,
