@@ -50,9 +50,21 @@ def guard_markdown(event) -> str:
         head = f"Step {event.get('step')}: NaNGuard {event.get('action', '')} ({event.get('trigger', '')})"
         parts = [f"{key.capitalize()}: {event[key]}" for key in ("detail", "cause", "evidence", "cure")
                  if event.get(key)]
-    replay = [f"{key.replace('_', ' ').capitalize()}: {value}" for key, value in event.items()
+    replay = [f"{key.replace('_', ' ').capitalize()}: {_replay_text(value)}" for key, value in event.items()
               if "replay" in key and value not in (None, "", [], {})]
     return "\n\n".join([f"**{head.strip()}**", *parts, *replay])
+
+
+def _replay_text(value) -> str:
+    """An event's replays in words (`as given 0.672 -> 3.45; lr x0.1 ...`), seconds as `1.3 s`."""
+    if isinstance(value, float):
+        return f"{value:.2g} s"
+    if isinstance(value, (list, tuple)) and all(isinstance(r, dict) and "change" in r for r in value):
+        return "; ".join(
+            f"{str(r['change']).replace('_', ' ')} {r.get('loss', float('nan')):.3g} -> "
+            f"{r.get('loss_after', float('nan')):.3g}" + ("" if r.get("finite", True) else " (non-finite)")
+            for r in value)
+    return str(value)
 
 
 def _write(folder: pathlib.Path, items: Sequence[tuple], owner: str) -> None:

@@ -10,6 +10,13 @@ def test_guard_markdown_makes_a_paragraph_of_each_part_of_the_message():
                                     "  What: the norm was 5.3e5.\n  Cause: learning_rate (x).\n  Cure: lr 0.01."}
     assert guard_markdown(event) == ("**Step 12: NaNGuard caught gradient spike: cause learning_rate, action stop.**"
                                      "\n\nWhat: the norm was 5.3e5.\n\nCause: learning_rate (x).\n\nCure: lr 0.01.")
+    # The replays in words, the seconds rounded (not a tuple of dicts).
+    replayed = {**event, "replays": ({"change": "as_given", "loss": 0.6723437, "loss_after": 3.4548, "finite": True},
+                                     {"change": "lr_x0.1", "loss": 0.6723437, "loss_after": float("inf"),
+                                      "finite": False}),
+                "replay_seconds": 1.2865768949995982}
+    assert guard_markdown(replayed).endswith("\n\nReplays: as given 0.672 -> 3.45; lr x0.1 0.672 -> inf (non-finite)"
+                                             "\n\nReplay seconds: 1.3 s")
     # An event without a message (an older report) gives its fields.
     old = {"step": 3, "action": "stop", "trigger": "nonfinite_gradient", "detail": "NaN in dense/kernel",
            "cause": "bad_data", "cure": "clean the data"}
