@@ -7,6 +7,7 @@ import os
 import pathlib
 import platform
 import subprocess
+import textwrap
 
 
 def cpu_model() -> str:
@@ -55,7 +56,7 @@ def load_average() -> str:
 
 
 def machine_header() -> str:
-    """Returns a Markdown line: cores, CPU, backend, versions, load, source, date.
+    """Returns a Markdown paragraph: cores, CPU, backend, versions, load, source, date.
 
     The load average is there because other processes on a shared machine
     are the largest source of timing noise.
@@ -75,4 +76,6 @@ def machine_header() -> str:
     parts.append(f"load average {load_average()}")
     parts.append(source_revision())
     parts.append(datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
-    return "Machine: " + "; ".join(parts) + "."
+    # One Markdown paragraph, in lines of at most 120 characters (a console's width).
+    return textwrap.fill("Machine: " + "; ".join(parts) + ".", 120, break_long_words=False,
+                         break_on_hyphens=False)

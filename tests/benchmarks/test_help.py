@@ -65,3 +65,13 @@ def test_diagnosis_help_loads_neither_keras_nor_tensorflow(module, argv):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage:" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_machine_header_is_one_paragraph_within_120_columns():
+    from gradguard.benchmarks.machine import load_average, machine_header
+
+    header = machine_header()
+    lines = header.splitlines()
+    assert lines[0].startswith("Machine: ") and header.endswith(".")
+    assert max(map(len, lines)) <= 120 and len(lines) >= 2  # it was one line of ~163
+    assert "load average" in " ".join(lines) and load_average() != "unknown"
