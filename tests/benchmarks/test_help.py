@@ -68,10 +68,10 @@ def test_diagnosis_help_loads_neither_keras_nor_tensorflow(module, argv):
 
 
 def test_machine_header_is_one_paragraph_within_120_columns():
-    from gradguard.benchmarks.machine import load_average, machine_header
+    from gradguard.benchmarks.machine import machine_header
 
     header = machine_header()
     lines = header.splitlines()
     assert lines[0].startswith("Machine: ") and header.endswith(".")
-    assert max(map(len, lines)) <= 120 and len(lines) >= 2  # it was one line of ~163
-    assert "load average" in " ".join(lines) and load_average() != "unknown"
+    assert max(map(len, lines)) <= 120  # it was one line of ~163 on this project's machine
+    assert "load average" in " ".join(lines)
