@@ -14,7 +14,7 @@ import keras
 from . import distributed, legacy_h5
 from .gradient_monitor import DOUBLE_LOSS_SCALE, GradientMonitor
 from .host_read import to_int
-from .optimizer_chain import find_monitor, step_counter
+from .optimizer_chain import find_monitor, replace_in_chain, step_counter
 
 DEFAULT_HISTORY = 1024
 __all__ = ["begin_fit", "end_fit", "ensure_monitor", "find_monitor",
@@ -221,11 +221,7 @@ def remove_monitor(model: keras.Model) -> bool:
     monitor = find_monitor(optimizer)
     if monitor is None:
         return False
-    if optimizer is monitor:
-        model.optimizer = monitor.inner_optimizer
-    elif getattr(optimizer, "inner_optimizer", None) is monitor:
-        optimizer.inner_optimizer = monitor.inner_optimizer  # a loss scaler
-    else:
+    if not replace_in_chain(model, monitor, monitor.inner_optimizer):  # or a loss scaler's inner
         raise ValueError(
             "remove_monitor() cannot take out a GradientMonitor that sits "
             f"deeper inside {type(optimizer).__name__}; recompile the model "

@@ -317,12 +317,24 @@ class GradientMonitor(MonitorStep, MonitorSettings, MonitorRecord,
         lr_multiplier`, so a `.keras` file loads with it. A
         `LearningRateSchedule` is no variable: its file keeps the schedule.
         """
-        rate = getattr(self.inner_optimizer, "_learning_rate", None)
-        if self.lr_multiplier != 1.0 and isinstance(rate, keras.Variable):
+        found = self.rate_in_use()
+        if found is not None:
+            rate, in_use = found
             index = [v is rate for v in self.inner_optimizer.variables].index(True)
-            in_use = np.asarray(rate.numpy() * self.lr_multiplier, rate.dtype)
             store = _Replacing(store, str(index), in_use)
         self.inner_optimizer.save_own_variables(store)
+
+    def rate_in_use(self):
+        """`(variable, value)` when the rate in use differs from the inner optimizer's variable.
+
+        That is with a learning-rate multiplier in force on a rate that is a
+        variable; the value is `variable * lr_multiplier`. `None` otherwise
+        (no multiplier, or a `LearningRateSchedule`: no variable to write).
+        """
+        rate = getattr(self.inner_optimizer, "_learning_rate", None)
+        if self.lr_multiplier == 1.0 or not isinstance(rate, keras.Variable):
+            return None
+        return rate, np.asarray(rate.numpy() * self.lr_multiplier, rate.dtype)
 
     def load_own_variables(self, store):
         """Loads the inner optimizer's variables from a plain Keras file."""

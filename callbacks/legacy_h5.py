@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-import numpy as np
-
-from .optimizer_chain import find_monitor
+from .optimizer_chain import find_monitor, replace_in_chain
 
 _MARK = "_gradguard_unwraps_monitor"
 
@@ -55,9 +53,13 @@ def install() -> None:
 
 def attached_by_callback(model) -> bool:
     """Whether the model's monitor was placed by a callback, not compiled in by the user."""
+    return find_monitor(model.optimizer) is not None and find_monitor(_compiled_with(model)) is None
+
+
+def _compiled_with(model):
+    """The optimizer argument of the model's `compile` call (Keras keeps it), or `None`."""
     config = getattr(model, "_compile_config", None)
-    compiled_with = getattr(config, "config", {}).get("optimizer") if config is not None else None
-    return find_monitor(model.optimizer) is not None and find_monitor(compiled_with) is None
+    return getattr(config, "config", {}).get("optimizer") if config is not None else None
 
 
 @contextlib.contextmanager
@@ -65,30 +67,21 @@ def plain_optimizer(model):
     """Inside the block, `model.optimizer` is the chain without a callback's monitor.
 
     The monitor goes back where it was when the block ends, and the learning
-    rate variable gets back its value (the block writes the rate in use).
+    rate variable gets back its value (the block writes the rate in use,
+    `GradientMonitor.rate_in_use`, as the monitor's `.keras` files hold it).
     """
-    if not getattr(model, "compiled", False) or not attached_by_callback(model):
+    monitor = find_monitor(model.optimizer) if getattr(model, "compiled", False) else None
+    if monitor is None or find_monitor(_compiled_with(model)) is not None:
         yield
         return
-    outer = model.optimizer
-    monitor = find_monitor(outer)
-    inner = monitor.inner_optimizer
-    rate = getattr(inner, "_learning_rate", None)
-    saved_rate = None
-    multiplier = float(getattr(monitor, "lr_multiplier", 1.0))
-    if multiplier != 1.0 and hasattr(rate, "assign") and hasattr(rate, "numpy"):
-        saved_rate = rate.numpy()
-        rate.assign(np.asarray(saved_rate * multiplier, saved_rate.dtype))
-    if outer is monitor:
-        model.optimizer = inner
-    else:  # a LossScaleOptimizer around the monitor
-        outer.inner_optimizer = inner
+    found = monitor.rate_in_use()
+    saved = found[0].numpy() if found is not None else None
+    if found is not None:
+        found[0].assign(found[1])
+    replace_in_chain(model, monitor, monitor.inner_optimizer)
     try:
         yield
     finally:
-        if outer is monitor:
-            model.optimizer = monitor
-        else:
-            outer.inner_optimizer = monitor
-        if saved_rate is not None:
-            rate.assign(saved_rate)
+        replace_in_chain(model, monitor.inner_optimizer, monitor)
+        if found is not None:
+            found[0].assign(saved)

@@ -65,3 +65,19 @@ def step_counter(optimizer):
 def accumulation_steps(optimizer) -> int | None:
     """The updating optimizer's `gradient_accumulation_steps` (None: off)."""
     return getattr(innermost_optimizer(optimizer), "gradient_accumulation_steps", None)
+
+
+def replace_in_chain(model, old, new) -> bool:
+    """Puts `new` where `old` sits: `model.optimizer`, or inside it (a loss scaler's inner).
+
+    Returns:
+        False, changing nothing, when `old` is neither.
+    """
+    optimizer = model.optimizer
+    if optimizer is old:
+        model.optimizer = new
+    elif getattr(optimizer, "inner_optimizer", None) is old:
+        optimizer.inner_optimizer = new
+    else:
+        return False
+    return True
