@@ -121,8 +121,6 @@ def text_table(frame, last: str, width: int = WIDTH) -> str:
     width; the text of `last` (a cure's name, say) is wrapped into what is
     left of each line (at least 30 characters) and continues under itself.
     """
-    import math
-
     def cell(value) -> str:
         if isinstance(value, bool) or value is None:
             return "" if value is None else str(value)

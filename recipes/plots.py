@@ -32,12 +32,18 @@ EXPLODED, LEARNED, STABLE = "tab:red", "tab:green", "black"
 LOG_SPAN = 100.0
 
 
-def _panels(table: pd.DataFrame, title: str, ylabel: str):
+def _pyplot():
+    """`matplotlib.pyplot` on the non-interactive `Agg` backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _panels(table: pd.DataFrame, title: str, ylabel: str):
+    plt = _pyplot()
     variants = list(dict.fromkeys(table["variant"]))
     ncols = min(4, len(variants))
     nrows = math.ceil(len(variants) / ncols)
@@ -264,12 +270,9 @@ def plot_first_steps(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame],
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9.0, 4.6))
     finite = [d["grad_norm"].to_numpy(np.float64)[:steps] for d in norms.values()]
     finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in finite] or [np.ones(1)])
@@ -309,15 +312,12 @@ def plot_first_steps(table: pd.DataFrame, norms: Mapping[str, pd.DataFrame],
     entries += [(Line2D([], [], color=LEARNED, linewidth=1.3), "learned"),
                 (Line2D([], [], color="0.6", linewidth=0.8), "stable, not learned")]
     ax.legend(*zip(*entries), loc="upper right", fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return write_atomic(path, buffer.getvalue())
+    return _save(plt, fig, path, legend_below=False)
 
 
-def _save(plt, fig, path) -> pathlib.Path:
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
+def _save(plt, fig, path, legend_below: bool = True) -> pathlib.Path:
+    """Writes `fig` as a PNG (room left at the bottom for a figure legend), closes it."""
+    fig.tight_layout(rect=(0, 0.09 if legend_below else 0, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
