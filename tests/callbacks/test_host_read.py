@@ -11,6 +11,15 @@ from gradguard.callbacks.host_read import COMPILE_AFTER, read_many, to_int, to_n
 from tests.callbacks.helpers import dense_model, regression_data
 
 
+def _fitted_adam():
+    """Data and a dense model fitted one epoch with Adam(0.1), so Adam's slots exist."""
+    x, y = regression_data((8,), n=64)
+    model = dense_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-1), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    return x, y, model
+
+
 @pytest.mark.parametrize("value, dtype", [
     (np.arange(12, dtype="float32").reshape(3, 4), "float32"),
     (np.float32(2.5), "float32"),
@@ -54,10 +63,7 @@ def test_to_numpy_reads_a_mirrored_variable_by_the_general_path():
 def test_a_copy_read_before_training_is_not_changed_by_the_updates():
     # Snapshots keep these arrays while training goes on: the updates
     # (Adam's in-place ops on the same buffers) must not reach them.
-    x, y = regression_data((8,), n=64)
-    model = dense_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-1), loss="mse")
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # builds Adam's slots
+    x, y, model = _fitted_adam()
     variables = [*model.weights, *model.optimizer.variables]
     read = [to_numpy(v) for v in variables]
     frozen = [np.array(a, copy=True) for a in read]
@@ -70,10 +76,7 @@ def test_a_copy_read_before_training_is_not_changed_by_the_updates():
 
 
 def test_read_many_equals_each_variable_read_eager_then_compiled_and_copies_stay_put():
-    x, y = regression_data((8,), n=64)
-    model = dense_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-1), loss="mse")
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # builds Adam's slots
+    x, y, model = _fitted_adam()
     variables = [*model.weights, *model.optimizer.variables]
     kept = []
     for read in range(COMPILE_AFTER + 2):  # eager reads, then the compiled reader's
@@ -91,10 +94,7 @@ def test_read_many_equals_each_variable_read_eager_then_compiled_and_copies_stay
 
 
 def test_read_many_after_a_recompile_reads_the_new_optimizer():
-    x, y = regression_data((8,), n=64)
-    model = dense_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-1), loss="mse")
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    x, y, model = _fitted_adam()
     for _ in range(COMPILE_AFTER + 1):
         read_many([*model.weights, *model.optimizer.variables], model)
     model.compile(optimizer=keras.optimizers.SGD(1e-2, momentum=0.9), loss="mse")
