@@ -18,7 +18,6 @@ pays more per call than its step on a batch.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 
@@ -31,12 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
-    from .program import start
+from .program import begin  # noqa: E402
 
-    start(build_parser)
-else:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+begin(__name__, build_parser)  # flags first as a program, then Keras, quietly
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -28,7 +28,6 @@ their internals and may need updating.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -43,12 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":  # run as a program: the flags first, then Keras, quietly
-    from .program import start
+from .program import begin  # noqa: E402
 
-    start(build_parser)
-else:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+begin(__name__, build_parser)  # flags first as a program, then Keras, quietly
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -26,9 +26,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,12 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":  # run as a program: the flags first, then TensorFlow, quietly
-    from .program import start
+from .program import begin  # noqa: E402
 
-    start(build_parser)
-else:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+begin(__name__, build_parser)  # flags first as a program, then TensorFlow, quietly
 
 import tensorflow as tf  # noqa: E402
 

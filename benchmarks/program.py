@@ -10,6 +10,7 @@ TensorFlow's start-up notes filtered out (`recipes.console.quiet_start`).
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable
 
 
@@ -29,3 +30,23 @@ def start(build_parser: Callable[[], argparse.ArgumentParser],
 
     quiet_start()
     return args
+
+
+def begin(module: str, build_parser: Callable[[], argparse.ArgumentParser], log_level: str = "2") -> None:
+    """The top of a benchmark module, before it imports Keras.
+
+    Run as a program (`module == "__main__"`), its flags are parsed first and
+    the backend then loads quietly (`start`); imported (a test, another
+    benchmark), TensorFlow's C++ log level defaults to `log_level`.
+
+    Args:
+        module: the benchmark's `__name__`.
+        build_parser: the benchmark's parser; it must not need Keras.
+        log_level: `TF_CPP_MIN_LOG_LEVEL` when imported, unless the user set it.
+            Defaults to `"2"`.
+    """
+    if module == "__main__":
+        start(build_parser)
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", log_level)
+
