@@ -42,6 +42,7 @@ from gradguard.callbacks.batch_tap import BatchTap  # noqa: E402
 
 from .machine import machine_header  # noqa: E402
 from .report import markdown  # noqa: E402
+from gradguard.recipes.console import terminal  # noqa: E402
 
 
 class TapOnly(keras.callbacks.Callback):
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [time_model(name, rounds, 8 if args.quick else steps)
             for name, (_, _, steps) in MODELS.items()]
     print(f"BatchTap alone vs Keras' own step, {rounds} interleaved rounds, median fit time per step:")
-    print(markdown(pd.DataFrame(rows)))
+    print(terminal(markdown(pd.DataFrame(rows))))
     return 0
 
 

@@ -135,6 +135,7 @@ from .report import (  # noqa: E402
     overhead_table, target_lines,
 )
 from .tape_norm import TapeGradientNorm  # noqa: E402
+from gradguard.recipes.console import terminal, wrap  # noqa: E402
 
 
 MONITOR_SKIP = "GradientMonitor compiled in, skipping non-finite steps (as NaNGuard sets it)"
@@ -267,8 +268,8 @@ def time_round(model: str, timed: list, steps: int, round_: int,
         rows.append({"model": model, "config": name, "repeat": round_,
                      "jit_compile": r.jit_compile, "steps": steps,
                      "seconds": float(np.sum(per_step))})
-        log(f"  round {round_ + 1}/{config.rounds} {model:26s} {name:48s} "
-            f"{1e3 * np.mean(per_step):8.3f} ms/step")
+        log(wrap(f"  round {round_ + 1}/{config.rounds} {1e3 * np.mean(per_step):8.3f} ms/step  {model}: {name}",
+                 indent=" " * 30))
     return rows
 
 
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = run_fresh(config, log=lambda s: print(s, flush=True))
     text = render(header, config, raw, plan, load_average(),
                   time.perf_counter() - started, fresh)
-    print(text)
+    print(terminal(text))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x") as f:  # "x": never overwrite
         f.write(text)

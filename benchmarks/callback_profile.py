@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 
 from gradguard.callbacks import AutoClip, GradientMonitor, GradientNormLogger, NaNGuard  # noqa: E402
 from gradguard.callbacks.attach import find_monitor  # noqa: E402
+from gradguard.recipes.console import wrap  # noqa: E402
 
 
 from .callback_overhead import MODELS, build_network, make_data  # noqa: E402
@@ -113,9 +114,9 @@ def main(argv=None) -> int:
         "plain Adam, jit_compile=True": (adam, True),
         "GradientMonitor, jit_compile=True": (lambda: GradientMonitor(adam()), True),
     }
-    print("1. Compiled step, no callbacks: ms per train_on_batch step "
-          "(x plain Adam); variants interleaved in blocks of 4 steps, median"
-          + (": skipped (--hooks-only)" if hooks_only else ""))
+    print(wrap("1. Compiled step, no callbacks: ms per train_on_batch step "
+               "(x plain Adam); variants interleaved in blocks of 4 steps, median"
+               + (": skipped (--hooks-only)" if hooks_only else ""), indent="   "))
     for model in PROFILED if not hooks_only else ():
         spec = MODELS[model]
         x, y = make_data(spec, 64 * spec.batch_size)
@@ -185,8 +186,8 @@ def main(argv=None) -> int:
         for name, fn in rows:
             print(f"    {name:52s} {call_ms(fn):7.3f}", flush=True)
 
-    print(f"3. The hooks inside a real fit ({FIT_STEPS + 1} steps, logger + NaNGuard + "
-          "AutoClip, after the same fit untimed): ms per call (mean), and share of the steps' time")
+    print(wrap(f"3. The hooks inside a real fit ({FIT_STEPS + 1} steps, logger + NaNGuard + "
+               "AutoClip, after the same fit untimed): ms per call (mean), and share of the steps' time", indent="   "))
     for model in PROFILED:
         hooks_in_fit(model)
     return 0

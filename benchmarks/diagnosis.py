@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from gradguard.recipes.console import terminal, wrap
 
 if TYPE_CHECKING:
     import keras
@@ -584,10 +585,10 @@ def main(argv=None) -> pd.DataFrame:
     for i, case in enumerate(cases):
         row = run_case(case, args.traces)
         rows.append(row)
-        print(f"[{i + 1}/{len(cases)}] {case.label:13s} {case.family:9s} "
-              f"{case.variant:16s} {case.optimizer:8s} s{case.seed} -> "
-              f"{row.get('cause', '') or '-':13s} {row.get('trigger', '')} "
-              f"{row.get('error', '')} ({row.get('seconds', 0):.1f}s)",
+        print(wrap(f"[{i + 1}/{len(cases)}] {case.label:13s} {case.family:9s} "
+                   f"{case.variant:16s} {case.optimizer:8s} s{case.seed} -> "
+                   f"{row.get('cause', '') or '-':13s} {row.get('trigger', '')} "
+                   f"{row.get('error', '')} ({row.get('seconds', 0):.1f}s)", indent="    "),
               flush=True)
         if args.shard:  # written as it goes
             i_, n_ = args.shard.split("/")
@@ -605,7 +606,7 @@ def main(argv=None) -> pd.DataFrame:
 
 def _report(df: pd.DataFrame, tag: str | None, folder: str) -> pd.DataFrame:
     text = summarize(df)
-    print(text)
+    print(terminal(text))
     if tag:
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"diagnosis_{tag}.txt"), "w") as f:

@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+from gradguard.recipes.console import terminal
 
 from .diagnosis import summarize
 
@@ -111,7 +112,7 @@ def main(argv=None) -> pd.DataFrame:
         df.loc[i, ["events", "stops", "skips"]] = (
             new["events"], new["stops"], new["events"] - new["stops"])
     text = summarize(df) + f"\nruns whose decisive event the replay changed: {changed}"
-    print(text)
+    print(terminal(text))
     if args.tag:
         folder = os.path.join(os.path.dirname(__file__), "results")
         with open(os.path.join(folder, f"diagnosis_{args.tag}.txt"), "w") as f:

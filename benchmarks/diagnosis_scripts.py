@@ -40,17 +40,21 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from gradguard.recipes.console import terminal, wrap
 
-from . import keras_io
-from .diagnosis import _get, decisive
-
-# Keras loads inside the functions that train: `--help` answers at once.
+# Keras loads inside the functions that train: `--help` answers at once. Run
+# as a program, the backend loads here, quietly, before `.diagnosis` (which,
+# imported, sets TF_CPP_MIN_LOG_LEVEL and so would turn the filtering off).
 if __name__ == "__main__" and not {"-h", "--help"} & set(sys.argv[1:]):
     from gradguard.recipes.console import quiet_start
 
     quiet_start()
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from . import keras_io  # noqa: E402
+from .diagnosis import _get, decisive  # noqa: E402
+
 
 BREAKS = {  # break -> the cause it should be named
     "lr_x100": "learning_rate", "lr_x1000": "learning_rate",
@@ -394,9 +398,9 @@ def main(argv=None) -> pd.DataFrame:
     for i, (script, brk, seed) in enumerate(runs):
         row = run_one(script, brk, seed)
         rows.append(row)
-        print(f"[{i + 1}/{len(runs)}] {script:24s} {brk:14s} s{seed} -> "
-              f"{row['cause'] or '-':14s} {row['trigger']:18s} {row['action']:6s} "
-              f"step {row['step']:3d} {row['error'][:60]} ({row['seconds']}s)", flush=True)
+        print(wrap(f"[{i + 1}/{len(runs)}] {script:24s} {brk:14s} s{seed} -> "
+                   f"{row['cause'] or '-':14s} {row['trigger']:18s} {row['action']:6s} "
+                   f"step {row['step']:3d} {row['error'][:60]} ({row['seconds']}s)", indent="    "), flush=True)
         if args.tag:  # written as it goes: a run cut short keeps its rows
             os.makedirs(folder, exist_ok=True)
             pd.DataFrame(rows).to_csv(os.path.join(
@@ -404,7 +408,7 @@ def main(argv=None) -> pd.DataFrame:
     if not args.csv:
         df = pd.DataFrame(rows)
     text = report(df, scripts, args.tag, args.note)
-    print(text)
+    print(terminal(text))
     if args.tag:
         with open(os.path.join(folder, f"diagnosis_scripts_{args.tag}.md"), "w") as f:
             f.write(text)

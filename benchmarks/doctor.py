@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import pandas as pd
 
+    from gradguard.recipes.console import terminal, wrap
+
     pairs = population(kinds, every=args.every)[shard::shards][:args.limit]
     done = set()
     if args.csv and os.path.exists(args.csv):
@@ -225,20 +227,23 @@ def main(argv: list[str] | None = None):
             continue
         rows.append(check_reference(kind, index) if args.check_references
                     else measure(kind, index, not args.no_baseline))
-        print(rows[-1], flush=True)
+        print(wrap(", ".join(f"{k} {v}" for k, v in rows[-1].items() if v not in ("", None)), indent="    "),
+              flush=True)
         if args.csv:
             pd.DataFrame(rows[-1:]).to_csv(args.csv, mode="a", index=False,
                                            header=not os.path.exists(args.csv))
     table = pd.DataFrame(rows)
     if len(table) and not args.check_references:
-        print(per_kind(table).to_markdown(index=False))
-        print(totals(table))
+        print(terminal(per_kind(table).to_markdown(index=False)))
+        print(wrap(totals(table)))
     return table
 
 
 def report(paths: list[str], md: str | None, before: list[str] | None = None):
     """The per-kind table and totals of finished CSVs (several shards read as one), beside `before`'s."""
     import pandas as pd
+
+    from gradguard.recipes.console import terminal
 
     def read(files):
         return pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in files])
@@ -258,7 +263,7 @@ def report(paths: list[str], md: str | None, before: list[str] | None = None):
         table = earlier.add_prefix("before_").rename(columns={"before_kind": "kind"}).merge(table, on="kind")
         text = f"before: {totals(old)}\nafter: {text}"
     text = table.to_markdown(index=False) + "\n\n" + text
-    print(text)
+    print(terminal(text))
     if md:
         with open(md, "a") as file:
             file.write(text)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from gradguard.callbacks import AutoClip, GradientNormLogger, NaNGuard
+from gradguard.recipes.console import wrap
 
 PLAIN = "plain fit"
 LOGGER = "logger every step, fresh per fit"
@@ -74,7 +75,7 @@ def time_fresh_fits(model: str, build, data, steps: int, rounds: int, seed: int 
         # Keras too (no retrace of train_step; seen 2026-12-07), which
         # would land on round 1 of some configurations only.
         for _ in range(2):
-            nets[name].fit(data(steps), epochs=1, verbose=0, callbacks=fresh_callbacks(name))
+            nets[name].fit(data(steps), epochs=1, verbose=0, shuffle=False, callbacks=fresh_callbacks(name))
     rng = np.random.default_rng(seed)
     rows = []
     for round_ in range(rounds):
@@ -82,12 +83,12 @@ def time_fresh_fits(model: str, build, data, steps: int, rounds: int, seed: int 
             first = FirstBatch()
             callbacks = fresh_callbacks(str(name)) + [first]
             started = time.perf_counter()
-            nets[name].fit(data(steps), epochs=1, verbose=0, callbacks=callbacks)
+            nets[name].fit(data(steps), epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
             seconds = time.perf_counter() - started
             rows.append({"model": model, "config": str(name), "repeat": round_,
                          "seconds": seconds, "first_batch": first.at - started})
-            log(f"  whole fit {round_ + 1}/{rounds} {model:26s} {name:45s} "
-                f"{seconds:7.3f} s (first batch {first.at - started:6.3f} s)")
+            log(wrap(f"  whole fit {round_ + 1}/{rounds} {seconds:7.3f} s (first batch {first.at - started:6.3f} s)  "
+                     f"{model}: {name}", indent=" " * 30))
     return rows
 
 

@@ -42,6 +42,7 @@ import time
 import pandas as pd
 
 from gradguard.recipes.run_files import markdown_table
+from gradguard.recipes.console import terminal
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = ("rnn_long_seq", "deep_dense")
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print("[gpu_recipe] note: the first run saw no GPU (device CPU); both columns are CPU runs.")
     header = (f"{args.recipe}{' --quick' * args.quick}, KERAS_BACKEND={args.backend}; "
               f"cores: {os.cpu_count()}; runs in {out}")
-    print(report(comparison, times, header))
+    print(terminal(report(comparison, times, header)))
     return 1 if (comparison["agree"] == "NO").any() else 0
 
 

@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from gradguard.recipes.console import terminal  # noqa: E402
 
 CONFIGS = (
     "plain fit",
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 2)
     table = summary_table(run(steps, repeats, log=lambda s: print(s, flush=True)))
     print(f"{steps} steps per run, {repeats} round(s), medians:")
-    print(markdown(table))
+    print(terminal(markdown(table)))
     return 0
 
 

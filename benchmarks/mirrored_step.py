@@ -57,6 +57,7 @@ from gradguard.datasets import adding_problem  # noqa: E402
 from gradguard.recipes.models import sequence_model  # noqa: E402
 
 from .machine import machine_header  # noqa: E402
+from gradguard.recipes.console import terminal  # noqa: E402
 from .report import markdown  # noqa: E402
 from .timing import StepClock, spread  # noqa: E402
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(f"MirroredStrategy on 2 logical CPU devices, {steps} timed steps, "
           f"{repeats} round(s):")
-    print(markdown(table))
+    print(terminal(markdown(table)))
     return 0
 
 

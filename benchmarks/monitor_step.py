@@ -38,6 +38,7 @@ begin(__name__, build_parser, log_level="3")  # flags first as a program, then K
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from gradguard.recipes.console import terminal  # noqa: E402
 
 from gradguard.callbacks import GradientMonitor  # noqa: E402
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_jit:
         frames.append(run(True, args.rounds, args.min_seconds))
     table = pd.concat(frames, ignore_index=True)
-    print(table.to_markdown(index=False, floatfmt=".3f"))
+    print(terminal(table.to_markdown(index=False, floatfmt=".3f")))
     print(f"load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} CPUs); keras {keras.__version__}, backend "
           f"{keras.backend.backend()}")

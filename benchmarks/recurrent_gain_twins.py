@@ -40,6 +40,7 @@ begin(__name__, build_parser, log_level="3")  # flags first as a program, then K
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from gradguard.recipes.console import terminal  # noqa: E402
 
 from .diagnosis import make_data, make_model, make_optimizer  # noqa: E402
 
@@ -118,7 +119,7 @@ def main(argv=None) -> pd.DataFrame:
         parser.error(f"--out {path}: the file exists; name a new file (nothing is overwritten).")
     df = run()
     text = df.to_markdown(index=False, floatfmt=".3g")
-    print(text)
+    print(terminal(text))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x") as f:  # "x": never overwrite
         f.write(text + "\n")

@@ -56,6 +56,7 @@ from gradguard.datasets import adding_problem  # noqa: E402
 from gradguard.recipes.models import sequence_model  # noqa: E402
 
 from .machine import machine_header  # noqa: E402
+from gradguard.recipes.console import terminal  # noqa: E402
 from .report import markdown  # noqa: E402
 from .timing import spread  # noqa: E402
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_header(), flush=True)
     print(f"config: {config}", flush=True)
     table = summary_table(run(config, log=lambda s: print(s, flush=True)))
-    print(markdown(table))
+    print(terminal(markdown(table)))
     return 0
 
 

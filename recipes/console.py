@@ -147,6 +147,44 @@ def text_table(frame, last: str, width: int = WIDTH) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def terminal(markdown: str, width: int = WIDTH) -> str:
+    """A Markdown report as it should print in a `width`-column terminal.
+
+    Prose lines are wrapped (`wrap`). A table that fits stays as it is;
+    a wider one prints one block per row: the row's leading text cells
+    joined by ` / ` on a line, then `column value` pairs (empty cells left
+    out), wrapped under a 4-space indent. The file a benchmark writes keeps
+    the Markdown; this is only what the console shows.
+    """
+    out, lines, i = [], markdown.split("\n"), 0
+    while i < len(lines):
+        if not lines[i].startswith("|"):
+            out.append(wrap(lines[i], width, "  " if re.match(r"\s*[-*] ", lines[i]) else ""))
+            i += 1
+            continue
+        block = []
+        while i < len(lines) and lines[i].startswith("|"):
+            block.append(lines[i])
+            i += 1
+        if max(map(len, block)) <= width or len(block) < 2:
+            out += block
+            continue
+        split = lambda line: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]  # noqa: E731
+        header, rows = split(block[0]), [split(line) for line in block[1:]
+                                         if not re.fullmatch(r"\|[\s:|-]*\|", line.strip())]
+        numeric = re.compile(r"^[-+<>=~ ]*[\d.]+(e[-+]?\d+)?[%x]?( ?[-/] ?[\d.]+)?$|^(nan|inf|-inf|)$")
+        lead = 0  # the leading text columns name the row
+        while lead < min(2, len(header) - 1) and not all(numeric.match(r[lead]) for r in rows if len(r) > lead):
+            lead += 1
+        lead = max(lead, 1)
+        for row in rows:
+            out.append(wrap(" / ".join(row[:lead]), width))
+            pairs = [f"{h} {v}" for h, v in zip(header[lead:], row[lead:]) if v]
+            out.append(textwrap.fill("; ".join(pairs), width, initial_indent="    ", subsequent_indent="    ",
+                                     break_long_words=False, break_on_hyphens=False))
+    return "\n".join(out)
+
+
 def duration(seconds: float) -> str:
     """`42 s`, `3 min 05 s` or `1 h 02 min`."""
     seconds = max(0, round(seconds))

@@ -148,3 +148,29 @@ def test_first_steps_draws_the_exploded_row_in_red_and_nothing_red_without_one(t
     calm = table.assign(exploded_step=pd.array([None, None, None], dtype="Int64"))
     calm_norms = {**norms, "baseline-simple_rnn-seed0": norms["lower_lr-simple_rnn-seed0"]}
     assert _red_pixels(plots.plot_first_steps(calm, calm_norms, tmp_path / "calm.png", title="t")) == 0
+
+
+def test_terminal_prints_a_wide_markdown_table_as_one_block_per_row_within_120_columns():
+    """The benchmarks' reports: Markdown in the file, 120 columns on the console, no cell lost."""
+    frame = pd.DataFrame({
+        "model": ["20 x Dense(64) MLP", "text model (Embedding 20k)"],
+        "configuration": ["GradientMonitor compiled in, skipping non-finite steps (as NaNGuard sets it)",
+                          "logger every step | per layer"],
+        "ms/step": [4.2361, 3.5], "ratio min-max": ["1.091-1.392", "0.9-1.1"], "target": ["<= 1.15", ""],
+    })
+    narrow = "| a | b |\n|---|---:|\n| x | 1 |"
+    prose = "word " * 60
+    escaped = frame.assign(configuration=frame["configuration"].str.replace("|", "\\|"))  # as report.markdown writes it
+    markdown = "\n".join(["# Title", prose, "", escaped.to_markdown(index=False), "", narrow, "- " + prose])
+    assert max(map(len, markdown.splitlines())) > 120
+    lines = console.terminal(markdown).splitlines()
+    assert max(map(len, lines)) <= 120
+    assert narrow in console.terminal(markdown)  # a table that fits is left as it is
+    assert " ".join(lines[1:4]).split() == prose.split()  # prose wrapped, every word kept
+    for _, row in frame.iterrows():  # each row: its names on one line, then every non-empty cell by its column
+        title = lines.index(f"{row['model']} / {row['configuration']}")
+        block = " ".join(lines[title + 1:title + 3])
+        assert f"ms/step {row['ms/step']:g}" in block and f"ratio min-max {row['ratio min-max']}" in block
+        assert ("target" in block) == bool(row["target"])
+    item = next(i for i, line in enumerate(lines) if line.startswith("- word"))
+    assert all(line.startswith("  word") for line in lines[item + 1:])  # a list item continues under itself
