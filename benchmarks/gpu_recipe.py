@@ -100,7 +100,8 @@ def compare_runs(gpu: pd.DataFrame, cpu: pd.DataFrame) -> pd.DataFrame:
     for name, table in (("gpu", gpu), ("cpu", cpu)):
         side = verdicts(table)
         side["device"] = table["device"].to_numpy()
-        side["kernel"] = table["kernel"].fillna("").to_numpy() if "kernel" in table else ""
+        kernel = table["kernel"] if "kernel" in table else pd.Series([None] * len(table))
+        side["kernel"] = kernel.astype(object).where(kernel.notna(), "").to_numpy()  # all-NaN reads float
         side["val/trivial"] = table["val/trivial"].to_numpy()
         side["exploded_step"] = table["exploded_step"].to_numpy()
         side["wall_s"] = table["wall_time_s"].to_numpy()

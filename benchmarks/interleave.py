@@ -19,7 +19,7 @@ one. Each fit's time per step is measured from the moment it takes the turn
 to the end of its step (all its callbacks' batch hooks inside, the hand-over
 outside); the first step of every fit (tracing, `on_train_begin` work) is not
 timed, and the epoch-end hooks count towards the last step, as in
-`timing.StepClock`.
+`step_clock.StepClock`.
 """
 
 from __future__ import annotations

@@ -32,11 +32,9 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from gradguard.recipes.console import terminal  # noqa: E402
+import numpy as np
+import pandas as pd
+from gradguard.recipes.console import terminal
 
 CONFIGS = (
     "plain fit",
@@ -153,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     if steps < 3 * SAMPLE_EVERY or steps % SAMPLE_EVERY:
         parser.error(f"--steps {steps}: expected a multiple of {SAMPLE_EVERY} "
                      f">= {3 * SAMPLE_EVERY}.")
-    if args.child is not None:
+    if args.child is not None:  # its stderr is read only when it fails
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         print(json.dumps(child(args.child, steps, args.log_dir)))
         return 0
+    from gradguard.recipes.console import quiet_start
+
+    quiet_start()  # the header names Keras' version: the backend loads here, quietly
     from .machine import machine_header
     from .report import markdown
 

@@ -59,7 +59,8 @@ from gradguard.recipes.models import sequence_model  # noqa: E402
 from .machine import machine_header  # noqa: E402
 from gradguard.recipes.console import terminal  # noqa: E402
 from .report import markdown  # noqa: E402
-from .timing import StepClock, spread  # noqa: E402
+from .step_clock import StepClock  # noqa: E402
+from .timing import spread  # noqa: E402
 
 CONFIGS = {
     "plain fit": ({}, lambda: []),

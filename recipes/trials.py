@@ -415,7 +415,7 @@ class Trainer:
         table["exploded_step"] = pd.to_numeric(table["exploded_step"]).astype("Int64")
         table["learned"] = table["learned"].astype(bool)
         table["accuracy"] = pd.to_numeric(table["accuracy"])  # None and a CSV's blank alike
-        table[["note", "code", "trend"]] = table[["note", "code", "trend"]].fillna("")
+        table[["note", "code", "trend"]] = table[["note", "code", "trend"]].astype(object).fillna("")
         return table
 
     def first_findings(self) -> dict | None:
