@@ -326,8 +326,9 @@ def attention_regressor(
 ) -> keras.Model:
     """Builds a small post-LayerNorm Transformer encoder -> mean pool -> Dense(1).
 
-    `embed` (a `Dense(d_model)` of each step) plus a learned position
-    embedding `positions`, then `blocks` blocks of self-attention
+    `embed` (a `Dense(d_model)` of each step) plus a fixed position code
+    `positions` (`PositionCode`: drawn once as an `Embedding`'s table is,
+    and not trained, as the cures race's published table ran), then `blocks` blocks of self-attention
     (`attention_{i}`, `heads` heads) and a ReLU feed-forward layer
     (`ffn_{i}`), each with a residual connection followed by
     `LayerNormalization` (the original Transformer's post-LN, the variant
@@ -359,9 +360,7 @@ def attention_regressor(
     blocks = _check_int(func, "blocks", blocks, 1)
     inputs = keras.Input(shape=(seq_len, n_features), name="sequence")
     h = keras.layers.Dense(d_model, name="embed")(inputs)
-    h = h + keras.layers.Embedding(seq_len, d_model, name="positions")(
-        keras.ops.arange(seq_len)
-    )
+    h = PositionCode(seq_len, d_model, name="positions")(h)
     for i in range(blocks):
         a = keras.layers.MultiHeadAttention(heads, d_model // heads, name=f"attention_{i}")(h, h)
         h = keras.layers.LayerNormalization(name=f"ln_attention_{i}")(h + a)
@@ -371,6 +370,37 @@ def attention_regressor(
     h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
     outputs = keras.layers.Dense(1, name="head")(h)
     return keras.Model(inputs, outputs, name="attention")
+
+
+@keras.saving.register_keras_serializable(package="gradguard")
+class PositionCode(keras.layers.Layer):
+    """Adds a fixed code per position: `x + table`, `table` of shape `(seq_len, d_model)`.
+
+    The table is drawn as an `Embedding`'s is (uniform in [-0.05, 0.05]) and
+    is not trained. It is a layer, not an `Embedding` called on a constant
+    `arange` in the functional graph: that constant is computed once, when
+    the model is built, and under PyTorch it carries the autograd graph of
+    that one call, so the second training step fails with "Trying to
+    backward through the graph a second time".
+
+    Args:
+        seq_len: Positions, an int >= 1.
+        d_model: Width of each position's code, an int >= 1.
+    """
+
+    def __init__(self, seq_len: int, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.seq_len, self.d_model = seq_len, d_model
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(self.seq_len, self.d_model), name="embeddings",
+                                     initializer=keras.initializers.RandomUniform(-0.05, 0.05), trainable=False)
+
+    def call(self, inputs):
+        return inputs + keras.ops.cast(self.table, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "seq_len": self.seq_len, "d_model": self.d_model}
 
 
 def linear_chain(a: float, depth: int, *, units: int = 2) -> keras.Model:

@@ -49,6 +49,28 @@ def test_attention_regressor_maps_sequences_to_one_number():
     assert "attention_0" in [layer.name for layer in model.layers]
 
 
+def test_attention_position_code_is_a_layer_of_the_model_fixed_and_saved(tmp_path):
+    """The position code is computed inside the model, per call (an `Embedding` called on a constant
+    `arange` was computed once at build time, outside the graph: under PyTorch the second step failed)."""
+    import keras
+
+    model = attention_regressor(12, 2, d_model=8, heads=2, blocks=1)
+    positions = model.get_layer("positions")
+    assert [v.path for v in model.non_trainable_weights] == ["positions/embeddings"]
+    table = keras.ops.convert_to_numpy(positions.table)
+    assert table.shape == (12, 8) and np.abs(table).max() <= 0.05
+    x = np.random.default_rng(0).normal(size=(3, 12, 2)).astype("float32")
+    embed = model.get_layer("embed")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(positions(embed(x))),
+                               keras.ops.convert_to_numpy(embed(x)) + table, atol=1e-6)
+    model.compile("adam", "mse")
+    model.fit(x, np.ones((3, 1)), epochs=2, verbose=0)  # two steps
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(positions.table), table)  # not trained
+    model.save(tmp_path / "attention.keras")
+    loaded = keras.saving.load_model(tmp_path / "attention.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
 @pytest.mark.slow  # four rows: ~25 s on an idle machine, minutes on the shared one
 def test_quick_race_writes_the_table(tmp_path):
     table = cures_race.main(["--quick", "--seeds", "2", "--setups", "deep_dense",
