@@ -1,6 +1,7 @@
 """What NaNGuard's replays cost: time from an event to its report, and nothing without one.
 
-On the keras-io script population (`diagnosis_scripts.py`), each run trains
+On the keras-io script population (`diagnosis_scripts.py`: lr x1000, the script's first single bad batch, a
+healthy run), each run trains
 twice from the same seed: with `NaNGuard()` as it ships (the failing step
 replayed under counterfactuals on a copy) and with `NaNGuard(replay=False)`
 (its rules alone). Per run it records the guard's events, how many times
@@ -15,7 +16,7 @@ event to its diagnosis: rules, replays and the float32 check). Reported:
 
 Run from the repository root:
 
-    python -m benchmarks.replay_cost                               # 13 scripts x 3 breaks x 2: ~15 min on 2 cores
+    python -m benchmarks.replay_cost                               # 13 scripts x 3 breaks x 2: ~20 min on 2 cores
     python -m benchmarks.replay_cost --only vae,text_cnn --breaks lr_x1000,healthy
 """
 
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.replay_cost",
                                      description="Time NaNGuard's replays on the keras-io script population.")
     parser.add_argument("--only", default=None, help="comma-separated script names (default: all 13)")
-    parser.add_argument("--breaks", default="lr_x1000,nan_input,healthy",
-                        help="comma-separated breaks (default lr_x1000,nan_input,healthy)")
+    parser.add_argument("--breaks", default="lr_x1000,bad_batch,healthy",
+                        help="comma-separated breaks (default lr_x1000,bad_batch,healthy; bad_batch: the script's "
+                             "first single bad batch, a NaN input or, where its inputs are token ids, a NaN label)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     return parser
 
@@ -47,7 +49,7 @@ import pandas as pd  # noqa: E402
 from gradguard.recipes.console import terminal, wrap  # noqa: E402
 
 from . import keras_io  # noqa: E402
-from .diagnosis_scripts import BREAKS, run_one  # noqa: E402
+from .diagnosis_scripts import BREAKS, SINGLE_BAD, plan, run_one  # noqa: E402
 
 
 def one(script: str, brk: str, seed: int, replay: bool) -> dict:
@@ -103,12 +105,17 @@ def summary(df: pd.DataFrame) -> str:
 def main(args: argparse.Namespace) -> pd.DataFrame:
     scripts = args.only.split(",") if args.only else list(keras_io.SCRIPTS)
     breaks = args.breaks.split(",")
-    unknown = [b for b in breaks if b not in BREAKS and b != "healthy"]
+    unknown = [b for b in breaks if b not in BREAKS and b not in ("healthy", "bad_batch")]
     if unknown:
-        sys.exit(f"--breaks {unknown[0]!r}: expected one of {sorted(BREAKS)} or healthy.")
+        sys.exit(f"--breaks {unknown[0]!r}: expected one of {sorted(BREAKS)}, bad_batch or healthy.")
     rows = []
     for script in scripts:
-        for brk in breaks:
+        applicable = [name for name, _ in plan(script)]
+        first_bad = next(name for name in applicable if name in SINGLE_BAD)
+        for brk in [first_bad if b == "bad_batch" else b for b in breaks]:
+            if brk not in applicable:
+                print(f"{script:24s} {brk:10s} not applicable to this script: skipped", flush=True)
+                continue
             for replay in (True, False):
                 rows.append(one(script, brk, args.seed, replay))
                 r = rows[-1]
