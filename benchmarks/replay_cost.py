@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for script in scripts:
         applicable = [name for name, _ in plan(script)]
-        first_bad = next(name for name in applicable if name in SINGLE_BAD)
+        first_bad = next((name for name in applicable if name in SINGLE_BAD), "no single bad batch")
         for brk in [first_bad if b == "bad_batch" else b for b in breaks]:
             if brk not in applicable:
                 print(f"{script:24s} {brk:10s} not applicable to this script: skipped", flush=True)
