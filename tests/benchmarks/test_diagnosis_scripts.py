@@ -45,3 +45,31 @@ def test_a_nan_input_row_against_a_plain_run():
     assert row["weights_finite"]  # the guard kept the NaN out of the weights
     text = ds.summarize(__import__("pandas").DataFrame([plain, row]))
     assert "right cause: " in text and "confusion matrix" in text
+
+
+def _row(script, brk, skill, events=0, cause="", also=""):
+    return dict(script=script, brk=brk, seed=0, expected=ds.BREAKS.get(brk, "none"),
+                error="", events=events, cause=cause, action="", also=also, skill=skill,
+                weights_finite=True, at_chance=skill <= 0.02, went_on=True, step=-1,
+                trigger="")
+
+
+def test_a_silent_break_as_good_as_healthy_is_harmless_and_left_out():
+    """Harmless: no event and >= HARMLESS_SHARE of the healthy median, where healthy learns."""
+    import pandas as pd
+
+    rows = [_row("a", "healthy", 0.40), _row("a", "healthy", 0.60),  # median 0.5
+            _row("a", "lr_x100", 0.46),  # 0.92 x the median, silent: harmless
+            _row("a", "lr_x1000", 0.44),  # 0.88 x: counted, a miss
+            _row("a", "nan_label", 0.50, events=1, cause="bad_data"),
+            _row("b", "healthy", 0.01), _row("b", "lr_x100", 0.01),  # healthy at chance: counted
+            _row("c", "fp16_overflow", 0.0, events=1, cause="input_scale", also="input_scale"),
+            _row("d", "fp16_overflow", 0.0, events=1, cause="input_scale")]
+    df = ds.mark_harm(pd.DataFrame(rows))
+    breaks = df[df["brk"] != "healthy"].set_index(["script", "brk"])
+    assert list(breaks["harmless"]) == [True, False, False, False, False, False]
+    assert list(breaks["right"]) == [False, False, True, False, True, False]
+    text = ds.summarize(pd.DataFrame(rows))
+    # counted: 5 of 6 breaks; right: nan_label and c's fp16 (input_scale also right)
+    assert "right cause: 2 of 5 breaks (40%) (harmless breaks left out: 1" in text
+    assert "right cause, strict (every break, expected cause only): 1 of 6" in text
