@@ -34,9 +34,10 @@ why (`NOT_APPLICABLE`) and the report lists it.
 
 Per run: event (yes/no), step, trigger, cause, action of the decisive event
 (the first that stopped training, else the first), weights finite at the
-end, whether the model ended at chance on the clean data (accuracy within
-0.02 of the majority class, or an R^2 <= 0.05, or non-finite predictions;
-`judge`), and whether training went on to the last epoch.
+end, whether the model ended at chance on the clean data in the break's
+units (`judged_data`; accuracy within 0.02 of the majority class, or an
+R^2 <= 0.05, or non-finite predictions; `judge`, with BatchNormalization's
+statistics recalibrated), and whether training went on to the last epoch.
 
     python -m benchmarks.diagnosis --scripts --tag before
     python -m benchmarks.diagnosis --scripts --only vae --quick
@@ -197,14 +198,58 @@ def _predict(setup, x):
     return np.concatenate(parts).astype("float64")
 
 
+def judged_data(setup, brk: str, x_clean, y_clean):
+    """The data a trained model is judged on: the clean data, in the break's units.
+
+    A break that rescales every sample (an input feature, all inputs, the
+    targets) trains a model for the rescaled data, the data its user would
+    predict on: it is judged there (regression targets rescaled, class
+    labels kept). Every other break is judged on the clean data.
+    """
+    x = setup.x if brk in ("feature_x1e4", "fp16_overflow") else x_clean
+    y = (setup.y if brk == "targets_x1e5" and setup.task in ("regression", "reconstruction")
+         else y_clean)
+    return x, y
+
+
+def recalibrate_batch_norm(model, x) -> None:
+    """Sets every BatchNormalization's moving statistics to those of `x` (<= 1024 rows).
+
+    A short fit leaves them near their initial (0, 1) at momentum 0.99
+    (30 steps: 26% of the way), and a model with BatchNormalization then
+    predicts at chance in inference mode however well it trained; the
+    published fits run hundreds of epochs. One forward pass in training
+    mode with momentum 0 sets them; the trained weights are untouched.
+    """
+    import keras
+
+    layers = [l for l in model._flatten_layers()
+              if isinstance(l, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    momenta = [l.momentum for l in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        sample = ({k: v[:1024] for k, v in x.items()} if isinstance(x, dict) else x[:1024])
+        model(sample, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
 def judge(setup, x, y) -> tuple[bool, float]:
-    """(at chance, skill) of the trained model on the clean data.
+    """(at chance, skill) of the trained model on `x`, `y` (`judged_data`).
 
     Skill: accuracy above the majority class's for classifiers, R^2 (1 -
     mse / the constant prediction's) otherwise; NaN for non-finite outputs.
     At chance: skill <= 0.02 for classifiers, <= 0.05 otherwise, or NaN.
+    BatchNormalization statistics are recalibrated on `x` first
+    (`recalibrate_batch_norm`), where the weights are finite.
     """
     try:
+        if weights_finite(setup.model):
+            recalibrate_batch_norm(setup.model, x)
         p = _predict(setup, x)
     except Exception:  # noqa: BLE001  (a model that cannot predict is broken)
         return True, float("nan")
@@ -270,7 +315,8 @@ def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
             final_loss=float(losses[-1]) if losses else np.nan,
             weights_finite=weights_finite(setup.model),
         )
-        row["at_chance"], row["skill"] = judge(setup, x_clean, y_clean)
+        row["at_chance"], row["skill"] = judge(
+            setup, *judged_data(setup, brk, x_clean, y_clean))
     except Exception as error:  # noqa: BLE001  (a row, not a crash)
         row.update(error=f"{type(error).__name__}: {error}".replace("\n", " ")[:160])
     finally:

@@ -75,3 +75,37 @@ def test_a_silent_break_as_good_as_healthy_is_harmless_and_left_out():
     # counted: 5 of 6 breaks; right: nan_label and c's fp16 (input_scale also right)
     assert "right cause: 2 of 5 breaks (40%) (harmless breaks left out: 1" in text
     assert "right cause, strict (every break, expected cause only): 1 of 6" in text
+
+
+def test_recalibrated_batch_norm_holds_the_statistics_of_the_data():
+    """Moving mean/variance = numpy's mean/variance of the layer's input over the rows."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = (5.0 + 3.0 * rng.normal(size=(300, 4))).astype("float32")
+    dense = keras.layers.Dense(3)
+    norm = keras.layers.BatchNormalization()
+    model = keras.Sequential([keras.Input((4,)), dense, norm, keras.layers.Dense(1)])
+    ds.recalibrate_batch_norm(model, x)
+    h = x @ keras.ops.convert_to_numpy(dense.kernel) + keras.ops.convert_to_numpy(dense.bias)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.moving_mean), h.mean(0),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.moving_variance), h.var(0),
+                               rtol=1e-3)
+    assert norm.momentum == 0.99  # put back
+
+
+def test_a_rescaling_break_is_judged_in_its_own_units():
+    module = keras_io.load("boston_regression")
+    x, y = module.make_data(0)
+    setup = module.build(x, y)
+    ds.inject(module, setup, "targets_x1e5", 0)
+    jx, jy = ds.judged_data(setup, "targets_x1e5", x, y)
+    assert jx is x and np.allclose(jy, y * 1e5)
+    setup = module.build(x, y)
+    ds.inject(module, setup, "feature_x1e4", 0)
+    jx, jy = ds.judged_data(setup, "feature_x1e4", x, y)
+    assert np.allclose(jx[:, 0], x[:, 0] * 1e4) and jy is y
+    setup = module.build(x, y)
+    ds.inject(module, setup, "nan_input", 0)
+    assert ds.judged_data(setup, "nan_input", x, y) == (x, y)
