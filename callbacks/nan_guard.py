@@ -353,6 +353,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
         self._early_judged = self._held_warned = False
         self._target_rms, self._target_checks = None, 0  # `target_scale.py`
+        self._input_rms = None  # the first batch's float inputs (`input_scale_of`)
         self._held_since = self._step
         self._clipping = bool(clip_settings(monitor)) or getattr(
             monitor, "autoclip_percentile", None) is not None
