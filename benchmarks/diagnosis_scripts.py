@@ -14,7 +14,19 @@ Every run is labelled by construction with the cause the guard should name:
     targets_x1e5         every target x1e5 (labels, for classifiers)  -> target_scale
     fp16_overflow        mixed_float16, float inputs scaled to ~3e4
                          (token models: embedding tables to ~3e4)     -> loss_scale
+                         (or input_scale where float inputs were scaled)
     healthy              nothing changed                              -> no event at all
+
+Two rules of counting (`mark_harm`, `summarize`). A float16 break that
+scales a script's float inputs to ~3e4 puts them far off unit scale in
+float32 as well: `input_scale` (standardize the inputs, which cures it in
+either precision) is a right cause there too (`also`); token models, whose
+embedding tables are scaled instead, have only `loss_scale`. And a break
+the model shrugged off (no event, finite weights, clean-data skill at least
+`HARMLESS_SHARE` of its healthy runs' median, on a script whose healthy
+runs learn) is no break to name: it is counted apart (`harmless`) and left
+out of the right-cause share; the strict share over every break is printed
+beside it.
 
 A break a script cannot carry (integer labels or token ids cannot hold
 NaN; TF raises on them before any gradient) is not run; the module says
@@ -22,9 +34,10 @@ why (`NOT_APPLICABLE`) and the report lists it.
 
 Per run: event (yes/no), step, trigger, cause, action of the decisive event
 (the first that stopped training, else the first), weights finite at the
-end, whether the model ended at chance on the clean data (accuracy within
-0.02 of the majority class, or an R^2 <= 0.05, or non-finite predictions;
-`judge`), and whether training went on to the last epoch.
+end, whether the model ended at chance on the clean data in the break's
+units (`judged_data`; accuracy within 0.02 of the majority class, or an
+R^2 <= 0.05, or non-finite predictions; `judge`, with BatchNormalization's
+statistics recalibrated), and whether training went on to the last epoch.
 
     python -m benchmarks.diagnosis --scripts --tag before
     python -m benchmarks.diagnosis --scripts --only vae --quick
@@ -63,6 +76,7 @@ BREAKS = {  # break -> the cause it should be named
     "feature_x1e4": "input_scale", "targets_x1e5": "target_scale",
     "fp16_overflow": "loss_scale",
 }
+HARMLESS_SHARE = 0.9  # a silent break with this share of the healthy skill did no harm
 SINGLE_BAD = ("nan_label", "inf_label", "nan_input", "inf_input")
 HEALTHY_SEEDS = (0, 1)
 FP16_MAX = 3e4  # float inputs scaled so that their largest value is this (fits float16)
@@ -135,8 +149,7 @@ def inject(module, setup, brk: str, seed: int) -> None:
         if not setup.model.built:  # a subclassed model builds on its first call
             setup.model(x[:2] if not isinstance(x, dict) else
                         {k: v[:2] for k, v in x.items()})
-        embeddings = [l for l in setup.model._flatten_layers()
-                      if isinstance(l, keras.layers.Embedding)]
+        embeddings = _embeddings(setup.model)
         if embeddings:  # token inputs: the tables' largest value to FP16_MAX
             for layer in embeddings:
                 table = keras.ops.convert_to_numpy(layer.embeddings)
@@ -146,6 +159,31 @@ def inject(module, setup, brk: str, seed: int) -> None:
         else:
             x = (np.asarray(x) * (FP16_MAX / np.nanmax(np.abs(x)))).astype("float32")
     setup.x, setup.y = x, y
+
+
+def _embeddings(model) -> list:
+    import keras
+
+    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.Embedding)]
+
+
+def also_right(script: str, brk: str) -> str:
+    """The other right cause of a break (`also`), for rows saved without one.
+
+    `input_scale` for `fp16_overflow` on a script whose float inputs it
+    scales (no Embedding layer: `inject`), else "".
+    """
+    if brk != "fp16_overflow":
+        return ""
+    import keras
+
+    module = keras_io.load(script)
+    keras.backend.clear_session()
+    setup = module.build(*module.make_data(0))
+    if not setup.model.built:
+        x = setup.x
+        setup.model(x[:2] if not isinstance(x, dict) else {k: v[:2] for k, v in x.items()})
+    return "" if _embeddings(setup.model) else "input_scale"
 
 
 # -- judging the end state -----------------------------------------------
@@ -164,14 +202,58 @@ def _predict(setup, x):
     return np.concatenate(parts).astype("float64")
 
 
+def judged_data(setup, brk: str, x_clean, y_clean):
+    """The data a trained model is judged on: the clean data, in the break's units.
+
+    A break that rescales every sample (an input feature, all inputs, the
+    targets) trains a model for the rescaled data, the data its user would
+    predict on: it is judged there (regression targets rescaled, class
+    labels kept). Every other break is judged on the clean data.
+    """
+    x = setup.x if brk in ("feature_x1e4", "fp16_overflow") else x_clean
+    y = (setup.y if brk == "targets_x1e5" and setup.task in ("regression", "reconstruction")
+         else y_clean)
+    return x, y
+
+
+def recalibrate_batch_norm(model, x) -> None:
+    """Sets every BatchNormalization's moving statistics to those of `x` (<= 1024 rows).
+
+    A short fit leaves them near their initial (0, 1) at momentum 0.99
+    (30 steps: 26% of the way), and a model with BatchNormalization then
+    predicts at chance in inference mode however well it trained; the
+    published fits run hundreds of epochs. One forward pass in training
+    mode with momentum 0 sets them; the trained weights are untouched.
+    """
+    import keras
+
+    layers = [l for l in model._flatten_layers()
+              if isinstance(l, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    momenta = [l.momentum for l in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        sample = ({k: v[:1024] for k, v in x.items()} if isinstance(x, dict) else x[:1024])
+        model(sample, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
 def judge(setup, x, y) -> tuple[bool, float]:
-    """(at chance, skill) of the trained model on the clean data.
+    """(at chance, skill) of the trained model on `x`, `y` (`judged_data`).
 
     Skill: accuracy above the majority class's for classifiers, R^2 (1 -
     mse / the constant prediction's) otherwise; NaN for non-finite outputs.
     At chance: skill <= 0.02 for classifiers, <= 0.05 otherwise, or NaN.
+    BatchNormalization statistics are recalibrated on `x` first
+    (`recalibrate_batch_norm`), where the weights are finite.
     """
     try:
+        if weights_finite(setup.model):
+            recalibrate_batch_norm(setup.model, x)
         p = _predict(setup, x)
     except Exception:  # noqa: BLE001  (a model that cannot predict is broken)
         return True, float("nan")
@@ -225,6 +307,8 @@ def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
             keras.config.set_dtype_policy("mixed_float16")
         setup = module.build(x_clean, y_clean)
         inject(module, setup, brk, seed)
+        row["also"] = ("input_scale" if brk == "fp16_overflow"
+                       and not _embeddings(setup.model) else "")
         history = setup.fit(callbacks)
         losses = history.get("loss", [])
         epochs = setup.fit_kwargs.get("epochs", 1)
@@ -235,7 +319,8 @@ def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
             final_loss=float(losses[-1]) if losses else np.nan,
             weights_finite=weights_finite(setup.model),
         )
-        row["at_chance"], row["skill"] = judge(setup, x_clean, y_clean)
+        row["at_chance"], row["skill"] = judge(
+            setup, *judged_data(setup, brk, x_clean, y_clean))
     except Exception as error:  # noqa: BLE001  (a row, not a crash)
         row.update(error=f"{type(error).__name__}: {error}".replace("\n", " ")[:160])
     finally:
@@ -258,24 +343,35 @@ def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
 
 
 def mark_harm(df: pd.DataFrame) -> pd.DataFrame:
-    """Adds `harmed`: whether a break left the model worse than its healthy runs.
+    """Adds `harmed`, `harmless` and `right` to each run.
 
-    Non-finite weights or outputs, or (where the script's healthy runs learn,
-    median skill >= 0.05) a skill below half of theirs. Judged on the clean
-    data, not on the running loss (a skipped NaN batch leaves a NaN there).
+    `harmed`: non-finite weights or outputs, or (where the script's healthy
+    runs learn, median skill >= 0.05) a skill below half of theirs.
+    `harmless`: a break with no event, finite weights and (where the healthy
+    runs learn) a skill at least `HARMLESS_SHARE` of theirs: it did nothing
+    a guard should name. `right`: the named cause is `expected` or `also`.
+    Judged on the clean data, not on the running loss (a skipped NaN batch
+    leaves a NaN there).
     """
     df = df.copy()
     ok = df[df["error"] == ""]
     ref = ok[ok["brk"] == "healthy"].groupby("script")["skill"].median()
-    harmed = []
+    harmed, harmless = [], []
     for _, r in df.iterrows():
         if r["error"] or r["brk"] == "healthy":
             harmed.append(False)
+            harmless.append(False)
             continue
         skill, good = float(r["skill"]), float(ref.get(r["script"], np.nan))
-        harmed.append(bool(not r["weights_finite"] or not np.isfinite(skill)
-                           or (good >= 0.05 and skill < 0.5 * good)))
-    df["harmed"] = harmed
+        finite = bool(r["weights_finite"]) and np.isfinite(skill)
+        harmed.append(bool(not finite or (good >= 0.05 and skill < 0.5 * good)))
+        harmless.append(bool(finite and r["events"] == 0 and good >= 0.05
+                             and skill >= HARMLESS_SHARE * good))
+    df["harmed"], df["harmless"] = harmed, harmless
+    if "also" not in df:
+        df["also"] = ""
+    also = df["also"].astype(object).fillna("")
+    df["right"] = (df["cause"] == df["expected"]) | ((also != "") & (df["cause"] == also))
     return df
 
 
@@ -285,7 +381,9 @@ def summarize(df: pd.DataFrame) -> str:
     ok = df[df["error"] == ""]
     broken = ok[ok["brk"] != "healthy"]
     healthy = ok[ok["brk"] == "healthy"]
-    right = broken["cause"] == broken["expected"]
+    strict = broken["cause"] == broken["expected"]
+    right = broken["right"]
+    counted = ~broken["harmless"]
     silent = broken[(broken["events"] == 0)
                     & (~broken["weights_finite"].astype(bool) | broken["at_chance"].astype(bool))]
     single = broken[broken["brk"].isin(SINGLE_BAD)]
@@ -295,8 +393,12 @@ def summarize(df: pd.DataFrame) -> str:
     lines = [
         f"runs: {len(df)} ({len(broken)} breaks, {len(healthy)} healthy, "
         f"{int((df['error'] != '').sum())} errors), scripts: {df['script'].nunique()}",
-        f"right cause: {int(right.sum())} of {len(broken)} breaks"
-        + (f" ({right.mean():.0%})" if len(broken) else ""),
+        f"right cause: {int(right[counted].sum())} of {int(counted.sum())} breaks"
+        + (f" ({right[counted].mean():.0%})" if counted.any() else "")
+        + f" (harmless breaks left out: {int((~counted).sum())}; input_scale also right "
+        f"for fp16_overflow on float inputs: {int((right & ~strict).sum())})",
+        f"right cause, strict (every break, expected cause only): {int(strict.sum())} of "
+        f"{len(broken)}" + (f" ({strict.mean():.0%})" if len(broken) else ""),
         f"breaks with an event: {int((broken['events'] > 0).sum())} of {len(broken)}",
         f"breaks that harmed the model (NaN, or under half its healthy runs' skill on the "
         f"clean data): {int(broken['harmed'].sum())}; right cause on "
@@ -313,10 +415,12 @@ def summarize(df: pd.DataFrame) -> str:
         f"after their short fit (the reference for 'at chance'): "
         f"{int(healthy['at_chance'].astype(bool).sum())} of {len(healthy)}",
         "",
-        "confusion matrix (rows: expected cause, columns: named cause; (none) = no event)",
+        "confusion matrix (rows: expected cause, columns: named cause; (none) = no event; "
+        "(none, harmless) = no event on a break that did no harm)",
         "",
     ]
-    matrix = pd.crosstab(ok["expected"], ok["cause"].replace("", "(none)"))
+    named = ok["cause"].replace("", "(none)").where(~ok["harmless"], "(none, harmless)")
+    matrix = pd.crosstab(ok["expected"], named)
     lines.append(matrix.to_markdown())
     errors = df[df["error"] != ""]
     if len(errors):
@@ -335,7 +439,8 @@ def not_applicable(scripts) -> pd.DataFrame:
 
 def report(df: pd.DataFrame, scripts, tag: str | None, note: str = "") -> str:
     cols = ["script", "brk", "seed", "expected", "events", "step", "trigger", "cause",
-            "action", "weights_finite", "at_chance", "skill", "went_on", "harmed", "final_loss",
+            "action", "weights_finite", "at_chance", "skill", "went_on", "harmed", "harmless",
+            "final_loss",
             "seconds"]
     sources = "\n".join(f"- `{s}`: keras-io `{keras_io.load(s).SOURCE}` at "
                         f"{keras_io.load(s).COMMIT[:10]}" for s in scripts)
@@ -389,6 +494,9 @@ def main(argv=None) -> pd.DataFrame:
             df = df.merge(keys, on=["script", "brk", "seed"])
         for column in ("error", "cause", "trigger", "action"):
             df[column] = df[column].astype(object).fillna("")
+        if "also" not in df:  # rows saved before `also` was recorded
+            df["also"] = [also_right(s, b) for s, b in zip(df["script"], df["brk"])]
+        df["also"] = df["also"].astype(object).fillna("")
         for column in ("weights_finite", "at_chance", "went_on"):
             df[column] = df[column].map({True: True, False: False, "True": True,
                                          "False": False}).fillna(False).astype(bool)

@@ -16,7 +16,10 @@ from .norm_history import (
     CLIP_PERCENTILE, GROWTH_FACTOR, RECENT, measure_growth, rank_suspects, suggest_clip,
 )
 from .target_scale import TARGET_SCALE
-from .structure_signs import RECURRENT_GAIN, WEIGHT_GROWTH, input_ratio, structural_sign
+from .structure_signs import (
+    RECURRENT_GAIN, WEIGHT_GROWTH, first_layer_dead, input_ratio, input_scale_of,
+    structural_sign,
+)
 
 
 def find_event(record, new, window: int, loss_scaled: bool) -> dict | None:
@@ -63,7 +66,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
              weight_growth: float | None = None,
              loss_scale: dict | None = None,
              earlier_epoch: int | None = None,
-             target_rms: float | None = None) -> NaNEvent:
+             target_rms: float | None = None,
+             input_rms: float | None = None) -> NaNEvent:
     """Describes an event `find_event` (or the guard) found: a `NaNEvent`.
 
     Args:
@@ -90,6 +94,9 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         loss_scale: `LossScaleWatch`'s finding of a `loss_scale` event.
         target_rms: the root mean square of the fit's first batch's float
             targets (`target_scale.targets_rms`), or `None`.
+        input_rms: the root mean square of the fit's first batch's float
+            inputs, or `None`: the input scale where the first layer's
+            gradients give none (`structure_signs.input_scale_of`).
     """
     trigger, step = found["trigger"], found["step"]
     index = found.get("variable_index")
@@ -130,10 +137,12 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         "spikes": int((spikes & (record.steps > step - window)).sum()),
         "weight_growth": weight_growth, "gains": list(gains),
         "recurrent_gain": recurrent_gain,
-        "input_ratio": None if input_columns is None else input_ratio(
-            record.variable_norms[upto], *input_columns),
         "target_rms": target_rms,
     }
+    norms = record.variable_norms[upto]
+    signs["input_ratio"], signs["input_measured"] = input_scale_of(
+        None if input_columns is None else input_ratio(norms, *input_columns),
+        input_columns is not None and first_layer_dead(norms, *input_columns), input_rms)
     row = record.steps == step
     spike = float(record.norm[row][-1]) if row.any() else None
     if onset < step:
@@ -268,9 +277,12 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 "gain ~1), or add normalization / residual connections; " + clip_text)
     if structure == "input_scale":
         return ("input_scale",
-                f"{when}; the first kernel's gradient norm is {ratio:.3g}x its "
-                f"bias's per input feature: the inputs' root mean square is "
-                f"~{ratio:.3g}, not ~1",
+                (f"{when}; the first layer's gradients are zero (its units "
+                 f"saturated from the first step) and the inputs' root mean square "
+                 f"is {ratio:.3g}, not ~1" if signs.get("input_measured") else
+                 f"{when}; the first kernel's gradient norm is {ratio:.3g}x its "
+                 f"bias's per input feature: the inputs' root mean square is "
+                 f"~{ratio:.3g}, not ~1"),
                 "standardize the inputs (zero mean, unit variance per feature, "
                 "e.g. keras.layers.Normalization adapted on the training data)")
     if diverging:

@@ -56,7 +56,7 @@ class EventResponse:
             weight_growth=weights_norm(model) / self._start_norm
             if self._start_norm else None,
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
-            target_rms=self._target_rms,
+            target_rms=self._target_rms, input_rms=self._input_rms,
         )
         if self.replay and not earlier:
             event = self._replay(event, record, monitor)

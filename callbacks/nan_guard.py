@@ -63,7 +63,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     `blowup_rules.py`). A spike the user's clip held (raw norm 100x its
     median) is a warning with the raw figure (`held_spike`, once a fit).
     Float targets far from unit scale (root mean square above 1e3, with a
-    first batch loss above 1e3 in size) are a warning at a fit's first
+    first batch loss above 1e2 in size) are a warning at a fit's first
     step, cause `target_scale` (`off_scale_targets`, `target_scale.py`).
     The loss rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
@@ -353,6 +353,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
         self._early_judged = self._held_warned = False
         self._target_rms, self._target_checks = None, 0  # `target_scale.py`
+        self._input_rms = None  # the first batch's float inputs (`input_scale_of`)
         self._held_since = self._step
         self._clipping = bool(clip_settings(monitor)) or getattr(
             monitor, "autoclip_percentile", None) is not None

@@ -75,6 +75,39 @@ def input_ratio(variable_norms: np.ndarray, kernel: int, bias: int,
     return float(np.median(k[ok] / b[ok]) / np.sqrt(fan_in))
 
 
+def first_layer_dead(variable_norms: np.ndarray, kernel: int, bias: int,
+                     fan_in: int = 1) -> bool:
+    """Whether the first layer's kernel and bias gradients were 0 at every step.
+
+    Only finite rows count, and there must be one: a net saturated from its
+    first step (every unit's gradient rounded to 0), not a non-finite batch.
+    `fan_in` is unused (the `input_columns` triple passes through).
+    """
+    norms = np.asarray(variable_norms, dtype=np.float64)
+    if len(norms) == 0:
+        return False
+    k, b = norms[:, kernel], norms[:, bias]
+    ok = np.isfinite(k) & np.isfinite(b)
+    return bool(ok.any() and (k[ok] <= NORM_FLOOR).all() and (b[ok] <= NORM_FLOOR).all())
+
+
+def input_scale_of(ratio: float | None, dead: bool,
+                   measured_rms: float | None) -> tuple[float | None, bool]:
+    """The inputs' scale as the first layer sees it: `(scale, measured)`.
+
+    The gradient estimate (`input_ratio`) where it exists. Where the first
+    layer's gradients were 0 at every step (`dead`, `first_layer_dead`: a
+    net saturated from its first step) there is nothing to divide, and the
+    fit's first batch's measured root mean square of its float inputs
+    (`measured_rms`) stands in (`measured` is then `True`). A first kernel
+    that feeds only normalization has no columns and is never `dead`:
+    there the inputs' scale does not reach the loss.
+    """
+    if ratio is not None or not dead or not measured_rms:
+        return ratio, False
+    return float(measured_rms), True
+
+
 def structural_sign(gains, recurrent_gain: float | None,
                     input_ratio: float | None) -> str | None:
     """The structural cause a model shows before its first step, or `None`.

@@ -7,7 +7,10 @@ Banerjee). `RecommenderNet`, compile and fit settings as published (Adam at
 3 form (`learning_rate=` for the removed `lr=`, `ops.nn.sigmoid` for
 `tf.nn.sigmoid`). MovieLens replaced by synthetic (user, movie) pairs over
 the dataset's 610 users and 9724 movies, rated by hidden factors. Shrunk:
-1280 ratings (not 90000), epochs 3 (not 5), the validation set left out.
+6400 ratings (not 90000), epochs 5 as published, the validation set left
+out. (At 1280 ratings and 3 epochs, 30 steps, the healthy runs ended at
+chance, R^2 0.04 and -0.13, so a break could not be told from health; at
+6400 and 5 epochs they reach 0.61 and 0.56 in ~6 s.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class RecommenderNet(keras.Model):
 
 def make_data(seed: int):
     rng = np.random.default_rng(seed)
-    n = 1280
+    n = 6400
     users = rng.integers(0, 60, size=n)  # a few active users and popular movies
     movies = rng.integers(0, 200, size=n)
     # Mostly how generous a user is and how good a movie is (the model's biases),
@@ -75,4 +78,4 @@ def build(x, y) -> Setup:
     model = RecommenderNet(num_users, num_movies, EMBEDDING_SIZE)
     opt = keras.optimizers.Adam(learning_rate=0.001)
     model.compile(loss=keras.losses.BinaryCrossentropy(), optimizer=opt)
-    return Setup(model, x, y, dict(batch_size=128, epochs=3), task="regression")
+    return Setup(model, x, y, dict(batch_size=128, epochs=5), task="regression")

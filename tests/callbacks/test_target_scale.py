@@ -96,3 +96,23 @@ def test_labels_x1e5_under_a_sigmoid_are_warned_once_the_scale_reaches_the_loss(
     [event] = guard.events
     assert (event.trigger, event.cause, event.action) == ("off_scale_targets", "target_scale", "warn")
     assert 1 < event.step <= 8
+
+
+def test_labels_x1e5_whose_first_loss_is_a_few_hundred_are_warned_at_the_first_step():
+    # A sigmoid of small logits on labels x1e5: the first batch loss, computed
+    # here, is between the floor and the old one (1e3): the scale reached it.
+    keras.utils.set_random_seed(0)
+    x, y = tanh_data(n=256)
+    labels = ((y > 0) * 1e5).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+        1, activation="sigmoid",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.003))])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    first = float(keras.losses.binary_crossentropy(labels[:32], model(x[:32])).numpy().mean())
+    assert TARGET_LOSS < abs(first) < 1e3
+    guard = NaNGuard(verbose=False)
+    model.fit(x, labels, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.trigger, event.cause, event.action, event.step) == (
+        "off_scale_targets", "target_scale", "warn", 1)
+    assert f"{first:.3g}" in event.detail

@@ -1,0 +1,89 @@
+"""NaNGuard on a net saturated from its first step: every gradient 0, the loss flat.
+
+Under `mixed_float16`, inputs ~1e4 drive a float16 softmax to exact 0/1
+probabilities; the float32 cross-entropy gets them through a cast (no
+logits to recover, as it does in float32), clips them, and its gradient is
+0 everywhere: the first layer's kernel and bias gradients give no
+input-scale estimate (`input_ratio` divides 0 by 0). The keras-io
+population's mnist_convnet under its fp16_overflow break does this.
+The guard measures the first batch's inputs instead
+(`structure_signs.input_scale_of`); the test checks that figure against
+numpy's and that the unit-scale twin stays silent.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard.callbacks import NaNGuard
+from gradguard.callbacks.structure_signs import first_layer_dead, input_scale_of
+
+
+def _classifier_data(scale, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, size=(512, 16)).astype("float32")
+    y = keras.utils.to_categorical((x[:, :4].sum(axis=1) > 2.0).astype(int) + (x[:, 4] > 0.5),
+                                   3).astype("float32")
+    return (x * scale).astype("float32"), y
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+@pytest.fixture
+def mixed_float16():
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def _fit(x, y):
+    model = _model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    guard = NaNGuard(verbose=False)
+    history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+                        callbacks=[guard])
+    return model, guard, history.history["loss"]
+
+
+def test_first_layer_dead_and_input_scale_of_on_small_arrays():
+    zero = np.zeros((3, 4))
+    assert first_layer_dead(zero, 0, 1)
+    assert not first_layer_dead(np.array([[0.0, 0.0], [1e-3, 1e-4]]), 0, 1)
+    assert not first_layer_dead(np.full((2, 2), np.nan), 0, 1)  # non-finite: no sign
+    assert not first_layer_dead(np.empty((0, 2)), 0, 1)
+    assert input_scale_of(3.0, True, 500.0) == (3.0, False)  # the gradient estimate first
+    assert input_scale_of(None, True, 500.0) == (500.0, True)
+    assert input_scale_of(None, False, 500.0) == (None, False)
+    assert input_scale_of(None, True, None) == (None, False)
+
+
+@pytest.mark.slow  # two one-epoch fits of a small MLP: ~6 s idle
+def test_a_net_saturated_from_its_first_step_is_warned_input_scale(mixed_float16):
+    import tensorflow as tf
+
+    x, y = _classifier_data(3e4)
+    model, guard, _ = _fit(x, y)
+    # Independently: the first batch's gradients are exactly 0 from the start weights.
+    fresh = _model()
+    with tf.GradientTape() as tape:
+        p = tf.cast(fresh(x[:32]), "float32")
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y[:32], p))
+    grads = tape.gradient(loss, fresh.trainable_variables)
+    assert all(float(tf.norm(g)) == 0.0 for g in grads) and float(loss) > 1.0
+    assert len(guard.events) == 1
+    event = guard.events[0]
+    assert (event.trigger, event.cause, event.action) == ("stalled", "input_scale", "warn")
+    rms = float(np.sqrt(np.square(x[:32].astype(np.float64)).mean(axis=0)).max())
+    assert f"the inputs' root mean square is {rms:.3g}" in event.evidence
+    assert "gradients are zero" in event.evidence
+
+
+@pytest.mark.slow
+def test_the_unit_scale_twin_has_no_event(mixed_float16):
+    x, y = _classifier_data(1.0)
+    _, guard, losses = _fit(x, y)
+    assert len(guard.events) == 0 and np.isfinite(losses).all()
