@@ -81,6 +81,10 @@ def name_problem(result, bar, data, finite_rows) -> dict:
     if not math.isfinite(ratio) or ratio >= ASTRONOMICAL:
         return {**found, "cause": exploding, "problem": "exploding", "evidence":
                 f"no guard event, but the loss stays finite and astronomical: {facts}"}
+    if ratio <= CLEARLY_BELOW:  # it learns: dead units or a small gain product do not stop it
+        return {**found, "cause": "healthy", "problem": "none", "evidence":
+                f"no guard event; {facts}: below the constant prediction but not at the bar "
+                "yet, train longer"}
     layer, dead = dead_units(result.model, x)
     if dead >= DEAD:
         return {**found, "cause": "activation", "problem": "dying_relu", "evidence":
@@ -88,10 +92,6 @@ def name_problem(result, bar, data, finite_rows) -> dict:
     if (deep and product < VANISHING) or (first_last is not None and first_last < VANISHING):
         return {**found, "cause": "depth", "problem": "vanishing", "evidence":
                 f"the signal shrinks through the stack: {facts}"}
-    if ratio <= CLEARLY_BELOW:
-        return {**found, "cause": "healthy", "problem": "none", "evidence":
-                f"no guard event and no symptom; {facts}: below the constant prediction "
-                "but not at the bar yet, train longer"}
     if ratio < STILL_LEARNING and row.get("trend") == "improving":
         return {**found, "cause": "healthy", "problem": "none", "evidence":
                 f"no guard event and no symptom; {facts}: below the constant prediction and "
