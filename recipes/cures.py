@@ -147,6 +147,14 @@ def _find_rate(patient: Patient, context: Context) -> Patient:
     return _with_optimizer(patient, type(opt).from_config(config))
 
 
+def _adam_found(patient: Patient, context: Context) -> Patient:
+    """Adam at the rate a range test run under Adam suggests: a switch of optimizer
+    brings its own scale of rates (an embedding model SGD needs at 1 wants Adam near 0.01)."""
+    if isinstance(patient.optimizer, keras.optimizers.Adam):
+        raise NotApplicable("the optimizer is Adam already: the range test alone tunes its rate")
+    return _find_rate(_with_optimizer(patient, keras.optimizers.Adam()), context)
+
+
 # -- data cures --------------------------------------------------------------
 
 
@@ -383,6 +391,7 @@ LR_10, LR_100 = scale_lr(0.1), scale_lr(0.01)
 LR_FINDER = Cure("learning rate from a range test", _find_rate)
 CLIP = Cure("clip the global norm", _clip)
 ADAM = Cure("Adam at its default learning rate", _adam)
+ADAM_FOUND = Cure("Adam at a range test's learning rate", _adam_found)
 DROP_ROWS = Cure("drop the non-finite rows", _drop_rows, "data")
 NORMALIZE = Cure("Normalization in front of the inputs", _normalize_inputs, "wrap")
 FAN_IN = Cure("fan-in initialization", _fan_in, "model")

@@ -17,7 +17,9 @@ weights (the model's own, or the seed's for a trained model):
    and is still improving): `cause="healthy"`, one trial, nothing changed.
    Else a guard event, the data or the absolute evidence of `symptoms.py`
    name the cause and `problem` (`exploding`, `vanishing`, `dying_relu`,
-   `none`).
+   `none`). A trial 0 with no event, no symptom and no static finding that
+   beats the constant prediction, and that no cure of the search does
+   clearly better than, is healthy after all: its data limit it.
 3. The search (`search.py`): the static findings' cures, the cause's own
    list, then every other family; a cure that improves without learning is
    kept and the next is stacked on it; within `max_trials` and
@@ -132,7 +134,7 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
     from . import cures as C
     from .search import search
     from .static_checks import check_setup
-    from .symptoms import name_problem
+    from .symptoms import judge_after_search, name_problem
     from .trials import Bar, Trainer, split_data
 
     _check(model, epochs, batch_size, max_trials, validation_split, validation_data, target)
@@ -161,7 +163,12 @@ def examine(model, x, y, *, validation_data: tuple | None = None,
                         loss=model.loss, batch_size=batch_size)
     search(trainer, first, findings, context, max_trials=max_trials, max_seconds=max_seconds,
            try_all=try_all, say=say)
-    return trainer.finish(first, trainer.winner(), findings)
+    winner = trainer.winner()
+    if winner is None and not findings:
+        first = judge_after_search(first, trainer.finished())
+        if first["cause"] == "healthy":
+            say(f"after the search: healthy: {first['evidence']}")
+    return trainer.finish(first, winner, findings)
 
 
 def describe_bar(bar) -> str:

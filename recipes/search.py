@@ -36,17 +36,22 @@ BEATS_CONSTANT = 0.95  # and below this x the constant prediction's: a trial 0 t
 EXTEND = 4  # a kept stack still improving at the end is retrained for this x the epochs
 
 CATALOGUE = (  # every cure, in the order tried after the evidence's
-    C.LR_FINDER, C.LR_10, C.LR_100, C.ADAM, C.NORMALIZE, O.TARGET_SCALE, C.FAN_IN,
+    C.LR_FINDER, C.LR_10, C.LR_100, C.ADAM, C.ADAM_FOUND, C.NORMALIZE, O.TARGET_SCALE, C.FAN_IN,
     C.BATCH_NORM, C.RELU, C.SELU, C.LEAKY, C.ELU, C.CLIP, C.ORTHOGONAL, C.LSTM,
     C.FLOAT32_OUTPUT, O.LOGITS, O.LINEAR_OUTPUT, C.DROP_ROWS,
 )
 BY_NAME = {cure.name: cure for cure in CATALOGUE}
 SCALES_RATE = (C.LR_10, C.LR_100)  # relative to the rate before: they compound when stacked
-SETS_RATE = (C.LR_FINDER, C.ADAM)  # set the rate themselves: a kept scaling is dropped
+SETS_RATE = (C.LR_FINDER,)  # sets the rate of the optimizer in use: a kept scaling is dropped
+SWITCHES = (C.ADAM, C.ADAM_FOUND)  # set the optimizer and its rate: a kept rate is dropped too
+# Within the optimizer kind, stacked cures apply in this order: which optimizer,
+# then its rate (a range test stacked on a kept Adam tunes Adam's), then its
+# clipping (which a switch of optimizer would otherwise drop).
+OPTIMIZER_ORDER = (*SWITCHES, *SETS_RATE, *SCALES_RATE, C.CLIP)
 
 # Each cause's (or problem's) own cures, first after the static findings'.
 PRIORS = {
-    "learning_rate": (C.LR_10, C.LR_FINDER, C.LR_100, C.CLIP, C.ADAM),
+    "learning_rate": (C.LR_10, C.LR_FINDER, C.LR_100, C.CLIP, C.ADAM, C.ADAM_FOUND),
     "input_scale": (C.NORMALIZE, C.LR_10, C.CLIP),
     "depth": (C.FAN_IN, C.BATCH_NORM, C.CLIP, C.LR_10),
     "vanishing": (C.FAN_IN, C.RELU, C.BATCH_NORM, C.SELU, C.LEAKY, C.ADAM),
@@ -54,7 +59,7 @@ PRIORS = {
     "recurrence": (C.CLIP, C.ORTHOGONAL, C.LSTM, C.LR_10, C.LR_100),
     "bad_data": (C.DROP_ROWS,),
     "loss_scale": (C.FLOAT32_OUTPUT, C.LR_10, C.CLIP),
-    "unknown": (C.LR_FINDER, C.LR_10, C.CLIP, C.ADAM),
+    "unknown": (C.LR_FINDER, C.LR_10, C.CLIP, C.ADAM, C.ADAM_FOUND),
 }
 
 
@@ -73,9 +78,11 @@ def rank(findings, cause: str, problem: str) -> list[tuple[C.Cure, ...]]:
 
 
 def stacked(trainer, cures: list[C.Cure], context: C.Context) -> C.Patient:
-    """A fresh patient with `cures` applied in `cures.KINDS` order (stable within a kind)."""
+    """A fresh patient with `cures` applied in `cures.KINDS` order, the optimizer's in
+    `OPTIMIZER_ORDER` (stable otherwise)."""
     patient = trainer.patient()
-    for cure in sorted(cures, key=lambda c: C.KINDS.index(c.kind)):
+    for cure in sorted(cures, key=lambda c: (C.KINDS.index(c.kind), OPTIMIZER_ORDER.index(c)
+                                             if c in OPTIMIZER_ORDER else 0)):
         patient = cure.apply(patient, context)
     return patient
 
@@ -102,8 +109,9 @@ def search(trainer, first: dict, findings, context: C.Context, *, max_trials: in
         number += 1
         if all(c in kept for c in add):  # tried already, as part of the kept stack
             continue
-        sets_rate = any(c in SETS_RATE for c in add)
-        stack = [c for c in kept if not (sets_rate and c in SCALES_RATE)]
+        drop = SCALES_RATE if any(c in SETS_RATE for c in add) else ()
+        drop = SCALES_RATE + SETS_RATE + SWITCHES if any(c in SWITCHES for c in add) else drop
+        stack = [c for c in kept if c not in drop]
         stack += [c for c in add if c not in stack]
         row = _trial(trainer, done, number, stack, context, say)
         if row is None:

@@ -28,6 +28,7 @@ INPUT_RMS = 30.0  # inputs' root mean square that is not "unit"
 DEAD = 0.5  # fraction of a ReLU layer's units that never fire on the training sample
 CLEARLY_BELOW = 0.5  # val/trivial at most this without a symptom: healthy, train longer
 STILL_LEARNING = 0.9  # below this and still improving at the last epoch, no symptom: healthy
+NO_BETTER = 0.8  # no cure's val/trivial at most this x trial 0's (search.IMPROVES): none did better
 
 
 def name_problem(result, bar, data, finite_rows) -> dict:
@@ -80,6 +81,10 @@ def name_problem(result, bar, data, finite_rows) -> dict:
     if not math.isfinite(ratio) or ratio >= ASTRONOMICAL:
         return {**found, "cause": exploding, "problem": "exploding", "evidence":
                 f"no guard event, but the loss stays finite and astronomical: {facts}"}
+    if ratio <= CLEARLY_BELOW:  # it learns: dead units or a small gain product do not stop it
+        return {**found, "cause": "healthy", "problem": "none", "evidence":
+                f"no guard event; {facts}: below the constant prediction but not at the bar "
+                "yet, train longer"}
     layer, dead = dead_units(result.model, x)
     if dead >= DEAD:
         return {**found, "cause": "activation", "problem": "dying_relu", "evidence":
@@ -87,16 +92,42 @@ def name_problem(result, bar, data, finite_rows) -> dict:
     if (deep and product < VANISHING) or (first_last is not None and first_last < VANISHING):
         return {**found, "cause": "depth", "problem": "vanishing", "evidence":
                 f"the signal shrinks through the stack: {facts}"}
-    if ratio <= CLEARLY_BELOW:
-        return {**found, "cause": "healthy", "problem": "none", "evidence":
-                f"no guard event and no symptom; {facts}: below the constant prediction "
-                "but not at the bar yet, train longer"}
     if ratio < STILL_LEARNING and row.get("trend") == "improving":
         return {**found, "cause": "healthy", "problem": "none", "evidence":
                 f"no guard event and no symptom; {facts}: below the constant prediction and "
                 "still improving at the last epoch, train longer"}
     return {**found, "cause": "unknown", "problem": "none", "evidence":
             f"no guard event and no symptom, but it does not learn: {facts}"}
+
+
+def judge_after_search(first: dict, trials) -> dict:
+    """Trial 0 judged again once the search found no cure: the search as the experiment.
+
+    A set-up with no guard event and no symptom (`cause="unknown"`) that beats
+    the constant prediction (val/trivial below 1), and that no cure tried did
+    clearly better than (each cure's val/trivial above `NO_BETTER` x trial
+    0's), is healthy: what limits it is its data (noisy labels, few rows),
+    not its set-up. Anything else is returned unchanged.
+
+    Args:
+        first: trial 0's findings (`name_problem`'s dict).
+        trials: the trials table (`trial`, `val/trivial`, `exploded_step`, `note`).
+
+    Returns:
+        `first`, or a copy with `cause="healthy"` and the evidence.
+    """
+    table = trials[trials["note"] == ""]
+    zero = table[table["trial"] == 0]
+    cures = table[table["trial"] > 0]["val/trivial"].astype(float)
+    if first["cause"] != "unknown" or zero.empty or cures.empty:
+        return first
+    ratio = float(zero["val/trivial"].iloc[0])
+    if not ratio < 1 or zero["exploded_step"].notna().iloc[0] or (cures <= NO_BETTER * ratio).any():
+        return first
+    return {**first, "cause": "healthy", "evidence":
+            f"no guard event and no symptom; val/trivial {ratio:.3g} beats the constant prediction, "
+            f"and none of the {len(cures)} cures tried did clearly better (best {cures.min():.3g}): "
+            "the data limit it, not the set-up"}
 
 
 def clip_norm(norms, events) -> float | None:

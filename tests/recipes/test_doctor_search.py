@@ -76,3 +76,50 @@ def test_a_kept_cure_still_improving_gets_its_longer_run_next():
     # judged here: validation MSE against the training mean's, on the raw (x 300) inputs
     pred = np.asarray(found.model(x[256:] * 300), np.float64)
     assert np.mean((pred - y[256:]) ** 2) / np.mean((y[256:] - y[:256].mean()) ** 2) <= 0.1
+
+
+def _embedding_trainer():
+    """An Embedding model under SGD, as a user writes it; the doctor's Trainer over it."""
+    from gradguard.recipes.trials import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 40, size=(320, 10)).astype("int32")
+    y = (rng.normal(size=40)[x].mean(1, keepdims=True) * 2).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Embedding(40, 8),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(50.0), loss="mse")
+    data = split_data(x, y, None, 0.2)
+    return Trainer(model, data, Bar.measure(model, data, None), seed=0, epochs=1, batch_size=16,
+                   out_dir=None), model, data
+
+
+def test_a_stacked_switch_to_adam_keeps_the_clip_and_a_range_test_tunes_adams_rate():
+    from gradguard.callbacks.lr_finder import find_learning_rate
+    from gradguard.recipes import cures as C
+    from gradguard.recipes.search import stacked
+
+    trainer, model, (x, y, _, _) = _embedding_trainer()
+    context = C.Context(clip_norm=0.123, bad_rows=(), loss=model.loss, batch_size=16)
+    clipped = stacked(trainer, [C.CLIP, C.ADAM], context).optimizer  # kept clip, then Adam
+    assert type(clipped) is keras.optimizers.Adam and clipped.global_clipnorm == 0.123
+    assert float(clipped.learning_rate) == pytest.approx(float(keras.optimizers.Adam().learning_rate))
+    # the range test run here by hand, on a copy compiled with Adam
+    keras.utils.set_random_seed(0)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    expected = float(f"{find_learning_rate(copy, x, y, batch_size=16, seed=0).suggestion:.2g}")
+    for cures in ([C.ADAM_FOUND], [C.ADAM, C.LR_FINDER], [C.LR_FINDER, C.ADAM]):  # in any order
+        optimizer = stacked(trainer, cures, context).optimizer
+        assert type(optimizer) is keras.optimizers.Adam
+        assert float(optimizer.learning_rate) == pytest.approx(expected), cures
+
+
+def test_adam_at_a_range_tests_rate_is_not_offered_to_adam():
+    from gradguard.recipes import cures as C
+
+    trainer, model, _ = _embedding_trainer()
+    context = C.Context(clip_norm=None, bad_rows=(), loss=model.loss, batch_size=16)
+    with pytest.raises(C.NotApplicable, match="Adam already"):
+        C.ADAM_FOUND.apply(C.ADAM.apply(trainer.patient(), context), context)
