@@ -70,6 +70,7 @@ def with_nan_rows():
 FAMILIES = {  # cure -> (build the user's model, data[, epochs: the broad set-ups need 5])
     C.LR_10: (lambda: mlp(keras.optimizers.SGD(0.5)), linear_data),
     C.LR_FINDER: (lambda: mlp(keras.optimizers.Adam(1.0), depth=2), linear_data),
+    C.ADAM_FOUND: (lambda: mlp(keras.optimizers.SGD(1e-5), depth=2), linear_data),
     O.TARGET_SCALE: (lambda: mlp(keras.optimizers.SGD(0.05)),
                      lambda: (linear_data()[0], linear_data()[1] * 100 + 300)),
     O.LOGITS: (lambda: mlp(keras.optimizers.SGD(0.1), units=3,
