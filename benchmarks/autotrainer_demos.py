@@ -184,7 +184,7 @@ def run_case(name: str, *, max_seconds: float | None, seed: int = 0, epochs: int
     return {"case": name, "published": label, "batch": batch,
             "trial0_acc": float(first["accuracy"]), "trial0_val/trivial": float(first["val/trivial"]),
             "trial0_learned": bool(first["learned"]), "cause": found.cause, "problem": found.problem,
-            "cure": found.cure, "trials": len(t), "learned": learned, "time_s": round(seconds, 1),
+            "cure": found.cure or "(none)", "trials": len(t), "learned": learned, "time_s": round(seconds, 1),
             "table": t}
 
 
