@@ -189,7 +189,8 @@ def run_case(name: str, *, max_seconds: float | None, seed: int = 0, epochs: int
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.autotrainer_demos",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--max-seconds", type=float, default=180.0,
                         help="the doctor's search budget per case after trial 0 (default 180)")
     parser.add_argument("--cases", nargs="*", default=list(CASES), help="which cases (default all)")
@@ -198,13 +199,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import pandas as pd
 
+    from gradguard.recipes.console import quiet_start, terminal
+
+    quiet_start()  # the backend loads after the flags, its start-up notes filtered out
+
     rows = []
     for name in args.cases:
         print(f"=== {name}", flush=True)
         row = run_case(name, max_seconds=args.max_seconds, seed=args.seed, epochs=args.epochs)
-        print(row.pop("table").to_string(index=False), flush=True)
+        print(terminal(row.pop("table").to_markdown(index=False)), flush=True)
         rows.append(row)
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"))
+    print(terminal(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g")))
 
 
 if __name__ == "__main__":

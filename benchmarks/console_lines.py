@@ -73,6 +73,8 @@ def programs(work: pathlib.Path) -> list[tuple[str, list[str]]]:
         ("benchmarks.monitor_step", ["--rounds", "1", "--min-seconds", "0.3", "--no-jit"]),
         ("benchmarks.recurrent_gain_twins", ["--out", str(work / "twins.md")]),
         ("benchmarks.repeated_fit", ["--quick", "--repeats", "1"]),
+        ("benchmarks.autotrainer_demos", ["--cases", "Improper_Activation_case", "--max-seconds", "30"]),
+        ("benchmarks.replay_cost", ["--only", "boston_regression", "--breaks", "lr_x1000"]),
         ("benchmarks.console_lines", ["--help"]),
     ]
 
