@@ -187,7 +187,8 @@ def dead_units(model, x, rows: int = 512) -> tuple[str, float]:
     if not layers:
         return "", 0.0
     try:
-        probe = keras.Model(model.inputs, [layer.output for layer in layers])
+        inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]  # one input: no list (Keras warns)
+        probe = keras.Model(inputs, [layer.output for layer in layers])
     except (AttributeError, ValueError):  # a subclassed model: no graph to probe
         return "", 0.0
     sample = [a[:rows] for a in x] if isinstance(x, (list, tuple)) else x[:rows]

@@ -64,3 +64,26 @@ def test_a_set_up_that_learns_with_half_its_relus_dead_is_healthy():
     pred = np.asarray(found.model(x[256:]), np.float64)  # trial 0's model
     ratio = np.mean((pred - y[256:]) ** 2) / np.mean((y[256:] - y[:256].mean()) ** 2)
     assert 0.1 < ratio <= 0.5, ratio  # not at the bar, clearly below the constant prediction
+
+
+def test_dead_units_probe_takes_a_single_input_without_keras_warning():
+    """The doctor's dead-unit probe on a one-input Sequential model: the fraction numpy gives, and no
+    "The structure of `inputs` doesn't match" UserWarning (a probe built on the input list warned)."""
+    import warnings
+
+    import keras
+    import numpy as np
+
+    from gradguard.recipes.symptoms import dead_units
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu", name="hidden"),
+                              keras.layers.Dense(1)])
+    kernel, bias = model.get_layer("hidden").get_weights()
+    bias[:2] = -100.0  # two of four units never fire on these inputs
+    model.get_layer("hidden").set_weights([kernel, bias])
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        layer, fraction = dead_units(model, x)
+    hidden = np.maximum(x @ kernel + bias, 0)
+    assert layer == "hidden" and fraction == np.mean(hidden.max(0) <= 0) == 0.5
