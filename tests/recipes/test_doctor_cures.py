@@ -71,6 +71,8 @@ FAMILIES = {  # cure -> (build the user's model, data[, epochs: the broad set-up
     C.LR_10: (lambda: mlp(keras.optimizers.SGD(0.5)), linear_data),
     C.LR_FINDER: (lambda: mlp(keras.optimizers.Adam(1.0), depth=2), linear_data),
     C.ADAM_FOUND: (lambda: mlp(keras.optimizers.SGD(1e-5), depth=2), linear_data),
+    C.ADAM: (lambda: mlp(keras.optimizers.SGD(1e-5), depth=2), linear_data, 20),
+    C.CLIP: (lambda: mlp(keras.optimizers.SGD(0.3), depth=2), linear_data, 5),
     O.TARGET_SCALE: (lambda: mlp(keras.optimizers.SGD(0.05)),
                      lambda: (linear_data()[0], linear_data()[1] * 100 + 300)),
     O.LOGITS: (lambda: mlp(keras.optimizers.SGD(0.1), units=3,
@@ -88,12 +90,16 @@ FAMILIES = {  # cure -> (build the user's model, data[, epochs: the broad set-up
     C.ORTHOGONAL: (lambda: sequential([keras.layers.SimpleRNN(
         16, activation="relu", recurrent_initializer=keras.initializers.Orthogonal(gain=3.0)),
         D(1)], keras.optimizers.SGD(0.01), (12, 2)), sequences, 5),
+    C.LSTM: (lambda: sequential([keras.layers.SimpleRNN(
+        16, activation="relu", recurrent_initializer=keras.initializers.Orthogonal(gain=3.0)),
+        D(1)], keras.optimizers.Adam(0.01), (12, 2)), sequences, 5),
 }
 # Not here: ReLU in place of sigmoid/tanh (no set-up tried learned with it
 # alone in 5 epochs: 4 sigmoid layers under SGD 0.02 reached val/trivial
 # 0.17, under SGD 0.05 and 0.1 it diverged, 6 under Adam 0.003 reached 0.17),
-# and Adam at its default rate (SGD at 1e-5 -> Adam 1e-3 needs more than 5
-# epochs of 16 steps).
+# ELU / leaky ReLU in place of ReLU (dead units from a bias of -1 or -3: 0.24
+# and no fit in 5-10 epochs) and the float32 output layer (a float16 policy).
+# Adam at its default rate needs 20 epochs of 16 steps (SGD at 1e-5 -> 1e-3).
 FAST = (O.TARGET_SCALE, O.LOGITS, O.LINEAR_OUTPUT)  # the range test (a sweep + 2 fits) is slow
 
 
