@@ -17,6 +17,7 @@ import numpy as np
 
 from gradguard.callbacks.diagnosis import ungated_recurrent_gain
 
+from .search import IMPROVES
 from .trials import predict
 
 ASTRONOMICAL = 1e3  # val loss this many times the constant's: exploding, though finite
@@ -28,7 +29,7 @@ INPUT_RMS = 30.0  # inputs' root mean square that is not "unit"
 DEAD = 0.5  # fraction of a ReLU layer's units that never fire on the training sample
 CLEARLY_BELOW = 0.5  # val/trivial at most this without a symptom: healthy, train longer
 STILL_LEARNING = 0.9  # below this and still improving at the last epoch, no symptom: healthy
-NO_BETTER = 0.8  # no cure's val/trivial at most this x trial 0's (search.IMPROVES): none did better
+NO_BETTER = IMPROVES  # no cure's val/trivial at most this x trial 0's: as the search keeps a cure
 
 
 def name_problem(result, bar, data, finite_rows) -> dict:
