@@ -105,13 +105,29 @@ def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
 # -- breaks --------------------------------------------------------------
 
 
+def _rows(x, start: int, stop: int):
+    """Rows `start:stop` of `x`, an array or a dict of arrays (the scripts' inputs)."""
+    return {k: v[start:stop] for k, v in x.items()} if isinstance(x, dict) else x[start:stop]
+
+
+def _length(x) -> int:
+    """Rows in `x`, an array or a dict of arrays."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _built(setup) -> None:
+    """Builds a subclassed model (it builds on its first call) on two rows of its data."""
+    if not setup.model.built:
+        setup.model(_rows(setup.x, 0, 2))
+
+
 def inject(module, setup, brk: str, seed: int) -> None:
     """Puts break `brk` into `setup` (its data copies, its optimizer)."""
     import keras
 
     rng = np.random.default_rng(seed + 7)
     x, y = setup.x, setup.y
-    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    n = _length(x)
     row = int(0.3 * n)  # inside the training part of any validation_split
     if brk in ("lr_x100", "lr_x1000"):
         opt = setup.model.optimizer
@@ -146,9 +162,7 @@ def inject(module, setup, brk: str, seed: int) -> None:
     elif brk == "targets_x1e5":
         y = np.asarray(y, dtype="float32") * 1e5
     elif brk == "fp16_overflow":
-        if not setup.model.built:  # a subclassed model builds on its first call
-            setup.model(x[:2] if not isinstance(x, dict) else
-                        {k: v[:2] for k, v in x.items()})
+        _built(setup)
         embeddings = _embeddings(setup.model)
         if embeddings:  # token inputs: the tables' largest value to FP16_MAX
             for layer in embeddings:
@@ -167,12 +181,14 @@ def _embeddings(model) -> list:
     return [l for l in model._flatten_layers() if isinstance(l, keras.layers.Embedding)]
 
 
-def also_right(script: str, brk: str) -> str:
-    """The other right cause of a break (`also`), for rows saved without one.
+def _also(brk: str, model) -> str:
+    """`input_scale` for `fp16_overflow` on a model whose float inputs it scales
+    (no Embedding layer: `inject`), else ""."""
+    return "input_scale" if brk == "fp16_overflow" and not _embeddings(model) else ""
 
-    `input_scale` for `fp16_overflow` on a script whose float inputs it
-    scales (no Embedding layer: `inject`), else "".
-    """
+
+def also_right(script: str, brk: str) -> str:
+    """The other right cause of a break (`also`, `_also`), for rows saved without one."""
     if brk != "fp16_overflow":
         return ""
     import keras
@@ -180,10 +196,8 @@ def also_right(script: str, brk: str) -> str:
     module = keras_io.load(script)
     keras.backend.clear_session()
     setup = module.build(*module.make_data(0))
-    if not setup.model.built:
-        x = setup.x
-        setup.model(x[:2] if not isinstance(x, dict) else {k: v[:2] for k, v in x.items()})
-    return "" if _embeddings(setup.model) else "input_scale"
+    _built(setup)
+    return _also(brk, setup.model)
 
 
 # -- judging the end state -----------------------------------------------
@@ -193,11 +207,9 @@ def _predict(setup, x):
     """The model's outputs on `x`, called directly (no predict function to trace)."""
     import keras
 
-    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     parts = []
-    for i in range(0, n, 256):
-        chunk = ({k: v[i:i + 256] for k, v in x.items()} if isinstance(x, dict)
-                 else x[i:i + 256])
+    for i in range(0, _length(x), 256):
+        chunk = _rows(x, i, i + 256)
         parts.append(keras.ops.convert_to_numpy(setup.model(chunk, training=False)))
     return np.concatenate(parts).astype("float64")
 
@@ -235,8 +247,7 @@ def recalibrate_batch_norm(model, x) -> None:
     for layer in layers:
         layer.momentum = 0.0
     try:
-        sample = ({k: v[:1024] for k, v in x.items()} if isinstance(x, dict) else x[:1024])
-        model(sample, training=True)
+        model(_rows(x, 0, 1024), training=True)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
@@ -307,8 +318,7 @@ def run_one(script: str, brk: str, seed: int, callbacks=None) -> dict:
             keras.config.set_dtype_policy("mixed_float16")
         setup = module.build(x_clean, y_clean)
         inject(module, setup, brk, seed)
-        row["also"] = ("input_scale" if brk == "fp16_overflow"
-                       and not _embeddings(setup.model) else "")
+        row["also"] = _also(brk, setup.model)
         history = setup.fit(callbacks)
         losses = history.get("loss", [])
         epochs = setup.fit_kwargs.get("epochs", 1)
