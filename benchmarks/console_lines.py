@@ -35,7 +35,15 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WIDTH = 120
-NOISE = re.compile(r"absl|cuInit|cuda|Warning:|warnings\.warn|^\s+warnings\.warn|XLA|oneDNN", re.IGNORECASE)
+# Beyond the start-up notes the recipes filter: any absl/CUDA/XLA mention and Python warnings.
+NOISE = re.compile(r"absl|cuInit|cuda|Warning:|warnings\.warn|XLA|oneDNN", re.IGNORECASE)
+
+
+def is_noise(line: str) -> bool:
+    """A start-up note (`recipes.console.STARTUP_NOISE`) or a line `NOISE` finds."""
+    from gradguard.recipes.console import STARTUP_NOISE
+
+    return bool(STARTUP_NOISE.match(line) or NOISE.search(line))
 
 # The doctor's input: a small compiled regression model and its data, saved by the checker itself.
 DOCTOR_INPUT = """
@@ -108,7 +116,7 @@ def run(module: str, argv: list[str], timeout: float) -> dict:
     help_s = time.perf_counter() - helped
     return {
         "program": module, "exit": code, "run_s": round(seconds, 1), "lines": len(lines),
-        "noise": sum(bool(NOISE.search(line)) for line in lines[:15]),
+        "noise": sum(map(is_noise, lines[:15])),
         "widest": max(map(len, lines), default=0), "over_120": sum(len(line) > WIDTH for line in lines),
         "help_s": round(help_s, 2), "text": text,
     }
@@ -133,7 +141,7 @@ def main(args: argparse.Namespace) -> None:
                 if len(line) > WIDTH:
                     print(f"    {len(line)}: {line[:100]}...")
             for line in row["text"].splitlines()[:15]:
-                if NOISE.search(line):
+                if is_noise(line):
                     print(f"    noise: {line[:100]}")
             if row["exit"] != 0:
                 print(f"    last line: {row['text'].splitlines()[-1][:110] if row['text'] else ''}")
