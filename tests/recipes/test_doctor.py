@@ -19,18 +19,13 @@ import pytest
 from gradguard.recipes import doctor
 from gradguard.recipes.doctor import examine
 
+from doctor_data import linear_data
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAST = dict(epochs=3, batch_size=16, verbose=False)
 
 
 # -- data and bars, computed here with numpy ------------------------------------
-
-
-def linear_data(n=320, d=8, *, seed=0, scale=1.0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    y = (x @ rng.normal(size=(d, 1)) / np.sqrt(d)).astype("float32")
-    return x * np.float32(scale), y
 
 
 def sequence_data(n=320, steps=12, *, seed=0):

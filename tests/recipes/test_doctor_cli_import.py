@@ -6,11 +6,7 @@ import pytest
 
 from gradguard.recipes import doctor
 
-
-def linear_data(n=320, d=8, *, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    return x, (x @ rng.normal(size=(d, 1)) / np.sqrt(d)).astype("float32")
+from doctor_data import linear_data
 
 
 def test_cli_import_names_a_missing_module(tmp_path):

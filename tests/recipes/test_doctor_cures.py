@@ -19,13 +19,9 @@ from gradguard.recipes.search import BY_NAME, rank
 from gradguard.recipes.static_checks import Finding
 from gradguard.recipes.trials import Bar, Trainer
 
+from doctor_data import linear_data
+
 EPOCHS, BATCH = 3, 16
-
-
-def linear_data(n=320, d=8, *, seed=0, scale=1.0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    return x * np.float32(scale), (x @ rng.normal(size=(d, 1)) / np.sqrt(d)).astype("float32")
 
 
 def classes(n=320, *, seed=0):

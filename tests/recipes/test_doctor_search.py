@@ -11,6 +11,8 @@ import pytest
 
 from gradguard.recipes.trials import Bar, predict, split_data
 
+from doctor_data import linear_data
+
 
 @keras.saving.register_keras_serializable(package="gradguard_tests")
 def hand_log_loss(y_true, y_pred):
@@ -62,9 +64,7 @@ def test_a_hand_written_loss_on_real_targets_stays_regression():
 def test_a_kept_cure_still_improving_gets_its_longer_run_next():
     from gradguard.recipes.doctor import examine
 
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(320, 12)).astype("float32")
-    y = (x @ rng.normal(size=(12, 1)) / np.sqrt(12)).astype("float32")
+    x, y = linear_data(d=12, seed=4)
     keras.utils.set_random_seed(4)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(48, activation="relu"),
                               keras.layers.Dense(1)])
