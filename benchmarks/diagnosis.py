@@ -93,8 +93,12 @@ def make_data(family: str, seed: int, n: int = N, seq_len: int = T):
 def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
                act: str = "tanh", recurrent_gain: float | None = None,
                rnn_act: str = "tanh", dropout: float = 0.0,
-               batchnorm: bool = False, layernorm: bool = False) -> keras.Model:
-    """A small model of `family`; `gain` scales every kernel's init (1: Glorot-like)."""
+               batchnorm: bool = False, layernorm: bool = False,
+               classes: int = 0) -> keras.Model:
+    """A small model of `family`; `gain` scales every kernel's init (1: Glorot-like).
+
+    Its head is one linear unit, or with `classes` a softmax over them.
+    """
     import keras
 
     init = keras.initializers.VarianceScaling(gain**2, "fan_in", "truncated_normal")
@@ -133,8 +137,28 @@ def make_model(family: str, input_shape, *, depth: int = 1, gain: float = 1.0,
             h = keras.layers.LayerNormalization()(h)
         if dropout:
             h = keras.layers.Dropout(dropout)(h)
-    out = keras.layers.Dense(1, dtype="float32")(h)
+    out = (keras.layers.Dense(classes, activation="softmax", dtype="float32")(h) if classes
+           else keras.layers.Dense(1, dtype="float32")(h))
     return keras.Model(inputs, out)
+
+
+def one_hot_terciles(y: np.ndarray) -> np.ndarray:
+    """A regression target as three classes (its terciles), one-hot."""
+    edges = np.quantile(y, [1 / 3, 2 / 3])
+    return np.eye(3, dtype="float32")[np.digitize(y[:, 0], edges)]
+
+
+def constant_loss(y: np.ndarray, loss: str) -> float:
+    """The loss of the best constant prediction: the targets' variance, or their entropy."""
+    if loss == "mse":
+        return float(np.nanvar(np.where(np.isfinite(y), y, np.nan)))
+    p = y.mean(axis=0)
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum())
+
+
+def loss_of(case: Case) -> str:
+    """The loss a case compiles with: cross-entropy for the classifier variant."""
+    return "categorical_crossentropy" if case.variant == "batch_size_1_classes" else "mse"
 
 
 def unscaled(x: np.ndarray, factor: float = 1.0) -> np.ndarray:
@@ -235,6 +259,15 @@ def build(case: Case):
             peak / 100, decay_steps=16, warmup_target=peak, warmup_steps=8)
     elif v == "batch_size_2":
         x, y, batch, epochs = x[:64], y[:64], 2, 2
+    elif v in ("batch_size_1", "batch_size_1_classes"):
+        # Per-example steps at a tenth of the rate (the rate scaled with the
+        # batch): norms range over orders of magnitude while the net learns;
+        # with three softmax classes, most of them near 0 once examples are
+        # classified. AUTOTRAINER's Oscillating_Loss_Case trains this way.
+        x, y, batch, epochs = x[:256], y[:256], 1, 2
+        if v == "batch_size_1_classes":
+            y = one_hot_terciles(y)
+            kw["classes"] = 3
     elif v == "high_momentum":
         opt = "momentum_099"
     elif v == "dropout":
@@ -308,7 +341,7 @@ def population(quick: bool = False) -> list[Case]:
                     cases.append(Case(cause, f, v, opt, seed))
     healthy = ("heavy_tailed", "warmup_cosine", "batch_size_2",
                "high_momentum", "dropout", "batchnorm", "large_initial_loss",
-               "mixed_precision")
+               "mixed_precision", "batch_size_1", "batch_size_1_classes")
     families = ("mlp", "conv1d", "conv2d", "gru", "lstm", "attention",
                 "embedding", "simplernn")
     for i, v in enumerate(healthy):
@@ -429,7 +462,7 @@ def run_case(case: Case, traces: str | None = None) -> dict:
         x, y, model, optimizer, batch, epochs, policy = build(case)
         # Eager where the model has no recurrent loop: the same numbers as
         # the compiled step, without seconds of tracing for a few steps.
-        model.compile(optimizer=optimizer, loss="mse",
+        model.compile(optimizer=optimizer, loss=loss_of(case),
                       run_eagerly=case.family not in ("simplernn", "gru", "lstm"))
         (copies, trace), guard = _recorders(), NaNGuard(verbose=False)
         history = model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
@@ -455,7 +488,7 @@ def run_case(case: Case, traces: str | None = None) -> dict:
         cause=_get(e, "cause") if e else "",
         step=_get(e, "step") if e else -1,
         final_loss=float(history.history["loss"][-1]),
-        constant_loss=float(np.nanvar(np.where(np.isfinite(y), y, np.nan))),
+        constant_loss=constant_loss(y, loss_of(case)),
         seconds=time.perf_counter() - start,
     )
     final = model.get_weights()

@@ -12,8 +12,9 @@ import numpy as np
 
 from .gradient_record import APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE
 from .nan_event import NaNEvent
+from .step_decision import SPREAD
 from .norm_history import (
-    CLIP_PERCENTILE, GROWTH_FACTOR, RECENT, measure_growth, rank_suspects, suggest_clip,
+    CLIP_PERCENTILE, GROWTH_FACTOR, RECENT, measure_growth, rank_suspects, scattered, suggest_clip,
 )
 from .target_scale import TARGET_SCALE
 from .structure_signs import (
@@ -115,12 +116,18 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     if trigger == "loss_scale":  # the last applied step counts too
         applied |= (record.steps == step) & (record.status == APPLIED)
     growth = measure_growth(record.norm[applied], window)
-    onset = min([s["first_step"] for s in suspects] + [step])
+    # Norms that range over more than SPREAD with no trend (per-example
+    # steps) cross 10x their median all the time: no variable's crossing,
+    # and no growth over the median, dates the onset (at batch size 1 the
+    # first crossing was at step 16 of an event at step 475, and the
+    # rollback lost every step).
+    dispersed = scattered(record.norm[applied][-window:], SPREAD)
+    onset = min([s["first_step"] for s in suspects if not dispersed] + [step])
     short = applied.sum() < min_history
     if short:  # too little history to tell where it began: the fit's start
         onset = min(onset, start_step + 1)
     g = growth["growth"]
-    if g is not None and g >= GROWTH_FACTOR:
+    if g is not None and g >= GROWTH_FACTOR and not dispersed:
         recent_steps = record.steps[applied][-len(growth["recent"]):]
         high = np.asarray(growth["recent"]) >= GROWTH_FACTOR * growth["median"]
         onset = min(onset, int(recent_steps[np.argmax(high)]))
@@ -131,10 +138,13 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     if trigger in ("stalled", "early_blowup", "off_scale_targets"):  # broken from the first steps
         onset = min(onset, start_step + 1)
     spikes = np.isin(record.status, (SKIPPED_SPIKE, CLIPPED_SPIKE)) & upto
+    recent_spikes = spikes & (record.steps > step - window)
+    if dispersed and recent_spikes.any():  # the spikes that made it repeated
+        onset = min(onset, int(record.steps[recent_spikes][0]))
     signs = {
         "growth": g, "short": bool(short),
         "earlier_suspects": [s for s in suspects if s["first_step"] < step],
-        "spikes": int((spikes & (record.steps > step - window)).sum()),
+        "spikes": int(recent_spikes.sum()),
         "weight_growth": weight_growth, "gains": list(gains),
         "recurrent_gain": recurrent_gain,
         "target_rms": target_rms,

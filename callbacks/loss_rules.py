@@ -45,6 +45,40 @@ SENSITIVITY = 100.0
 # runs read 337-7.6e6 and fall to 0.51 or more, or start at 2.2e6 and above.
 SENSITIVITY_FALL = 0.5
 SENSITIVITY_LOSS = 1e5
+# A classifier whose running loss after `STALL_STEPS` steps is still this many
+# times a chance guess's (ln of its classes), with a structural sign, is
+# stalled too: keras-io's MNIST convnet on pixels x1e4 starts at 23 (10x
+# ln 10) and "falls" to 16 while every prediction is saturated (skill 0.32
+# of the healthy 0.89). A sane classifier starts near ln C. Not where the
+# loss plainly falls (`SENSITIVITY_FALL`): the custom-loop guide's net on raw
+# 0..255 pixels starts at 60-71 and reads 0.34-0.36 of that at step 8.
+CHANCE_FACTOR = 5.0
+# A loss's name without underscores, lower case -> binary (ln 2 an output)?
+_CROSS_ENTROPIES = {"categoricalcrossentropy": False,
+                    "sparsecategoricalcrossentropy": False, "binarycrossentropy": True}
+
+
+def chance_loss(model) -> float | None:
+    """A chance guess's cross-entropy for a one-output classifier, or `None`.
+
+    ln C for a categorical cross-entropy over C outputs (ln 2 for a binary
+    one); `None` for any other loss, several outputs, or an output whose
+    width is not known before training.
+    """
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else (
+        getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__)
+    binary = _CROSS_ENTROPIES.get(str(name).lower().replace("_", ""))
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if binary is None or not outputs or len(outputs) != 1:
+        return None
+    if binary:
+        return float(np.log(2.0))
+    classes = outputs[0].shape[-1]
+    return float(np.log(classes)) if classes is not None and classes >= 2 else None
 
 
 def batch_loss(batch: int, running: float, prev_batch: int, prev_running: float) -> float:
@@ -160,7 +194,8 @@ def windows_flat(batch_losses) -> bool:
 
 
 def find_stall(losses, structure: str | None,
-               sensitivity: float | None = None, batch_losses=None) -> str | None:
+               sensitivity: float | None = None, batch_losses=None,
+               chance: float | None = None) -> str | None:
     """A model with a structural sign that is not learning: broken from step 1.
 
     Its norms never spike against their own history, so only absolute
@@ -180,10 +215,13 @@ def find_stall(losses, structure: str | None,
         sensitivity: `first_step_sensitivity`, or `None`. Defaults to `None`.
         batch_losses: the fit's first batch losses (`batch_loss`), or
             `None`. Defaults to `None`.
+        chance: `chance_loss` of the model, or `None`: a running loss at
+            step `STALL_STEPS` above `CHANCE_FACTOR` x it is a stall,
+            unless the net is plainly learning (as for `sensitivity`).
 
     Returns:
         Which evidence holds, first in this order: `"flat"` (the running
-        loss), `"sensitivity"` or `"windows"`; `None` when the model does
+        loss), `"sensitivity"`, `"chance"` or `"windows"`; `None` when the model does
         not stall.
     """
     losses = np.asarray(losses, dtype=np.float64)
@@ -195,6 +233,9 @@ def find_stall(losses, structure: str | None,
                 and losses[:STALL_STEPS].min() < SENSITIVITY_FALL * losses[0])
     if sensitivity is not None and sensitivity > SENSITIVITY and not learning:
         return "sensitivity"
+    if (chance is not None and losses[STALL_STEPS - 1] > CHANCE_FACTOR * chance
+            and not learning):
+        return "chance"
     if batch_losses is not None and windows_flat(batch_losses):
         return "windows"
     return None

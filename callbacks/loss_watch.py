@@ -16,8 +16,8 @@ import numpy as np
 from .blowup_rules import find_early_blowup, find_held_spike
 from .gradient_record import APPLIED, DISCARDED
 from .loss_rules import (
-    LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
-    early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
+    CHANCE_FACTOR, LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
+    chance_loss, early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
 )
 from .model_evidence import input_columns
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
@@ -176,6 +176,21 @@ class LossWatch:
         growth = measure_growth(record.norm_clipped[applied], self.window)["growth"]
         return growth is not None and growth >= GROWTH_FACTOR
 
+    def _rise_start(self, level: float) -> int:
+        """The first step of the run of batch losses above `level` that ends now.
+
+        The rise is the onset, not the fit's best loss: per-example steps
+        (batch size 1) on a net that learned for 1,600 steps rose 10x above
+        its early level in 3 steps in a row; its best loss was at step 4, and
+        a rollback to it threw the 1,600 steps away. Only the kept steps
+        count (the fit's first `STALL_STEPS` and the last `RECENT`).
+        """
+        losses, steps = self._batch_losses, self._loss_steps
+        k = len(losses) - RECENT
+        while k > 0 and steps[k - 1] == steps[k] - 1 and losses[k - 1] > level:
+            k -= 1
+        return int(steps[k])
+
     def _watch_absolute(self, read) -> dict | None:
         """`loss_rise` and `stalled`: the rules that need no running median.
 
@@ -186,10 +201,9 @@ class LossWatch:
         losses = np.asarray(self._losses)
         if (loss_has_risen(losses, self._batch_losses)
                 and not self._norms_growing(read())):
-            best = int(np.argmin(losses[:-RECENT]))
             early = early_level(losses)
             return {"trigger": "loss_rise", "step": self._step,
-                    "best_step": self._loss_steps[best],
+                    "best_step": self._rise_start(LOSS_RISE * early) - 1,
                     "detail": f"the batch loss ({self._batch_losses[-1]:.4g} at the last "
                               f"step; running {losses[-1]:.4g}) has stayed above "
                               f"{LOSS_RISE:g}x its early level {early:.4g} (its first, "
@@ -216,13 +230,18 @@ class LossWatch:
         first = record.steps == self._start_step + 1
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
                        if first.any() else None)
-        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses)
+        chance = chance_loss(self.model)
+        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses, chance)
         if evidence is None:
             return None
         self._stall_judged = 2
         if evidence == "flat":
             detail = (f"the running loss {losses[-1]:.4g} has not fallen below "
                       f"{STALL_LOSS:g}x its first {losses[0]:.4g} in {len(losses)} steps")
+        elif evidence == "chance":
+            detail = (f"the running loss {losses[STALL_STEPS - 1]:.4g} after {STALL_STEPS} steps "
+                      f"is still {losses[STALL_STEPS - 1] / chance:.3g}x a chance guess's "
+                      f"{chance:.4g} (> {CHANCE_FACTOR:g}x; a sane classifier starts near it)")
         elif evidence == "sensitivity":
             detail = (f"the first step's gradient norm is {sensitivity:.3g}x the "
                       f"square root of its loss (> {SENSITIVITY:g}; a few units "

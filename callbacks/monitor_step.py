@@ -111,10 +111,11 @@ class MonitorStep:
             )
         gate = None
         if self.spike_compiled:
-            median, n = running_median(self._ring, self._count,
-                                       self._spike_window.value)
+            median, n, spread, peak = running_median(self._ring, self._count,
+                                                     self._spike_window.value)
             gate = SpikeGate(self._spike_factor.value, median, n,
-                             self._spike_min_history.value, self._spike_clip.value)
+                             self._spike_min_history.value, self._spike_clip.value,
+                             spread, peak)
         decision = decide_step(
             norm, skip_nonfinite=self.skip_nonfinite,
             loss_scaled=self.loss_scaled, gate=gate, norm_clipped=norm_clipped,

@@ -57,6 +57,36 @@ def running_median(values: np.ndarray, window: int, min_periods: int = MIN_PERIO
     return (ratio[:, 0], median[:, 0]) if squeeze else (ratio, median)
 
 
+def norm_spread(norms: np.ndarray) -> float:
+    """Their 90th percentile over their 10th (`inf` when the 10th is 0).
+
+    The host-side twin of the spread `ring.running_median` gives the spike
+    gate (the same order statistics); above `step_decision.SPREAD` the
+    norms are per-example-like and a ratio to their median says little.
+    """
+    ordered = np.sort(np.asarray(norms, dtype=np.float64))
+    if not len(ordered):
+        return 1.0
+    last = len(ordered) - 1
+    low, high = ordered[last // 10], ordered[last * 9 // 10]
+    return float(high / low) if low > 0 else float("inf")
+
+
+def scattered(norms: np.ndarray, spread: float) -> bool:
+    """Whether `norms` range wider than `spread` with no trend: per-example noise.
+
+    A divergence ranges as wide (1, 8, 95, 914, ... 1e18 under SGD at 1.5),
+    but its newer half's median is far above its older half's; per-example
+    norms at batch size 1 range as wide with both medians alike.
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    if len(norms) < 4 or norm_spread(norms) <= spread:
+        return False
+    half = len(norms) // 2
+    older, newer = np.median(norms[:half]), np.median(norms[half:])
+    return bool(newer <= spread * max(older, NORM_FLOOR))
+
+
 def measure_growth(norms: np.ndarray, window: int) -> dict:
     """How far the last `RECENT` norms rose above the median of those before.
 
@@ -118,10 +148,14 @@ def suggest_clip(stable_norms: np.ndarray, spike: float | None) -> float | None:
     """A clipping threshold: the `CLIP_PERCENTILE` of the norms before the onset.
 
     Never at or above the spike it answers: if the percentile reaches it,
-    the median of those norms instead (and `None` if that does too).
+    the median of those norms instead (and `None` if that does too). Norms
+    under `NORM_FLOOR` do not count: at batch size 1, steps on examples a
+    net already classifies give norms of 0 to 1e-7 (AUTOTRAINER's
+    Oscillating_Loss_Case: 90% of them), and a clip at their percentile
+    (1.35e-07) would stop all learning.
     """
     norms = np.asarray(stable_norms, dtype=np.float64)
-    norms = norms[np.isfinite(norms)]
+    norms = norms[np.isfinite(norms) & (norms >= NORM_FLOOR)]
     if len(norms) == 0:
         return None
     for value in (np.percentile(norms, CLIP_PERCENTILE), np.median(norms)):

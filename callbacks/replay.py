@@ -60,6 +60,7 @@ class Replay:
     loss: float  # the batch loss at the start state
     loss_after: float  # the same batch's loss after the update
     finite: bool  # the loss, the update and the weights after it are finite
+    factor: float = 1.0  # how many times the change scaled what it changed (rate, inputs, targets)
 
     @property
     def failed(self) -> bool:
@@ -113,12 +114,22 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
        is a rate or scale the batch only happened to reveal (SGD at 0.5
        on a plain MLP: 2.4 -> 34.7 as given, 3.0 -> 2.1 for another).
     3. From before the onset (`from_onset`, where replayed), the batch as
-       given does not fail: no verdict. Standardized inputs do not fail:
-       `input_scale`; scaled targets do not: `target_scale`.
-    4. A structural cause the rules found (`depth`, `recurrence`) stands:
-       one step cannot test an initialization.
-    5. The learning rate x`LR_CUT` (or x`LR_CUT`**2, a rate 1000x too
-       high) does not fail: `learning_rate`.
+       given does not fail: no verdict.
+    4. Scaled targets do not fail: `target_scale` (a rate cut that lets
+       one step of a loss at 1e10 through cures nothing: under a squared
+       error the targets' scale sets the loss, not the curvature).
+       Otherwise, of the changes that remove the failure (standardized
+       inputs: `input_scale`; the learning rate x`LR_CUT` or x`LR_CUT`**2:
+       `learning_rate`), the smaller names the cause: the one that scales
+       what it changes the fewer times (`Replay.factor`: 10 or 100 for a
+       rate cut, the inputs' root mean square, >= `SCALE`); a tie goes to
+       the inputs. Published scripts on raw inputs (Boston's features at
+       rms 420, the custom-loop guide's pixels at 0..255) at 100x their
+       rate are cured by both a tenth of the rate and standardized inputs;
+       the tenth is the smaller change, and they train at their own rate
+       on those inputs.
+    5. A structural cause the rules found (`depth`, `recurrence`) stands
+       against a rate cut: one step cannot test an initialization.
     6. Otherwise no verdict.
 
     Args:
@@ -149,18 +160,22 @@ def judge_replays(replays: dict[str, Replay], start_step: int,
     base = replays.get("from_onset")
     if base is not None and not base.failed:
         return ReplayVerdict(None, evidence + " (from before the onset the step does not fail)")
-    for change, cause in (("inputs_standardized", "input_scale"),
-                          ("targets_scaled", "target_scale")):
-        r = replays.get(change)
-        if r is not None and not r.failed:
-            return ReplayVerdict(cause, evidence)
-    if structural in ("depth", "recurrence"):
+    scaled = replays.get("targets_scaled")
+    if scaled is not None and not scaled.failed:
+        return ReplayVerdict("target_scale", evidence)
+    cures = [(r.factor, order, cause) for order, (change, cause) in enumerate(_CURES)
+             if (r := replays.get(change)) is not None and not r.failed]
+    if not cures:
         return ReplayVerdict(None, evidence)
-    for change in ("lr_x0.1", "lr_x0.01"):
-        cut = replays.get(change)
-        if cut is not None and not cut.failed:
-            return ReplayVerdict("learning_rate", evidence)
-    return ReplayVerdict(None, evidence)
+    cause = min(cures)[2]
+    if cause == "learning_rate" and structural in ("depth", "recurrence"):
+        return ReplayVerdict(None, evidence)
+    return ReplayVerdict(cause, evidence)
+
+
+# The changes weighed by their size when they remove the failure, in tie order.
+_CURES = (("inputs_standardized", "input_scale"),
+          ("lr_x0.1", "learning_rate"), ("lr_x0.01", "learning_rate"))
 
 
 def cure_for(cause: str, learning_rate: float, where: str, rules_cure: str) -> str:
@@ -169,8 +184,11 @@ def cure_for(cause: str, learning_rate: float, where: str, rules_cure: str) -> s
         return (f"check the rows of {where} for NaN/inf or extreme values and "
                 "fix or drop them; the guard skipped that step")
     if cause == "learning_rate":
+        # the rules' clip value, where they suggest one (the norms before the onset)
+        at = rules_cure.find("or clip the global norm at")
+        clip = rules_cure[at:] if at >= 0 else "or clip the global norm"
         return (f"lower the learning rate to ~{learning_rate * LR_CUT:.3g} "
-                f"(a tenth of {learning_rate:.3g}); or clip the global norm")
+                f"(a tenth of {learning_rate:.3g}); {clip}")
     if cause == "input_scale":
         return ("standardize the inputs (zero mean, unit variance per feature, "
                 "e.g. keras.layers.Normalization adapted on the training data)")
@@ -290,8 +308,11 @@ class Replayer:
             return False
 
     def step(self, change: str, weights, state, iterations: int, data,
-             learning_rate: float) -> Replay:
-        """One update of the copy from `weights`/`state` on `data`; the batch loss again after."""
+             learning_rate: float, factor: float = 1.0) -> Replay:
+        """One update of the copy from `weights`/`state` on `data`; the batch loss again after.
+
+        `factor` is recorded: how many times the change scaled what it changed.
+        """
         copy = self.copy
         copy.set_weights(weights)
         updater = copy.optimizer
@@ -315,7 +336,7 @@ class Replayer:
             finite = all(np.isfinite(w).all() for w in after_weights
                          if np.asarray(w).dtype.kind == "f")
             after = _loss(copy.train_on_batch(x, y, sample_weight=sw, return_dict=True))
-        return Replay(change, before, after, bool(finite))
+        return Replay(change, before, after, bool(finite), factor)
 
     def run(self, near: tuple, far: tuple | None, data, recent: list,
             learning_rate: float) -> dict[str, Replay]:
@@ -352,20 +373,20 @@ class Replayer:
                 return replays
         iterations = step
         x, y, sw = data
-        if root_mean_square(x) > SCALE:
+        if (x_rms := root_mean_square(x)) > SCALE:
             x_std = standardize(x, [r[0] for r in recent])
             replays["inputs_standardized"] = self.step(
                 "inputs_standardized", weights, state, iterations, (x_std, y, sw),
-                learning_rate)
-        if y is not None and root_mean_square(y) > SCALE:
+                learning_rate, x_rms / max(root_mean_square(x_std), 1e-12))
+        if y is not None and (y_rms := root_mean_square(y)) > SCALE:
             replays["targets_scaled"] = self.step(
                 "targets_scaled", weights, state, iterations, (x, scale_targets(y), sw),
-                learning_rate)
+                learning_rate, y_rms)
         replays["lr_x0.1"] = self.step("lr_x0.1", weights, state, iterations, data,
-                                       learning_rate * LR_CUT)
+                                       learning_rate * LR_CUT, 1 / LR_CUT)
         if replays["lr_x0.1"].failed:
             replays["lr_x0.01"] = self.step("lr_x0.01", weights, state, iterations, data,
-                                            learning_rate * LR_CUT ** 2)
+                                            learning_rate * LR_CUT ** 2, LR_CUT ** -2)
         return replays
 
     def __deepcopy__(self, memo):

@@ -115,8 +115,11 @@ def newest_row(ring, count):
 def running_median(ring, count, window):
     """Median of the finite norms of applied steps among the last `window` rows.
 
-    Returns `(median, n)`: `n` rows took part (a skipped or clipped spike,
-    a non-finite step or a step a rollback discarded does not).
+    Returns `(median, n, spread, peak)`: `n` rows took part (a skipped or
+    clipped spike, a non-finite step or a step a rollback discarded does
+    not); `spread` is their 90th percentile over their 10th (`inf` when the
+    10th is 0), how many times over the recent norms already range; `peak`
+    the largest of them.
     """
     size = ring.shape[0]
     n_written = count.value
@@ -134,7 +137,10 @@ def running_median(ring, count, window):
         ops.take(ordered, ops.floor_divide(last, 2))
         + ops.take(ordered, ops.minimum(ops.floor_divide(n, 2), last))
     )
-    return median, n
+    low = ops.take(ordered, ops.floor_divide(last, 10))
+    high = ops.take(ordered, ops.floor_divide(last * 9, 10))
+    spread = ops.where(low > 0, high / ops.maximum(low, 1e-30), float("inf"))
+    return median, n, spread, ops.take(ordered, last)
 
 
 def row_steps(ring: np.ndarray) -> np.ndarray:

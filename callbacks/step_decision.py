@@ -27,6 +27,11 @@ class SpikeGate(NamedTuple):
         n: how many norms the median is taken over.
         min_history: the fewest norms the gate decides on.
         clip: > 0 clips a spike to the median, 0 skips it.
+        spread: the recent norms' 90th percentile over their 10th (`inf`
+            when the 10th is 0). Defaults to 1.
+        peak: the largest of the recent norms; where `spread` exceeds
+            `SPREAD`, a spike must exceed `factor` times it too. Defaults
+            to 0.
     """
 
     factor: object
@@ -34,6 +39,18 @@ class SpikeGate(NamedTuple):
     n: object
     min_history: object
     clip: object
+    spread: object = 1.0
+    peak: object = 0.0
+
+
+# Norms of whole batches lie within a few times each other; where the recent
+# norms already range more than this (a 90th percentile over a 10th), a ratio
+# to their median says little, and a spike must also be `factor` x the
+# largest of them. Per-example steps (batch size 1) on a 3-class MLP that
+# learns (SGD 0.001, momentum 0.9; 2,100 steps): norms up to 3,256x their
+# running median of 50, never 15x their running largest; the plain gate
+# stopped it at step 82 (validation loss 2.22 where a plain fit reached 0.02).
+SPREAD = 10.0
 
 
 class StepDecision(NamedTuple):
@@ -69,8 +86,9 @@ def decide_step(
       `skip_nonfinite` is set and no `LossScaleOptimizer` is inside; with
       one, the loss scaler skips it and the monitor only counts it.
     - With a spike gate, a finite step whose norm exceeds `factor` times
-      the running median (over at least `min_history` norms, median > 0)
-      is a spike: `SKIPPED_SPIKE` (not applied, counted) or, with `clip`,
+      the running median (over at least `min_history` norms, median > 0;
+      and `factor` times their largest, where they range wider than
+      `SPREAD`) is a spike: `SKIPPED_SPIKE` (not applied, counted) or, with `clip`,
       `CLIPPED_SPIKE` (applied with its norm scaled down to the median).
       The gate judges the update the optimizer would apply: the norm after
       the user's clipping (`norm_clipped`), where a clip is set. A step
@@ -99,12 +117,14 @@ def decide_step(
     status = ops.where(finite, float(APPLIED), float(NONFINITE))
     limit = skipped_spike = None
     if gate is not None:
+        judged = norm if norm_clipped is None else norm_clipped
         spike = (
             finite & (gate.factor > 0)
             & (ops.cast(gate.n, "float32") >= gate.min_history)
             & (gate.median > 0)
-            & ((norm if norm_clipped is None else norm_clipped)
-               > gate.factor * gate.median)
+            & (judged > gate.factor * gate.median)
+            & ((ops.cast(gate.spread, "float32") <= SPREAD)
+               | (judged > gate.factor * ops.cast(gate.peak, "float32")))
         )
         clipped = spike & (gate.clip > 0)
         skipped_spike = spike & ops.logical_not(clipped)

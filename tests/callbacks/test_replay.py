@@ -237,3 +237,21 @@ def test_a_fit_that_raised_leaves_no_tap_behind():
     guard = NaNGuard(verbose=False)  # a fresh guard taps Keras' function and replays
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
     assert guard._tapped and guard.events[0].method == "replay"
+
+
+@pytest.mark.parametrize("x_rms, cut_fails, cause", [
+    (420.0, False, "learning_rate"),  # a tenth of the rate is the smaller change
+    (420.0, True, "learning_rate"),   # a hundredth (100x) is still smaller than 420x
+    (30.5, True, "input_scale"),      # 30.5x inputs against a 100x rate cut
+    (10.0, False, "input_scale"),     # a tie goes to the inputs
+])
+def test_the_smallest_change_that_cures_names_the_cause(x_rms, cut_fails, cause):
+    replays = {"as_given": _r("as_given", 1.0, NAN),
+               "inputs_standardized": Replay("inputs_standardized", 1.0, 0.5, True, x_rms),
+               "lr_x0.1": Replay("lr_x0.1", 1.0, NAN if cut_fails else 0.5, True, 1 / LR_CUT)}
+    if cut_fails:
+        replays["lr_x0.01"] = Replay("lr_x0.01", 1.0, 0.5, True, LR_CUT ** -2)
+    assert judge_replays(replays, 3).cause == cause
+    # a structural cause the rules found stands against a rate cut, not against inputs
+    assert judge_replays(replays, 3, structural="depth").cause == (
+        None if cause == "learning_rate" else cause)

@@ -17,7 +17,7 @@ from gradguard.callbacks.gradient_record import (
     APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE,
 )
 from gradguard.callbacks.ring import first_nonfinite
-from gradguard.callbacks.step_decision import SpikeGate, decide_step
+from gradguard.callbacks.step_decision import SPREAD, SpikeGate, decide_step
 
 INF = np.inf
 
@@ -31,9 +31,12 @@ def _numpy_decision(norm, skip_nonfinite, loss_scaled, gate, norm_clipped=None):
             g = norm_clipped[i]
         spike = clipped = False
         if gate is not None:
-            factor, median, n, min_history, clip = (np.asarray(a)[i] for a in gate)
+            factor, median, n, min_history, clip, spread, peak = (
+                np.asarray(a)[i] for a in gate)
+            # where the recent norms range wider than SPREAD, a spike must
+            # also be factor x the largest of them
             spike = (finite and factor > 0 and n >= min_history and median > 0
-                     and g > factor * median)
+                     and g > factor * median and (spread <= SPREAD or g > factor * peak))
             clipped = spike and clip > 0
         if not finite:
             status = NONFINITE
@@ -60,6 +63,8 @@ def _cases(size=64, seed=0):
         n=rng.integers(0, 8, size).astype("int32"),
         min_history=rng.choice([1.0, 5.0], size).astype("float32"),
         clip=rng.choice([0.0, 1.0], size).astype("float32"),
+        spread=rng.choice([1.0, SPREAD, SPREAD * 1.01, INF], size).astype("float32"),
+        peak=(median * rng.choice([1.0, 0.2, 0.1], size)).astype("float32"),
     )
     return norm, gate
 

@@ -1,0 +1,53 @@
+"""The `chance` stall: a classifier still far above a chance guess's loss after 8 steps."""
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard.callbacks.loss_rules import (
+    CHANCE_FACTOR, STALL_STEPS, chance_loss, find_stall,
+)
+
+
+def _classifier(width, loss):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width)])
+    model.compile(optimizer="sgd", loss=loss)
+    return model
+
+
+@pytest.mark.parametrize("width, loss, expected", [
+    (10, "sparse_categorical_crossentropy", np.log(10)),
+    (3, "categorical_crossentropy", np.log(3)),
+    (5, keras.losses.CategoricalCrossentropy(from_logits=True), np.log(5)),
+    (5, keras.losses.SparseCategoricalCrossentropy(), np.log(5)),
+    (7, keras.losses.categorical_crossentropy, np.log(7)),
+    (1, "binary_crossentropy", np.log(2)),
+    (1, keras.losses.BinaryCrossentropy(from_logits=True), np.log(2)),
+    (1, "mse", None),
+    (3, keras.losses.Huber(), None),
+])
+def test_chance_loss_reads_the_loss_and_the_output_width(width, loss, expected):
+    got = chance_loss(_classifier(width, loss))
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_chance_loss_is_none_for_two_outputs():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)])
+    model.compile(optimizer="sgd", loss=["categorical_crossentropy"] * 2)
+    assert chance_loss(model) is None
+
+
+def test_a_classifier_far_above_chance_that_barely_falls_stalls():
+    chance = np.log(10)
+    # keras-io's MNIST convnet on pixels x1e4: 23.1 -> 16.0 in 8 steps (0.69x)
+    mnist = [23.094, 19.232, 19.029, 18.611, 17.929, 16.991, 16.338, 15.981]
+    assert find_stall(mnist, "input_scale", chance=chance) == "chance"
+    # the custom-loop guide's net on raw pixels, healthy: 70.7 -> 25.4 (0.36x): learning
+    guide = [70.693, 52.071, 44.296, 38.587, 34.386, 30.983, 27.765, 25.369]
+    assert find_stall(guide, "input_scale", chance=chance) is None
+    # no structural sign, no loss known, or under CHANCE_FACTOR x chance: no stall
+    assert find_stall(mnist, None, chance=chance) is None
+    assert find_stall(mnist, "input_scale", chance=None) is None
+    near = np.asarray(mnist) / mnist[STALL_STEPS - 1] * (CHANCE_FACTOR * chance * 0.99)
+    assert find_stall(near, "input_scale", chance=chance) is None
