@@ -41,9 +41,11 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
 
     1. a non-finite gradient: the update is skipped;
     2. a gradient spike, a global norm above `spike_factor` times the running
-       median of the last `window` applied steps: the update is skipped
-       (`spike_action="skip"`) or applied with its norm clipped to that
-       median (`"clip"`);
+       median of the last `window` applied steps (and, where those norms
+       range over more than 10x, as per-example steps at batch size 1 do
+       while a net learns, `spike_factor` times the largest of them): the
+       update is skipped (`spike_action="skip"`) or applied with its norm
+       clipped to that median (`"clip"`);
 
     and fires on those, on non-finite weights after an update, on a
     non-finite loss, and on batch losses `LOSS_GROWTH` (1e3) times above
@@ -54,7 +56,9 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     recurrent gain, a gains product or an input scale far from 1) whose loss has not
     fallen below `STALL_LOSS` (0.9) x its first in `STALL_STEPS` (8) steps,
     or whose first gradient norm is `SENSITIVITY` (100) x the square root
-    of its first loss, or whose mean batch loss over steps 9-16 has not
+    of its first loss, or (a one-output classifier under cross-entropy)
+    whose running loss at step 8 is still `CHANCE_FACTOR` (5) x a chance
+    guess's (ln C) without having halved, or whose mean batch loss over steps 9-16 has not
     fallen below 0.9x that of steps 1-8, in a fit that starts at step 0 (`stalled`: broken from step 1 but
     finite; recorded with action `"warn"` and training goes on). While the
     spike gate has fewer than `min_history` norms it is blind: there the
