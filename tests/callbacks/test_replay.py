@@ -255,3 +255,18 @@ def test_the_smallest_change_that_cures_names_the_cause(x_rms, cut_fails, cause)
     # a structural cause the rules found stands against a rate cut, not against inputs
     assert judge_replays(replays, 3, structural="depth").cause == (
         None if cause == "learning_rate" else cause)
+
+
+def test_a_change_whose_step_trains_beats_a_smaller_one_that_only_does_not_blow_up():
+    # A generated conv2d on features at rms 820 under SGD: standardized, its
+    # batch loss falls; a hundredth of the rate lets it rise 3.7x (not 10x).
+    replays = {"as_given": _r("as_given", 109.4, 4.4e8),
+               "inputs_standardized": Replay("inputs_standardized", 0.383, 0.382, True, 820.0),
+               "lr_x0.1": Replay("lr_x0.1", 109.4, 99431.0, True, 10.0),
+               "lr_x0.01": Replay("lr_x0.01", 109.4, 400.0, True, 100.0)}
+    assert judge_replays(replays, 1).cause == "input_scale"
+    # where neither trains (both rise under 10x), the smaller change names it
+    replays["inputs_standardized"] = Replay("inputs_standardized", 2.72, 20.5, True, 82.9)
+    replays["lr_x0.1"] = Replay("lr_x0.1", 65.9, 227.9, True, 10.0)
+    del replays["lr_x0.01"]
+    assert judge_replays(replays, 1).cause == "learning_rate"
