@@ -16,7 +16,9 @@ import keras
 
 from .bad_rows import nonfinite_rows
 from .diagnosis import diagnose
-from .float32_replay import batch_loss, computes_in_float16, float32_copy, judge_float32
+from .float32_replay import (
+    FLOAT16_CURE, batch_loss, computes_in_float16, float32_copy, judge_float32,
+)
 from .gradient_record import NONFINITE, SKIPPED_SPIKE
 from .guard_actions import cut_learning_rate, reset_moments
 from .guard_policy import choose_action, must_restore, weights_held
@@ -26,7 +28,8 @@ from .model_evidence import input_columns, to_float, weights_norm
 from .nan_report import NonFiniteTrainingError, format_message
 from .attach import end_fit, find_monitor
 from .optimizer_chain import innermost_optimizer
-from .replay import batch_arrays, cure_for, judge_replays
+from .replay import cure_for, judge_replays
+from .replay_batches import batch_arrays
 from .snapshots import all_finite, optimizer_state
 
 
@@ -168,10 +171,7 @@ class EventResponse:
             evidence=(f"the batch holds no NaN/inf and its loss is non-finite under the "
                       f"float16 policy, {loss:.4g} in float32 from the same weights: "
                       "float16 overflows"),
-            cure=("keep the values that reach float16 within its range (~6.5e4): "
-                  "standardize the inputs, keep embeddings and activations small "
-                  "(normalization layers), or compute the overflowing layers in float32 "
-                  "(dtype='float32' on them)"))
+            cure=FLOAT16_CURE)
 
     def _bad_row_digests(self) -> list:
         """Fingerprints of the non-finite rows of the batch the guard holds (`bad_rows.py`)."""

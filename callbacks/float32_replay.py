@@ -65,3 +65,10 @@ def batch_loss(model, data) -> float:
 def judge_float32(as_given: float, in_float32: float) -> bool:
     """Whether float32 removes the non-finite loss: a float16 overflow."""
     return not math.isfinite(as_given) and math.isfinite(in_float32)
+
+
+# The cure for a float16 overflow (`loss_scale`), whichever replay found it.
+FLOAT16_CURE = ("keep the values that reach float16 within its range (~6.5e4): "
+                "standardize the inputs, keep embeddings and activations small "
+                "(normalization layers), or compute the overflowing layers in float32 "
+                "(dtype='float32' on them)")

@@ -21,7 +21,7 @@ from .loss_rules import (
 )
 from .model_evidence import input_columns
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
-from .replay import batch_arrays, root_mean_square
+from .replay_batches import batch_arrays, root_mean_square
 from .structure_signs import first_layer_dead, input_ratio, input_scale_of, structural_sign
 from .target_scale import find_off_scale_targets, targets_rms
 

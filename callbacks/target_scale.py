@@ -41,7 +41,7 @@ def targets_rms(batch) -> float | None:
         The root mean square (non-finite values ignored), or `None` where
         the batch has no float targets (integer labels, no `y`).
     """
-    from .replay import root_mean_square  # (Keras; this module's rule is pure)
+    from .replay_batches import root_mean_square  # (Keras; this module's rule is pure)
 
     y = batch[1] if len(batch) > 1 else None
     if y is None:
