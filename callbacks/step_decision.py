@@ -51,6 +51,11 @@ class SpikeGate(NamedTuple):
 # running median of 50, never 15x their running largest; the plain gate
 # stopped it at step 82 (validation loss 2.22 where a plain fit reached 0.02).
 SPREAD = 10.0
+# ...judged over at least this many norms: in a fit's first steps a range that
+# wide is a divergence under way (a ReLU SimpleRNN at recurrent gain 1.3 under
+# SGD: the gate skipped its step 6-12 spike; judged by the spread of 5-11
+# norms, it let it through and the run went on to a `stalled` warning).
+SPREAD_HISTORY = 20
 
 
 class StepDecision(NamedTuple):
@@ -87,8 +92,8 @@ def decide_step(
       one, the loss scaler skips it and the monitor only counts it.
     - With a spike gate, a finite step whose norm exceeds `factor` times
       the running median (over at least `min_history` norms, median > 0;
-      and `factor` times their largest, where they range wider than
-      `SPREAD`) is a spike: `SKIPPED_SPIKE` (not applied, counted) or, with `clip`,
+      and `factor` times their largest, where at least `SPREAD_HISTORY`
+      of them range wider than `SPREAD`) is a spike: `SKIPPED_SPIKE` (not applied, counted) or, with `clip`,
       `CLIPPED_SPIKE` (applied with its norm scaled down to the median).
       The gate judges the update the optimizer would apply: the norm after
       the user's clipping (`norm_clipped`), where a clip is set. A step
@@ -124,6 +129,7 @@ def decide_step(
             & (gate.median > 0)
             & (judged > gate.factor * gate.median)
             & ((ops.cast(gate.spread, "float32") <= SPREAD)
+               | (ops.cast(gate.n, "float32") < SPREAD_HISTORY)
                | (judged > gate.factor * ops.cast(gate.peak, "float32")))
         )
         clipped = spike & (gate.clip > 0)

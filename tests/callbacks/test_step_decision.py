@@ -17,7 +17,7 @@ from gradguard.callbacks.gradient_record import (
     APPLIED, CLIPPED_SPIKE, NONFINITE, SKIPPED_SPIKE,
 )
 from gradguard.callbacks.ring import first_nonfinite
-from gradguard.callbacks.step_decision import SPREAD, SpikeGate, decide_step
+from gradguard.callbacks.step_decision import SPREAD, SPREAD_HISTORY, SpikeGate, decide_step
 
 INF = np.inf
 
@@ -36,7 +36,8 @@ def _numpy_decision(norm, skip_nonfinite, loss_scaled, gate, norm_clipped=None):
             # where the recent norms range wider than SPREAD, a spike must
             # also be factor x the largest of them
             spike = (finite and factor > 0 and n >= min_history and median > 0
-                     and g > factor * median and (spread <= SPREAD or g > factor * peak))
+                     and g > factor * median
+                     and (spread <= SPREAD or n < SPREAD_HISTORY or g > factor * peak))
             clipped = spike and clip > 0
         if not finite:
             status = NONFINITE
@@ -60,7 +61,7 @@ def _cases(size=64, seed=0):
     gate = SpikeGate(
         factor=rng.choice([0.0, 3.0, 10.0], size).astype("float32"),
         median=median,
-        n=rng.integers(0, 8, size).astype("int32"),
+        n=rng.choice([0, 3, 7, SPREAD_HISTORY - 1, SPREAD_HISTORY, 50], size).astype("int32"),
         min_history=rng.choice([1.0, 5.0], size).astype("float32"),
         clip=rng.choice([0.0, 1.0], size).astype("float32"),
         spread=rng.choice([1.0, SPREAD, SPREAD * 1.01, INF], size).astype("float32"),
