@@ -41,9 +41,10 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
 
     1. a non-finite gradient: the update is skipped;
     2. a gradient spike, a global norm above `spike_factor` times the running
-       median of the last `window` applied steps (and, where those norms
-       range over more than 10x, as per-example steps at batch size 1 do
-       while a net learns, `spike_factor` times the largest of them): the
+       median of the last `window` applied steps (and, where 20 or more of
+       those norms range over more than 10x, as per-example steps at batch
+       size 1 do while a net learns, `spike_factor` times the largest of
+       them): the
        update is skipped (`spike_action="skip"`) or applied with its norm
        clipped to that median (`"clip"`);
 
