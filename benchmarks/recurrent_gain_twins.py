@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from gradguard.recipes.console import terminal  # noqa: E402
 
-from .diagnosis import make_data, make_model, make_optimizer  # noqa: E402
+from .diagnosis_population import make_data, make_model, make_optimizer  # noqa: E402
 
 CELLS = {  # cell: (activation, gains)
     ("simplernn", "tanh"): (1.0, 1.5, 2.0),

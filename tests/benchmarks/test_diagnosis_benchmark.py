@@ -4,15 +4,16 @@ import pandas as pd
 import pytest
 
 from gradguard.benchmarks import diagnosis
+from gradguard.benchmarks.diagnosis_population import CAUSES
 
 
 def test_population_sizes_meet_the_issue():
     full = diagnosis.population()
     assert sum(c.label != "healthy" for c in full) >= 120
     assert sum(c.label == "healthy" for c in full) >= 40
-    assert {c.label for c in full} == {*diagnosis.CAUSES, "healthy"}
+    assert {c.label for c in full} == {*CAUSES, "healthy"}
     quick = diagnosis.population(quick=True)
-    assert {c.label for c in quick} == {*diagnosis.CAUSES, "healthy"}
+    assert {c.label for c in quick} == {*CAUSES, "healthy"}
 
 
 @pytest.mark.slow  # two real runs: ~10 s idle, ~50 s on a loaded machine

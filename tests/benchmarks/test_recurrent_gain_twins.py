@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from gradguard.benchmarks.diagnosis import make_data, make_model
+from gradguard.benchmarks.diagnosis_population import make_data, make_model
 from gradguard.benchmarks.recurrent_gain_twins import state_norms
 
 

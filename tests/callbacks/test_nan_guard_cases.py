@@ -192,7 +192,7 @@ def test_a_recurrent_net_that_learns_nothing_is_caught_by_its_second_window():
     # above the rest, so the running loss "falls" below 0.9x the first at
     # step 2 and the step-8 judgment passes it. The second 8 steps' batch
     # losses are judged against the first 8's at step 16.
-    from gradguard.benchmarks.diagnosis import Case, build
+    from gradguard.benchmarks.diagnosis_population import Case, build
 
     case = Case("recurrence", "simplernn", "early", "adam", 0)
     x, y, model, optimizer, batch_size, epochs, _ = build(case)
