@@ -17,10 +17,7 @@ from .norm_history import (
     CLIP_PERCENTILE, GROWTH_FACTOR, RECENT, measure_growth, rank_suspects, scattered, suggest_clip,
 )
 from .target_scale import TARGET_SCALE
-from .structure_signs import (
-    RECURRENT_GAIN, WEIGHT_GROWTH, first_layer_dead, input_ratio, input_scale_of,
-    structural_sign,
-)
+from .structure_signs import RECURRENT_GAIN, WEIGHT_GROWTH, input_scale, structural_sign
 
 
 def find_event(record, new, window: int, loss_scaled: bool) -> dict | None:
@@ -97,7 +94,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
             targets (`target_scale.targets_rms`), or `None`.
         input_rms: the root mean square of the fit's first batch's float
             inputs, or `None`: the input scale where the first layer's
-            gradients give none (`structure_signs.input_scale_of`).
+            gradients give none (`structure_signs.input_scale`).
     """
     trigger, step = found["trigger"], found["step"]
     index = found.get("variable_index")
@@ -149,10 +146,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         "recurrent_gain": recurrent_gain,
         "target_rms": target_rms,
     }
-    norms = record.variable_norms[upto]
-    signs["input_ratio"], signs["input_measured"] = input_scale_of(
-        None if input_columns is None else input_ratio(norms, *input_columns),
-        input_columns is not None and first_layer_dead(norms, *input_columns), input_rms)
+    signs["input_ratio"], signs["input_measured"] = input_scale(
+        record.variable_norms[upto], input_columns, input_rms)
     row = record.steps == step
     spike = float(record.norm[row][-1]) if row.any() else None
     if onset < step:

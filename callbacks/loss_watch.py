@@ -22,7 +22,7 @@ from .loss_rules import (
 from .model_evidence import input_columns
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
 from .replay_batches import batch_arrays, root_mean_square
-from .structure_signs import first_layer_dead, input_ratio, input_scale_of, structural_sign
+from .structure_signs import input_scale, structural_sign
 from .target_scale import find_off_scale_targets, targets_rms
 
 
@@ -126,7 +126,7 @@ class LossWatch:
                 first = batch_arrays(batches[-1]) if batches else None
                 self._target_rms = None if first is None else targets_rms(first)
                 # The inputs too, for a net whose gradients cannot estimate them
-                # (`structure_signs.input_scale_of`).
+                # (`structure_signs.input_scale`).
                 self._input_rms = None if first is None else root_mean_square(first[0])
             except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
                 self._target_rms = self._input_rms = None
@@ -221,11 +221,8 @@ class LossWatch:
         record = read()
         if self._input_columns is None:
             self._input_columns = input_columns(self.model, record.variable_paths)
-        norms = record.variable_norms[record.status == APPLIED]
-        columns = self._input_columns
-        ratio, _ = input_scale_of(
-            None if columns is None else input_ratio(norms, *columns),
-            columns is not None and first_layer_dead(norms, *columns), self._input_rms)
+        ratio, _ = input_scale(record.variable_norms[record.status == APPLIED],
+                               self._input_columns, self._input_rms)
         structure = structural_sign(self._gains, self._recurrent_gain, ratio)
         first = record.steps == self._start_step + 1
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])

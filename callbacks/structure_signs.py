@@ -108,6 +108,19 @@ def input_scale_of(ratio: float | None, dead: bool,
     return float(measured_rms), True
 
 
+def input_scale(variable_norms: np.ndarray, columns: tuple | None,
+                measured_rms: float | None) -> tuple[float | None, bool]:
+    """`input_scale_of` from the per-variable norms: `(scale, measured)`.
+
+    `columns` is `model_evidence.input_columns`' `(kernel, bias, fan_in)`, or
+    `None` (no first kernel to read: no scale).
+    """
+    if columns is None:
+        return None, False
+    return input_scale_of(input_ratio(variable_norms, *columns),
+                          first_layer_dead(variable_norms, *columns), measured_rms)
+
+
 def structural_sign(gains, recurrent_gain: float | None,
                     input_ratio: float | None) -> str | None:
     """The structural cause a model shows before its first step, or `None`.

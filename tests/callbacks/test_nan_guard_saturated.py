@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks import NaNGuard
-from gradguard.callbacks.structure_signs import first_layer_dead, input_scale_of
+from gradguard.callbacks.structure_signs import first_layer_dead, input_scale, input_scale_of
 
 
 def _classifier_data(scale, seed=0):
@@ -59,6 +59,9 @@ def test_first_layer_dead_and_input_scale_of_on_small_arrays():
     assert input_scale_of(None, True, 500.0) == (500.0, True)
     assert input_scale_of(None, False, 500.0) == (None, False)
     assert input_scale_of(None, True, None) == (None, False)
+    # from the norms: a dead first layer takes the measured scale; no columns, no scale
+    assert input_scale(zero, (0, 1, 1), 500.0) == (500.0, True)
+    assert input_scale(zero, None, 500.0) == (None, False)
 
 
 @pytest.mark.slow  # two one-epoch fits of a small MLP: ~6 s idle
