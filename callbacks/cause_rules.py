@@ -8,8 +8,11 @@ functions, unit-tested on small arrays (tests/callbacks/test_diagnosis.py).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .loss_rules import LOSS_RISE
 from .gradient_record import APPLIED, CLIPPED_SPIKE, DISCARDED, NONFINITE, SKIPPED_SPIKE
 from .nan_event import NaNEvent
 from .step_decision import SPREAD
@@ -212,14 +215,15 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                  "clip the global norm (too little history to suggest a value)")
     where = f"epoch {epoch}, batch {batch} (0-based)"
     g, early = signs["growth"], signs["short"]
-    if trigger == "loss_scale":
+    if trigger == "loss_scale" and not diverged_in_float32(loss_scale or {}):
         return _loss_scale(loss_scale or {}, g, learning_rate, clip_text)
     grew = g is not None and g >= GROWTH_FACTOR
     wg = signs.get("weight_growth")
     weights_grew = early and wg is not None and wg >= WEIGHT_GROWTH
     diverging = (grew or weights_grew or bool(signs["earlier_suspects"])
                  or trigger in ("nonfinite_weights", "loss_growth", "loss_rise",
-                                "stalled", "early_blowup", "off_scale_targets")
+                                "stalled", "early_blowup", "off_scale_targets",
+                                "loss_scale")  # (diverged in float32 too)
                  or (trigger == "gradient_spike" and signs["spikes"] > 1))
     spike = trigger in ("gradient_spike", "held_spike")  # held: by the user's clip
     rg, gains, ratio = signs["recurrent_gain"], signs["gains"], signs["input_ratio"]
@@ -291,7 +295,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 "standardize the inputs (zero mean, unit variance per feature, "
                 "e.g. keras.layers.Normalization adapted on the training data)")
     if diverging:
-        evidence = (f"the global norm rose to {g:.3g}x its median in the {RECENT} steps before"
+        evidence = (float32_evidence(loss_scale) if trigger == "loss_scale" else
+                    f"the global norm rose to {g:.3g}x its median in the {RECENT} steps before"
                     if grew else
                     f"the weights' norm grew {wg:.3g}x in the first steps" if weights_grew
                     else "the loss grew far above its best" if trigger in (
@@ -305,6 +310,35 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 f"lower the learning rate to ~{learning_rate / 10:.3g} (a tenth "
                 f"of {learning_rate:.3g}); or " + clip_text)
     return "unknown", "no growth, origin or scale stood out", clip_text
+
+
+def diverged_in_float32(found: dict) -> bool:
+    """Whether a `loss_scale` event's batch diverges in float32 too.
+
+    The guard replays the failing batch on a float32 copy from the same
+    weights (`float32_replay.py`) and stores its loss as `float32_loss`,
+    beside `early_loss` (the fit's first running loss). Non-finite there
+    too, or above `LOSS_RISE` x the early loss: the weights diverged and
+    float16 only overflowed first (the population's SGD at rate 30 under
+    mixed_float16 blows up in float32 as well), so the divergence rules name
+    the cause. No replay (`float32_loss` absent): `False`.
+    """
+    loss, early = found.get("float32_loss"), found.get("early_loss")
+    if loss is None:
+        return False
+    if not math.isfinite(loss):
+        return True
+    return early is not None and math.isfinite(early) and early > 0 and loss > LOSS_RISE * early
+
+
+def float32_evidence(found: dict) -> str:
+    """The evidence of a `loss_scale` event whose batch diverges in float32 too."""
+    n, loss, early = found.get("skipped", 0), found["float32_loss"], found.get("early_loss")
+    than = (f", {loss / early:.3g}x the fit's first loss {early:.4g}"
+            if math.isfinite(loss) and early else "")
+    return (f"the loss scaler skipped {n} step{'s' * (n != 1)} in a row, but in float32 the "
+            f"same batch's loss from the same weights is {loss:.4g}{than}: the weights "
+            "diverged, float16 only overflowed first")
 
 
 def _loss_scale(found: dict, growth, learning_rate: float, clip_text: str):
@@ -321,6 +355,11 @@ def _loss_scale(found: dict, growth, learning_rate: float, clip_text: str):
     )
     if found.get("rule") == "min_scale":
         evidence += f", and below {found.get('min_scale', 1.0):.6g}"
+    if found.get("float32_loss") is not None:
+        evidence += (f"; in float32 the same batch's loss from the same weights is "
+                     f"{found['float32_loss']:.4g} (the fit's first: "
+                     f"{found.get('early_loss', float('nan')):.4g}): float16's range, not "
+                     "the state")
     if growth is not None and growth >= GROWTH_FACTOR:
         evidence += f"; the global norm had risen to {growth:.3g}x its median"
     return (

@@ -48,6 +48,11 @@ class EventResponse:
         batch = found["batch"]
         earlier = [e for e, b in self._failed if b == batch and e < self._epoch]
         started = time.perf_counter()
+        if found["trigger"] == "loss_scale" and self.replay and scale is not None:
+            # Float16's range or a diverged state? The batch in float32 tells.
+            scale = dict(scale, float32_loss=self._float32_loss(), early_loss=self._first_loss)
+            if scale["float32_loss"] is None:
+                del scale["float32_loss"], scale["early_loss"]
         event = diagnose(
             found, record, layers=layers, window=self.window,
             min_history=self.min_history, start_step=self._start_step,
@@ -61,6 +66,8 @@ class EventResponse:
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
             target_rms=self._target_rms, input_rms=self._input_rms,
         )
+        if event.loss_scale and "float32_loss" in event.loss_scale:
+            event = dataclasses.replace(event, method="replay")
         if self.replay and not earlier:
             event = self._replay(event, record, monitor)
             event = self._replay_in_float32(event)
@@ -153,15 +160,8 @@ class EventResponse:
         if (event.cause not in ("bad_data", "unknown") or not event.trigger.startswith("nonfinite")
                 or not self._tap.batches or not computes_in_float16(self.model)):
             return event
-        try:
-            data = batch_arrays(self._tap.batches[-1])
-            if nonfinite_rows(keras.tree.flatten(data)):
-                return event  # the batch holds NaN/inf: bad data indeed
-            copy = float32_copy(self.model)
-            if copy is None:
-                return event
-            loss = batch_loss(copy, data)
-        except Exception:  # noqa: BLE001  (an experiment, never a crash)
+        loss = self._float32_loss()
+        if loss is None:
             return event
         if not judge_float32(float("nan"), loss):
             return dataclasses.replace(event, evidence=(
@@ -172,6 +172,24 @@ class EventResponse:
                       f"float16 policy, {loss:.4g} in float32 from the same weights: "
                       "float16 overflows"),
             cure=FLOAT16_CURE)
+
+    def _float32_loss(self) -> float | None:
+        """The failing batch's loss on a float32 copy from the current weights.
+
+        `None` where there is no batch, it holds NaN/inf (bad data, whatever
+        the precision), the model computes in float32 already or cannot be
+        copied (`float32_replay.float32_copy`).
+        """
+        if not self._tap.batches or not computes_in_float16(self.model):
+            return None
+        try:
+            data = batch_arrays(self._tap.batches[-1])
+            if nonfinite_rows(keras.tree.flatten(data)):
+                return None
+            copy = float32_copy(self.model)
+            return None if copy is None else batch_loss(copy, data)
+        except Exception:  # noqa: BLE001  (an experiment, never a crash)
+            return None
 
     def _bad_row_digests(self) -> list:
         """Fingerprints of the non-finite rows of the batch the guard holds (`bad_rows.py`)."""

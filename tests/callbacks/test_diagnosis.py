@@ -484,3 +484,26 @@ def test_loss_has_grown_needs_recent_batch_losses_far_above_the_best():
     assert not dg.loss_has_grown(at[1:] * 1.001, best, first)  # too few
     assert not dg.loss_has_grown(at * 1.001, None, first)  # no best yet
     assert not dg.loss_has_grown(np.r_[at[:-1], np.inf], best, first)  # non-finite: its own rule
+
+
+def test_a_loss_scale_event_diverged_in_float32_is_named_by_the_divergence_rules():
+    def cause(found, **kw):
+        return dg.name_cause("loss_scale", _signs(**kw), suspects=[], repeated=False, clip=5.0,
+                             learning_rate=0.1, epoch=0, batch=3, loss_scale=found)
+
+    skips = {"skipped": 3, "scale_before": 32768.0, "scales": [16384.0, 8192.0, 4096.0],
+             "rule": "max_skips", "settled": True}
+    # No replay: the scale history alone.
+    assert cause(skips)[0] == "loss_scale"
+    # In float32 the batch's loss is near the fit's first: float16's range.
+    named, evidence, _ = cause({**skips, "float32_loss": 0.9, "early_loss": 0.5})
+    assert named == "loss_scale" and "float16's range, not the state" in evidence
+    # 10x the first or more, or non-finite, in float32 too: the weights diverged.
+    for loss in (5.01, float("inf"), float("nan")):
+        named, evidence, cure = cause({**skips, "float32_loss": loss, "early_loss": 0.5})
+        assert named == "learning_rate", loss
+        assert "float16 only overflowed first" in evidence and "~0.01" in cure
+    assert cause({**skips, "float32_loss": 5.0, "early_loss": 0.5})[0] == "loss_scale"
+    # The structure still decides among divergences.
+    assert cause({**skips, "float32_loss": 1e9, "early_loss": 0.5},
+                 gains=[3.0] * 8)[0] == "depth"

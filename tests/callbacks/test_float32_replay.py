@@ -52,3 +52,34 @@ def test_float16_overflow_on_finite_data_is_loss_scale_not_bad_data():
     want = float(np.mean((_forward64(start, x[:32]) - y[:32]) ** 2))
     got = float(re.search(r"non-finite under the float16 policy, (\S+) in float32", event.evidence)[1])
     assert got == np.float32(want) or abs(got - want) <= 1e-3 * want
+
+
+def _counts_model(x):
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    return keras.Sequential([keras.Input((8,)), norm, keras.layers.Dense(16, activation="tanh"),
+                             keras.layers.Dense(1, dtype="float32")])
+
+
+def test_raw_counts_through_normalization_overflow_float16_only():
+    # The mixed-precision pitfall the generated population's `loss_scale`
+    # set-ups build: raw counts (mean 1e5) standardized by an adapted
+    # Normalization layer. In float32 the net learns; under mixed_float16
+    # the inputs are cast to float16 on the way in (1e5 > 6.55e4: inf).
+    x, y = tanh_data(n=128)
+    x = (x * 3e4 + 1e5).astype("float32")
+    keras.utils.set_random_seed(0)
+    twin = _counts_model(x)
+    twin.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    losses = twin.fit(x, y, batch_size=32, epochs=3, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0]
+
+    keras.config.set_dtype_policy("mixed_float16")  # conftest resets it
+    keras.utils.set_random_seed(0)
+    model = _counts_model(x)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    guard = NaNGuard(verbose=False)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    event = guard.events[0]
+    assert (event.trigger, event.cause, event.method) == ("nonfinite_loss", "loss_scale", "replay")
+    assert all(np.isfinite(w).all() for w in model.get_weights())

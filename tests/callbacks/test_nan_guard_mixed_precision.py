@@ -35,6 +35,15 @@ def _fit(lr, *, target_scale=1.0, epochs=2, guard=None, optimizer=None):
     return model, keep, scales, logger
 
 
+def _forward64(weights, x):
+    """`_dense(8)` (three tanh layers, a linear head) in float64 numpy."""
+    h = x.astype(np.float64)
+    ws = [np.asarray(w, np.float64) for w in weights]
+    for k, b in zip(ws[0:6:2], ws[1:6:2]):
+        h = np.tanh(h @ k + b)
+    return h @ ws[6] + ws[7]
+
+
 def test_consecutive_loss_scale_skips_stop_early_with_the_pre_onset_weights():
     # SGD at lr 5: step 1 is applied at scale 32768; its update makes every
     # later gradient overflow float16. Without the guard the scaler skips
@@ -46,10 +55,19 @@ def test_consecutive_loss_scale_skips_stop_early_with_the_pre_onset_weights():
     guard = NaNGuard(verbose=False)
     model, keep, scales, logger = _fit(5.0, guard=guard)
     [event] = guard.events
-    assert (event["trigger"], event["cause"]) == ("loss_scale", "loss_scale")
-    assert (event["epoch"], event["batch"], event["step"]) == (0, 3, 1)
-    assert "32768 -> 16384 -> 8192 -> 4096" in event["evidence"]
+    assert (event["trigger"], event["epoch"], event["batch"], event["step"]) == (
+        "loss_scale", 0, 3, 1)
     assert event["loss_scale"]["scales"] == [16384.0, 8192.0, 4096.0]
+    # The cause by experiment: batch 3 from the weights of step 1 in float32
+    # (float64 numpy here) has a loss far above the fit's first: the rate
+    # diverged the weights, float16 only overflowed first. Not loss_scale.
+    x, y = _data()
+    first = float(np.mean((_forward64(keep.weights[0], x[:32]) - y[:32]) ** 2))
+    in_float32 = float(np.mean((_forward64(keep.weights[1], x[96:128]) - y[96:128]) ** 2))
+    assert in_float32 > 10 * first
+    assert (event["cause"], event["method"]) == ("learning_rate", "replay")
+    assert event["loss_scale"]["float32_loss"] == pytest.approx(in_float32, rel=1e-3)
+    assert "skipped 3 steps in a row, but in float32" in event["evidence"]
     assert "lower the learning rate to ~0.5" in event["cure"]
     # The scaler skipped batches 1..3 (iterations stayed at 1), as recorded.
     assert [r[:2] for r in scales.rows[:4]] == [(0, 1), (1, 1), (2, 1), (3, 1)]
@@ -70,7 +88,8 @@ def test_consecutive_loss_scale_skips_stop_early_with_the_pre_onset_weights():
 def test_rollback_on_loss_scale_cuts_the_lr_and_goes_on():
     guard = NaNGuard(action="rollback", lr_factor=0.1, verbose=False)
     model, keep, _, _ = _fit(5.0, guard=guard, epochs=1)
-    assert guard.events[0]["cause"] == "loss_scale"
+    assert guard.events[0]["trigger"] == "loss_scale"
+    assert guard.events[0]["cause"] == "learning_rate"  # float32 diverges too (above)
     assert guard.events[0]["action"] == "rollback"
     assert guard.events[0]["new_learning_rate"] == pytest.approx(0.5)
     # The LossScaleOptimizer around the monitor reads the cut rate too.
