@@ -286,14 +286,23 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 "gain ~1), or add normalization / residual connections; " + clip_text)
     if structure == "input_scale":
         return ("input_scale",
-                (f"{when}; the first layer's gradients are zero (its units "
-                 f"saturated from the first step) and the inputs' root mean square "
-                 f"is {ratio:.3g}, not ~1" if signs.get("input_measured") else
+                (f"{when}; the first layer's gradients give no estimate (zero: its "
+                 f"units saturated from the first step, or none finite applied yet) "
+                 f"and the inputs' measured root mean square is {ratio:.3g}, not ~1"
+                 if signs.get("input_measured") else
                  f"{when}; the first kernel's gradient norm is {ratio:.3g}x its "
                  f"bias's per input feature: the inputs' root mean square is "
                  f"~{ratio:.3g}, not ~1"),
                 "standardize the inputs (zero mean, unit variance per feature, "
                 "e.g. keras.layers.Normalization adapted on the training data)")
+    if trigger == "stalled" and not grew:  # far above chance, no sign (`find_stall`)
+        return ("unknown",
+                "the loss has not fallen since the first step and stays far above a "
+                "chance guess's, with no structural sign (gains, recurrence, input "
+                "scale) and no growth of the norms",
+                "check what sets the loss's scale from the start: the initial weights "
+                "(embedding tables, kernels), a regularization penalty, the labels' "
+                "encoding (a classifier's loss starts near ln of its classes)")
     if diverging:
         evidence = (float32_evidence(loss_scale) if trigger == "loss_scale" else
                     f"the global norm rose to {g:.3g}x its median in the {RECENT} steps before"

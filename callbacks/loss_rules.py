@@ -72,7 +72,9 @@ def chance_loss(model) -> float | None:
     try:
         outputs = model.outputs
     except (AttributeError, ValueError):
-        return None
+        outputs = None  # a subclassed model: its outputs are not known
+    if binary and not outputs:  # ln 2 whatever the width (a mean over the outputs)
+        return float(np.log(2.0))
     if binary is None or not outputs or len(outputs) != 1:
         return None
     if binary:
@@ -225,9 +227,17 @@ def find_stall(losses, structure: str | None,
         not stall.
     """
     losses = np.asarray(losses, dtype=np.float64)
-    if structure is None or len(losses) < STALL_STEPS or not np.isfinite(losses).all():
+    if len(losses) < STALL_STEPS or not np.isfinite(losses).all():
         return None
-    if losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0]:
+    flat = bool(losses[0] > 0 and losses.min() >= STALL_LOSS * losses[0])
+    if structure is None:
+        # No structural sign: only a classifier far above chance whose loss
+        # has not moved (`CHANCE_FACTOR`). keras-io's recommender with its
+        # embedding tables at ~3e4 sat at 1.3e8x ln 2 (its L2 penalty), flat
+        # for 5 epochs, silent; a healthy classifier starts near ln C.
+        return ("chance" if flat and chance is not None
+                and losses[STALL_STEPS - 1] > CHANCE_FACTOR * chance else None)
+    if flat:
         return "flat"
     learning = (losses[0] < SENSITIVITY_LOSS
                 and losses[:STALL_STEPS].min() < SENSITIVITY_FALL * losses[0])

@@ -51,3 +51,33 @@ def test_a_classifier_far_above_chance_that_barely_falls_stalls():
     assert find_stall(mnist, "input_scale", chance=None) is None
     near = np.asarray(mnist) / mnist[STALL_STEPS - 1] * (CHANCE_FACTOR * chance * 0.99)
     assert find_stall(near, "input_scale", chance=chance) is None
+
+
+def test_a_flat_loss_far_above_chance_stalls_without_a_structural_sign():
+    chance = np.log(2)
+    # keras-io's recommender, its embedding tables at ~3e4: the loss (its L2
+    # penalty) stays at 9.0e7 and moves by 1e-5 of itself in 8 steps.
+    recommender = 90075808.0 - 10.0 * np.arange(STALL_STEPS)
+    assert find_stall(recommender, None, chance=chance) == "chance"
+    # Far above chance but falling (0.69x in 8 steps), or flat near chance: no stall.
+    falling = np.linspace(20.0, 0.69 * 20.0, STALL_STEPS)
+    assert find_stall(falling, None, chance=chance) is None
+    near = np.full(STALL_STEPS, 0.99 * CHANCE_FACTOR * chance)
+    assert find_stall(near, None, chance=chance) is None
+    assert find_stall(np.full(STALL_STEPS, 1e3), None, chance=None) is None  # a regression
+
+
+def test_chance_loss_of_a_subclassed_binary_classifier():
+    class Scorer(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, activation="sigmoid")
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Scorer()
+    model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy())
+    assert chance_loss(model) == pytest.approx(np.log(2))
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    assert chance_loss(model) is None  # its width is not known

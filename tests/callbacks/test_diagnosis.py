@@ -507,3 +507,11 @@ def test_a_loss_scale_event_diverged_in_float32_is_named_by_the_divergence_rules
     # The structure still decides among divergences.
     assert cause({**skips, "float32_loss": 1e9, "early_loss": 0.5},
                  gains=[3.0] * 8)[0] == "depth"
+
+
+def test_a_stall_with_no_sign_is_unknown_not_a_learning_rate():
+    # A classifier flat far above chance with no structural sign
+    # (`find_stall`'s chance evidence): nothing says the rate.
+    assert _cause("stalled") == "unknown"
+    assert _cause("stalled", gains=[3.0] * 8) == "depth"
+    assert _cause("stalled", input_ratio=300.0) == "input_scale"
