@@ -151,6 +151,10 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     }
     signs["input_ratio"], signs["input_measured"] = input_scale(
         record.variable_norms[upto], input_columns, input_rms)
+    if found.get("input_measured") and signs["input_ratio"] is None:
+        # The stall was judged on the measured scale: no step applied a
+        # finite first-layer gradient (`LossWatch._watch_absolute`).
+        signs["input_ratio"], signs["input_measured"] = input_rms, True
     row = record.steps == step
     spike = float(record.norm[row][-1]) if row.any() else None
     if onset < step:
@@ -295,7 +299,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                  f"~{ratio:.3g}, not ~1"),
                 "standardize the inputs (zero mean, unit variance per feature, "
                 "e.g. keras.layers.Normalization adapted on the training data)")
-    if trigger == "stalled" and not grew:  # far above chance, no sign (`find_stall`)
+    stalled_growing = trigger == "stalled" and wg is not None and wg >= WEIGHT_GROWTH
+    if trigger == "stalled" and not grew and not stalled_growing:  # far above chance, no sign
         return ("unknown",
                 "the loss has not fallen since the first step and stays far above a "
                 "chance guess's, with no structural sign (gains, recurrence, input "
@@ -305,6 +310,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 "encoding (a classifier's loss starts near ln of its classes)")
     if diverging:
         evidence = (float32_evidence(loss_scale) if trigger == "loss_scale" else
+                    f"the loss has not fallen since the first step while the weights' "
+                    f"norm grew {wg:.3g}x" if stalled_growing else
                     f"the global norm rose to {g:.3g}x its median in the {RECENT} steps before"
                     if grew else
                     f"the weights' norm grew {wg:.3g}x in the first steps" if weights_grew

@@ -221,8 +221,18 @@ class LossWatch:
         record = read()
         if self._input_columns is None:
             self._input_columns = input_columns(self.model, record.variable_paths)
-        ratio, _ = input_scale(record.variable_norms[record.status == APPLIED],
-                               self._input_columns, self._input_rms)
+        applied = record.variable_norms[record.status == APPLIED]
+        ratio, _ = input_scale(applied, self._input_columns, self._input_rms)
+        if ratio is None and self._input_columns is not None and not np.isfinite(
+                applied[:, list(self._input_columns[:2])]).all(axis=1).any():
+            # No step has applied a finite first-layer gradient yet (a loss
+            # scaler that skipped every step so far: keras-io's toy ResNet
+            # on pixels at ~3e4 under float16, 1000x chance): the inputs'
+            # measured scale stands in, as for a saturated layer (`diagnose`
+            # is told: its rows give no estimate either).
+            ratio, measured = self._input_rms, True
+        else:
+            measured = False
         structure = structural_sign(self._gains, self._recurrent_gain, ratio)
         first = record.steps == self._start_step + 1
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
@@ -249,4 +259,5 @@ class LossWatch:
             detail = (f"the mean batch loss of steps {STALL_STEPS + 1}-{2 * STALL_STEPS} "
                       f"({second:.4g}) has not fallen below {STALL_LOSS:g}x that of "
                       f"steps 1-{STALL_STEPS} ({first:.4g})")
-        return {"trigger": "stalled", "step": self._step, "detail": detail}
+        return {"trigger": "stalled", "step": self._step, "detail": detail,
+                **({"input_measured": True} if measured else {})}

@@ -97,9 +97,7 @@ def input_scale_of(ratio: float | None, dead: bool,
 
     The gradient estimate (`input_ratio`) where it exists. Where the first
     layer's gradients were 0 at every step (`dead`, `first_layer_dead`: a
-    net saturated from its first step), or no step has given a finite one
-    yet (a loss scaler that skipped every step so far: `input_scale` passes
-    `dead`), there is nothing to divide, and the
+    net saturated from its first step) there is nothing to divide, and the
     fit's first batch's measured root mean square of its float inputs
     (`measured_rms`) stands in (`measured` is then `True`). A first kernel
     that feeds only normalization has no columns and is never `dead`:
@@ -119,13 +117,8 @@ def input_scale(variable_norms: np.ndarray, columns: tuple | None,
     """
     if columns is None:
         return None, False
-    norms = np.asarray(variable_norms, dtype=np.float64)
-    kernel, bias, _ = columns
-    # No finite gradient of the first layer yet: nothing estimated, as if dead.
-    unmeasured = len(norms) == 0 or not (
-        np.isfinite(norms[:, kernel]) & np.isfinite(norms[:, bias])).any()
-    return input_scale_of(input_ratio(norms, *columns),
-                          unmeasured or first_layer_dead(norms, *columns), measured_rms)
+    return input_scale_of(input_ratio(variable_norms, *columns),
+                          first_layer_dead(variable_norms, *columns), measured_rms)
 
 
 def structural_sign(gains, recurrent_gain: float | None,

@@ -513,5 +513,7 @@ def test_a_stall_with_no_sign_is_unknown_not_a_learning_rate():
     # A classifier flat far above chance with no structural sign
     # (`find_stall`'s chance evidence): nothing says the rate.
     assert _cause("stalled") == "unknown"
+    # ...unless the weights grew (keras-io's FCN at lr x1000: 18 -> 902): the rate.
+    assert _cause("stalled", weight_growth=2.5) == "learning_rate"
     assert _cause("stalled", gains=[3.0] * 8) == "depth"
     assert _cause("stalled", input_ratio=300.0) == "input_scale"
