@@ -48,6 +48,7 @@ class EventResponse:
         batch = found["batch"]
         earlier = [e for e, b in self._failed if b == batch and e < self._epoch]
         started = time.perf_counter()
+        gains, recurrent_gain, start_norm = self.start_evidence
         if found["trigger"] == "loss_scale" and self.replay and scale is not None:
             # Float16's range or a diverged state? The batch in float32 tells.
             scale = dict(scale, float32_loss=self._float32_loss(), early_loss=self._first_loss)
@@ -59,10 +60,9 @@ class EventResponse:
             learning_rate=to_float(monitor.learning_rate) * monitor.lr_multiplier,
             epoch=self._epoch, batch=batch,
             repeated=bool(earlier), earlier_epoch=max(earlier) if earlier else None,
-            gains=self._gains, recurrent_gain=self._recurrent_gain,
+            gains=gains, recurrent_gain=recurrent_gain,
             input_columns=self._input_columns,
-            weight_growth=weights_norm(model) / self._start_norm
-            if self._start_norm else None,
+            weight_growth=weights_norm(model) / start_norm if start_norm else None,
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
             target_rms=self._target_rms, input_rms=self._input_rms,
         )

@@ -233,7 +233,8 @@ class LossWatch:
             ratio, measured = self._input_rms, True
         else:
             measured = False
-        structure = structural_sign(self._gains, self._recurrent_gain, ratio)
+        gains, recurrent_gain, _ = self.start_evidence
+        structure = structural_sign(gains, recurrent_gain, ratio)
         first = record.steps == self._start_step + 1
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
                        if first.any() else None)

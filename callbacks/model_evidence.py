@@ -39,7 +39,14 @@ def normalized_kernels(model) -> set[str]:
     return out
 
 
-def initial_gains(model) -> tuple[list[float], float | None]:
+def _reader(values):
+    """`variable -> numpy array`: from `values` (`{id(variable): array}`) or a host read."""
+    if values is None:
+        return keras.ops.convert_to_numpy
+    return lambda v: values[id(v)]
+
+
+def initial_gains(model, values=None) -> tuple[list[float], float | None]:
     """The kernels' gains and the ungated recurrent kernels' largest singular value.
 
     Taken when a fit starts: the `depth` and `recurrence` evidence. Dense
@@ -47,19 +54,20 @@ def initial_gains(model) -> tuple[list[float], float | None]:
     is not "every axis but the last") and embeddings do not; a GRU's or
     LSTM's gated recurrent kernel does not either (`ungated_recurrent_gain`),
     nor does a kernel whose layer feeds only a normalization layer
-    (`normalized_kernels`).
+    (`normalized_kernels`). `values`: `{id(variable): array}` (a host
+    copy already made, e.g. NaNGuard's first snapshot), or `None` to read
+    the variables.
     """
-    variables = model.trainable_variables
+    variables, read = model.trainable_variables, _reader(values)
     normalized = normalized_kernels(model)
     gains = kernel_gains([
-        keras.ops.convert_to_numpy(v) for v in variables
+        read(v) for v in variables
         if v.path.endswith("kernel") and "recurrent" not in v.path
         and v.path not in normalized
         and not any(f"/{p}/" in f"/{v.path}" for p in EINSUM_KERNELS)
     ])
     recurrent = ungated_recurrent_gain([
-        keras.ops.convert_to_numpy(v)
-        for v in variables if v.path.endswith("recurrent_kernel")
+        read(v) for v in variables if v.path.endswith("recurrent_kernel")
     ])
     return gains, recurrent
 
@@ -84,10 +92,11 @@ def input_columns(model, paths) -> tuple[int, int, int] | None:
     return paths.index(first.path), paths.index(bias), int(np.prod(first.shape[:-1]))
 
 
-def weights_norm(model) -> float:
-    """The global norm of the trainable weights (a host copy)."""
+def weights_norm(model, values=None) -> float:
+    """The global norm of the trainable weights (a host copy; `values` as `initial_gains`)."""
+    read = _reader(values)
     return float(np.sqrt(sum(
-        np.sum(np.square(keras.ops.convert_to_numpy(v).astype(np.float64)))
+        np.sum(np.square(np.asarray(read(v), dtype=np.float64)))
         for v in model.trainable_variables)))
 
 

@@ -342,10 +342,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._catch_up(monitor)
         self._step = monitor.last_step
         self._start_step = self._step
-        # As this fit found them, not as a divergence left them.
-        self._gains, self._recurrent_gain = initial_gains(model)
         self._input_columns = None
-        self._start_norm = weights_norm(model)
         self._first_loss = self._best_loss = None
         self._losses, self._loss_steps, self._stall_judged = [], [], 0
         self._batch_losses, self._running = [], (-1, 0.0)
@@ -353,6 +350,14 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)
         self._take_snapshot()
+        # The weights as this fit found them, not as a divergence left them:
+        # the gains and the norm are measured on the first copy when a rule
+        # needs them (`start_evidence`), not on every fit.
+        first = self._snapshots.first
+        self._start_values = (None if first is None else
+                              dict(zip(map(id, model.weights), first[1])))
+        self._start_evidence = None if first is not None else (
+            *initial_gains(model), weights_norm(model))  # built at its first batch
         self._skipper = BatchSkipper(self.skip_batches)
         self._consecutive_bad, self._last_bad_step = 0, None
         self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
@@ -366,6 +371,18 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         self._tap = BatchTap(REPLAY_BATCHES)
         self._tapped = self.replay and self._tap.install(model)
         self._replayer = Replayer()
+
+    @property
+    def start_evidence(self) -> tuple[list[float], float | None, float]:
+        """`(gains, recurrent gain, weights' norm)` of the weights the fit began with.
+
+        Measured once, from the fit's first snapshot (`model_evidence`).
+        """
+        if self._start_evidence is None:
+            values, model = self._start_values, self.model
+            self._start_evidence = (*initial_gains(model, values), weights_norm(model, values))
+            self._start_values = None
+        return self._start_evidence
 
     def observe_batch(self, x, y=None, sample_weight=None) -> None:
         """Hands the guard the batch about to be trained on (custom loops).
@@ -410,6 +427,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._snapshots.clear()  # host copies of the weights
+        self._start_values = None
         self._tap.remove()
         self._tap.batches.clear()
         self._replayer = Replayer()  # the copy's memory goes back

@@ -51,6 +51,11 @@ class Snapshots:
         self._anchor = None
 
     @property
+    def first(self):
+        """`(step, weights, state)` of the fit's first copy (never dropped), or `None`."""
+        return self._anchor
+
+    @property
     def newest_step(self) -> int | None:
         return self._copies[-1][0] if self._copies else None
 

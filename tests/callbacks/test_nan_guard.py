@@ -228,3 +228,31 @@ def test_report_path_of_the_wrong_type_names_the_value_and_the_fix():
 def test_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         NaNGuard(**kwargs)
+
+
+def test_the_start_evidence_is_the_weights_the_fit_began_with():
+    # The gains and the weights' norm are measured lazily, from the fit's
+    # first snapshot: asked for after 4 updates, they are still those of
+    # the start weights (computed here from a copy, in float64 numpy).
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    x = np.random.default_rng(0).normal(size=(128, 8)).astype("float32")
+    y = np.tanh(x[:, :1]).astype("float32")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # a second fit starts elsewhere
+    start = [np.asarray(w, np.float64) for w in model.get_weights()]
+    guard, seen = NaNGuard(verbose=False), []
+
+    class Ask(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                seen.append(guard.start_evidence)
+
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[guard, Ask()])
+    assert not np.allclose(start[0], model.get_weights()[0])  # the weights moved
+    gains, recurrent, norm = seen[0]
+    kernels = [w for w in start if w.ndim == 2]
+    assert gains == pytest.approx([np.std(k) * np.sqrt(k.shape[0]) for k in kernels])
+    assert recurrent is None
+    assert norm == pytest.approx(np.sqrt(sum((w ** 2).sum() for w in start)))
