@@ -23,11 +23,8 @@ from .nan_report import (  # NonFiniteTrainingError: imported from here too
 from .optimizer_chain import clip_settings, innermost_optimizer
 from .replay import Replayer
 from .snapshots import Snapshots, default_cadence
-from .validation import check, check_int, is_number
+from .guard_arguments import check_arguments
 
-ACTIONS = ("stop", "raise", "rollback")
-LOSS_KINDS = ("auto", "running", "batch")  # `loss_is`: what logs["loss"] holds
-SPIKE_ACTIONS = ("skip", "clip")
 REPLAY_BATCHES = 4  # recent batches the guard keeps references to (`BatchTap`)
 
 
@@ -238,62 +235,21 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         overwrite: bool = False,
     ):
         super().__init__()
-        if report_path is not None and not isinstance(report_path, (str, os.PathLike)):
-            raise TypeError(
-                f"NaNGuard received report_path={report_path!r} of type "
-                f"{type(report_path).__name__}; expected a str or os.PathLike "
-                "file path (e.g. 'nan_report.json'), or None for no report."
-            )
-        if loss_is not in LOSS_KINDS:
-            raise ValueError(
-                f"NaNGuard received loss_is={loss_is!r}; expected one of "
-                f"{', '.join(repr(k) for k in LOSS_KINDS)}."
-            )
-        check_int("NaNGuard", "max_consecutive_bad_batches", max_consecutive_bad_batches, 1)
+        check_arguments(
+            action=action, spike_action=spike_action, spike_factor=spike_factor,
+            window=window, min_history=min_history, lr_factor=lr_factor,
+            max_retries=max_retries, max_bad_batches=max_bad_batches,
+            max_loss_scale_skips=max_loss_scale_skips, min_loss_scale=min_loss_scale,
+            report_path=report_path, snapshot_every=snapshot_every,
+            keep_snapshots=keep_snapshots, skip_batches=skip_batches,
+            max_consecutive_bad_batches=max_consecutive_bad_batches, loss_is=loss_is)
         self.skip_bad_data = bool(skip_bad_data)
         self.max_consecutive_bad_batches = max_consecutive_bad_batches
         self.loss_is, self.replay, self.overwrite = loss_is, bool(replay), bool(overwrite)
-        for name, value, allowed in [("action", action, ACTIONS),
-                                     ("spike_action", spike_action, SPIKE_ACTIONS)]:
-            if value not in allowed:
-                raise ValueError(
-                    f"NaNGuard received {name}={value!r}; expected one of "
-                    f"{', '.join(repr(a) for a in allowed)}."
-                )
-        check(
-            spike_factor is None or (is_number(spike_factor) and spike_factor > 1),
-            "NaNGuard", "spike_factor", spike_factor,
-            "a number > 1, or None to turn spike detection off",
-        )
-        for name, value, low in [
-            ("window", window, 2), ("min_history", min_history, 1),
-            ("max_retries", max_retries, 0),
-            ("max_bad_batches", max_bad_batches, 0),
-            ("max_loss_scale_skips", max_loss_scale_skips, 1),
-            ("keep_snapshots", keep_snapshots, 1),
-        ]:
-            check_int("NaNGuard", name, value, low)
-        check_int("NaNGuard", "skip_batches", skip_batches, 0)
-        if skip_batches and action != "rollback":
-            raise ValueError(
-                f"NaNGuard received skip_batches={skip_batches!r} with "
-                f"action={action!r}; batches are skipped after a rollback "
-                "only: pass action='rollback'."
-            )
         self.reset_moments, self.skip_batches = bool(reset_moments), skip_batches
-        if snapshot_every is not None:
-            check_int("NaNGuard", "snapshot_every", snapshot_every, 1)
-        check(
-            is_number(lr_factor) and 0 < lr_factor <= 1,
-            "NaNGuard", "lr_factor", lr_factor, "a number in (0, 1]",
-        )
         self.action, self.spike_action = action, spike_action
         self.spike_factor = spike_factor
         self.window, self.min_history = window, min_history
-        check(
-            is_number(min_loss_scale) and min_loss_scale > 0,
-            "NaNGuard", "min_loss_scale", min_loss_scale, "a number > 0",
-        )
         self.lr_factor = float(lr_factor)
         self.loss_scale = LossScaleWatch(max_loss_scale_skips, min_loss_scale)
         self.max_retries, self.max_bad_batches = max_retries, max_bad_batches

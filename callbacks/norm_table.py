@@ -175,3 +175,30 @@ class NormTable:
         if not parts:
             return empty
         return pd.concat(parts, ignore_index=True)[list(empty.columns)]
+
+
+def long_frame(wide: pd.DataFrame, layouts) -> pd.DataFrame:
+    """One row per step and layer of that step's layout, in step order."""
+    parts = []
+    for layout, rows in wide.groupby("layout", sort=False):
+        names = list(layouts[layout]) if layouts else []
+        n = len(names)
+        norms = rows[[f"layer/{name}" for name in names]].to_numpy(np.float64)
+        parts.append(pd.DataFrame({
+            "row": np.repeat(rows.index.to_numpy(), n),
+            "step": np.repeat(rows["step"].to_numpy(), n),
+            "fit": np.repeat(rows["fit"].to_numpy(), n),
+            "epoch": np.repeat(rows["epoch"].to_numpy(), n),
+            "layer": np.tile(np.array(names, dtype=object), len(rows)),
+            "norm": norms.reshape(-1),
+            "layout": np.int64(layout),
+        }))
+    if not parts:
+        return pd.DataFrame({
+            "step": np.zeros(0, np.int64), "fit": np.zeros(0, np.int64),
+            "epoch": np.zeros(0, np.int64), "layer": np.zeros(0, object),
+            "norm": np.zeros(0), "layout": np.zeros(0, np.int64),
+        })
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame.sort_values("row", kind="stable").drop(columns="row")
+    return frame.reset_index(drop=True)
