@@ -154,7 +154,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
     if found.get("input_measured") and signs["input_ratio"] is None:
         # The stall was judged on the measured scale: no step applied a
         # finite first-layer gradient (`LossWatch._watch_absolute`).
-        signs["input_ratio"], signs["input_measured"] = input_rms, True
+        signs["input_ratio"], signs["input_measured"] = input_rms, "unapplied"
     row = record.steps == step
     spike = float(record.norm[row][-1]) if row.any() else None
     if onset < step:
@@ -290,10 +290,13 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                 "gain ~1), or add normalization / residual connections; " + clip_text)
     if structure == "input_scale":
         return ("input_scale",
-                (f"{when}; the first layer's gradients give no estimate (zero: its "
-                 f"units saturated from the first step, or none finite applied yet) "
-                 f"and the inputs' measured root mean square is {ratio:.3g}, not ~1"
-                 if signs.get("input_measured") else
+                (f"{when}; no step has applied a finite first-layer gradient yet (each "
+                 f"was skipped), and measured on the first batch the "
+                 f"inputs' root mean square is {ratio:.3g}, not ~1"
+                 if signs.get("input_measured") == "unapplied" else
+                 f"{when}; the first layer's gradients are zero (its units "
+                 f"saturated from the first step) and the inputs' root mean square "
+                 f"is {ratio:.3g}, not ~1" if signs.get("input_measured") else
                  f"{when}; the first kernel's gradient norm is {ratio:.3g}x its "
                  f"bias's per input feature: the inputs' root mean square is "
                  f"~{ratio:.3g}, not ~1"),

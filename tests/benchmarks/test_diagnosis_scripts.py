@@ -40,7 +40,8 @@ def test_a_nan_input_row_against_a_plain_run():
     plain = ds.run_one("boston_regression", "nan_input", 0, callbacks=[])
     assert plain["error"] == ""
     assert not plain["weights_finite"]  # the break really ruins a plain Keras run
-    assert not np.isfinite(plain["final_loss"])
+    # (Its epoch loss may still read finite: a compiled ReLU under oneDNN takes
+    # NaN to 0, so NaN weights can give finite outputs. The weights tell.)
     row = ds.run_one("boston_regression", "nan_input", 0)
     assert row["error"] == "" and row["expected"] == "bad_data"
     assert row["events"] >= 1 and row["step"] >= 1

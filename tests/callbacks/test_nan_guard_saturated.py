@@ -90,3 +90,34 @@ def test_the_unit_scale_twin_has_no_event(mixed_float16):
     x, y = _classifier_data(1.0)
     _, guard, losses = _fit(x, y)
     assert len(guard.events) == 0 and np.isfinite(losses).all()
+
+
+def test_a_classifier_whose_every_step_was_skipped_is_judged_on_the_measured_scale(
+        mixed_float16):
+    # Inputs ~1e4 into a float32 softmax: the scaled gradients overflow
+    # float16 at every scale the loss scaler tries for the first 8 batches
+    # (keras-io's toy ResNet on pixels at ~3e4 did this), so no step gives a
+    # first-layer gradient to estimate the input scale from: the first
+    # batch's measured scale stands in for the stall's sign.
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(512, 16)) * 1e4).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 10, 512), 10).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax", dtype="float32")])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy")
+    steps = []
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    guard = NaNGuard(verbose=False)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+              callbacks=[guard, Steps()])
+    assert steps[:8] == [0] * 8  # independently: no step applied in the first 8 batches
+    event = guard.events[0]
+    assert (event.trigger, event.cause, event.action) == ("stalled", "input_scale", "warn")
+    rms = float(np.sqrt(np.square(x[:32].astype(np.float64)).mean(axis=0)).max())
+    assert f"the inputs' root mean square is {rms:.3g}" in event.evidence
+    assert "no step has applied a finite first-layer gradient" in event.evidence
