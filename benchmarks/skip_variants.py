@@ -92,15 +92,12 @@ def make_update(kind: str, variables: list):
 def time_variants(rounds: int, steps: int) -> dict:
     """ms per update of each variant, one list a variant (a value a round)."""
     rng = np.random.default_rng(1)
-    grads = None
+    grads = [tf.constant(rng.normal(size=v.shape).astype("float32") * 1e-3)
+             for v in make_variables()]
     times = {k: [] for k in VARIANTS}
     for r in range(rounds):
         for kind in VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]:
-            variables = make_variables()
-            if grads is None:
-                grads = [tf.constant(rng.normal(size=v.shape).astype("float32") * 1e-3)
-                         for v in variables]
-            update, _ = make_update(kind, variables)
+            update, _ = make_update(kind, make_variables())
             for _ in range(10):
                 update(grads)
             start = time.perf_counter()

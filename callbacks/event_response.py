@@ -51,9 +51,9 @@ class EventResponse:
         gains, recurrent_gain, start_norm = self.start_evidence
         if found["trigger"] == "loss_scale" and self.replay and scale is not None:
             # Float16's range or a diverged state? The batch in float32 tells.
-            scale = dict(scale, float32_loss=self._float32_loss(), early_loss=self._first_loss)
-            if scale["float32_loss"] is None:
-                del scale["float32_loss"], scale["early_loss"]
+            in_float32 = self._float32_loss()
+            if in_float32 is not None:
+                scale = dict(scale, float32_loss=in_float32, early_loss=self._first_loss)
         event = diagnose(
             found, record, layers=layers, window=self.window,
             min_history=self.min_history, start_step=self._start_step,

@@ -73,12 +73,12 @@ def chance_loss(model) -> float | None:
         outputs = model.outputs
     except (AttributeError, ValueError):
         outputs = None  # a subclassed model: its outputs are not known
-    if binary and not outputs:  # ln 2 whatever the width (a mean over the outputs)
-        return float(np.log(2.0))
-    if binary is None or not outputs or len(outputs) != 1:
+    if binary is None or (outputs and len(outputs) != 1):
         return None
-    if binary:
+    if binary:  # ln 2 whatever the width (a mean over the outputs), known or not
         return float(np.log(2.0))
+    if not outputs:
+        return None
     classes = outputs[0].shape[-1]
     return float(np.log(classes)) if classes is not None and classes >= 2 else None
 

@@ -22,7 +22,7 @@ from .loss_rules import (
 from .model_evidence import input_columns
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
 from .replay_batches import batch_arrays, root_mean_square
-from .structure_signs import input_scale, structural_sign
+from .structure_signs import first_layer_unapplied, input_scale, structural_sign
 from .target_scale import find_off_scale_targets, targets_rms
 
 
@@ -223,8 +223,8 @@ class LossWatch:
             self._input_columns = input_columns(self.model, record.variable_paths)
         applied = record.variable_norms[record.status == APPLIED]
         ratio, _ = input_scale(applied, self._input_columns, self._input_rms)
-        if ratio is None and self._input_columns is not None and not np.isfinite(
-                applied[:, list(self._input_columns[:2])]).all(axis=1).any():
+        if ratio is None and self._input_columns is not None and first_layer_unapplied(
+                applied, *self._input_columns[:2]):
             # No step has applied a finite first-layer gradient yet (a loss
             # scaler that skipped every step so far: keras-io's toy ResNet
             # on pixels at ~3e4 under float16, 1000x chance): the inputs'

@@ -91,6 +91,19 @@ def first_layer_dead(variable_norms: np.ndarray, kernel: int, bias: int,
     return bool(ok.any() and (k[ok] <= NORM_FLOOR).all() and (b[ok] <= NORM_FLOOR).all())
 
 
+def first_layer_unapplied(variable_norms: np.ndarray, kernel: int, bias: int) -> bool:
+    """Whether no row gives the first layer a finite kernel and bias gradient.
+
+    No step applied one yet (a loss scaler that skipped every step so far),
+    so `input_ratio` has nothing to divide and `first_layer_dead` nothing to
+    call dead.
+    """
+    norms = np.asarray(variable_norms, dtype=np.float64)
+    if len(norms) == 0:
+        return True
+    return not (np.isfinite(norms[:, kernel]) & np.isfinite(norms[:, bias])).any()
+
+
 def input_scale_of(ratio: float | None, dead: bool,
                    measured_rms: float | None) -> tuple[float | None, bool]:
     """The inputs' scale as the first layer sees it: `(scale, measured)`.

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks import NaNGuard
-from gradguard.callbacks.structure_signs import first_layer_dead, input_scale, input_scale_of
+from gradguard.callbacks.structure_signs import (
+    first_layer_dead, first_layer_unapplied, input_scale, input_scale_of,
+)
 
 
 def _classifier_data(scale, seed=0):
@@ -62,6 +64,11 @@ def test_first_layer_dead_and_input_scale_of_on_small_arrays():
     # from the norms: a dead first layer takes the measured scale; no columns, no scale
     assert input_scale(zero, (0, 1, 1), 500.0) == (500.0, True)
     assert input_scale(zero, None, 500.0) == (None, False)
+    # no finite kernel-and-bias row at all: nothing applied yet (zeros are applied)
+    assert first_layer_unapplied(np.empty((0, 2)), 0, 1)
+    assert first_layer_unapplied(np.array([[np.nan, 1.0], [2.0, np.inf]]), 0, 1)
+    assert not first_layer_unapplied(np.array([[np.nan, 1.0], [2.0, 3.0]]), 0, 1)
+    assert not first_layer_unapplied(zero, 0, 1)
 
 
 @pytest.mark.slow  # two one-epoch fits of a small MLP: ~6 s idle
