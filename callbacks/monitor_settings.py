@@ -150,19 +150,26 @@ class MonitorSettings:
         `mode="clip"` applies it with its global norm scaled down to that
         running median. The ring records it (`GradientRecord.status`).
 
+        The clip (a factor of the global norm on every gradient, which
+        makes every update wait for the last gradient) is compiled in the
+        first time `mode="clip"` is asked for; a gate that only skips
+        scales nothing.
+
         Returns:
             True when the caller must rebuild the train function (the first
-            time the gate is turned on).
+            time the gate is turned on, or set to clip).
         """
         self.spike_setting = SpikeSetting(
             0.0 if factor is None else float(factor), int(window),
             int(min_history), 1.0 if mode == "clip" else 0.0,
         )
         self._assign_settings()
+        rebuild = False
         if factor is not None and not self.spike_compiled:
-            self.spike_compiled = True
-            return True
-        return False
+            self.spike_compiled = rebuild = True
+        if factor is not None and mode == "clip" and not self.spike_clip_compiled:
+            self.spike_clip_compiled = rebuild = True
+        return rebuild
 
     def set_lr_multiplier(self, multiplier: float) -> bool:
         """Scales every update by `multiplier` (the learning rate in use).
