@@ -92,7 +92,12 @@ def read_many(variables, holder) -> list[np.ndarray]:
         object.__setattr__(holder, "_gradguard_reader", cache)
     cache[1] += 1
     if cache[2] is None and cache[1] >= COMPILE_AFTER:
-        cache[2] = tf.function(lambda: [tf.identity(v) for v in values], autograph=False)
+        # Called as a concrete function: the polymorphic call's dispatch
+        # hashes every captured variable, ~0.4 ms of a ~1 ms read of the
+        # 20-layer MLP's 129 variables.
+        cache[2] = tf.function(
+            lambda: [tf.identity(v) for v in values], autograph=False
+        ).get_concrete_function()
     if cache[2] is None:
         return [to_numpy(v) for v in variables]
     return [t.numpy() for t in cache[2]()]
