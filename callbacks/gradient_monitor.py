@@ -247,6 +247,10 @@ class GradientMonitor(MonitorStep, MonitorSettings, MonitorRecord,
         # compiled in once asked for, then switched by their variables.
         self.spike_compiled = False
         self.spike_clip_compiled = False  # the gate's clip (mode="clip")
+        # The largest state skipped by update-and-undo (None: the module's
+        # `monitor_step.UNDO_MAX_BYTES`; 0: always the `cond`), read when
+        # the step is traced.
+        self.undo_max_bytes = None
         self.lr_scale_compiled = False
         self.spike_setting = _SPIKE_OFF
         self.lr_multiplier = 1.0

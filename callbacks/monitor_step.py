@@ -176,7 +176,8 @@ class MonitorStep:
 
         TensorFlow only (JAX's `stateless_apply` and torch keep the `cond`),
         with no loss scaler or gradient accumulation inside (their own
-        skips and counts), a state of at most `UNDO_MAX_BYTES`, and no
+        skips and counts), a state of at most `UNDO_MAX_BYTES` (or the
+        monitor's own `undo_max_bytes`, read when the step is traced), and no
         clip that scales every gradient by the global norm (AutoClip, the
         spike gate's clip, AGC, ZClip): there every update waits for the
         global norm anyway, and the copy would only add to it.
@@ -189,7 +190,8 @@ class MonitorStep:
             return False
         state = list(trainable_variables) + optimizer_state(self)
         size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in state)
-        return size <= UNDO_MAX_BYTES
+        limit = UNDO_MAX_BYTES if self.undo_max_bytes is None else self.undo_max_bytes
+        return size <= limit
 
     def update_then_undo(self, inner, grads, applied, trainable_variables) -> None:
         """The inner optimizer's update, undone where `applied` is False.

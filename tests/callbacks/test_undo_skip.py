@@ -4,7 +4,7 @@ Under TensorFlow a monitor that skips non-finite steps runs the inner
 optimizer's update at once and puts the old state back when the step is not
 to be applied (small models: `monitor_step.UNDO_MAX_BYTES`). Checked here
 against the `cond` around the update (the path large models keep, forced by
-setting the cap to 0 before the step is traced) and against plain Keras:
+the monitor's `undo_max_bytes = 0`) and against plain Keras:
 a NaN batch leaves weights and optimizer state bit for bit as they were, a
 finite one updates them bit for bit as plain Keras does, for dense and
 `Embedding` (sparse) gradients, Adam, RMSprop and SGD with momentum, with
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from gradguard.callbacks import GradientMonitor, monitor_step
+from gradguard.callbacks import GradientMonitor
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="the undo skip is TensorFlow's path")
@@ -60,12 +60,12 @@ def _state(model):
 
 def _run(kind, optimizer, cap, monitor=True, gate=False, multiplier=1.0):
     """Trains on the four batches; returns the state after each, and the monitor."""
-    monitor_step.UNDO_MAX_BYTES = cap
     keras.utils.set_random_seed(11)
     model = _dense() if kind == "dense" else _embedding()
     opt = OPTIMIZERS[optimizer]()
     if monitor:
         opt = GradientMonitor(opt, check_weights=gate)
+        opt.undo_max_bytes = cap
         if gate:
             opt.set_spike_gate(50.0, 50, 2, "skip")
         if multiplier != 1.0:
@@ -76,13 +76,6 @@ def _run(kind, optimizer, cap, monitor=True, gate=False, multiplier=1.0):
         model.train_on_batch(x, y)
         states.append(_state(model))
     return states, (opt if monitor else None), model
-
-
-@pytest.fixture(autouse=True)
-def _restore_cap():
-    cap = monitor_step.UNDO_MAX_BYTES
-    yield
-    monitor_step.UNDO_MAX_BYTES = cap
 
 
 def _same(a, b):
