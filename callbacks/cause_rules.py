@@ -22,6 +22,9 @@ from .norm_history import (
 from .target_scale import TARGET_SCALE
 from .structure_signs import RECURRENT_GAIN, WEIGHT_GROWTH, input_scale, structural_sign
 
+INPUT_CURE = ("standardize the inputs (zero mean, unit variance per feature, "
+              "e.g. keras.layers.Normalization adapted on the training data)")
+
 
 def find_event(record, new, window: int, loss_scaled: bool) -> dict | None:
     """The first event among the rows `new` of the monitor's `record`.
@@ -135,7 +138,8 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         onset = min(onset, max(step, start_step + 1))
     if "best_step" in found:  # loss_growth, loss_rise: it grew after its best
         onset = min(onset, found["best_step"] + 1)
-    if trigger in ("stalled", "early_blowup", "off_scale_targets"):  # broken from the first steps
+    if trigger in ("stalled", "early_blowup", "off_scale_targets",
+                   "off_scale_inputs"):  # broken from the first steps
         onset = min(onset, start_step + 1)
     spikes = np.isin(record.status, (SKIPPED_SPIKE, CLIPPED_SPIKE)) & upto
     recent_spikes = spikes & (record.steps > step - window)
@@ -148,6 +152,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         "weight_growth": weight_growth, "gains": list(gains),
         "recurrent_gain": recurrent_gain,
         "target_rms": target_rms,
+        "detail": found.get("detail"),
     }
     signs["input_ratio"], signs["input_measured"] = input_scale(
         record.variable_norms[upto], input_columns, input_rms)
@@ -188,6 +193,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
 
     Decided in this order, the first that holds:
 
+    0. `input_scale` for `off_scale_inputs`: a forward pass showed a few
+       input columns' scale in the loss (`off_scale_inputs.py`).
     1. `loss_scale`: the loss scaler kept skipping or its scale collapsed.
     2. For a spike whose batch spiked in an earlier epoch too: `bad_data`
        (an outlier; the spike gate already skipped or clipped it).
@@ -218,6 +225,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                  f"global_clipnorm={clip:.3g}" if clip else
                  "clip the global norm (too little history to suggest a value)")
     where = f"epoch {epoch}, batch {batch} (0-based)"
+    if trigger == "off_scale_inputs":  # proven by a forward pass (`off_scale_inputs.py`)
+        return ("input_scale", signs["detail"], INPUT_CURE)
     g, early = signs["growth"], signs["short"]
     if trigger == "loss_scale" and not diverged_in_float32(loss_scale or {}):
         return _loss_scale(loss_scale or {}, g, learning_rate, clip_text)
@@ -300,8 +309,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                  f"{when}; the first kernel's gradient norm is {ratio:.3g}x its "
                  f"bias's per input feature: the inputs' root mean square is "
                  f"~{ratio:.3g}, not ~1"),
-                "standardize the inputs (zero mean, unit variance per feature, "
-                "e.g. keras.layers.Normalization adapted on the training data)")
+                INPUT_CURE)
     stalled_growing = trigger == "stalled" and wg is not None and wg >= WEIGHT_GROWTH
     if trigger == "stalled" and not grew and not stalled_growing:  # far above chance, no sign
         return ("unknown",

@@ -66,7 +66,8 @@ class EventResponse:
             loss_scale=scale if found["trigger"] == "loss_scale" else None,
             target_rms=self._target_rms, input_rms=self._input_rms,
         )
-        if event.loss_scale and "float32_loss" in event.loss_scale:
+        if (event.loss_scale and "float32_loss" in event.loss_scale
+                or event.trigger == "off_scale_inputs"):  # judged by a forward pass
             event = dataclasses.replace(event, method="replay")
         if self.replay and not earlier:
             event = self._replay(event, record, monitor)
@@ -212,7 +213,7 @@ class EventResponse:
         """
         batches = list(self._tap.batches)
         if not batches or event.trigger in ("loss_scale", "stalled", "held_spike",
-                                             "off_scale_targets"):
+                                             "off_scale_targets", "off_scale_inputs"):
             return event
         row = record.steps == event.step
         status = int(record.status[row][-1]) if row.any() else None

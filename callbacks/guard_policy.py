@@ -34,7 +34,8 @@ def choose_action(action: str, cause: str, retries: int, max_retries: int,
     back until `max_retries` are used up. Returns the action and a note for
     the detail (the caps, stated).
     """
-    if trigger in ("stalled", "held_spike", "off_scale_targets"):  # finite, short of a divergence
+    if trigger in ("stalled", "held_spike", "off_scale_targets",
+                   "off_scale_inputs"):  # finite, short of a divergence
         return "warn", ""
     if cause == "transient_spike" or (trigger == "gradient_spike" and cause == "bad_data"):
         return spike_action, ""  # the monitor skipped or clipped it already

@@ -2,8 +2,9 @@
 
 A mixin of `NaNGuard` (its state lives on the guard, set in
 `on_train_begin`): what the loss says (`loss_growth`, `loss_rise`,
-`stalled`, from `loss_rules.py`), the fit's first steps (`early_blowup`)
-and spikes a clip held (`held_spike`, from `blowup_rules.py`). Each method
+`stalled`, from `loss_rules.py`), the fit's first steps (`early_blowup`),
+the first batch's targets and inputs (`off_scale_targets`,
+`off_scale_inputs`) and spikes a clip held (`held_spike`, from `blowup_rules.py`). Each method
 returns the event found (`trigger`, `step`, `detail`, ...) or `None`.
 """
 
@@ -19,7 +20,12 @@ from .loss_rules import (
     CHANCE_FACTOR, LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
     chance_loss, early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
 )
+from .float32_replay import batch_loss as forward_loss
 from .model_evidence import input_columns
+from .off_scale_inputs import (
+    find_off_scale_inputs, normalizes_inputs, off_scale_columns, rescale_columns,
+)
+from .optimizer_chain import find_monitor, innermost_optimizer
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
 from .replay_batches import batch_arrays, root_mean_square
 from .structure_signs import first_layer_unapplied, input_scale, structural_sign
@@ -130,6 +136,10 @@ class LossWatch:
                 self._input_rms = None if first is None else root_mean_square(first[0])
             except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
                 self._target_rms = self._input_rms = None
+            if first is not None:
+                found = self._watch_inputs(first)
+                if found is not None:
+                    return found
         if self._target_rms is None:
             self._target_checks = STALL_STEPS  # nothing to judge
             return None
@@ -138,6 +148,39 @@ class LossWatch:
             return None
         self._target_checks = STALL_STEPS
         return {"trigger": "off_scale_targets", "step": self._step, "detail": detail}
+
+    def _watch_inputs(self, first) -> dict | None:
+        """`off_scale_inputs`: a few float input columns far off the rest's scale.
+
+        Measured on the fit's first batch (`off_scale_inputs.off_scale_columns`);
+        where there are such columns and no normalizing layer before the
+        first kernel, the experiment: the batch's loss from the fit's start
+        weights on the guard's copy, as given and with those columns at the
+        median column's scale (`find_off_scale_inputs`). Once a fit; a
+        warning, after which the stall is not judged (it would name the
+        same cause again).
+        """
+        try:
+            found = off_scale_columns(first[0])
+            if found is None or normalizes_inputs(self.model):
+                return None
+            start = self._snapshots.first
+            monitor = find_monitor(self.model.optimizer)
+            if start is None or not self._replayer.prepare(self.model, innermost_optimizer(monitor)):
+                return None
+            copy = self._replayer.copy
+            copy.set_weights(start[1])
+            x, y, sw = first
+            given = forward_loss(copy, (x, y, sw))
+            rescaled = forward_loss(copy, (rescale_columns(x, found), y, sw))
+        except Exception:  # noqa: BLE001  (an experiment, never a crash)
+            return None
+        detail = find_off_scale_inputs(found, given, rescaled)
+        if detail is None:
+            return None
+        self.replays_run += 1
+        self._stall_judged = 2  # the stall would name the same cause again
+        return {"trigger": "off_scale_inputs", "step": self._step, "detail": detail}
 
     def _watch_early(self, record) -> dict | None:
         """`early_blowup`: the fit's first steps against its first (`find_early_blowup`)."""
