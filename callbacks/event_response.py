@@ -73,7 +73,8 @@ class EventResponse:
             event = self._replay(event, record, monitor)
             event = self._replay_in_float32(event)
         event = dataclasses.replace(
-            event, replay_seconds=time.perf_counter() - started)
+            event, replay_seconds=time.perf_counter() - started
+            + found.get("experiment_seconds", 0.0))  # a rule's own forward passes
         skips_bad = self.skip_bad_data or self.action == "rollback"
         if (event.cause == "bad_data" and skips_bad
                 and event.trigger != "gradient_spike"):

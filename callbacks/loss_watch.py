@@ -11,6 +11,7 @@ returns the event found (`trigger`, `step`, `detail`, ...) or `None`.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -166,6 +167,7 @@ class LossWatch:
                 return None
             start = self._snapshots.first
             monitor = find_monitor(self.model.optimizer)
+            started = time.perf_counter()  # the copy (once a fit) and two forward passes
             if start is None or not self._replayer.prepare(self.model, innermost_optimizer(monitor)):
                 return None
             copy = self._replayer.copy
@@ -180,7 +182,8 @@ class LossWatch:
             return None
         self.replays_run += 1
         self._stall_judged = 2  # the stall would name the same cause again
-        return {"trigger": "off_scale_inputs", "step": self._step, "detail": detail}
+        return {"trigger": "off_scale_inputs", "step": self._step, "detail": detail,
+                "experiment_seconds": time.perf_counter() - started}
 
     def _watch_early(self, record) -> dict | None:
         """`early_blowup`: the fit's first steps against its first (`find_early_blowup`)."""

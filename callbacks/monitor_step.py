@@ -26,11 +26,12 @@ from .step_decision import SpikeGate, decide_step
 # a step and lets each variable's update run as soon as its gradient is
 # ready; a `cond` around the update makes every update wait for the last
 # gradient (the global norm decides it). The 20 x Dense(64) MLP with Adam
-# (1.1 MB of state), in `fit`, ms a step over plain Keras' (median of 15
-# interleaved rounds of 400-step fits, 7 Dec 2026): the `cond` 1.56x,
-# update-and-undo 1.22x (`benchmarks/skip_variants.py`). Above it the
-# extra copy of a large model's state costs more memory than the wait
-# costs time, and the `cond` stays.
+# (1.1 MB of state) as NaNGuard sets the monitor, in `fit`, over plain
+# Keras (`python -m benchmarks.skip_variants`, 9 interleaved rounds of
+# 400-step fits, 7 Dec 2026, results/skip_variants-20261207-s5.md): the
+# `cond` 1.62x, update-and-undo 1.11x. Above the cap the copy of a large
+# model's state costs more memory than the wait costs time, and the
+# `cond` stays.
 UNDO_MAX_BYTES = 64 * 2**20
 
 

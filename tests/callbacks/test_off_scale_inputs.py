@@ -106,6 +106,7 @@ def test_one_raw_column_warns_input_scale_at_the_first_batch_and_training_goes_o
         "off_scale_inputs", "input_scale", "warn", "replay")
     assert event.step == 1 and "input column 5" in event.evidence
     assert "standardize the inputs" in event.cure
+    assert 0 < event.replay_seconds < 30  # the copy and its two forward passes, timed
     assert len(history.history["loss"]) == 2  # a warning: the fit went on
     # The evidence's two losses, recomputed: the start weights' MSE on the
     # first batch as given and with column 5 at the median column's scale.
