@@ -204,9 +204,20 @@ class MonitorStep:
         step would, counting the step, and a skipped step assigns the old
         values back. Each variable's update waits for its own gradient only.
         """
+        import tensorflow as tf  # (TensorFlow's path only: `undo_skip`)
+
         state = list(trainable_variables) + optimizer_state(self)
         before = [ops.copy(v.value) for v in state]
-        inner.apply(grads, trainable_variables)
+        # Keras' step count goes up in `apply` on nothing but the count
+        # itself: outside a `cond` it would run even when the step has no
+        # batch (a dataset of unknown length ends with a call whose
+        # `get_next` fails: plain Keras counts 15 steps for 12 there). Tied
+        # to the last variable's gradient, the first that backpropagation
+        # gives, the update runs only with a batch, as under the `cond`.
+        last = next((g for g in reversed(grads) if g is not None), None)
+        last = getattr(last, "values", last)  # an IndexedSlices' rows
+        with tf.control_dependencies([] if last is None else [last]):
+            inner.apply(grads, trainable_variables)
         if self.lr_scale_compiled:
             self.rescale(trainable_variables, before, when=applied)
 
