@@ -131,3 +131,27 @@ def test_clipping_monitors_keep_the_cond():
     x, y = _batches("dense")[0]
     model.train_on_batch(x, y)
     assert opt.spike_clip_compiled and not opt.undo_skip(model.trainable_variables)
+
+
+def test_a_dataset_of_unknown_length_counts_only_the_steps_it_ran():
+    # The last call of each epoch finds no batch (`get_next` fails): plain
+    # Keras' step count still goes up there (15 for 12 steps); the monitor's
+    # skip, cond or undo, counts 12, and its rows are steps 1..12.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).filter(lambda a, b: True)
+    counts = {}
+    for cap in (64 * 2**20, 0):
+        keras.utils.set_random_seed(0)
+        model = _dense()
+        opt = GradientMonitor(keras.optimizers.Adam(1e-2))
+        opt.undo_max_bytes = cap
+        model.compile(optimizer=opt, loss="mse")
+        model.fit(data, epochs=3, verbose=0)
+        assert opt.undo_skip(model.trainable_variables) is (cap > 0)
+        counts[cap] = int(opt.inner_optimizer.iterations.numpy())
+        assert opt.read().steps.tolist()[-12:] == list(range(1, 13))
+    assert counts == {64 * 2**20: 12, 0: 12}
