@@ -78,7 +78,13 @@ def test_stop_names_the_cause_and_keeps_the_pre_onset_weights(name, trigger):
     # skip_bad_data=False: a bad batch stops too (by default it is skipped).
     guard = NaNGuard(verbose=False, skip_bad_data=False)
     model, keep = _fit(name, guard)
-    event = guard.events[0]
+    warnings = [e for e in guard.events if e["action"] == "warn"]
+    if name == "input_scale":  # one feature x1e4: warned at step 1 from the batch
+        assert [(e["trigger"], e["cause"], e["step"]) for e in warnings] == [
+            ("off_scale_inputs", "input_scale", 1)]
+    else:
+        assert not warnings
+    event = next(e for e in guard.events if e["action"] != "warn")
     assert (event["trigger"], event["cause"]) == (trigger, name)
     assert event["cure"] and event["evidence"]
     assert f"Cause: {name}" in event["message"]
