@@ -66,7 +66,10 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
     median) is a warning with the raw figure (`held_spike`, once a fit).
     Float targets far from unit scale (root mean square above 1e3, with a
     first batch loss above 1e2 in size) are a warning at a fit's first
-    step, cause `target_scale` (`off_scale_targets`, `target_scale.py`).
+    step, cause `target_scale` (`off_scale_targets`, `target_scale.py`);
+    so are a few float input columns far off the rest's scale where a
+    forward pass from the start weights shows it in the loss, cause
+    `input_scale` (`off_scale_inputs`, `off_scale_inputs.py`).
     The loss rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
