@@ -34,7 +34,8 @@ def test_two_runs_write_the_same_results_but_wall_time(tmp_path, name):
     module, flags = RUNS[name]
     first, second = ([module.main([*flags, "--out", str(tmp_path / run)]) for run in ("a", "b")])
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert a.keys() == b.keys() and len(a) == 1 + 2 * len(first)  # results + norms and losses per row
+    # results + per row its global norms, layer norms and losses
+    assert a.keys() == b.keys() and len(a) == 1 + 3 * len(first)
     for path in a:
         pd.testing.assert_frame_equal(a[path], b[path], check_exact=True, obj=str(path))
     assert first["epochs_run"].sum() >= len(first)  # every row trained
