@@ -141,9 +141,10 @@ class GradientMonitor(MonitorStep, MonitorSettings, MonitorRecord,
             once and a skipped step puts the old state back
             (`monitor_step.update_then_undo`); otherwise the skip is a
             `cond` around the update (as in `LossScaleOptimizer`), which
-            makes every update wait for the last gradient (a 42-variable
-            MLP in `fit`: x1.45-1.55 of plain Adam with the `cond`, x1.22-1.28
-            with the undo, x1.05 without a skip). `GradientNormLogger` installs its monitor
+            makes every update wait for the last gradient (the 42- and
+            30-variable MLPs of `benchmarks.callback_overhead`, 7 Dec 2026:
+            x1.65 and x1.48 of plain Adam with the `cond`, x1.27 and x1.17
+            with the undo, x1.06 and x1.05 without a skip). `GradientNormLogger` installs its monitor
             without it (a logger changes nothing in training: plain Keras
             applies a NaN update too); `NaNGuard` and the clipping
             callbacks turn it on.

@@ -271,11 +271,11 @@ class MonitorStep:
         def count_skipped():
             self.count_skipped(trainable_variables)
 
-        def inner_update():
-            inner.apply(grads, trainable_variables)
-
         def update():
-            self.scaled_update(inner_update, trainable_variables)
+            self.scaled_update(
+                lambda: inner.apply(grads, trainable_variables),
+                trainable_variables,
+            )
 
         counter = step_counter(inner)
         record_first = not self.check_weights

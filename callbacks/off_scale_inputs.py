@@ -42,7 +42,7 @@ INPUT_NORMALIZERS = ("Normalization", "Rescaling", "BatchNormalization",
 
 
 def _columns(x) -> list[tuple[int, np.ndarray]]:
-    """`(leaf index, per-column root mean square)` of each float array of `x`."""
+    """`(leaf index, per-column root mean square, a sample's shape)` of each float array of `x`."""
     out = []
     for i, a in enumerate(keras.tree.flatten(x)):
         a = None if a is None else np.asarray(a)
@@ -52,7 +52,7 @@ def _columns(x) -> list[tuple[int, np.ndarray]]:
         flat = np.where(np.isfinite(flat), flat, np.nan)
         with np.errstate(all="ignore"):
             rms = np.sqrt(np.nanmean(np.square(flat), axis=0))
-        out.append((i, np.nan_to_num(rms, nan=0.0)))
+        out.append((i, np.nan_to_num(rms, nan=0.0), a.shape[1:]))
     return out
 
 
@@ -60,30 +60,31 @@ def off_scale_columns(x) -> dict | None:
     """The float input columns far off the rest's scale in batch `x`, or `None`.
 
     Returns:
-        `{"columns": {leaf: [column, ...]}, "count", "total", "largest",
-        "column", "position", "median"}`: the off-scale columns per
-        flattened float leaf, how many of how many columns, the largest
-        root mean square, its column (and its index in a sample of more
-        than one axis, else `None`) and the median column's root mean square.
+        `{"columns": {leaf: [column, ...]}, "rms": {leaf: [rms, ...]},
+        "count", "total", "largest", "column", "position", "median"}`: the
+        off-scale columns per flattened float leaf and their root mean
+        squares, how many of how many columns, the largest root mean
+        square, its column (and its index in a sample of more than one
+        axis, else `None`) and the median column's root mean square.
     """
     leaves = _columns(x)
     if not leaves:
         return None
-    shapes = {i: np.shape(a)[1:] for i, a in enumerate(keras.tree.flatten(x)) if a is not None}
-    shape = ()
-    every = np.concatenate([rms for _, rms in leaves])
+    every = np.concatenate([rms for _, rms, _ in leaves])
     median = float(np.median(every))
-    columns, largest, where = {}, 0.0, None
-    for leaf, rms in leaves:
+    columns, off_rms, largest, where, shape = {}, {}, 0.0, None, ()
+    for leaf, rms, sample in leaves:
         off = np.flatnonzero((rms > COLUMN_SCALE) & (rms > COLUMN_SPREAD * median))
         if off.size:
             columns[leaf] = [int(c) for c in off]
+            off_rms[leaf] = [float(r) for r in rms[off]]
             k = int(off[np.argmax(rms[off])])
             if rms[k] > largest:
-                largest, where, shape = float(rms[k]), k, shapes[leaf]
+                largest, where, shape = float(rms[k]), k, sample
     if not columns:
         return None
-    return {"columns": columns, "count": sum(len(c) for c in columns.values()),
+    return {"columns": columns, "rms": off_rms,
+            "count": sum(len(c) for c in columns.values()),
             "total": int(every.size), "largest": largest, "column": where,
             "position": (tuple(int(i) for i in np.unravel_index(where, shape))
                          if len(shape) > 1 else None),
@@ -91,7 +92,10 @@ def off_scale_columns(x) -> dict | None:
 
 
 def rescale_columns(x, found: dict):
-    """`x` with `found`'s off-scale columns scaled to the median column's root mean square."""
+    """`x` with `found`'s off-scale columns scaled to the median column's root mean square.
+
+    `found` is `off_scale_columns(x)`: its root mean squares are `x`'s.
+    """
     leaves = keras.tree.flatten(x)
     scaled = []
     for i, a in enumerate(leaves):
@@ -100,11 +104,8 @@ def rescale_columns(x, found: dict):
             continue
         a = np.array(a)
         flat = a.reshape(len(a), -1)
-        for c in found["columns"][i]:
-            column = flat[:, c].astype(np.float64)
-            with np.errstate(all="ignore"):
-                rms = np.sqrt(np.nanmean(np.square(np.where(np.isfinite(column), column, np.nan))))
-            flat[:, c] = (column * (found["median"] / rms if rms > 0 else 0.0)).astype(a.dtype)
+        for c, rms in zip(found["columns"][i], found["rms"][i]):  # each rms > COLUMN_SCALE
+            flat[:, c] = (flat[:, c].astype(np.float64) * (found["median"] / rms)).astype(a.dtype)
         scaled.append(flat.reshape(a.shape))
     return keras.tree.pack_sequence_as(x, scaled)
 
