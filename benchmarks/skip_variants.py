@@ -34,7 +34,10 @@ backpropagation produces the gradients one layer at a time:
   exact skip: a loss can be finite where a gradient is not);
 - `GradientMonitor` as `NaNGuard` sets it (skip, weights check, spike
   gate) with the `cond` skip (`undo_max_bytes = 0`) and with the update-and-undo skip (the default on this
-  model); and Keras' own `global_clipnorm`.
+  model), whose `cond` that puts the old values back is one `If` op
+  (`whole_cond`); `undo, lowered`: the same with that `cond` lowered by
+  TensorFlow to a `Switch` per variable, as `keras.ops.cond` leaves it;
+  and Keras' own `global_clipnorm`.
 
     python -m benchmarks.skip_variants            # about 3 minutes on 2 cores
     python -m benchmarks.skip_variants --quick
@@ -43,6 +46,7 @@ backpropagation produces the gradients one layer at a time:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -129,7 +133,7 @@ def time_variants(rounds: int, steps: int) -> dict:
 
 FIT_VARIANTS = ("fit: plain", "fit: wait on the norm", "fit: cond on the norm",
                 "fit: cond on the loss", "fit: monitor, cond skip", "fit: monitor, undo skip",
-                "fit: Keras global_clipnorm")
+                "fit: monitor, undo, lowered", "fit: Keras global_clipnorm")
 
 
 def _custom_step_model(kind: str, base: keras.Model) -> keras.Model:
@@ -170,7 +174,7 @@ def make_fit_model(name: str, x) -> keras.Model:
     """The 20 x Dense(64) MLP of `callback_overhead`, compiled for `name` (part 2)."""
     from gradguard.callbacks import GradientMonitor
 
-    from .overhead_models import MODELS, build_network
+    from .overhead_models import MODELS, batches, build_network
 
     base = build_network(MODELS["MLP 20x64 (42 vars)"], x, 0)
     kind = name.removeprefix("fit: ")
@@ -185,8 +189,27 @@ def make_fit_model(name: str, x) -> keras.Model:
         if kind == "monitor, cond skip":
             optimizer.undo_max_bytes = 0  # read whenever the step is traced
     model.compile(optimizer=optimizer, loss="mse")
-    model.train_on_batch(x[:32], x[:32, :1])
+    with _lowered_undo(kind == "monitor, undo, lowered"):
+        model.train_on_batch(x[:32], x[:32, :1])
+        # `fit` traces its own step (an iterator, not a batch): here, while
+        # the variant's setting holds.
+        model.fit(batches(x, x[:, :1], 32, 2), epochs=1, verbose=0)
     return model
+
+
+@contextlib.contextmanager
+def _lowered_undo(on: bool):
+    """While `on`, the undo's `cond` is traced as Keras' `ops.cond` (lowered
+    to a `Switch` per variable) instead of `whole_cond` (one `If` op)."""
+    from gradguard.callbacks import monitor_step
+
+    saved = monitor_step.whole_cond
+    if on:
+        monitor_step.whole_cond = lambda pred, t, f: keras.ops.cond(pred, t, f)
+    try:
+        yield
+    finally:
+        monitor_step.whole_cond = saved
 
 
 def time_fits(rounds: int, steps: int, seed: int = 0) -> dict:

@@ -19,6 +19,7 @@ from .optimizer_chain import (
 from .ring import NORM, running_median
 from .snapshots import optimizer_state
 from .step_decision import SpikeGate, decide_step
+from .whole_cond import whole_cond
 
 # The largest state (weights and optimizer variables) a skip is made by
 # updating at once and putting the old values back when the step is not
@@ -225,7 +226,9 @@ class MonitorStep:
             for variable, old in zip(state, before):
                 variable.assign(old)
 
-        ops.cond(applied, lambda: None, restore)
+        # One `If` op: lowered, it would run a `Switch` per variable on
+        # every step, restoring or not.
+        whole_cond(applied, lambda: None, restore)
 
     def count_skipped(self, trainable_variables) -> None:
         """Counts a skipped step (its number is not reused).
