@@ -7,28 +7,22 @@ import os
 import keras
 
 from .attach import begin_fit, ensure_monitor, find_monitor, rebuild_train_function
-from .bad_rows import BadRows
-from .batch_tap import BatchTap
 from .diagnosis import NaNEvent, find_event
 from .event_response import EventResponse
-from .guard_actions import BatchSkipper
+from .fit_state import FitState
+from .guard_arguments import check_arguments
 from .guard_policy import choose_action, must_restore, weights_held  # noqa: F401 (public here)
 from .loss_scale_watch import MAX_SKIPS, MIN_SCALE, LossScaleWatch, describe_skips
 from .loss_watch import LossWatch
-from .model_evidence import initial_gains, to_float, weights_norm
-from .nan_report import (  # NonFiniteTrainingError: imported from here too
+from .model_evidence import to_float
+from .nan_report import (  # noqa: F401 (NonFiniteTrainingError: imported from here too)
     NonFiniteTrainingError, check_report_path, closing_line, free_report_path,
     write_json_atomically,
 )
-from .optimizer_chain import clip_settings, innermost_optimizer
+from .optimizer_chain import innermost_optimizer
 from .replay import Replayer
-from .snapshots import Snapshots, default_cadence
-from .guard_arguments import check_arguments
 
-REPLAY_BATCHES = 4  # recent batches the guard keeps references to (`BatchTap`)
-
-
-class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
+class NaNGuard(FitState, LossWatch, EventResponse, keras.callbacks.Callback):
     """Stops, raises or rolls back when gradients turn non-finite or explode.
 
     `TerminateOnNaN` looks at the running loss after the weights are ruined.
@@ -290,58 +284,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
             rebuild |= monitor.compile_lr_multiplier()
         if rebuild:
             rebuild_train_function(model)
-        self.retries = self.bad_batches = 0
-        self._lr_cut = False  # a rollback cut the rate in this fit
-        self._epoch = 0
-        self._columns = None
-        self._failed = set()  # (epoch, batch) of the events handled so far
-        self._every = self.snapshot_every or default_cadence(params.get("steps"))
-        # The running median reads the monitor's ring, which lives with the
-        # model: it carries over from earlier fit calls.
-        self._catch_up(monitor)
-        self._step = monitor.last_step
-        self._start_step = self._step
-        self._input_columns = None
-        self._first_loss = self._best_loss = None
-        self._losses, self._loss_steps, self._stall_judged = [], [], 0
-        self._batch_losses, self._running = [], (-1, 0.0)
-        self._first_batch_losses = []  # the fit's first 2 * STALL_STEPS (`windows_flat`)
-        self.loss_scale.begin(model.optimizer, self._step)
-        self._snapshots = Snapshots(self.keep_snapshots)
-        self._take_snapshot()
-        # The weights as this fit found them, not as a divergence left them:
-        # the gains and the norm are measured on the first copy when a rule
-        # needs them (`start_evidence`), not on every fit.
-        first = self._snapshots.first
-        self._start_values = (None if first is None else
-                              dict(zip(map(id, model.weights), first[1])))
-        self._start_evidence = None if first is not None else (
-            *initial_gains(model), weights_norm(model))  # built at its first batch
-        self._skipper = BatchSkipper(self.skip_batches)
-        self._consecutive_bad, self._last_bad_step = 0, None
-        self._bad_rows, self._bad_skip_epoch = BadRows(), None  # `bad_rows.py`
-        self._early_judged = self._held_warned = False
-        self._target_rms, self._target_checks = None, 0  # `target_scale.py`
-        self._input_rms = None  # the first batch's float inputs (`input_scale_of`)
-        self._held_since = self._step
-        self._clipping = bool(clip_settings(monitor)) or getattr(
-            monitor, "autoclip_percentile", None) is not None
-        self._epoch_sum, self._epoch_count = 0.0, 0  # a per-batch loss's running mean
-        self._tap = BatchTap(REPLAY_BATCHES)
-        self._tapped = self.replay and self._tap.install(model)
-        self._replayer = Replayer()
-
-    @property
-    def start_evidence(self) -> tuple[list[float], float | None, float]:
-        """`(gains, recurrent gain, weights' norm)` of the weights the fit began with.
-
-        Measured once, from the fit's first snapshot (`model_evidence`).
-        """
-        if self._start_evidence is None:
-            values, model = self._start_values, self.model
-            self._start_evidence = (*initial_gains(model, values), weights_norm(model, values))
-            self._start_values = None
-        return self._start_evidence
+        self.begin_fit_state(model, monitor, params)
 
     def observe_batch(self, x, y=None, sample_weight=None) -> None:
         """Hands the guard the batch about to be trained on (custom loops).
@@ -438,18 +381,7 @@ class NaNGuard(LossWatch, EventResponse, keras.callbacks.Callback):
         found["batch"] = max(int(batch) - max(iterations - found["step"], 0), 0)
         self._handle(found, monitor.read(), scale)
 
-    def _catch_up(self, monitor):
-        """Marks every row written so far as seen; returns the monitor's tally."""
-        tally = monitor.tally()
-        self._last_index, self._alarms = tally.count, tally.alarms
-        return tally
-
     # -- actions -----------------------------------------------------------
-
-    def _take_snapshot(self):
-        monitor = find_monitor(self.model.optimizer)
-        self._snapshots.take(self.model, monitor, self._step)
-        self._snapshot_step = self._step
 
     def _write_report(self):
         if self.report_path is None:
