@@ -256,7 +256,9 @@ def recalibrate_batch_norm(model, x) -> None:
 def judge(setup, x, y) -> tuple[bool, float]:
     """(at chance, skill) of the trained model on `x`, `y` (`judged_data`).
 
-    Skill: accuracy above the majority class's for classifiers, R^2 (1 -
+    Skill: accuracy above the majority class's for classifiers (per
+    position for sequence outputs; balanced accuracy above 0.5 for
+    `binary_balanced`, where the majority class is 99.8%), R^2 (1 -
     mse / the constant prediction's) otherwise; NaN for non-finite outputs.
     At chance: skill <= 0.02 for classifiers, <= 0.05 otherwise, or NaN.
     BatchNormalization statistics are recalibrated on `x` first
@@ -275,10 +277,16 @@ def judge(setup, x, y) -> tuple[bool, float]:
         base = max(labels.mean(), 1 - labels.mean())
         skill = float(((p.reshape(-1) > 0.5) == labels).mean()) - base
         return skill <= 0.02, skill
-    if setup.task in ("onehot", "sparse"):
+    if setup.task == "binary_balanced":  # rare positives: balanced accuracy over 0.5
+        labels = np.asarray(y).reshape(-1).astype(bool)
+        hit = (p.reshape(-1) > 0.5) == labels
+        skill = float(0.5 * (hit[labels].mean() + hit[~labels].mean())) - 0.5
+        return skill <= 0.02, skill
+    if setup.task in ("onehot", "sparse"):  # per position, for sequence outputs too
         labels = np.asarray(y).argmax(-1) if setup.task == "onehot" else np.asarray(y)
-        base = np.bincount(labels.astype(int)).max() / len(labels)
-        skill = float((p.argmax(-1) == labels).mean()) - base
+        labels = labels.reshape(-1).astype(int)
+        base = np.bincount(labels).max() / len(labels)
+        skill = float((p.argmax(-1).reshape(-1) == labels).mean()) - base
         return skill <= 0.02, skill
     target = np.asarray(x if y is None else y, dtype="float64").reshape(len(p), -1)
     mse = float(((p.reshape(len(p), -1) - target) ** 2).mean())
