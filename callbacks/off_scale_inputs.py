@@ -18,6 +18,14 @@ to the median column's scale (`rescale_columns`). `find_off_scale_inputs`
 names them off scale where that lowers the loss `LOSS_RATIO` x or more:
 the scale reaches the loss. A net that normalizes its inputs before its
 first kernel (`normalizes_inputs`) is not judged.
+
+Where the median column is off scale too (above `COLUMN_SCALE`: every
+input in raw units, one channel x1e4), no column holds the inputs' scale:
+the columns above `COLUMN_SCALE` are off scale against unit scale, and
+the experiment scales them to a root mean square of 1. Added in session 6
+for keras-io's timeseries anomaly autoencoder (one channel, 288 steps) with
+that channel x1e4, held out and silent at first: the inputs at 1e4 and no
+column to compare them with.
 """
 
 from __future__ import annotations
@@ -72,9 +80,12 @@ def off_scale_columns(x) -> dict | None:
         return None
     every = np.concatenate([rms for _, rms, _ in leaves])
     median = float(np.median(every))
+    # Where the median column is itself off scale, no column holds the
+    # inputs' scale: the reference is unit scale.
+    reference = median if median <= COLUMN_SCALE else 1.0
     columns, off_rms, largest, where, shape = {}, {}, 0.0, None, ()
     for leaf, rms, sample in leaves:
-        off = np.flatnonzero((rms > COLUMN_SCALE) & (rms > COLUMN_SPREAD * median))
+        off = np.flatnonzero((rms > COLUMN_SCALE) & (rms > COLUMN_SPREAD * reference))
         if off.size:
             columns[leaf] = [int(c) for c in off]
             off_rms[leaf] = [float(r) for r in rms[off]]
@@ -88,11 +99,12 @@ def off_scale_columns(x) -> dict | None:
             "total": int(every.size), "largest": largest, "column": where,
             "position": (tuple(int(i) for i in np.unravel_index(where, shape))
                          if len(shape) > 1 else None),
-            "median": median}
+            "median": median, "reference": reference}
 
 
 def rescale_columns(x, found: dict):
-    """`x` with `found`'s off-scale columns scaled to the median column's root mean square.
+    """`x` with `found`'s off-scale columns scaled to its reference root mean square
+    (the median column's, or 1 where the median column is off scale too).
 
     `found` is `off_scale_columns(x)`: its root mean squares are `x`'s.
     """
@@ -105,7 +117,7 @@ def rescale_columns(x, found: dict):
         a = np.array(a)
         flat = a.reshape(len(a), -1)
         for c, rms in zip(found["columns"][i], found["rms"][i]):  # each rms > COLUMN_SCALE
-            flat[:, c] = (flat[:, c].astype(np.float64) * (found["median"] / rms)).astype(a.dtype)
+            flat[:, c] = (flat[:, c].astype(np.float64) * (found["reference"] / rms)).astype(a.dtype)
         scaled.append(flat.reshape(a.shape))
     return keras.tree.pack_sequence_as(x, scaled)
 
@@ -137,6 +149,14 @@ def find_off_scale_inputs(found: dict, loss_given: float, loss_rescaled: float) 
         return None
     column = f"column {found['column']}" + (
         f" (index {found['position']} of each sample)" if found.get("position") else "")
+    ratio = f"{loss_given / loss_rescaled:.3g}x"
+    if found["reference"] != found["median"]:  # the inputs as a whole
+        return (f"{found['count']} of {found['total']} float input columns of the first batch "
+                f"have a root mean square above {COLUMN_SCALE:.0e} (the median column's "
+                f"{found['median']:.3g}, the largest {found['largest']:.3g} in {column}); "
+                f"from the fit's start weights the batch's loss is {loss_given:.4g} as given "
+                f"and {loss_rescaled:.4g} with them scaled to a root mean square of 1 "
+                f"({ratio}): the inputs' scale reaches the loss")
     which = (f"input {column}" if found["count"] == 1 else
              f"{found['count']} of {found['total']} input columns (the largest, {column},")
     return (f"{which} of the first batch has a root mean square of {found['largest']:.3g}"
@@ -144,4 +164,4 @@ def find_off_scale_inputs(found: dict, loss_given: float, loss_rescaled: float) 
             f"the median column's {found['median']:.3g}; from the fit's start weights "
             f"the batch's loss is {loss_given:.4g} as given and {loss_rescaled:.4g} with "
             f"{'it' if found['count'] == 1 else 'them'} scaled to the median column's "
-            f"({loss_given / loss_rescaled:.3g}x): the column's scale reaches the loss")
+            f"({ratio}): the column's scale reaches the loss")

@@ -3,8 +3,8 @@
 Adapted from keras-io `examples/nlp/addition_rnn.py` (commit
 0e2325b31f291531990c55fec009feee850b6ca9; Apache-2.0, Smerity and others).
 The data as the script generates it (3-digit sums, questions reversed,
-one-hot over "0123456789+ ", no question seen twice, 10% held out for
-validation), the model (LSTM(128), RepeatVector(4), LSTM(128,
+one-hot over "0123456789+ ", no question seen twice, the last 10% held
+out for validation: `validation_split=0.1` holds out the same rows), the model (LSTM(128), RepeatVector(4), LSTM(128,
 return_sequences=True), Dense(12, softmax)), compile (categorical
 crossentropy, Adam) and the script's loop as published: one `fit(...,
 epochs=1, batch_size=32, validation_data=...)` per iteration, the same
@@ -65,11 +65,11 @@ def make_data(seed: int):
 
 def train(setup: Setup, callbacks: list) -> dict:
     """The script's loop: one-epoch fits, the same callbacks each time."""
-    model, (x_val, y_val) = setup.model, setup.fit_kwargs["validation_data"]
-    losses, stopped = [], False
+    model, losses, stopped = setup.model, [], False
     for _ in range(ITERATIONS):
+        # `validation_split=0.1` holds out the script's own last 10% (`split_at`).
         history = model.fit(setup.x, setup.y, batch_size=32, epochs=1, verbose=0,
-                            validation_data=(x_val, y_val), callbacks=list(callbacks))
+                            validation_split=0.1, callbacks=list(callbacks))
         losses += history.history.get("loss", [])
         stopped |= bool(model.stop_training)
     model.stop_training = stopped  # a fit that was stopped (the next one starts anyway)
@@ -77,8 +77,6 @@ def train(setup: Setup, callbacks: list) -> dict:
 
 
 def build(x, y) -> Setup:
-    split_at = len(x) - len(x) // 10
-    x_train, x_val, y_train, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
     model = keras.Sequential()
     model.add(keras.Input((MAXLEN, len(CHARS))))  # `input_shape=` on the LSTM, published
     model.add(layers.LSTM(128))
@@ -86,6 +84,5 @@ def build(x, y) -> Setup:
     model.add(layers.LSTM(128, return_sequences=True))
     model.add(layers.Dense(len(CHARS), activation="softmax"))
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    return Setup(model, x_train, y_train,
-                 dict(epochs=ITERATIONS, validation_data=(x_val, y_val)),
+    return Setup(model, x, y, dict(epochs=ITERATIONS, validation_split=0.1),
                  task="onehot", train=train)

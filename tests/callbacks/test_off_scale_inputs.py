@@ -132,3 +132,55 @@ def test_no_warning_where_the_column_is_on_scale_or_normalized(case):
         norm.adapt(x)
         guard, _ = _fit(x, y, first=norm)
     assert not [e for e in guard.events if e.trigger == "off_scale_inputs"]
+
+
+def test_every_column_off_scale_is_judged_against_unit_scale():
+    # No column holds the inputs' scale: the median column is off too.
+    x, _ = _table()
+    raw = x * 1e4
+    found = off_scale_columns(raw[:64])
+    rms = np.sqrt(np.mean(raw[:64].astype(np.float64) ** 2, axis=0))
+    assert found["count"] == found["total"] == 8
+    np.testing.assert_allclose(found["median"], np.median(rms), rtol=1e-6)
+    assert found["reference"] == 1.0
+    scaled = rescale_columns(raw[:64], found)
+    np.testing.assert_allclose(np.sqrt(np.mean(scaled.astype(np.float64) ** 2, axis=0)),
+                               1.0, rtol=1e-5)
+    detail = find_off_scale_inputs(found, 50.0, 2.0)
+    assert "8 of 8 float input columns" in detail and "root mean square of 1" in detail
+    assert "25x" in detail
+    # Raw pixels (0-255: the median column under COLUMN_SCALE) are judged as before.
+    pixels = np.random.default_rng(2).uniform(0, 255, size=(32, 8, 8, 1)).astype("float32")
+    assert off_scale_columns(pixels) is None
+
+
+def _conv_autoencoder(steps=64):
+    return keras.Sequential([
+        keras.Input((steps, 1)),
+        keras.layers.Conv1D(8, 7, padding="same", strides=2, activation="relu"),
+        keras.layers.Conv1DTranspose(8, 7, padding="same", strides=2, activation="relu"),
+        keras.layers.Conv1DTranspose(1, 7, padding="same"),
+    ])
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_a_series_in_raw_units_warns_input_scale_and_a_standardized_one_does_not(scale):
+    # A one-channel series to reconstruct, fed 1e4x its standardized values
+    # (the targets stay standardized): every column off scale.
+    t = np.arange(256 + 64)
+    series = np.sin(2 * np.pi * t / 48) + 0.1 * np.random.default_rng(0).normal(size=t.shape)
+    clean = np.stack([series[i:i + 64] for i in range(256)])[..., None].astype("float32")
+    keras.utils.set_random_seed(0)
+    model = _conv_autoencoder()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    guard = NaNGuard(verbose=False)
+    history = model.fit(clean * scale, clean, batch_size=32, epochs=2, verbose=0,
+                        callbacks=[guard])
+    warned = [e for e in guard.events if e.trigger == "off_scale_inputs"]
+    if scale == 1.0:
+        assert not guard.events
+        return
+    [event] = warned
+    assert (event.cause, event.action, event.step) == ("input_scale", "warn", 1)
+    assert "64 of 64 float input columns" in event.evidence
+    assert len(history.history["loss"]) == 2  # a warning: the fit went on
