@@ -63,3 +63,23 @@ def test_the_undo_skip_traces_one_unlowered_if_and_still_skips():
         np.testing.assert_array_equal(w.numpy(), old)
     step(tf.constant(x), tf.constant(y))  # applied
     assert any(not np.array_equal(w.numpy(), old) for w, old in zip(model.weights, before))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's lowering")
+def test_the_undo_skip_under_xla_leaves_a_nan_batch_out():
+    # jit_compile=True: XLA compiles the unlowered If as it compiles any If.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile(optimizer=GradientMonitor(keras.optimizers.Adam(1e-2)), loss="mse",
+                  jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.ones((16, 1), "float32")
+    model.train_on_batch(x, y)
+    before = [w.copy() for w in model.get_weights()]
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    model.train_on_batch(bad, y)  # skipped: nothing changes
+    for w, old in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, old)
+    model.train_on_batch(x, y)
+    assert any(not np.array_equal(w, old) for w, old in zip(model.get_weights(), before))
