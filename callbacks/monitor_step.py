@@ -29,10 +29,11 @@ from .whole_cond import whole_cond
 # gradient (the global norm decides it). The 20 x Dense(64) MLP with Adam
 # (1.1 MB of state) as NaNGuard sets the monitor, in `fit`, over plain
 # Keras (`python -m benchmarks.skip_variants`, 9 interleaved rounds of
-# 400-step fits, 7 Dec 2026, results/skip_variants-20261207-s5.md): the
-# `cond` 1.62x, update-and-undo 1.11x. Above the cap the copy of a large
-# model's state costs more memory than the wait costs time, and the
-# `cond` stays.
+# 400-step fits, 7 Dec 2026, results/skip_variants-20261207-s6.md): the
+# `cond` 1.63x, update-and-undo 1.17x (1.28x with the undo's own `cond`
+# lowered to a `Switch` per variable: `whole_cond`). Above the cap the
+# copy of a large model's state costs more memory than the wait costs
+# time, and the `cond` stays.
 UNDO_MAX_BYTES = 64 * 2**20
 
 
