@@ -106,13 +106,32 @@ def plan(script: str, quick: bool = False) -> list[tuple[str, int]]:
 
 
 def _rows(x, start: int, stop: int):
-    """Rows `start:stop` of `x`, an array or a dict of arrays (the scripts' inputs)."""
-    return {k: v[start:stop] for k, v in x.items()} if isinstance(x, dict) else x[start:stop]
+    """Rows `start:stop` of `x`: an array, a dict or a list of arrays (the scripts' inputs)."""
+    if isinstance(x, dict):
+        return {k: v[start:stop] for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [v[start:stop] for v in x]
+    return x[start:stop]
 
 
 def _length(x) -> int:
-    """Rows in `x`, an array or a dict of arrays."""
-    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    """Rows in `x`, an array, a dict or a list of arrays."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
+
+
+def _scale_one_feature(x, n: int):
+    """`x` (one array) with one feature x1e4: a sequence's first channel at
+    every step, a table's first column, an image's centre pixel."""
+    x = np.array(x)
+    if x.ndim == 3:
+        x[..., 0] *= 1e4
+    else:
+        flat = x.reshape(n, -1)
+        column = 0 if x.ndim == 2 else flat.shape[1] // 2
+        flat[:, column] *= 1e4
+    return x
 
 
 def _built(setup) -> None:
@@ -143,6 +162,12 @@ def inject(module, setup, brk: str, seed: int) -> None:
             key = module.NAN_KEY
             x[key] = np.array(x[key], dtype="float32")
             x[key][row, 0] = bad
+        elif isinstance(x, (list, tuple)):  # one value of the module's input NAN_KEY
+            x = list(x)
+            leaf = np.array(x[module.NAN_KEY])
+            flat = leaf.reshape(n, -1)
+            flat[row, int(rng.integers(flat.shape[1]))] = bad
+            x[module.NAN_KEY] = leaf
         else:
             x = np.array(x)
             flat = x.reshape(n, -1)
@@ -151,14 +176,11 @@ def inject(module, setup, brk: str, seed: int) -> None:
         if isinstance(x, dict):
             x = dict(x)
             x[module.FEATURE_KEY] = x[module.FEATURE_KEY] * 10_000
+        elif isinstance(x, (list, tuple)):  # the feature of the module's input FEATURE_KEY
+            x = list(x)
+            x[module.FEATURE_KEY] = _scale_one_feature(x[module.FEATURE_KEY], n)
         else:
-            x = np.array(x)
-            if x.ndim == 3:  # a sequence: one channel at every step
-                x[..., 0] *= 1e4
-            else:  # a table's first column, or an image's centre pixel
-                flat = x.reshape(n, -1)
-                column = 0 if x.ndim == 2 else flat.shape[1] // 2
-                flat[:, column] *= 1e4
+            x = _scale_one_feature(x, n)
     elif brk == "targets_x1e5":
         y = np.asarray(y, dtype="float32") * 1e5
     elif brk == "fp16_overflow":
@@ -170,6 +192,9 @@ def inject(module, setup, brk: str, seed: int) -> None:
                 layer.embeddings.assign(table * (FP16_MAX / np.abs(table).max()))
         elif isinstance(x, dict):
             x = {k: (v * FP16_MAX if v.dtype.kind == "i" else v) for k, v in x.items()}
+        elif isinstance(x, (list, tuple)):  # every float input to FP16_MAX
+            x = [(np.asarray(v) * (FP16_MAX / np.nanmax(np.abs(v)))).astype("float32")
+                 for v in x]
         else:
             x = (np.asarray(x) * (FP16_MAX / np.nanmax(np.abs(x)))).astype("float32")
     setup.x, setup.y = x, y
