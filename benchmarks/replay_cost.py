@@ -16,7 +16,7 @@ event to its diagnosis: rules, replays and the float32 check). Reported:
 
 Run from the repository root:
 
-    python -m benchmarks.replay_cost                               # 13 scripts x 3 breaks x 2: ~20 min on 2 cores
+    python -m benchmarks.replay_cost                               # every script (18) x 3 breaks x 2: ~20 min on 2 cores for the first 13
     python -m benchmarks.replay_cost --only vae,text_cnn --breaks lr_x1000,healthy
 """
 
