@@ -39,9 +39,12 @@ def whole_cond(pred, true_fn, false_fn) -> None:
     tf.cond(pred, lambda: _none(true_fn), lambda: _none(false_fn))
     for op in graph.get_operations()[known:]:
         if op.type in ("If", "StatelessIf"):
-            op._set_attr(  # noqa: SLF001 (what `cond_v2` itself sets)
-                "_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False)
-            )
+            try:  # what `cond_v2` itself sets; a TensorFlow without it lowers as before
+                op._set_attr(  # noqa: SLF001
+                    "_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False)
+                )
+            except Exception:  # noqa: BLE001  (a speed-up, never a failed trace)
+                pass
 
 
 def _none(fn) -> None:
