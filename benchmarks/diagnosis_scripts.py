@@ -134,6 +134,19 @@ def _scale_one_feature(x, n: int):
     return x
 
 
+def _with_one_bad_value(a, n: int, row: int, rng, bad: float):
+    """A copy of array `a` with `bad` at one random value of sample `row`."""
+    a = np.array(a)
+    flat = a.reshape(n, -1)
+    flat[row, int(rng.integers(flat.shape[1]))] = bad
+    return a
+
+
+def _scaled_to_fp16_max(a):
+    """Array `a` scaled so that its largest absolute value is `FP16_MAX`, float32."""
+    return (np.asarray(a) * (FP16_MAX / np.nanmax(np.abs(a)))).astype("float32")
+
+
 def _built(setup) -> None:
     """Builds a subclassed model (it builds on its first call) on two rows of its data."""
     if not setup.model.built:
@@ -164,14 +177,9 @@ def inject(module, setup, brk: str, seed: int) -> None:
             x[key][row, 0] = bad
         elif isinstance(x, (list, tuple)):  # one value of the module's input NAN_KEY
             x = list(x)
-            leaf = np.array(x[module.NAN_KEY])
-            flat = leaf.reshape(n, -1)
-            flat[row, int(rng.integers(flat.shape[1]))] = bad
-            x[module.NAN_KEY] = leaf
+            x[module.NAN_KEY] = _with_one_bad_value(x[module.NAN_KEY], n, row, rng, bad)
         else:
-            x = np.array(x)
-            flat = x.reshape(n, -1)
-            flat[row, int(rng.integers(flat.shape[1]))] = bad
+            x = _with_one_bad_value(x, n, row, rng, bad)
     elif brk == "feature_x1e4":
         if isinstance(x, dict):
             x = dict(x)
@@ -192,11 +200,10 @@ def inject(module, setup, brk: str, seed: int) -> None:
                 layer.embeddings.assign(table * (FP16_MAX / np.abs(table).max()))
         elif isinstance(x, dict):
             x = {k: (v * FP16_MAX if v.dtype.kind == "i" else v) for k, v in x.items()}
-        elif isinstance(x, (list, tuple)):  # every float input to FP16_MAX
-            x = [(np.asarray(v) * (FP16_MAX / np.nanmax(np.abs(v)))).astype("float32")
-                 for v in x]
+        elif isinstance(x, (list, tuple)):  # every input to FP16_MAX
+            x = [_scaled_to_fp16_max(v) for v in x]
         else:
-            x = (np.asarray(x) * (FP16_MAX / np.nanmax(np.abs(x)))).astype("float32")
+            x = _scaled_to_fp16_max(x)
     setup.x, setup.y = x, y
 
 

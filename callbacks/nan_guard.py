@@ -22,6 +22,7 @@ from .nan_report import (  # noqa: F401 (NonFiniteTrainingError: imported from h
 from .optimizer_chain import innermost_optimizer
 from .replay import Replayer
 
+
 class NaNGuard(FitState, LossWatch, EventResponse, keras.callbacks.Callback):
     """Stops, raises or rolls back when gradients turn non-finite or explode.
 

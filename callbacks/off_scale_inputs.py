@@ -49,7 +49,7 @@ INPUT_NORMALIZERS = ("Normalization", "Rescaling", "BatchNormalization",
                      "RMSNormalization", "Discretization")
 
 
-def _columns(x) -> list[tuple[int, np.ndarray]]:
+def _columns(x) -> list[tuple[int, np.ndarray, tuple]]:
     """`(leaf index, per-column root mean square, a sample's shape)` of each float array of `x`."""
     out = []
     for i, a in enumerate(keras.tree.flatten(x)):
