@@ -235,7 +235,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     weights_grew = early and wg is not None and wg >= WEIGHT_GROWTH
     diverging = (grew or weights_grew or bool(signs["earlier_suspects"])
                  or trigger in ("nonfinite_weights", "loss_growth", "loss_rise",
-                                "stalled", "early_blowup", "off_scale_targets",
+                                "collapsed", "stalled", "early_blowup", "off_scale_targets",
                                 "loss_scale")  # (diverged in float32 too)
                  or (trigger == "gradient_spike" and signs["spikes"] > 1))
     spike = trigger in ("gradient_spike", "held_spike")  # held: by the user's clip
@@ -283,6 +283,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
     when = ("the loss has not fallen since the first step" if trigger == "stalled" else
             "an overflow within the first steps" if early and not grew else
             "the loss rose far above its best" if trigger == "loss_rise" else
+            "the outputs stopped depending on the inputs" if trigger == "collapsed" else
             "the norms grew")
     if structure == "recurrence":
         return ("recurrence",
@@ -328,6 +329,8 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                     f"the weights' norm grew {wg:.3g}x in the first steps" if weights_grew
                     else "the loss grew far above its best" if trigger in (
                         "loss_growth", "loss_rise")
+                    else "the outputs stopped depending on the inputs after the loss's best"
+                    if trigger == "collapsed"
                     else "the first steps blew up" if trigger == "early_blowup"
                     else "a clip held a raw spike" if trigger == "held_spike"
                     else "repeated spikes" if trigger == "gradient_spike"

@@ -213,7 +213,8 @@ class EventResponse:
         be copied: the rules' event, unchanged.
         """
         batches = list(self._tap.batches)
-        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike",
+        # (A collapse took many steps: one step's replay says nothing of it.)
+        if not batches or event.trigger in ("loss_scale", "stalled", "held_spike", "collapsed",
                                              "off_scale_targets", "off_scale_inputs"):
             return event
         row = record.steps == event.step

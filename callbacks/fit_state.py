@@ -59,6 +59,8 @@ class FitState:
         self._target_rms, self._target_checks = None, 0  # `target_scale.py`
         self._input_rms = None  # the first batch's float inputs (`input_scale_of`)
         self._held_since = self._step
+        self._probed_at = None  # the step of the fit's last collapse probe (`collapse.py`)
+        self._high_run = 0  # batch losses in a row above `collapse.RISE` x the best
         self._clipping = bool(clip_settings(monitor)) or getattr(
             monitor, "autoclip_percentile", None) is not None
         self._epoch_sum, self._epoch_count = 0.0, 0  # a per-batch loss's running mean

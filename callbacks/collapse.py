@@ -1,0 +1,129 @@
+"""Outputs that stopped depending on the inputs: found by two forward passes.
+
+A net can leave learning with no NaN, no spike and no loss far above its
+best: it collapses to a constant. keras-io's siamese contrastive network
+under RMSprop at 100x its rate learned for an epoch (batch loss 0.12), then
+its tanh towers saturated, the distance it compares went constant, and from
+there every pair got the same output, 0.4999: the contrastive loss sat at
+0.25, 2x its best, with small and steady norms, for the rest of the fit.
+No rule on the norms or the loss saw it (the loss rules want 10x and 1000x,
+the chance rule knows only cross-entropies); it was held out, and silent.
+
+The sign is in the outputs, not the loss: across a batch whose targets
+vary, a net that has collapsed gives every sample the same output (a spread
+of 1e-7 of their scale, float32's rounding), where the same net a few
+hundred steps earlier gave them outputs 0.3 apart. `NaNGuard` probes
+(`LossWatch._watch_collapse`) only where the loss says something went
+wrong: the last `STALL_STEPS` batch losses all above `RISE` x the best
+running loss, at most once every `PROBE_GAP` steps. The probe is the
+newest batch's outputs in inference mode from the weights as they are;
+where their spread is below `CONSTANT` x their scale, the same batch's
+outputs from the newest snapshot before the best step must have varied by
+more than `VARIED` x theirs (`spread_with`: the snapshot's weights loaded
+for one forward pass and the model's own put back, value for value; a copy
+of the model would do, but a model with a `Lambda` or a custom loss, as the
+siamese net's, cannot be copied). Both, and the event is `collapsed`, onset
+after the best step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+RISE = 1.5  # batch losses this far above the best running loss, STALL_STEPS in a row: probe
+PROBE_GAP = 100  # the fewest steps between two probes of one fit
+# A spread across the batch (the largest over output units of their
+# standard deviation) below this fraction of the outputs' root mean square:
+# one output for every sample. The collapsed siamese net read 1.2e-7
+# (float32 rounding of a constant 0.4999); its healthy runs 0.3-0.9.
+CONSTANT = 1e-5
+VARIED = 1e-3  # ...and at the reference weights above this: they did depend on the inputs
+
+
+def output_spread(outputs) -> float:
+    """How much a batch's outputs vary across its samples, as a fraction of their scale.
+
+    Every output (a tree of arrays, batch first) is flattened per sample;
+    the spread is the largest per-unit standard deviation across the batch
+    over the root mean square of all the outputs. 0 for outputs that are
+    all 0; NaN where an output is not finite or the batch has one sample.
+
+    Args:
+        outputs: a model's outputs on one batch (arrays or tensors).
+
+    Returns:
+        A float.
+    """
+    arrays = [np.asarray(keras.ops.convert_to_numpy(o), np.float64)
+              for o in keras.tree.flatten(outputs)]
+    arrays = [a.reshape(len(a), -1) for a in arrays if a.ndim >= 1 and a.size]
+    if not arrays or min(len(a) for a in arrays) < 2:
+        return math.nan
+    if not all(np.isfinite(a).all() for a in arrays):
+        return math.nan
+    spread = max(float(a.std(axis=0).max()) for a in arrays)
+    rms = math.sqrt(sum(float(np.square(a).sum()) for a in arrays)
+                    / sum(a.size for a in arrays))
+    return 0.0 if rms == 0 else spread / rms
+
+
+def targets_vary(y) -> bool:
+    """Whether a batch's targets differ across its samples (`None`, an autoencoder's: yes)."""
+    if y is None:
+        return True
+    for a in keras.tree.flatten(y):
+        a = np.asarray(a)
+        if a.ndim >= 1 and len(a) >= 2:
+            flat = a.reshape(len(a), -1)
+            if (flat != flat[:1]).any():
+                return True
+    return False
+
+
+def above_best(batch_loss: float, best: float | None) -> bool:
+    """Whether a batch loss is above `RISE` x the best running loss (finite, > 0)."""
+    return bool(best is not None and best > 0 and math.isfinite(batch_loss)
+                and batch_loss > RISE * best)
+
+
+def find_collapse(now: float, then: float, then_step: int, loss: float, best: float,
+                  best_step: int) -> str | None:
+    """The `collapsed` event's detail, or `None` where the outputs did not collapse.
+
+    Args:
+        now: `output_spread` of the newest batch from the weights as they are.
+        then: the same batch's from the weights after step `then_step`.
+        loss: the newest batch loss; `best`: the best running loss, at
+            step `best_step`.
+    """
+    if not (now <= CONSTANT and then > VARIED):  # NaN: nothing to judge
+        return None
+    return (f"the outputs stopped depending on the inputs: across the newest batch (whose "
+            f"targets vary) they spread {now:.2g} of their scale, where from the weights "
+            f"of step {then_step} the same batch's spread {then:.2g}; the batch loss "
+            f"{loss:.4g} has stayed above {RISE:g}x the best running loss {best:.4g} "
+            f"(step {best_step})")
+
+
+def spread_with(model, weights, x) -> float:
+    """`output_spread` of `model` on `x` with `weights` loaded; the model's own put back after.
+
+    Args:
+        model: a built Keras model.
+        weights: arrays for `model.set_weights` (a snapshot's).
+        x: the batch's inputs.
+    """
+    own = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in model.weights]
+    try:
+        model.set_weights(weights)
+        return output_spread(model(x, training=False))
+    finally:
+        model.set_weights(own)
+
+
+def can_probe(model) -> bool:
+    """Whether a forward pass leaves `model` as it was (no stateful RNN layer)."""
+    return not any(getattr(layer, "stateful", False) for layer in model._flatten_layers())
