@@ -436,6 +436,11 @@ def summarize(df: pd.DataFrame) -> str:
     counted = ~broken["harmless"]
     silent = broken[(broken["events"] == 0)
                     & (~broken["weights_finite"].astype(bool) | broken["at_chance"].astype(bool))]
+    # Where a script's healthy runs end at chance as well, its short fit
+    # learns nothing and "at chance" says nothing of the break.
+    chance_scripts = set(healthy.groupby("script")["at_chance"].all().loc[lambda s: s].index)
+    void = (silent["weights_finite"].astype(bool)
+            & silent["script"].isin(chance_scripts))
     single = broken[broken["brk"].isin(SINGLE_BAD)]
     named = single["cause"] == "bad_data"
     skipped = single["action"] == "skip"
@@ -455,7 +460,8 @@ def summarize(df: pd.DataFrame) -> str:
         f"{int(right[broken['harmed']].sum())} of them; no event on "
         f"{int((broken['harmed'] & (broken['events'] == 0)).sum())}",
         f"breaks that leave the model NaN or at chance with no event: {len(silent)}"
-        f" (NaN weights: {int((~silent['weights_finite'].astype(bool)).sum())})",
+        f" (NaN weights: {int((~silent['weights_finite'].astype(bool)).sum())}; at chance "
+        f"on a script whose healthy runs end at chance too: {int(void.sum())})",
         f"single bad batches named bad_data, skipped and training going on to the last "
         f"epoch: {int((named & skipped & went_on).sum())} of {len(single)} (named "
         f"bad_data: {int(named.sum())}; action skip: {int(skipped.sum())}; went on: "

@@ -136,7 +136,7 @@ def diagnose(found: dict, record, *, layers: list[str], window: int,
         onset = min(onset, int(recent_steps[np.argmax(high)]))
     if trigger == "loss_scale":  # the skips changed nothing; the update before did
         onset = min(onset, max(step, start_step + 1))
-    if "best_step" in found:  # loss_growth, loss_rise: it grew after its best
+    if "best_step" in found:  # loss_growth, loss_rise, collapsed: after its best
         onset = min(onset, found["best_step"] + 1)
     if trigger in ("stalled", "early_blowup", "off_scale_targets",
                    "off_scale_inputs"):  # broken from the first steps
@@ -203,7 +203,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
        the weights overflowed, or several spikes fell within the window, or
        (with too little history for a median) the weights' norm grew
        `WEIGHT_GROWTH` x since the fit began, or the loss grew (`loss_growth`,
-       `loss_rise`), or the loss has not fallen on a model with a
+       `loss_rise`), or the outputs collapsed (`collapsed`), or the loss has not fallen on a model with a
        structural sign (`stalled`, `find_stall`).
     4. `transient_spike`: a spike that is none of that (recorded and
        skipped or clipped, training goes on).

@@ -78,6 +78,21 @@ def test_a_silent_break_as_good_as_healthy_is_harmless_and_left_out():
     assert "right cause, strict (every break, expected cause only): 1 of 6" in text
 
 
+def test_breaks_at_chance_with_no_event_say_where_healthy_runs_are_at_chance_too():
+    import pandas as pd
+
+    rows = [_row("a", "healthy", 0.5), _row("a", "healthy", 0.6),
+            _row("a", "lr_x100", 0.0),  # silent at chance where healthy learns
+            _row("a", "lr_x1000", 0.0, events=1, cause="learning_rate"),  # an event
+            _row("b", "healthy", 0.01), _row("b", "healthy", 0.3),  # one healthy run learns
+            _row("b", "lr_x100", 0.0),
+            _row("c", "healthy", 0.0), _row("c", "healthy", 0.01),  # both at chance
+            _row("c", "lr_x100", 0.0), _row("c", "lr_x1000", 0.5)]
+    text = ds.summarize(pd.DataFrame(rows))
+    assert ("breaks that leave the model NaN or at chance with no event: 3 (NaN weights: 0; "
+            "at chance on a script whose healthy runs end at chance too: 1)") in text
+
+
 def test_recalibrated_batch_norm_holds_the_statistics_of_the_data():
     """Moving mean/variance = numpy's mean/variance of the layer's input over the rows."""
     import keras
