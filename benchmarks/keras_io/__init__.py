@@ -41,9 +41,13 @@ SCRIPTS = (  # the slowest (two bidirectional LSTMs over 200 steps) last
     "imbalanced_classification", "addition_rnn", "anomaly_autoencoder",
     # A second held-out round (session 6), after the first led to a change.
     "lstm_seq2seq", "siamese_contrastive",
+    # A third held-out round (session 7): three more families (a custom layer, a graph
+    # convolution into an LSTM regressor, frozen pretrained embeddings), run once.
+    "antirectifier", "traffic_forecasting", "pretrained_word_embeddings",
 )
 HELD_OUT = ("imbalanced_classification", "addition_rnn", "anomaly_autoencoder")
 HELD_OUT_2 = ("lstm_seq2seq", "siamese_contrastive")
+HELD_OUT_3 = ("antirectifier", "traffic_forecasting", "pretrained_word_embeddings")
 
 
 @dataclasses.dataclass
