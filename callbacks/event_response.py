@@ -17,7 +17,7 @@ import keras
 from .bad_rows import nonfinite_rows
 from .diagnosis import diagnose
 from .float32_replay import (
-    FLOAT16_CURE, batch_loss, computes_in_float16, float32_copy, judge_float32,
+    FLOAT16_CURE, batch_loss, computes_in_float16, float32_copy, judge_float32, loss_in_float32,
 )
 from .gradient_record import NONFINITE, SKIPPED_SPIKE
 from .guard_actions import cut_learning_rate, reset_moments
@@ -179,8 +179,9 @@ class EventResponse:
         """The failing batch's loss on a float32 copy from the current weights.
 
         `None` where there is no batch, it holds NaN/inf (bad data, whatever
-        the precision), the model computes in float32 already or cannot be
-        copied (`float32_replay.float32_copy`).
+        the precision), the model computes in float32 already, or it can
+        neither be copied (`float32_replay.float32_copy`) nor run in float32
+        itself (`float32_replay.loss_in_float32`: a single compiled loss).
         """
         if not self._tap.batches or not computes_in_float16(self.model):
             return None
@@ -189,7 +190,9 @@ class EventResponse:
             if nonfinite_rows(keras.tree.flatten(data)):
                 return None
             copy = float32_copy(self.model)
-            return None if copy is None else batch_loss(copy, data)
+            if copy is None:  # not clonable: the model itself, in float32 for one call
+                return loss_in_float32(self.model, data)
+            return batch_loss(copy, data)
         except Exception:  # noqa: BLE001  (an experiment, never a crash)
             return None
 

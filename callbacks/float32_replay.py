@@ -11,11 +11,18 @@ The copy is `keras.models.clone_model` with every layer rebuilt from its
 config under the float32 policy (functional and Sequential models; a
 subclassed model is not cloned and the rules decide), the weights set from
 the user's (float32 already: mixed precision keeps float32 variables).
+Where the model cannot be cloned (a custom layer without `get_config`, as
+keras-io's traffic forecaster publishes its graph-convolution layer; a
+subclassed model), `loss_in_float32` runs the forward pass on the model
+itself with every layer's policy set to float32 for that one call and put
+back after (`computing_in_float32`): the weights are not touched, and the
+compiled train step, traced under the float16 policies, is not retraced.
 Nothing here runs unless an event fires under a float16 policy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -59,6 +66,44 @@ def batch_loss(model, data) -> float:
     with np.errstate(all="ignore"):
         logs = model.test_on_batch(x, y, sample_weight=sw, return_dict=True)
     value = logs.get("loss", next(iter(logs.values()), float("nan")))
+    return float(np.asarray(keras.ops.convert_to_numpy(value)))
+
+
+@contextlib.contextmanager
+def computing_in_float32(model):
+    """Every float16/bfloat16 layer of `model` computes in float32 inside; put back after."""
+    layers = [model, *model._flatten_layers(include_self=False)]
+    saved = [(layer, layer._dtype_policy) for layer in layers
+             if getattr(layer.dtype_policy, "compute_dtype", None) in ("float16", "bfloat16")]
+    try:
+        for layer, _ in saved:
+            layer._dtype_policy = keras.dtype_policies.get("float32")
+        yield
+    finally:
+        for layer, policy in saved:  # the very objects (a policy map stays a map)
+            layer._dtype_policy = policy
+
+
+def loss_in_float32(model, data) -> float | None:
+    """One batch's loss with `model` computing in float32, on the model itself, or `None`.
+
+    Only a single compiled loss (a `Loss`, a name or a function) on the
+    outputs: the loss is computed from the outputs here, not by
+    `compute_loss`, whose loss trackers the next step's logs would carry.
+    Regularization penalties are left out (the question is only whether
+    the loss is finite).
+    """
+    x, y, sw = data
+    loss = getattr(model, "loss", None)
+    if loss is None or isinstance(loss, (dict, list, tuple)) or y is None:
+        return None
+    loss = keras.losses.get(loss)
+    with computing_in_float32(model), np.errstate(all="ignore"):
+        y_pred = model(x, training=False)
+        if isinstance(loss, keras.losses.Loss):
+            value = loss(y, y_pred, sample_weight=sw)
+        else:
+            value = keras.ops.mean(loss(y, y_pred))
     return float(np.asarray(keras.ops.convert_to_numpy(value)))
 
 

@@ -6,7 +6,9 @@ import keras
 import numpy as np
 
 from gradguard.callbacks import NaNGuard
-from gradguard.callbacks.float32_replay import computes_in_float16, float32_copy, judge_float32
+from gradguard.callbacks.float32_replay import (
+    computes_in_float16, float32_copy, judge_float32, loss_in_float32,
+)
 from tests.callbacks.helpers import tanh_data
 
 
@@ -83,3 +85,68 @@ def test_raw_counts_through_normalization_overflow_float16_only():
     event = guard.events[0]
     assert (event.trigger, event.cause, event.method) == ("nonfinite_loss", "loss_scale", "replay")
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+class _Settings:
+    """A plain object handed to a layer (keras-io's traffic forecaster: its graph)."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+
+class _Affine(keras.layers.Layer):
+    """A custom layer as that forecaster writes its own: no `get_config`, an object argument."""
+
+    def __init__(self, units, settings, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.scale = units, settings.scale
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units),
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        return keras.ops.relu(keras.ops.matmul(x, self.kernel) * self.scale + self.bias)
+
+
+def _custom_model():
+    return keras.Sequential([keras.Input((8,)), _Affine(16, _Settings(1.0)),
+                             keras.layers.Dense(1, dtype="float32")])
+
+
+def test_a_model_that_cannot_be_cloned_runs_in_float32_itself_and_is_put_back():
+    keras.config.set_dtype_policy("mixed_float16")  # conftest resets it
+    keras.utils.set_random_seed(0)
+    model = _custom_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = tanh_data(n=32)
+    x = (x * 3e4).astype("float32")
+    assert float32_copy(model) is None  # the clone needs get_config
+    weights = [np.array(w) for w in model.get_weights()]
+    policies = [layer._dtype_policy for layer in model._flatten_layers()]
+    want = float(np.mean((_forward64(weights, x) - y) ** 2))
+    got = loss_in_float32(model, (x, y, None))
+    assert abs(got - want) <= 1e-3 * want
+    # As given the first layer overflows float16; the model is as it was.
+    assert not np.isfinite(keras.ops.convert_to_numpy(model(x))).all()
+    assert [layer._dtype_policy for layer in model._flatten_layers()] == policies
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    # Only a single compiled loss is computed here.
+    model.compile(optimizer="adam", loss=["mse"])
+    assert loss_in_float32(model, (x, y, None)) is None
+
+
+def test_float16_overflow_in_a_model_that_cannot_be_cloned_is_loss_scale():
+    keras.config.set_dtype_policy("mixed_float16")
+    keras.utils.set_random_seed(0)
+    x, y = tanh_data(n=128)
+    x = (x * 3e4).astype("float32")
+    model = _custom_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    guard = NaNGuard(verbose=False)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    event = guard.events[0]
+    assert (event.trigger, event.cause, event.method) == ("nonfinite_loss", "loss_scale", "replay")
+    assert "in float32 from the same weights" in event.evidence
