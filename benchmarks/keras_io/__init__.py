@@ -44,10 +44,15 @@ SCRIPTS = (  # the slowest (two bidirectional LSTMs over 200 steps) last
     # A third held-out round (session 7): three more families (a custom layer, a graph
     # convolution into an LSTM regressor, frozen pretrained embeddings), run once.
     "antirectifier", "traffic_forecasting", "pretrained_word_embeddings",
+    # A fourth held-out round (session 7): three more families (a kernel approximation
+    # under a hinge loss, GRUs over masked frame features, a Conv1D stack with
+    # BatchNormalization and class weights), run once.
+    "quasi_svm", "video_classification", "eeg_signal_classification",
 )
 HELD_OUT = ("imbalanced_classification", "addition_rnn", "anomaly_autoencoder")
 HELD_OUT_2 = ("lstm_seq2seq", "siamese_contrastive")
 HELD_OUT_3 = ("antirectifier", "traffic_forecasting", "pretrained_word_embeddings")
+HELD_OUT_4 = ("quasi_svm", "video_classification", "eeg_signal_classification")
 
 
 @dataclasses.dataclass
