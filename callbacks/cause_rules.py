@@ -329,7 +329,7 @@ def name_cause(trigger: str, signs: dict, *, suspects: list[dict], repeated: boo
                     f"the weights' norm grew {wg:.3g}x in the first steps" if weights_grew
                     else "the loss grew far above its best" if trigger in (
                         "loss_growth", "loss_rise")
-                    else "the outputs stopped depending on the inputs after the loss's best"
+                    else "the outputs stopped depending on the inputs"
                     if trigger == "collapsed"
                     else "the first steps blew up" if trigger == "early_blowup"
                     else "a clip held a raw spike" if trigger == "held_spike"

@@ -13,25 +13,39 @@ The sign is in the outputs, not the loss: across a batch whose targets
 vary, a net that has collapsed gives every sample the same output (a spread
 of 1e-7 of their scale, float32's rounding), where the same net a few
 hundred steps earlier gave them outputs 0.3 apart. `NaNGuard` probes
-(`LossWatch._watch_collapse`) only where the loss says something went
-wrong: the last `STALL_STEPS` batch losses all above `RISE` x the best
-running loss, at most once every `PROBE_GAP` steps. The probe is the
-newest batch's outputs in inference mode from the weights as they are;
-where their spread is below `CONSTANT` x their scale, the same batch's
-outputs from the newest snapshot before the best step must have varied by
-more than `VARIED` x theirs (`spread_with`: the snapshot's weights loaded
-for one forward pass and the model's own put back, value for value; a copy
-of the model would do, but a model with a `Lambda` or a custom loss, as the
-siamese net's, cannot be copied). Both, and the event is `collapsed`, onset
-after the best step.
+(`CollapseWatch`) at the end of every epoch and, within one, where the loss
+says something went wrong: the last `STALL_STEPS` batch losses all above
+`RISE` x the best running loss, at most once every `PROBE_GAP` steps. The
+probe is the newest batch's outputs in inference mode from the weights as
+they are; where their spread is below `CONSTANT` x their scale, the same
+batch's outputs from the snapshots the guard holds, newest first, back to
+the newest before the best step (within an epoch) or to the fit's first
+(at its end): the first whose outputs varied by more than `VARIED` x
+theirs dates the collapse, which came after it (`spread_with`: a
+snapshot's weights loaded for one forward pass and the model's own put
+back, value for value; a copy of the model would do, but a model with a
+`Lambda` or a custom loss, as the siamese net's, cannot always be copied).
+None varied: no event (a net that never depended on its inputs has not
+collapsed).
+
+The end-of-epoch probe came from the fourth held-out round: keras-io's
+video classifier (two GRUs over masked frame features) at 100x Adam's rate
+never learned, its loss at ln 5 from the first step, so no loss rose
+above a best; by its third epoch every video got the same five
+probabilities (a spread of 1.5e-6 of their scale, 0.04 at the fit's
+start), and no rule had fired.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
+
+from .loss_rules import STALL_STEPS
+from .replay_batches import batch_arrays
 
 RISE = 1.5  # batch losses this far above the best running loss, STALL_STEPS in a row: probe
 PROBE_GAP = 100  # the fewest steps between two probes of one fit
@@ -89,23 +103,26 @@ def above_best(batch_loss: float, best: float | None) -> bool:
                 and batch_loss > RISE * best)
 
 
-def find_collapse(now: float, then: float, then_step: int, loss: float, best: float,
-                  best_step: int) -> str | None:
+def find_collapse(now: float, then: float, then_step: int, loss: float | None = None,
+                  best: float | None = None, best_step: int | None = None) -> str | None:
     """The `collapsed` event's detail, or `None` where the outputs did not collapse.
 
     Args:
         now: `output_spread` of the newest batch from the weights as they are.
         then: the same batch's from the weights after step `then_step`.
         loss: the newest batch loss; `best`: the best running loss, at
-            step `best_step`.
+            step `best_step` (the loss's part of the evidence; `None` at an
+            epoch's end, where no loss rise asked for the probe).
     """
     if not (now <= CONSTANT and then > VARIED):  # NaN: nothing to judge
         return None
-    return (f"the outputs stopped depending on the inputs: across the newest batch (whose "
-            f"targets vary) they spread {now:.2g} of their scale, where from the weights "
-            f"of step {then_step} the same batch's spread {then:.2g}; the batch loss "
-            f"{loss:.4g} has stayed above {RISE:g}x the best running loss {best:.4g} "
-            f"(step {best_step})")
+    detail = (f"the outputs stopped depending on the inputs: across the newest batch (whose "
+              f"targets vary) they spread {now:.2g} of their scale, where from the weights "
+              f"of step {then_step} the same batch's spread {then:.2g}")
+    if best is not None:
+        detail += (f"; the batch loss {loss:.4g} has stayed above {RISE:g}x the best running "
+                   f"loss {best:.4g} (step {best_step})")
+    return detail
 
 
 def spread_with(model, weights, x) -> float:
@@ -127,3 +144,74 @@ def spread_with(model, weights, x) -> float:
 def can_probe(model) -> bool:
     """Whether a forward pass leaves `model` as it was (no stateful RNN layer)."""
     return not any(getattr(layer, "stateful", False) for layer in model._flatten_layers())
+
+
+class CollapseWatch:
+    """NaNGuard's `collapsed` probes (a mixin: the guard holds the state).
+
+    `_probed_at` (the step of the fit's last probe) and `_high_run` (batch
+    losses in a row above `RISE` x the best) are reset per fit
+    (`fit_state.py`).
+    """
+
+    def _watch_collapse(self) -> dict | None:
+        """Within an epoch: probed while the batch loss stays `RISE` x above its best."""
+        high = above_best(self._batch_losses[-1], self._best_loss)
+        self._high_run = self._high_run + 1 if high else 0
+        if (self._high_run < STALL_STEPS
+                or (self._probed_at is not None
+                    and self._step - self._probed_at < PROBE_GAP)):
+            return None
+        return self._probe_collapse(self._best_step + 1, rise=True)
+
+    def _watch_collapse_at_epoch_end(self, monitor) -> None:
+        """At an epoch's end: outputs constant now that varied at a snapshot of this fit.
+
+        Handled as an event of the epoch's last batch (`_handle`); not after
+        a stop, with the loss rules off, or where no batch gave a loss.
+        """
+        if (self.spike_factor is None or monitor is None or self._running[0] < 0
+                or self.model.stop_training or self._probed_at == self._step):
+            return
+        found = self._probe_collapse(None, rise=False)
+        if found is not None:
+            found["batch"] = self._running[0]
+            self._handle(found, monitor.read(), None)
+
+    def _probe_collapse(self, before: int | None, *, rise: bool) -> dict | None:
+        """The newest batch's outputs now and at the snapshots before step `before`.
+
+        `before=None`: every snapshot of the fit. Returns the event found.
+        """
+        batches = self._tap.batches
+        if not batches or not can_probe(self.model):
+            return None
+        self._probed_at = self._step
+        started = time.perf_counter()
+        try:
+            x, y, _ = batch_arrays(batches[-1])
+            now = output_spread(self.model(x, training=False))
+            if not now <= CONSTANT or not targets_vary(y):
+                return None
+            then = None
+            for snapshot in reversed(self._snapshots.kept()):  # newest first
+                if before is not None and snapshot[0] >= before:
+                    continue
+                spread = spread_with(self.model, snapshot[1], x)
+                if spread > VARIED:
+                    then = (snapshot[0], spread)
+                    break
+        except Exception:  # noqa: BLE001  (an experiment, never a crash)
+            return None
+        if then is None:
+            return None
+        if rise:
+            detail = find_collapse(now, then[1], then[0], self._batch_losses[-1],
+                                   self._best_loss, self._best_step)
+        else:
+            detail = find_collapse(now, then[1], then[0])
+        if detail is None:
+            return None
+        self.replays_run += 1
+        return {"trigger": "collapsed", "step": self._step, "best_step": then[0],
+                "detail": detail, "experiment_seconds": time.perf_counter() - started}

@@ -16,10 +16,6 @@ import time
 import numpy as np
 
 from .blowup_rules import find_early_blowup, find_held_spike
-from .collapse import (
-    CONSTANT, PROBE_GAP, above_best, can_probe, find_collapse, output_spread, spread_with,
-    targets_vary,
-)
 from .gradient_record import APPLIED, DISCARDED
 from .loss_rules import (
     CHANCE_FACTOR, LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
@@ -240,43 +236,6 @@ class LossWatch:
         while k > 0 and steps[k - 1] == steps[k] - 1 and losses[k - 1] > level:
             k -= 1
         return int(steps[k])
-
-    def _watch_collapse(self) -> dict | None:
-        """`collapsed`: outputs that stopped depending on the inputs (`collapse.py`).
-
-        Probed only while the last `STALL_STEPS` batch losses all stay
-        `RISE` x above the best running loss, at most once every
-        `PROBE_GAP` steps: the newest batch's outputs in inference mode,
-        from the weights as they are and, where those are constant, from
-        the newest snapshot before the best step (`spread_with`).
-        """
-        high = above_best(self._batch_losses[-1], self._best_loss)
-        self._high_run = self._high_run + 1 if high else 0
-        if (self._high_run < STALL_STEPS
-                or (self._probed_at is not None
-                    and self._step - self._probed_at < PROBE_GAP)):
-            return None
-        batches = self._tap.batches
-        if not batches or not can_probe(self.model):
-            return None
-        self._probed_at = self._step
-        try:
-            started = time.perf_counter()
-            x, y, _ = batch_arrays(batches[-1])
-            now = output_spread(self.model(x, training=False))
-            then = self._snapshots.newest_before(self._best_step + 1)
-            if not now <= CONSTANT or then is None or not targets_vary(y):
-                return None
-            earlier = spread_with(self.model, then[1], x)
-        except Exception:  # noqa: BLE001  (an experiment, never a crash)
-            return None
-        detail = find_collapse(now, earlier, then[0], self._batch_losses[-1],
-                               self._best_loss, self._best_step)
-        if detail is None:
-            return None
-        self.replays_run += 1
-        return {"trigger": "collapsed", "step": self._step, "best_step": self._best_step,
-                "detail": detail, "experiment_seconds": time.perf_counter() - started}
 
     def _watch_absolute(self, read) -> dict | None:
         """`loss_rise` and `stalled`: the rules that need no running median.

@@ -7,6 +7,7 @@ import os
 import keras
 
 from .attach import begin_fit, ensure_monitor, find_monitor, rebuild_train_function
+from .collapse import CollapseWatch
 from .diagnosis import NaNEvent, find_event
 from .event_response import EventResponse
 from .fit_state import FitState
@@ -23,7 +24,7 @@ from .optimizer_chain import innermost_optimizer
 from .replay import Replayer
 
 
-class NaNGuard(FitState, LossWatch, EventResponse, keras.callbacks.Callback):
+class NaNGuard(FitState, LossWatch, CollapseWatch, EventResponse, keras.callbacks.Callback):
     """Stops, raises or rolls back when gradients turn non-finite or explode.
 
     `TerminateOnNaN` looks at the running loss after the weights are ruined.
@@ -317,9 +318,10 @@ class NaNGuard(FitState, LossWatch, EventResponse, keras.callbacks.Callback):
         self._epoch_sum, self._epoch_count = 0.0, 0
 
     def on_epoch_end(self, epoch, logs=None):
+        monitor = find_monitor(self.model.optimizer)
+        self._watch_collapse_at_epoch_end(monitor)  # outputs that stopped varying
         # After a rollback's cut the rate in use goes into History (and
         # TensorBoard) under Keras' own key.
-        monitor = find_monitor(self.model.optimizer)
         if logs is not None and monitor is not None and (
                 self._lr_cut or monitor.lr_multiplier != 1.0):
             logs["learning_rate"] = self.learning_rate

@@ -79,10 +79,11 @@ class Snapshots:
 
     def newest_before(self, before: int):
         """`(step, weights, state)` of the newest copy before step `before`, or `None`."""
-        earlier = [c for c in self._all() if c[0] < before]
+        earlier = [c for c in self.kept() if c[0] < before]
         return earlier[-1] if earlier else None
 
-    def _all(self) -> list:
+    def kept(self) -> list:
+        """Every copy held, the fit's first included, oldest first."""
         kept = list(self._copies)
         if self._anchor is not None and not any(c is self._anchor for c in kept):
             kept.insert(0, self._anchor)

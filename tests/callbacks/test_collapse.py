@@ -4,8 +4,9 @@ The measurement is checked against numpy; the probe's weight swap against
 the model's own values, bit for bit; the guard on real fits: a net whose
 hidden layer is saturated mid-fit (its outputs one constant from then on)
 gets `collapsed` after the break and the weights of a snapshot from before
-it, and a healthy net whose loss rises (noisier targets from the middle of
-the fit) is probed and gets no event. The held-out siamese net at 100x its
+it, one saturated from its first step (no loss rise) gets it at the end of
+its first epoch, and a healthy net whose loss rises (noisier targets from
+the middle of the fit) is probed and gets no event. The held-out siamese net at 100x its
 rate, the case the rule was made for, is a slow test.
 """
 
@@ -117,6 +118,23 @@ def test_a_net_whose_outputs_go_constant_mid_fit_gets_collapsed():
     assert output_spread(model(x[:256], training=False)) > VARIED
     assert np.abs(model.layers[0].get_weights()[0]).max() > 0
     assert guard.replays_run >= 1 and event.replay_seconds >= 0
+
+
+def test_a_net_that_never_learns_is_caught_at_the_end_of_its_first_epoch():
+    # Saturated at its first step: the loss never rises above a best, so
+    # only the end-of-epoch probe sees the outputs (the fourth held-out
+    # round's video GRUs at lr x100 sat at ln 5 from the first step).
+    x, y = _separable()
+    model = _classifier()
+    guard = NaNGuard(verbose=False)
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+              callbacks=[_Saturate(at_step=1), guard])
+    assert [e.trigger for e in guard.events] == ["collapsed"]
+    event = guard.events[0]
+    assert (event.step, event.epoch, event.batch) == (40, 0, 39)  # 1280 / 32 steps
+    assert "from the weights of step 0" in event.detail and event.onset_step == 1
+    assert event.action == "stop" and event.restored_step == 0
+    assert output_spread(model(x[:256], training=False)) > VARIED  # the start weights again
 
 
 def test_a_healthy_net_whose_loss_rises_is_probed_and_gets_no_event():
