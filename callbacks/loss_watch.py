@@ -19,7 +19,7 @@ from .blowup_rules import find_early_blowup, find_held_spike
 from .gradient_record import APPLIED, DISCARDED
 from .loss_rules import (
     CHANCE_FACTOR, LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
-    chance_loss, early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
+    chance_loss, regularization_penalty, early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
 )
 from .float32_replay import batch_loss as forward_loss
 from .model_evidence import input_columns
@@ -285,7 +285,9 @@ class LossWatch:
         sensitivity = (first_step_sensitivity(float(record.norm[first][0]), losses[0])
                        if first.any() else None)
         chance = chance_loss(self.model)
-        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses, chance)
+        penalty = 0.0 if chance is None else regularization_penalty(self.model)
+        evidence = find_stall(losses, structure, sensitivity, self._first_batch_losses, chance,
+                              penalty)
         if evidence is None:
             return None
         self._stall_judged = 2
@@ -293,8 +295,10 @@ class LossWatch:
             detail = (f"the running loss {losses[-1]:.4g} has not fallen below "
                       f"{STALL_LOSS:g}x its first {losses[0]:.4g} in {len(losses)} steps")
         elif evidence == "chance":
+            data = losses[STALL_STEPS - 1] - penalty
             detail = (f"the running loss {losses[STALL_STEPS - 1]:.4g} after {STALL_STEPS} steps "
-                      f"is still {losses[STALL_STEPS - 1] / chance:.3g}x a chance guess's "
+                      + (f"less its regularization penalty {penalty:.4g} " if penalty else "")
+                      + f"is still {data / chance:.3g}x a chance guess's "
                       f"{chance:.4g} (> {CHANCE_FACTOR:g}x; a sane classifier starts near it)")
         elif evidence == "sensitivity":
             detail = (f"the first step's gradient norm is {sensitivity:.3g}x the "

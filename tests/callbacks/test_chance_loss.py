@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks.loss_rules import (
-    CHANCE_FACTOR, STALL_STEPS, chance_loss, find_stall,
+    CHANCE_FACTOR, STALL_STEPS, chance_loss, find_stall, regularization_penalty,
 )
 
 
@@ -81,3 +81,49 @@ def test_chance_loss_of_a_subclassed_binary_classifier():
     assert chance_loss(model) == pytest.approx(np.log(2))
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     assert chance_loss(model) is None  # its width is not known
+
+
+def test_regularization_penalty_is_model_losses_summed():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(8, kernel_regularizer=keras.regularizers.L2(0.01)),
+        keras.layers.Dense(3, kernel_regularizer=keras.regularizers.L1(0.1)),
+    ])
+    k1, _, k2, _ = (np.asarray(w, np.float64) for w in model.get_weights())
+    want = 0.01 * np.sum(k1 ** 2) + 0.1 * np.sum(np.abs(k2))
+    assert regularization_penalty(model) == pytest.approx(want, rel=1e-5)
+    assert regularization_penalty(_classifier(3, "mse")) == 0.0
+
+
+def test_a_penalty_far_above_chance_is_not_a_stall_but_a_data_loss_far_above_is():
+    chance = np.log(19)
+    # keras-io's EEG classifier (held out, round 4), healthy: L2 0.01 on a
+    # dense head of 45M weights, a running loss of ~30 that its penalty of
+    # ~28 dominates; the data's part sits near ln 19.
+    eeg = 30.9 - 0.05 * np.arange(STALL_STEPS)
+    assert find_stall(eeg, None, chance=chance) == "chance"  # the loss alone misreads it
+    assert find_stall(eeg, None, chance=chance, penalty=28.0) is None
+    # The recommender's tables at ~3e4: penalty and data loss both far above.
+    recommender = 90075808.0 - 10.0 * np.arange(STALL_STEPS)
+    assert find_stall(recommender, None, chance=chance, penalty=9.0e7) == "chance"
+
+
+def test_a_healthy_classifier_whose_loss_is_mostly_its_penalty_gets_no_event():
+    from gradguard.callbacks import NaNGuard
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(640, 16)).astype("float32")
+    y = np.argmax(x[:, :4], axis=1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((16,)),
+        keras.layers.Dense(512, activation="relu", kernel_regularizer=keras.regularizers.L2(0.5)),
+        keras.layers.Dense(4, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    guard = NaNGuard(verbose=False)
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[guard])
+    first = history.history["loss"][0]
+    assert first > CHANCE_FACTOR * np.log(4)  # the loss alone is far above chance...
+    assert guard.events == []  # ...its penalty is, not the data's loss
