@@ -37,17 +37,22 @@ def test_the_float32_copy_computes_what_float64_numpy_does():
     assert not judge_float32(1.0, 1.0)
 
 
-def test_float16_overflow_on_finite_data_is_loss_scale_not_bad_data():
-    keras.config.set_dtype_policy("mixed_float16")
+def _overflowing_fit(build):
+    """A guarded epoch under mixed_float16, inputs at ~3e4: (first event, start weights, x, y)."""
+    keras.config.set_dtype_policy("mixed_float16")  # conftest resets it
     keras.utils.set_random_seed(0)
     x, y = tanh_data(n=128)
     x = (x * 3e4).astype("float32")
-    model = _model()
+    model = build()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     start = model.get_weights()
     guard = NaNGuard(verbose=False)
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
-    event = guard.events[0]
+    return guard.events[0], start, x, y
+
+
+def test_float16_overflow_on_finite_data_is_loss_scale_not_bad_data():
+    event, start, x, y = _overflowing_fit(_model)
     assert (event.cause, event.method) == ("loss_scale", "replay")
     # The float32 loss in the evidence is the first batch's from the start
     # weights (every step overflowed: none was applied), computed here in float64.
@@ -139,14 +144,6 @@ def test_a_model_that_cannot_be_cloned_runs_in_float32_itself_and_is_put_back():
 
 
 def test_float16_overflow_in_a_model_that_cannot_be_cloned_is_loss_scale():
-    keras.config.set_dtype_policy("mixed_float16")
-    keras.utils.set_random_seed(0)
-    x, y = tanh_data(n=128)
-    x = (x * 3e4).astype("float32")
-    model = _custom_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    guard = NaNGuard(verbose=False)
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
-    event = guard.events[0]
+    event = _overflowing_fit(_custom_model)[0]
     assert (event.trigger, event.cause, event.method) == ("nonfinite_loss", "loss_scale", "replay")
     assert "in float32 from the same weights" in event.evidence
