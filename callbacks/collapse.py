@@ -141,6 +141,20 @@ def spread_with(model, weights, x) -> float:
         model.set_weights(own)
 
 
+def other_state(model) -> list:
+    """`(variable, value)` of the model's variables that are not weights: its random seeds' state.
+
+    A forward pass in inference mode moves nothing but these: a layer that
+    samples (keras-io's VAE draws its latent with `keras.random.normal`)
+    advances its `SeedGenerator`, and every draw of the fit after it
+    would differ (the VAE's healthy runs ended 392.40 -> 391.69 until the
+    probe put them back).
+    """
+    weights = {id(v) for v in model.weights}
+    return [(v, np.array(keras.ops.convert_to_numpy(v), copy=True))
+            for v in model.variables if id(v) not in weights]
+
+
 def can_probe(model) -> bool:
     """Whether a forward pass leaves `model` as it was (no stateful RNN layer)."""
     return not any(getattr(layer, "stateful", False) for layer in model._flatten_layers())
@@ -188,6 +202,7 @@ class CollapseWatch:
             return None
         self._probed_at = self._step
         started = time.perf_counter()
+        seeds = other_state(self.model)
         try:
             x, y, _ = batch_arrays(batches[-1])
             now = output_spread(self.model(x, training=False))
@@ -203,6 +218,9 @@ class CollapseWatch:
                     break
         except Exception:  # noqa: BLE001  (an experiment, never a crash)
             return None
+        finally:
+            for variable, value in seeds:  # the probe leaves the fit's random draws as they were
+                variable.assign(value)
         if then is None:
             return None
         if rise:

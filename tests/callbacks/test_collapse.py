@@ -156,6 +156,37 @@ def test_a_healthy_net_whose_loss_rises_is_probed_and_gets_no_event():
     assert len(history.history["loss"]) == 1
 
 
+class _Noisy(keras.layers.Layer):
+    """Adds noise from its own seed generator at every call, inference included (a VAE's sampling)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seeds = keras.random.SeedGenerator(3)
+
+    def call(self, x):
+        return x + 0.1 * keras.random.normal(keras.ops.shape(x), seed=self.seeds)
+
+
+def test_the_probes_leave_a_sampling_nets_training_as_plain_keras_does():
+    # The end-of-epoch probe is a forward pass: it must not move the seed
+    # generator that training draws from (keras-io's VAE moved 392.40 -> 391.69).
+    x, y = _separable(640)
+
+    def fit(callbacks):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="tanh"),
+                                  _Noisy(), keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+        model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
+        return model
+
+    guard = NaNGuard(verbose=False)
+    guarded, plain = fit([guard]), fit([])
+    assert guard.events == [] and guard._probed_at is not None  # it probed, found nothing
+    for a, b in zip(guarded.variables, plain.variables):  # seed state included
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
 @pytest.mark.slow
 def test_the_held_out_siamese_net_at_100x_its_rate_gets_collapsed():
     from benchmarks.diagnosis_scripts import run_one
