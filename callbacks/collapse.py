@@ -202,8 +202,9 @@ class CollapseWatch:
             return None
         self._probed_at = self._step
         started = time.perf_counter()
-        seeds = other_state(self.model)
+        seeds = []
         try:
+            seeds = other_state(self.model)
             x, y, _ = batch_arrays(batches[-1])
             now = output_spread(self.model(x, training=False))
             if not now <= CONSTANT or not targets_vary(y):
