@@ -19,7 +19,8 @@ from .blowup_rules import find_early_blowup, find_held_spike
 from .gradient_record import APPLIED, DISCARDED
 from .loss_rules import (
     CHANCE_FACTOR, LOSS_GROWTH, LOSS_RISE, SENSITIVITY, STALL_LOSS, STALL_STEPS, batch_loss,
-    chance_loss, regularization_penalty, early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
+    chance_loss, early_level, find_stall, first_step_sensitivity, loss_has_grown, loss_has_risen,
+    regularization_penalty,
 )
 from .float32_replay import batch_loss as forward_loss
 from .model_evidence import input_columns

@@ -67,9 +67,9 @@ class NaNGuard(FitState, LossWatch, CollapseWatch, EventResponse, keras.callback
     forward pass from the start weights shows it in the loss, cause
     `input_scale` (`off_scale_inputs`, `off_scale_inputs.py`). A net whose
     outputs stopped depending on the inputs (one output for every sample of
-    a batch whose targets vary, where a snapshot from before the loss's
-    best gave them varied outputs), probed while the batch loss stays 1.5x
-    above its best, is `collapsed` (`collapse.py`).
+    a batch whose targets vary, where a snapshot of the fit gave them
+    varied outputs), probed at each epoch's end and while the batch loss
+    stays 1.5x above its best, is `collapsed` (`collapse.py`).
     The loss rules are off with `spike_factor=None`.
     Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,

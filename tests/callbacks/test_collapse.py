@@ -157,7 +157,7 @@ def test_a_healthy_net_whose_loss_rises_is_probed_and_gets_no_event():
 
 
 class _Noisy(keras.layers.Layer):
-    """Adds noise from its own seed generator at every call, inference included (a VAE's sampling)."""
+    """Adds noise from its own seed generator at every call, in inference too (a VAE samples so)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
