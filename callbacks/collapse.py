@@ -22,9 +22,10 @@ batch's outputs from the snapshots the guard holds, newest first, back to
 the newest before the best step (within an epoch) or to the fit's first
 (at its end): the first whose outputs varied by more than `VARIED` x
 theirs dates the collapse, which came after it (`spread_with`: a
-snapshot's weights loaded for one forward pass and the model's own put
-back, value for value; a copy of the model would do, but a model with a
-`Lambda` or a custom loss, as the siamese net's, cannot always be copied).
+snapshot's weights loaded for a forward pass and the model's own put
+back, value for value, by `values_put_back`; a copy of the model would
+do, but a model with a `Lambda` or a custom loss, as the siamese net's,
+cannot always be copied).
 None varied: no event (a net that never depended on its inputs has not
 collapsed).
 
@@ -38,6 +39,7 @@ start), and no rule had fired.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -125,6 +127,22 @@ def find_collapse(now: float, then: float, then_step: int, loss: float | None = 
     return detail
 
 
+@contextlib.contextmanager
+def values_put_back(variables):
+    """Inside, `variables` may change; after, each holds its value from before, bit for bit."""
+    saved = [(v, np.array(keras.ops.convert_to_numpy(v), copy=True)) for v in variables]
+    try:
+        yield
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
+
+
+def _spread_at(model, weights, x) -> float:
+    model.set_weights(weights)
+    return output_spread(model(x, training=False))
+
+
 def spread_with(model, weights, x) -> float:
     """`output_spread` of `model` on `x` with `weights` loaded; the model's own put back after.
 
@@ -133,16 +151,12 @@ def spread_with(model, weights, x) -> float:
         weights: arrays for `model.set_weights` (a snapshot's).
         x: the batch's inputs.
     """
-    own = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in model.weights]
-    try:
-        model.set_weights(weights)
-        return output_spread(model(x, training=False))
-    finally:
-        model.set_weights(own)
+    with values_put_back(model.weights):
+        return _spread_at(model, weights, x)
 
 
-def other_state(model) -> list:
-    """`(variable, value)` of the model's variables that are not weights: its random seeds' state.
+def other_variables(model) -> list:
+    """The model's variables that are not weights: its random seeds' state.
 
     A forward pass in inference mode moves nothing but these: a layer that
     samples (keras-io's VAE draws its latent with `keras.random.normal`)
@@ -151,8 +165,7 @@ def other_state(model) -> list:
     probe put them back).
     """
     weights = {id(v) for v in model.weights}
-    return [(v, np.array(keras.ops.convert_to_numpy(v), copy=True))
-            for v in model.variables if id(v) not in weights]
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def can_probe(model) -> bool:
@@ -202,26 +215,25 @@ class CollapseWatch:
             return None
         self._probed_at = self._step
         started = time.perf_counter()
-        seeds = []
+        model = self.model
+        then = None
         try:
-            seeds = other_state(self.model)
-            x, y, _ = batch_arrays(batches[-1])
-            now = output_spread(self.model(x, training=False))
-            if not now <= CONSTANT or not targets_vary(y):
-                return None
-            then = None
-            for snapshot in reversed(self._snapshots.kept()):  # newest first
-                if before is not None and snapshot[0] >= before:
-                    continue
-                spread = spread_with(self.model, snapshot[1], x)
-                if spread > VARIED:
-                    then = (snapshot[0], spread)
-                    break
+            # The probe leaves the fit's random draws as they were.
+            with values_put_back(other_variables(model)):
+                x, y, _ = batch_arrays(batches[-1])
+                now = output_spread(model(x, training=False))
+                if not now <= CONSTANT or not targets_vary(y):
+                    return None
+                with values_put_back(model.weights):  # once, whatever the snapshots tried
+                    for step, weights, _ in reversed(self._snapshots.kept()):  # newest first
+                        if before is not None and step >= before:
+                            continue
+                        spread = _spread_at(model, weights, x)
+                        if spread > VARIED:
+                            then = (step, spread)
+                            break
         except Exception:  # noqa: BLE001  (an experiment, never a crash)
             return None
-        finally:
-            for variable, value in seeds:  # the probe leaves the fit's random draws as they were
-                variable.assign(value)
         if then is None:
             return None
         if rise:
