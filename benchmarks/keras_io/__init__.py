@@ -48,11 +48,19 @@ SCRIPTS = (  # the slowest (two bidirectional LSTMs over 200 steps) last
     # under a hinge loss, GRUs over masked frame features, a Conv1D stack with
     # BatchNormalization and class weights), run once.
     "quasi_svm", "video_classification", "eeg_signal_classification",
+    # A fifth round (session 8): ConvLSTM2D next-frame prediction, a Transformer encoder
+    # over time series, an MLP-Mixer under AdamW with augmentation and plateau callbacks.
+    "conv_lstm", "timeseries_transformer", "mlp_mixer",
+    # A sixth round (session 8), run after the changes the fifth led to: a character-level
+    # LSTM, a multi-label MLP over tf-idf vectors, a U-Net-like segmentation net.
+    "char_lstm", "multi_label", "pets_segmentation",
 )
 HELD_OUT = ("imbalanced_classification", "addition_rnn", "anomaly_autoencoder")
 HELD_OUT_2 = ("lstm_seq2seq", "siamese_contrastive")
 HELD_OUT_3 = ("antirectifier", "traffic_forecasting", "pretrained_word_embeddings")
 HELD_OUT_4 = ("quasi_svm", "video_classification", "eeg_signal_classification")
+HELD_OUT_5 = ("conv_lstm", "timeseries_transformer", "mlp_mixer")
+HELD_OUT_6 = ("char_lstm", "multi_label", "pets_segmentation")
 
 
 @dataclasses.dataclass
