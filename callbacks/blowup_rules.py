@@ -26,6 +26,15 @@ from .norm_history import NORM_FLOOR, running_median
 EARLY_NORM_JUMP = 100.0  # a raw norm this many times the fit's first: blown up
 EARLY_LOSS_JUMP = 10.0  # a batch loss this many times the first (with the norm x EARLY_BOTH)
 EARLY_BOTH = 10.0  # the norm's rise that must come with EARLY_LOSS_JUMP
+# Or a batch loss this many times the first with the norm EARLY_BOTH_HUGE x
+# (session 8): keras-io's multi-label tf-idf MLP at lr x100 (held out,
+# round 6) went loss 1.77 -> 195 (110x) with its norm 21.8 -> 160 (7.3x) at
+# step 2, then gave the label prior for every paper, at chance, with no
+# event. In the first six steps of healthy runs the batch loss rose at most
+# 1.44x (30 keras-io scripts, two seeds each) and 11.2x, its norm 3.98x
+# there (the generated population's 74: a SimpleRNN with dropout under SGD).
+EARLY_LOSS_HUGE = 50.0
+EARLY_BOTH_HUGE = 3.0
 HELD_SPIKE = 100.0  # a raw norm this many times its running median, held by a clip
 LOSS_FLOOR = 1e-8  # a first loss below this counts as this
 
@@ -42,9 +51,10 @@ def find_early_blowup(steps, norms, losses) -> Blowup | None:
     """The first step whose raw norm or batch loss left the fit's first step's far behind.
 
     A raw global norm `EARLY_NORM_JUMP` x the first step's, or a batch loss
-    `EARLY_LOSS_JUMP` x the first's together with a norm `EARLY_BOTH` x
-    (one outlier batch raises the loss, not the norm of a sane net by 10x
-    too... and the replay tells a bad batch apart). Non-finite values are
+    `EARLY_LOSS_JUMP` x the first's together with a norm `EARLY_BOTH` x, or
+    `EARLY_LOSS_HUGE` x with a norm `EARLY_BOTH_HUGE` x (one outlier batch
+    raises the loss more than the norm of a sane net; and the replay tells
+    a bad batch apart). Non-finite values are
     the non-finite checks' business and are skipped here.
 
     Args:
@@ -64,8 +74,9 @@ def find_early_blowup(steps, norms, losses) -> Blowup | None:
         rise = n / norms[0]
         loss_rise = (loss / first_loss if first_loss is not None and np.isfinite(loss)
                      else None)
-        if rise >= EARLY_NORM_JUMP or (
-                loss_rise is not None and loss_rise >= EARLY_LOSS_JUMP and rise >= EARLY_BOTH):
+        if rise >= EARLY_NORM_JUMP or loss_rise is not None and (
+                (loss_rise >= EARLY_LOSS_JUMP and rise >= EARLY_BOTH)
+                or (loss_rise >= EARLY_LOSS_HUGE and rise >= EARLY_BOTH_HUGE)):
             said = (f"; the batch loss {losses[0]:.4g} -> {loss:.4g} ({loss_rise:.3g}x)"
                     if loss_rise is not None else "")
             return Blowup(int(steps[i]), (

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks.blowup_rules import (
-    EARLY_BOTH, EARLY_LOSS_JUMP, EARLY_NORM_JUMP, HELD_SPIKE, find_early_blowup,
+    EARLY_BOTH, EARLY_BOTH_HUGE, EARLY_LOSS_HUGE, EARLY_LOSS_JUMP, EARLY_NORM_JUMP, HELD_SPIKE, find_early_blowup,
     find_held_spike,
 )
 
@@ -21,7 +21,9 @@ def test_a_step_two_explosion_is_found_at_step_two():
     (EARLY_NORM_JUMP * 1.01, 1.0, True),  # the norm alone
     (EARLY_NORM_JUMP * 0.99, 1.0, False),
     (EARLY_BOTH * 1.01, EARLY_LOSS_JUMP * 1.01, True),  # both
-    (EARLY_BOTH * 0.99, EARLY_LOSS_JUMP * 10, False),  # an outlier batch: the loss alone
+    (EARLY_BOTH * 0.99, EARLY_LOSS_HUGE * 0.99, False),  # an outlier batch: the loss alone
+    (EARLY_BOTH_HUGE * 1.01, EARLY_LOSS_HUGE * 1.01, True),  # a huge loss with its norm
+    (EARLY_BOTH_HUGE * 0.99, EARLY_LOSS_HUGE * 10, False),
     (1.0, 1e6, False),
 ])
 def test_early_thresholds(norm_rise, loss_rise, fires):
@@ -29,6 +31,15 @@ def test_early_thresholds(norm_rise, loss_rise, fires):
     assert (found is not None) == fires
     if fires:
         assert found.step == 6
+
+
+def test_a_loss_100x_with_its_norm_7x_at_step_two_is_a_blowup():
+    # keras-io's multi-label MLP at lr x100 (session 8): silent before, then at chance.
+    found = find_early_blowup([1, 2, 3], [21.82, 159.64, 60.5], [1.7696, 194.68, 30.0])
+    assert found is not None and found.step == 2
+    assert "21.82 (step 1) to 159.6 at step 2 (7.32x)" in found.detail
+    # The healthy run nearest to it (a SimpleRNN with dropout, SGD): 11.2x with 3.98x.
+    assert find_early_blowup([1, 2, 3], [3.482, 5.0, 13.85], [0.3205, 0.4, 3.604]) is None
 
 
 def test_early_rule_skips_nonfinite_and_noise():
