@@ -31,8 +31,9 @@ EARLY_BOTH = 10.0  # the norm's rise that must come with EARLY_LOSS_JUMP
 # round 6) went loss 1.77 -> 195 (110x) with its norm 21.8 -> 160 (7.3x) at
 # step 2, then gave the label prior for every paper, at chance, with no
 # event. In the first six steps of healthy runs the batch loss rose at most
-# 1.44x (30 keras-io scripts, two seeds each) and 11.2x, its norm 3.98x
-# there (the generated population's 74: a SimpleRNN with dropout under SGD).
+# 3.9x (30 keras-io scripts, two seeds each: the U-Net, its norm 1.6x) and
+# 11.2x, its norm 3.98x there (the generated population's 74: a SimpleRNN
+# with dropout under SGD); no healthy run of either meets this pair.
 EARLY_LOSS_HUGE = 50.0
 EARLY_BOTH_HUGE = 3.0
 HELD_SPIKE = 100.0  # a raw norm this many times its running median, held by a clip

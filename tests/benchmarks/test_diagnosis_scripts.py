@@ -50,6 +50,18 @@ def test_a_nan_input_row_against_a_plain_run():
     assert "right cause: " in text and "confusion matrix" in text
 
 
+@pytest.mark.slow  # two real fits of a 20-epoch MLP over 12k tf-idf columns: ~15 s each loaded
+def test_a_multi_label_net_blown_up_at_step_two_is_caught_there():
+    """Held-out round 6's silent break: plain Keras ends at chance; the guard stops at step 2."""
+    plain = ds.run_one("multi_label", "lr_x100", 0, callbacks=[])
+    assert plain["error"] == "" and plain["weights_finite"]
+    assert plain["at_chance"]  # the label prior for every paper: the break's harm
+    row = ds.run_one("multi_label", "lr_x100", 0)
+    assert row["error"] == ""
+    assert (row["trigger"], row["step"], row["cause"]) == ("early_blowup", 2, "learning_rate")
+    assert row["action"] == "stop" and row["weights_finite"]
+
+
 def _row(script, brk, skill, events=0, cause="", also=""):
     return dict(script=script, brk=brk, seed=0, expected=ds.BREAKS.get(brk, "none"),
                 error="", events=events, cause=cause, action="", also=also, skill=skill,
