@@ -51,9 +51,13 @@ SCRIPTS = (  # the slowest (two bidirectional LSTMs over 200 steps) last
     # A fifth round (session 8): ConvLSTM2D next-frame prediction, a Transformer encoder
     # over time series, an MLP-Mixer under AdamW with augmentation and plateau callbacks.
     "conv_lstm", "timeseries_transformer", "mlp_mixer",
-    # A sixth round (session 8), run after the changes the fifth led to: a character-level
+    # A sixth round (session 8), run after the fifth (which led to no change): a character-level
     # LSTM, a multi-label MLP over tf-idf vectors, a U-Net-like segmentation net.
     "char_lstm", "multi_label", "pets_segmentation",
+    # A seventh round (session 8), after the change the sixth led to: a residual Conv1D
+    # over FFT magnitudes, a loss added inside the model (compiled with no loss), a
+    # Transformer tagging tokens under a masked custom loss.
+    "speaker_recognition", "endpoint_layer", "ner_transformer",
 )
 HELD_OUT = ("imbalanced_classification", "addition_rnn", "anomaly_autoencoder")
 HELD_OUT_2 = ("lstm_seq2seq", "siamese_contrastive")
@@ -61,6 +65,7 @@ HELD_OUT_3 = ("antirectifier", "traffic_forecasting", "pretrained_word_embedding
 HELD_OUT_4 = ("quasi_svm", "video_classification", "eeg_signal_classification")
 HELD_OUT_5 = ("conv_lstm", "timeseries_transformer", "mlp_mixer")
 HELD_OUT_6 = ("char_lstm", "multi_label", "pets_segmentation")
+HELD_OUT_7 = ("speaker_recognition", "endpoint_layer", "ner_transformer")
 
 
 @dataclasses.dataclass
