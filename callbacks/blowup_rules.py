@@ -55,8 +55,8 @@ def find_early_blowup(steps, norms, losses) -> Blowup | None:
     `EARLY_LOSS_JUMP` x the first's together with a norm `EARLY_BOTH` x, or
     `EARLY_LOSS_HUGE` x with a norm `EARLY_BOTH_HUGE` x (one outlier batch
     raises the loss more than the norm of a sane net; and the replay tells
-    a bad batch apart). Non-finite values are
-    the non-finite checks' business and are skipped here.
+    a bad batch apart). Non-finite values are the non-finite checks'
+    business and are skipped here.
 
     Args:
         steps: (T,) global steps of the fit's first rows, oldest first.

@@ -21,7 +21,7 @@ they are; where their spread is below `CONSTANT` x their scale, the same
 batch's outputs from the snapshots the guard holds, newest first, back to
 the newest before the best step (within an epoch) or to the fit's first
 (at its end): the first whose outputs varied by more than `VARIED` x
-theirs dates the collapse, which came after it (`spread_with`: a
+theirs dates the collapse, which came after it (`spread_at`: a
 snapshot's weights loaded for a forward pass and the model's own put
 back, value for value, by `values_put_back`; a copy of the model would
 do, but a model with a `Lambda` or a custom loss, as the siamese net's,
@@ -138,21 +138,19 @@ def values_put_back(variables):
             variable.assign(value)
 
 
-def _spread_at(model, weights, x) -> float:
-    model.set_weights(weights)
-    return output_spread(model(x, training=False))
+def spread_at(model, weights, x) -> float:
+    """`output_spread` of `model` on `x` with `weights` loaded (left loaded).
 
-
-def spread_with(model, weights, x) -> float:
-    """`output_spread` of `model` on `x` with `weights` loaded; the model's own put back after.
+    Called inside `values_put_back(model.weights)`, which puts the model's
+    own back once, however many snapshots were tried.
 
     Args:
         model: a built Keras model.
         weights: arrays for `model.set_weights` (a snapshot's).
         x: the batch's inputs.
     """
-    with values_put_back(model.weights):
-        return _spread_at(model, weights, x)
+    model.set_weights(weights)
+    return output_spread(model(x, training=False))
 
 
 def other_variables(model) -> list:
@@ -228,7 +226,7 @@ class CollapseWatch:
                     for step, weights, _ in reversed(self._snapshots.kept()):  # newest first
                         if before is not None and step >= before:
                             continue
-                        spread = _spread_at(model, weights, x)
+                        spread = spread_at(model, weights, x)
                         if spread > VARIED:
                             then = (step, spread)
                             break

@@ -16,7 +16,8 @@ import pytest
 
 from gradguard.callbacks import NaNGuard
 from gradguard.callbacks.collapse import (
-    CONSTANT, RISE, VARIED, above_best, find_collapse, output_spread, spread_with, targets_vary,
+    CONSTANT, RISE, VARIED, above_best, find_collapse, output_spread, spread_at, targets_vary,
+    values_put_back,
 )
 
 
@@ -73,17 +74,19 @@ def _separable(n=1280, seed=0):
     return x, y
 
 
-def test_spread_with_puts_the_models_own_weights_back_bit_for_bit():
+def test_a_snapshots_spread_leaves_the_models_own_weights_bit_for_bit():
     x, y = _separable(256)
     model = _classifier()
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # moving statistics moved
     own = [np.array(w) for w in model.get_weights()]
     other = [w * 0 for w in own]  # a snapshot whose outputs are all one value
-    assert spread_with(model, other, x[:64]) == 0.0
+    with values_put_back(model.weights):
+        assert spread_at(model, other, x[:64]) == 0.0
     for before, after in zip(own, model.get_weights()):
         np.testing.assert_array_equal(before, after)
     expected = output_spread(model(x[:64], training=False))
-    assert spread_with(model, own, x[:64]) == expected > VARIED
+    with values_put_back(model.weights):
+        assert spread_at(model, own, x[:64]) == expected > VARIED
 
 
 class _Saturate(keras.callbacks.Callback):
