@@ -58,6 +58,11 @@ SCRIPTS = (  # the slowest (two bidirectional LSTMs over 200 steps) last
     # over FFT magnitudes, a loss added inside the model (compiled with no loss), a
     # Transformer tagging tokens under a masked custom loss.
     "speaker_recognition", "endpoint_layer", "ner_transformer",
+    # An eighth round (session 9), after the change the seventh led to: a Switch
+    # Transformer (mixture of experts, a routing loss via add_loss), a Deep & Cross
+    # network over numeric and string features, a trainer model whose own
+    # train_step reports no loss.
+    "switch_transformer", "wide_deep_cross_networks", "trainer_pattern",
 )
 HELD_OUT = ("imbalanced_classification", "addition_rnn", "anomaly_autoencoder")
 HELD_OUT_2 = ("lstm_seq2seq", "siamese_contrastive")
@@ -66,6 +71,7 @@ HELD_OUT_4 = ("quasi_svm", "video_classification", "eeg_signal_classification")
 HELD_OUT_5 = ("conv_lstm", "timeseries_transformer", "mlp_mixer")
 HELD_OUT_6 = ("char_lstm", "multi_label", "pets_segmentation")
 HELD_OUT_7 = ("speaker_recognition", "endpoint_layer", "ner_transformer")
+HELD_OUT_8 = ("switch_transformer", "wide_deep_cross_networks", "trainer_pattern")
 
 
 @dataclasses.dataclass
