@@ -31,6 +31,7 @@ from .optimizer_chain import find_monitor, innermost_optimizer
 from .norm_history import GROWTH_FACTOR, RECENT, measure_growth
 from .replay_batches import batch_arrays, root_mean_square
 from .structure_signs import first_layer_unapplied, input_scale, structural_sign
+from .loss_only_inputs import loss_only_inputs
 from .target_scale import find_off_scale_targets, targets_rms
 
 
@@ -136,6 +137,8 @@ class LossWatch:
                 # The inputs too, for a net whose gradients cannot estimate them
                 # (`structure_signs.input_scale`).
                 self._input_rms = None if first is None else root_mean_square(first[0])
+                if first is not None and first[1] is None:  # targets fed as inputs?
+                    self._measure_loss_only_inputs(first[0])
             except Exception:  # noqa: BLE001  (a batch we cannot read: no sign)
                 self._target_rms = self._input_rms = None
             if first is not None:
@@ -150,6 +153,15 @@ class LossWatch:
             return None
         self._target_checks = STALL_STEPS
         return {"trigger": "off_scale_targets", "step": self._step, "detail": detail}
+
+    def _measure_loss_only_inputs(self, x) -> None:
+        """With no `y`: inputs only a loss reads are the targets (`loss_only_inputs.py`)."""
+        targets = loss_only_inputs(self.model, x)
+        if not targets:
+            return
+        self._target_rms = root_mean_square([x[k] for k in targets]) or None
+        keys = x if isinstance(x, dict) else range(len(x))
+        self._input_rms = root_mean_square([x[k] for k in keys if k not in targets])
 
     def _watch_inputs(self, first) -> dict | None:
         """`off_scale_inputs`: a few float input columns far off the rest's scale.
