@@ -217,14 +217,17 @@ class CollapseWatch:
         """At an epoch's end: outputs constant now that varied at a snapshot of this fit.
 
         Handled as an event of the epoch's last batch (`_handle`); not after
-        a stop, with the loss rules off, or where no batch gave a loss.
+        a stop, with the loss rules off, or in an epoch with no batch. A fit
+        whose logs hold no loss is probed too: keras-io's trainer pattern
+        (a `train_step` that returns its accuracy alone) at 100x its rate
+        sat at chance with every loss rule blind (held-out round 8).
         """
-        if (self.spike_factor is None or monitor is None or self._running[0] < 0
+        if (self.spike_factor is None or monitor is None or self._last_batch < 0
                 or self.model.stop_training or self._probed_at == self._step):
             return
         found = self._probe_collapse(None, rise=False)
         if found is not None:
-            found["batch"] = self._running[0]
+            found["batch"] = self._last_batch
             self._handle(found, monitor.read(), None)
 
     def _probe_collapse(self, before: int | None, *, rise: bool) -> dict | None:

@@ -40,6 +40,8 @@ class FitState:
         self._first_loss = self._best_loss = None
         self._losses, self._loss_steps, self._stall_judged = [], [], 0
         self._batch_losses, self._running = [], (-1, 0.0)
+        self._last_batch = -1
+        self._no_loss_warned = False  # `loss_watch.py`: once a fit
         self._first_batch_losses = []  # the fit's first 2 * STALL_STEPS (`windows_flat`)
         self.loss_scale.begin(model.optimizer, self._step)
         self._snapshots = Snapshots(self.keep_snapshots)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -49,6 +50,14 @@ class LossWatch:
         `read()` gives the monitor's record, read only when a rule needs it.
         """
         if loss is None:
+            if not self._no_loss_warned and self.spike_factor is not None:
+                self._no_loss_warned = True
+                warnings.warn(
+                    f"Step {self._step}: NaNGuard found no 'loss' in the batch logs (a "
+                    "train_step that does not return one): its loss rules (a non-finite "
+                    "loss, early blow-up, stall, rise, chance) cannot run; the gradient "
+                    "checks and the end-of-epoch collapse probe still do. Return the "
+                    "loss from train_step to turn them on.", stacklevel=2)
             return None
         loss = float(loss)
         if not math.isfinite(loss):

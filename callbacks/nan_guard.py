@@ -315,6 +315,7 @@ class NaNGuard(FitState, LossWatch, CollapseWatch, EventResponse, keras.callback
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._running = (-1, 0.0)  # (batch, running loss) last seen this epoch
+        self._last_batch = -1  # the epoch's last batch seen, with a loss or not
         self._epoch_sum, self._epoch_count = 0.0, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -346,6 +347,7 @@ class NaNGuard(FitState, LossWatch, CollapseWatch, EventResponse, keras.callback
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
+        self._last_batch = int(batch)
         model = self.model  # syncs the JAX state
         monitor = find_monitor(model.optimizer)
         if self._skipper.after_batch(model, monitor, self._epoch, int(batch)):

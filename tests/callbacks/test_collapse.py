@@ -158,6 +158,36 @@ def test_a_net_that_never_learns_is_caught_at_the_end_of_its_first_epoch():
     assert output_spread(model(x[:256], training=False)) > VARIED  # the start weights again
 
 
+class NoLossSequential(keras.Sequential):
+    """A `train_step` that returns its metrics without the loss (keras-io's trainer pattern)."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        return {k: v for k, v in logs.items() if k != "loss"}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="train_step's return differs by backend")
+def test_a_fit_whose_logs_hold_no_loss_is_probed_at_its_epoch_ends():
+    # Held-out round 8: the trainer pattern at 100x its rate sat at chance
+    # with every loss rule blind; the end-of-epoch probe asks for no loss.
+    x, y = _separable()
+    keras.utils.set_random_seed(0)
+    model = NoLossSequential([keras.Input((6,)), keras.layers.Dense(16, activation="tanh"),
+                     keras.layers.BatchNormalization(),
+                     keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    guard = NaNGuard(verbose=False)
+    with pytest.warns(UserWarning, match="no 'loss' in the batch logs") as caught:
+        history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+                            callbacks=[_Saturate(at_step=1), guard])
+    assert sum("no 'loss'" in str(w.message) for w in caught) == 1  # once a fit
+    assert "loss" not in history.history and "accuracy" in history.history
+    assert [e.trigger for e in guard.events] == ["collapsed"]
+    assert (guard.events[0].step, guard.events[0].batch) == (40, 39)
+
+
 def test_a_healthy_net_whose_loss_rises_is_probed_and_gets_no_event():
     # Clean targets for the first 40 batches, then noisy ones: the batch
     # loss stays far above the best running loss, the outputs still vary.
