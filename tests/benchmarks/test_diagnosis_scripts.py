@@ -62,18 +62,6 @@ def test_a_multi_label_net_blown_up_at_step_two_is_caught_there():
     assert row["action"] == "stop" and row["weights_finite"]
 
 
-@pytest.mark.slow  # two real fits of the NER Transformer, 3 epochs: ~10 s each on 2 cores
-def test_a_ner_transformer_that_tags_every_token_o_is_caught_at_its_first_epoch_end():
-    """Held-out round 7's silent break: plain Keras ends at chance; the guard's probe sees it."""
-    plain = ds.run_one("ner_transformer", "lr_x100", 0, callbacks=[])
-    assert plain["error"] == "" and plain["weights_finite"]
-    assert plain["at_chance"]
-    row = ds.run_one("ner_transformer", "lr_x100", 0)
-    assert row["error"] == ""
-    assert (row["trigger"], row["cause"], row["action"]) == ("collapsed", "learning_rate", "stop")
-    assert row["weights_finite"]
-
-
 def _row(script, brk, skill, events=0, cause="", also=""):
     return dict(script=script, brk=brk, seed=0, expected=ds.BREAKS.get(brk, "none"),
                 error="", events=events, cause=cause, action="", also=also, skill=skill,
