@@ -205,7 +205,8 @@ class CollapseWatch:
         a stop, with the loss rules off, or in an epoch with no batch. A fit
         whose logs hold no loss is probed too: keras-io's trainer pattern
         (a `train_step` that returns its accuracy alone) at 100x its rate
-        sat at chance with every loss rule blind (held-out round 8).
+        sat at chance with every loss rule blind (held-out round 8; its
+        outputs still varied, so the probe does not catch that run either).
         """
         if (self.spike_factor is None or monitor is None or self._last_batch < 0
                 or self.model.stop_training or self._probed_at == self._step):

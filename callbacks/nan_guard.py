@@ -62,7 +62,9 @@ class NaNGuard(FitState, LossWatch, CollapseWatch, EventResponse, keras.callback
     median) is a warning with the raw figure (`held_spike`, once a fit).
     Float targets far from unit scale (root mean square above 1e3, with a
     first batch loss above 1e2 in size) are a warning at a fit's first
-    step, cause `target_scale` (`off_scale_targets`, `target_scale.py`);
+    step, cause `target_scale` (`off_scale_targets`, `target_scale.py`;
+    with no `y`, the targets are the inputs only a loss reads,
+    `loss_only_inputs.py`);
     so are a few float input columns far off the rest's scale where a
     forward pass from the start weights shows it in the loss, cause
     `input_scale` (`off_scale_inputs`, `off_scale_inputs.py`). A net whose
@@ -70,7 +72,9 @@ class NaNGuard(FitState, LossWatch, CollapseWatch, EventResponse, keras.callback
     a batch whose targets vary, where a snapshot of the fit gave them
     varied outputs), probed at each epoch's end and while the batch loss
     stays 1.5x above its best, is `collapsed` (`collapse.py`).
-    The loss rules are off with `spike_factor=None`.
+    The loss rules are off with `spike_factor=None`; a fit whose logs hold
+    no `loss` (a `train_step` that returns none) cannot run them, and gets
+    one warning saying so.
     Each event is a frozen `NaNEvent` (`nan_event.py`; read as attributes or
     as a mapping, `event["cause"]`) that names a **cause** (`learning_rate`,
     `input_scale`, `target_scale`, `depth`, `recurrence`, `bad_data`,
