@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gradguard.callbacks.blowup_rules import (
-    EARLY_BOTH, EARLY_BOTH_HUGE, EARLY_LOSS_HUGE, EARLY_LOSS_JUMP, EARLY_NORM_JUMP, HELD_SPIKE, find_early_blowup,
-    find_held_spike,
+    EARLY_BOTH, EARLY_BOTH_HUGE, EARLY_LOSS_HUGE, EARLY_LOSS_JUMP, EARLY_NORM_JUMP, HELD_SPIKE,
+    find_early_blowup, find_held_spike,
 )
 
 
